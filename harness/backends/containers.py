@@ -1,0 +1,137 @@
+"""A Ray cluster for one cell as plain containers on a private Docker network.
+
+Head, worker(s) and the notebook client each run from the cell's images. Nothing is
+published on the host: the client reaches the head by its network alias. Every object
+carries the run-id label and is removed on exit, pass or fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from harness.engine import LABEL_MANAGED, LABEL_NS, LABEL_RUN, Engine
+from harness.errors import EngineError
+from harness.progress import log
+
+HEAD_ALIAS = "ray-head"
+L_CELL = f"{LABEL_NS}.cell"
+PROBE_SOURCE = (Path(__file__).resolve().parents[1] / "probe.py").read_text(encoding="utf-8")
+
+
+class ContainerCluster:
+    """Context manager: `with ContainerCluster(...) as cluster:` starts, exit removes."""
+
+    def __init__(self, engine: Engine, run_id: str, cell_id: str, images: dict[str, str],
+                 workers: int = 1, log_dir: Path | None = None) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.cell_id = cell_id
+        self.images = images
+        self.workers = workers
+        self.log_dir = log_dir
+        short = hashlib.sha256(cell_id.encode()).hexdigest()[:6]
+        self.prefix = f"rh-{run_id}-{short}"
+        self.network = self.prefix
+        self.head = f"{self.prefix}-head"
+        self.worker_names = [f"{self.prefix}-worker{i}" for i in range(1, workers + 1)]
+        self.notebook = f"{self.prefix}-notebook"
+        self.jupyter_token = secrets.token_hex(16)
+        self.labels = {LABEL_MANAGED: "cluster", LABEL_RUN: run_id, L_CELL: cell_id}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def _label_args(self) -> list[str]:
+        return [arg for k, v in self.labels.items() for arg in ("--label", f"{k}={v}")]
+
+    def _run(self, name: str, image: str, alias: str | None = None,
+             env: dict[str, str] | None = None) -> None:
+        args = ["run", "-d", "--name", name, "--hostname", name, "--network", self.network,
+                "--shm-size", "1g", "--init", *self._label_args()]
+        if alias:
+            args += ["--network-alias", alias]
+        for k, v in (env or {}).items():
+            args += ["--env", f"{k}={v}"]
+        self.engine.run([*args, image], timeout=60)
+
+    def start(self) -> None:
+        log(f"{self.cell_id}: starting cluster {self.prefix} (head + {self.workers} worker, notebook)")
+        self.engine.run(["network", "create", *self._label_args(), self.network], timeout=60)
+        self._run(self.head, self.images["head"], alias=HEAD_ALIAS)
+        for name in self.worker_names:
+            self._run(name, self.images["worker"], env={"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"})
+        self._run(self.notebook, self.images["notebook"], env={"JUPYTER_TOKEN": self.jupyter_token})
+
+    def node_containers(self) -> list[str]:
+        return [self.head, *self.worker_names]
+
+    def save_logs(self) -> dict[str, str]:
+        """Write every container's log to log_dir; return their tails for the report."""
+        tails: dict[str, str] = {}
+        for name in [*self.node_containers(), self.notebook]:
+            r = self.engine.run(["logs", "--tail", "400", name], timeout=30, check=False)
+            text = r.stdout + r.stderr
+            role = name.rsplit("-", 1)[-1]
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                (self.log_dir / f"{role}.log").write_text(text)
+            tails[role] = "\n".join(text.strip().splitlines()[-15:])
+        return tails
+
+    def stop(self) -> None:
+        counts = self.engine.remove_labelled({LABEL_RUN: self.run_id, L_CELL: self.cell_id})
+        log(f"{self.cell_id}: removed {counts.get('container', 0)} containers, "
+            f"{counts.get('network', 0)} network")
+
+    def __enter__(self) -> ContainerCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if self.log_dir is not None:
+                self.save_logs()
+        finally:
+            self.stop()
+
+    # --- running things inside ------------------------------------------------------------
+
+    def exec(self, container: str, command: list[str], timeout: float = 120,
+             input: str | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        args = ["exec", "-i"] if input is not None else ["exec"]
+        for k, v in (env or {}).items():
+            args += ["--env", f"{k}={v}"]
+        try:
+            r = self.engine.run([*args, container, *command], timeout=timeout, check=False,
+                                input=input)
+        except EngineError as exc:
+            return 124, "", str(exc)
+        return r.returncode, r.stdout, r.stderr
+
+    def probe(self, container: str, args: list[str], timeout: float,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run probe.py in a container; the result, or {"ok": False, "error": ...}."""
+        rc, out, err = self.exec(container, ["python", "-", *args], timeout=timeout,
+                                 input=PROBE_SOURCE, env=env)
+        lines = out.strip().splitlines()
+        if lines:
+            try:
+                result: dict[str, Any] = json.loads(lines[-1])
+                return result
+            except ValueError:
+                pass
+        return {"ok": False, "error": f"probe {args[0]} exited {rc}: {err.strip()[-1500:]}"}
+
+    def put_file(self, container: str, path: str, content: str) -> None:
+        rc, _, err = self.exec(container, ["sh", "-c", f"cat > {path}"], input=content, timeout=30)
+        if rc != 0:
+            raise EngineError(f"cannot write {path} in {container}: {err.strip()}")

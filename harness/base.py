@@ -1,0 +1,159 @@
+"""Base images that carry an exact Python micro, with no registry needed.
+
+- `debian:<suite>`: a minbase rootfs built on the host with mmdebstrap from Debian's archive
+  (reproducible with SOURCE_DATE_EPOCH) and `docker import`ed. Its tarball sha256 is the
+  base's identity (`base.rootfs.sha256` label), and equals the image's layer diff_id.
+- `image:<ref>`: a registry image (e.g. python:3.11.9-slim-bookworm), used if present
+  locally, else pulled.
+Either way the Python micro inside is measured and must equal the one asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.engine import LABEL_MANAGED, LABEL_NS, Engine
+from harness.errors import EngineError, HarnessError
+from harness.matrix import Cell, Matrix
+
+RECIPE = 1  # bump when the rootfs recipe below changes
+# No python3-venv: it ships pip/setuptools wheels in /usr/share/python-wheels. The image
+# bootstraps pip from the locked pip wheel instead (see images/Dockerfile).
+PACKAGES = ("python3",)
+DPKG_OPTS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+)
+L_ROOTFS = f"{LABEL_NS}.base.rootfs.sha256"
+L_KEY = f"{LABEL_NS}.base.key"
+L_PYTHON = f"{LABEL_NS}.python.version"
+MICRO_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    ref: str  # what FROM uses
+    id: str
+    python: str
+    rootfs_sha256: str | None
+    source: str  # "debian:bookworm" / "image:python:3.11.9-slim"
+
+
+def _sources(matrix: Matrix, suite: str) -> list[str]:
+    mirror = matrix.debian_mirror
+    lines = [f"deb {mirror} {suite} main"]
+    if mirror.endswith("/debian"):
+        lines.append(f"deb {mirror}-security {suite}-security main")
+    return lines
+
+
+def debian_key(matrix: Matrix, suite: str) -> str:
+    doc = {
+        "recipe": RECIPE, "suite": suite, "sources": _sources(matrix, suite),
+        "packages": PACKAGES, "dpkg": DPKG_OPTS, "sde": matrix.source_date_epoch,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def measure_python(engine: Engine, ref: str) -> str:
+    r = engine.run(
+        ["run", "--rm", "--network", "none", "--entrypoint", "python3", ref, "-c", MICRO_PROBE],
+        timeout=120, check=False,
+    )
+    if r.returncode != 0:
+        raise HarnessError(f"base {ref}: cannot run python3 in it: {r.stderr.strip()[-300:]}")
+    return r.stdout.strip()
+
+
+def build_rootfs(matrix: Matrix, suite: str, out: Path) -> str:
+    """mmdebstrap a minbase rootfs tarball; returns its sha256."""
+    if shutil.which("mmdebstrap") is None:
+        raise HarnessError(
+            "mmdebstrap not found: run `sudo scripts/setup-engine.sh` (apt-get install mmdebstrap)"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".partial.tar")  # mmdebstrap picks the format by extension
+    cmd = [
+        "mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+        *(f"--dpkgopt={o}" for o in DPKG_OPTS), suite, str(tmp), *_sources(matrix, suite),
+    ]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(matrix.source_date_epoch)}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    except subprocess.TimeoutExpired:
+        tmp.unlink(missing_ok=True)
+        raise HarnessError(f"mmdebstrap {suite} did not finish in 20 minutes") from None
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+        raise HarnessError(f"mmdebstrap {suite} failed (is {matrix.debian_mirror} reachable?):\n{tail}")
+    h = hashlib.sha256()
+    with tmp.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    tmp.replace(out)
+    return h.hexdigest()
+
+
+def ensure(engine: Engine, matrix: Matrix, cell: Cell, work: Path, fresh: bool = False) -> BaseImage:
+    """Return the base for the cell's Python micro, building or pulling it if needed."""
+    spec = cell.base
+    if spec.kind == "image":
+        return _registry_base(engine, spec.ref, cell.python)
+    suite = spec.ref
+    key = debian_key(matrix, suite)
+    ref = f"{matrix.prefix}/base:debian-{suite}-py{cell.python}"
+    labels = engine.image_labels(ref)
+    if not fresh and labels and labels.get(L_KEY) == key:
+        info = engine.inspect("image", ref) or {}
+        return BaseImage(ref, str(info.get("Id")), cell.python, labels.get(L_ROOTFS), spec.label)
+    tarball = work / f"debian-{suite}-{key}.tar"
+    digest = build_rootfs(matrix, suite, tarball)
+    changes = [
+        f"LABEL {LABEL_MANAGED}=base",
+        f"LABEL {L_KEY}={key}",
+        f"LABEL {L_ROOTFS}={digest}",
+        f"LABEL {L_PYTHON}={cell.python}",
+        f"LABEL {LABEL_NS}.base.source=debian:{suite}",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
+        'CMD ["python3"]',
+    ]
+    args = ["import"]
+    for change in changes:
+        args += ["--change", change]
+    engine.run([*args, str(tarball), ref], timeout=600)
+    tarball.unlink(missing_ok=True)
+    measured = measure_python(engine, ref)
+    if measured != cell.python:
+        engine.run(["rmi", "-f", ref], check=False)
+        raise HarnessError(
+            f"Debian {suite} now ships Python {measured}, not {cell.python}; set "
+            f"`bases: {{\"{cell.python}\": ...}}` in {matrix.path} to a suite or image that has it"
+        )
+    info = engine.inspect("image", ref) or {}
+    return BaseImage(ref, str(info.get("Id")), cell.python, digest, spec.label)
+
+
+def _registry_base(engine: Engine, ref: str, python: str) -> BaseImage:
+    if engine.inspect("image", ref) is None:
+        try:
+            engine.run(["pull", ref], timeout=900)
+        except EngineError as exc:
+            raise HarnessError(
+                f"base image {ref} is not present and cannot be pulled ({exc}); `docker load` it "
+                "or use a Debian base (remove it from `bases:`)"
+            ) from None
+    measured = measure_python(engine, ref)
+    if measured != python:
+        raise HarnessError(f"base image {ref} has Python {measured}, not {python}")
+    info = engine.inspect("image", ref) or {}
+    return BaseImage(ref, str(info.get("Id")), python, None, f"image:{ref}")

@@ -1,0 +1,214 @@
+"""Build a cell's head, worker and notebook images and check what was built.
+
+Inputs per image (base image id, lock hash, Dockerfile hash, role, build args) give a
+content-addressed build key stored as a label; an image whose label carries the same key
+is reused and reported `cached`. After building, labels are read back and compared with
+what the probe measures inside the image (structure checks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import lock, probe
+from harness.base import L_ROOTFS, BaseImage
+from harness.base import ensure as ensure_base
+from harness.engine import LABEL_MANAGED, LABEL_NS, Engine
+from harness.errors import EngineError, HarnessError
+from harness.matrix import ROLES, Cell, Matrix
+from harness.paths import Paths
+from harness.progress import log, step
+from harness.results import Check, Image
+from harness.wheelhouse import Wheelhouse, link_into
+
+L_ROLE = f"{LABEL_NS}.role"
+L_CELL = f"{LABEL_NS}.cell"
+L_RAY = f"{LABEL_NS}.ray.version"
+L_COMMIT = f"{LABEL_NS}.ray.commit"
+L_PYTHON = f"{LABEL_NS}.python.version"
+L_VARIANT = f"{LABEL_NS}.variant"
+L_LOCK = f"{LABEL_NS}.lock.sha256"
+L_KEY = f"{LABEL_NS}.build.key"
+EXPECTED_CMD = {"head": "ray start --head", "worker": "ray start --block", "notebook": "jupyter lab"}
+RUNTIME_USER = "1000:1000"
+PROBE_SOURCE = Path(probe.__file__).read_text(encoding="utf-8")
+
+
+class BuildFailed(HarnessError):
+    """One image of a cell did not build; carries the tail of its log."""
+
+    exit_code = 1
+
+    def __init__(self, role: str, log_path: Path, tail: str) -> None:
+        super().__init__(f"building {role} failed (log: {log_path}):\n{tail}")
+        self.role = role
+        self.log_path = log_path
+        self.tail = tail
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stage_context(paths: Paths, cell: Cell, wheelhouse: Wheelhouse) -> Path:
+    """A minimal build context: Dockerfile, the two locks, and links to their wheels only."""
+    ctx = paths.context(cell.id)
+    if ctx.exists():
+        shutil.rmtree(ctx)
+    (ctx / "locks").mkdir(parents=True)
+    shutil.copy2(paths.dockerfile, ctx / "Dockerfile")
+    runtime = lock.lock_path(paths.locks, cell, "runtime")
+    notebook = lock.lock_path(paths.locks, cell, "notebook")
+    shutil.copy2(runtime, ctx / "locks" / "runtime.txt")
+    shutil.copy2(notebook, ctx / "locks" / "notebook.txt")
+    runtime_wheels = wheelhouse.wheels_for(runtime)
+    names = {w.name for w in runtime_wheels}
+    link_into(runtime_wheels, ctx / "wheels" / "runtime")
+    link_into([w for w in wheelhouse.wheels_for(notebook) if w.name not in names],
+              ctx / "wheels" / "notebook")
+    return ctx
+
+
+def build_key(base: BaseImage, lock_sha: str, dockerfile_sha: str, role: str, args: dict[str, str]) -> str:
+    doc = {"base": base.id, "lock": lock_sha, "dockerfile": dockerfile_sha, "role": role, "args": args}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def labels_for(cell: Cell, matrix: Matrix, role: str, base: BaseImage, commit: str,
+               lock_sha: str, key: str) -> dict[str, str]:
+    created = datetime.fromtimestamp(matrix.source_date_epoch, tz=timezone.utc)
+    return {
+        "org.opencontainers.image.title": f"ray-{role}",
+        "org.opencontainers.image.description":
+            f"Ray {cell.ray} {role} on Python {cell.python} ({cell.variant})",
+        "org.opencontainers.image.version": cell.tag_suffix,
+        "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.base.name": base.ref,
+        LABEL_MANAGED: "image",
+        L_ROLE: role,
+        L_CELL: cell.id,
+        L_RAY: cell.ray,
+        L_COMMIT: commit,
+        L_PYTHON: cell.python,
+        L_VARIANT: cell.variant,
+        L_LOCK: lock_sha,
+        L_KEY: key,
+        L_ROOTFS: base.rootfs_sha256 or "",
+    }
+
+
+def _docker_build(engine: Engine, ctx: Path, role: str, tag: str, args: dict[str, str],
+                  labels: dict[str, str], log_path: Path, no_cache: bool) -> None:
+    cmd = ["build", "--network", "none", "--progress", "plain", "--target", role, "--tag", tag]
+    if no_cache:
+        cmd.append("--no-cache")
+    for k, v in args.items():
+        cmd += ["--build-arg", f"{k}={v}"]
+    for k, v in labels.items():
+        cmd += ["--label", f"{k}={v}"]
+    cmd.append(str(ctx))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        r = engine.run(cmd, timeout=1800, check=False, env={"DOCKER_BUILDKIT": "1"})
+    except EngineError as exc:
+        log_path.write_text(str(exc))
+        raise BuildFailed(role, log_path, str(exc)) from None
+    log_path.write_text(r.stdout + r.stderr)
+    if r.returncode != 0:
+        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-25:])
+        raise BuildFailed(role, log_path, tail)
+
+
+def run_probe(engine: Engine, image: str, command: str, timeout: float = 180) -> dict[str, object]:
+    """Run probe.py COMMAND in a throwaway container of `image`, with no network."""
+    r = engine.run(
+        ["run", "--rm", "-i", "--network", "none", "--entrypoint", "python", image, "-", command],
+        input=PROBE_SOURCE, timeout=timeout, check=False,
+    )
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        raise HarnessError(f"probe {command} in {image} failed: {r.stderr.strip()[-500:]}")
+    result: dict[str, object] = json.loads(lines[-1])
+    return result
+
+
+def structure_checks(engine: Engine, cell: Cell, role: str, tag: str) -> list[Check]:
+    """container-structure-test style checks of one built image."""
+    info = engine.inspect("image", tag) or {}
+    config = info.get("Config") or {}
+    labels: dict[str, str] = dict(config.get("Labels") or {})
+    facts = run_probe(engine, tag, "structure")
+    name = f"image:{role}"
+    checks = [
+        Check.of(f"{name}:python", facts.get("python") == cell.python == labels.get(L_PYTHON),
+                 f"measured {facts.get('python')}, label {labels.get(L_PYTHON)}, asked {cell.python}",
+                 stage="build"),
+        Check.of(f"{name}:ray", facts.get("ray") == cell.ray == labels.get(L_RAY)
+                 and facts.get("commit") == labels.get(L_COMMIT),
+                 f"measured {facts.get('ray')} ({facts.get('commit')}), label "
+                 f"{labels.get(L_RAY)} ({labels.get(L_COMMIT)})", stage="build"),
+        Check.of(f"{name}:labels", labels.get(L_VARIANT) == cell.variant and bool(labels.get(L_LOCK))
+                 and labels.get(L_ROLE) == role,
+                 f"variant={labels.get(L_VARIANT)} role={labels.get(L_ROLE)} "
+                 f"lock={str(labels.get(L_LOCK))[:12]}", stage="build"),
+        Check.of(f"{name}:non-root", config.get("User") == RUNTIME_USER and facts.get("uid") == 1000,
+                 f"User={config.get('User')!r}, uid inside={facts.get('uid')}", stage="build"),
+        Check.of(f"{name}:cmd", EXPECTED_CMD[role] in " ".join(config.get("Cmd") or []),
+                 f"Cmd={config.get('Cmd')}", stage="build"),
+        Check.of(f"{name}:ray-cli", facts.get("ray_cli_rc") == 0 and cell.ray in str(facts.get("ray_cli")),
+                 str(facts.get("ray_cli"))[:200], stage="build"),
+        Check.of(f"{name}:no-leftovers", not facts.get("wheel_files") and not facts.get("pip_caches"),
+                 f"wheel files: {facts.get('wheel_files') or 'none'}; pip caches: "
+                 f"{facts.get('pip_caches') or 'none'}", stage="build"),
+    ]
+    return checks
+
+
+def build_cell(engine: Engine, matrix: Matrix, paths: Paths, cell: Cell,
+               no_cache: bool = False) -> tuple[list[Image], list[Check]]:
+    """Build (or reuse) the three images of a cell; return them and their structure checks."""
+    lock.check(paths.locks, cell, matrix)
+    runtime_lock = lock.lock_path(paths.locks, cell, "runtime")
+    notebook_lock = lock.lock_path(paths.locks, cell, "notebook")
+    wheelhouse = Wheelhouse(paths.wheelhouse)
+    with step(f"{cell.id}: wheels"):
+        fetched = wheelhouse.fetch(notebook_lock, cell) + wheelhouse.fetch(runtime_lock, cell)
+        if fetched:
+            log(f"{cell.id}: downloaded {fetched} wheels into {paths.wheelhouse}")
+    with step(f"{cell.id}: base {cell.base.label} (Python {cell.python})"):
+        base = ensure_base(engine, matrix, cell, paths.build / "rootfs", fresh=no_cache)
+    ctx = stage_context(paths, cell, wheelhouse)
+    commit = wheelhouse.ray_commit(runtime_lock)
+    lock_sha = lock.file_digest(runtime_lock, notebook_lock)
+    dockerfile_sha = _sha256_file(paths.dockerfile)
+    args = {"BASE_IMAGE": base.ref, "PYTHON": "python3",
+            "SOURCE_DATE_EPOCH": str(matrix.source_date_epoch)}
+    images: list[Image] = []
+    checks: list[Check] = []
+    for role in ROLES:
+        tag = cell.tag(matrix.prefix, role)
+        key = build_key(base, lock_sha, dockerfile_sha, role, args)
+        existing = engine.image_labels(tag)
+        cached = not no_cache and existing is not None and existing.get(L_KEY) == key
+        start = time.monotonic()
+        if cached:
+            log(f"{cell.id}: {role} cached ({tag})")
+        else:
+            with step(f"{cell.id}: build {role} -> {tag}"):
+                _docker_build(engine, ctx, role, tag, args,
+                              labels_for(cell, matrix, role, base, commit, lock_sha, key),
+                              paths.logs(cell.id) / f"{role}.log", no_cache)
+        info = engine.inspect("image", tag) or {}
+        images.append(Image(
+            role=role, tag=tag, id=str(info.get("Id")), size_bytes=int(info.get("Size") or 0),
+            cached=cached, build_seconds=round(time.monotonic() - start, 2),
+            labels=dict((info.get("Config") or {}).get("Labels") or {}),
+        ))
+        with step(f"{cell.id}: structure checks {role}"):
+            checks += structure_checks(engine, cell, role, tag)
+    return images, checks

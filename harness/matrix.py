@@ -1,0 +1,404 @@
+"""Load and validate matrix.yaml, expand it into cells, select cells and name their tags.
+
+Everything here is pure: no Docker, no network. Every problem raises MatrixError
+naming the file, the key, the line where the YAML parser knows it, and what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.version import InvalidVersion, Version
+
+from harness.errors import MatrixError
+
+ROLES: tuple[str, ...] = ("head", "worker", "notebook")
+VARIANTS: tuple[str, ...] = ("cpu",)
+DEBIAN_PYTHON: Mapping[str, str] = {
+    # Debian suite -> python3 micro it ships (stable suites keep their micro;
+    # security fixes arrive as +debNuM rebuilds). Checked inside every built base.
+    "bullseye": "3.9.2",
+    "bookworm": "3.11.2",
+    "trixie": "3.13.5",
+}
+DEFAULT_PREFIX = "localhost/raycompat"
+DEFAULT_SOURCE_DATE_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
+DEFAULT_NOTEBOOK_PACKAGES: tuple[str, ...] = ("jupyterlab", "nbclient", "ipykernel")
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+TOP_KEYS = (
+    "version",
+    "prefix",
+    "source_date_epoch",
+    "debian_mirror",
+    "ray",
+    "python",
+    "variants",
+    "bases",
+    "notebook_packages",
+    "exclude",
+)
+REQUIRED_KEYS = ("ray", "python")
+EXCLUDE_KEYS = ("ray", "python", "variant", "reason")
+BASE_KEYS = ("debian", "image")
+SELECT_KEYS = ("ray", "python", "variant")
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """Where a Python micro comes from: a Debian suite (built here) or a registry image."""
+
+    kind: str  # "debian" | "image"
+    ref: str  # suite name or image reference
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.ref}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (Ray, Python micro, variant) combination: builds three images."""
+
+    ray: str
+    python: str
+    variant: str
+    base: BaseSpec
+
+    @property
+    def id(self) -> str:
+        return f"ray{self.ray}-py{self.python}-{self.variant}"
+
+    @property
+    def tag_suffix(self) -> str:
+        return f"{self.ray}-py{self.python}-{self.variant}"
+
+    @property
+    def python_minor(self) -> str:
+        major, minor, _ = self.python.split(".")
+        return f"{major}.{minor}"
+
+    def tag(self, prefix: str, role: str) -> str:
+        """`<prefix>/ray-<role>:<ray>-py<python>-<variant>`, one repository per role."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        return f"{prefix}/ray-{role}:{self.tag_suffix}"
+
+    def tags(self, prefix: str) -> dict[str, str]:
+        return {role: self.tag(prefix, role) for role in ROLES}
+
+    def as_selector(self) -> dict[str, str]:
+        return {"ray": self.ray, "python": self.python, "variant": self.variant}
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A cell the matrix names but will not build, with the reason shown in plan and report."""
+
+    cell: Cell
+    reason: str
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    prefix: str
+    source_date_epoch: int
+    debian_mirror: str
+    cells: tuple[Cell, ...]
+    excluded: tuple[Excluded, ...] = ()
+    notebook_packages: tuple[str, ...] = DEFAULT_NOTEBOOK_PACKAGES
+    ray_versions: tuple[str, ...] = field(default=())
+
+    def cell(self, cell_id: str) -> Cell:
+        for c in self.cells:
+            if c.id == cell_id:
+                return c
+        raise KeyError(cell_id)
+
+
+# --- YAML with line numbers ---------------------------------------------------------------
+
+
+class _Lines:
+    """Maps key paths ("ray", "bases.3.11.2.debian", "exclude.0") to 1-based source lines."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self._lines: dict[str, int] = {}
+        if root is not None:
+            self._walk(root, "")
+
+    def _walk(self, node: yaml.Node, path: str) -> None:
+        self._lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{path}.{key_node.value}" if path else str(key_node.value)
+                self._lines[key] = key_node.start_mark.line + 1
+                self._walk(value_node, key)
+                self._lines[key] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, f"{path}.{i}" if path else str(i))
+
+    def __call__(self, path: str) -> int | None:
+        while path:
+            if path in self._lines:
+                return self._lines[path]
+            path = path.rpartition(".")[0]
+        return self._lines.get("")
+
+
+class _Loader:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.text = text
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data: Any = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            line = mark.line + 1 if mark is not None else None
+            problem = exc.problem or str(exc)
+            raise MatrixError(
+                str(path), "(yaml)", f"malformed YAML: {problem}; fix the syntax", line
+            ) from None
+        except yaml.YAMLError as exc:
+            raise MatrixError(str(path), "(yaml)", f"malformed YAML: {exc}") from None
+        self.lines = _Lines(root)
+
+    def fail(self, key: str, message: str) -> MatrixError:
+        return MatrixError(str(self.path), key, message, self.lines(key))
+
+    def check_keys(self, mapping: Mapping[Any, Any], allowed: Sequence[str], where: str) -> None:
+        for key in mapping:
+            if key in allowed:
+                continue
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"allowed: {', '.join(allowed)}"
+            full = f"{where}.{key}" if where else str(key)
+            raise self.fail(full, f"unknown key {key!r}; {hint}")
+
+    def str_list(self, key: str) -> list[str]:
+        value = self.data.get(key)
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, "must be a non-empty list, e.g. [\"2.60.0\"]")
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.fail(
+                    f"{key}.{i}",
+                    f"{item!r} must be a quoted string (YAML reads 3.10 as the number 3.1)",
+                )
+            out.append(item.strip())
+        return out
+
+
+def exact_version(loader: _Loader, key: str, text: str, what: str) -> str:
+    """Accept only a final X.Y.Z release: `3.11` or `2.60` is refused, not guessed."""
+    try:
+        version = Version(text)
+    except InvalidVersion:
+        raise loader.fail(key, f"{text!r} is not a version; write an exact {what} like 3.11.2") from None
+    if len(version.release) != 3 or version.is_prerelease or version.is_postrelease or version.local:
+        raise loader.fail(
+            key,
+            f"{text!r} is not an exact {what} version; pin major.minor.micro (e.g. "
+            f"{'3.11.2' if what == 'Python' else '2.60.0'})",
+        )
+    if str(version) != text:
+        raise loader.fail(key, f"{text!r} is not written canonically; write {str(version)!r}")
+    return text
+
+
+def _bases(loader: _Loader, pythons: Iterable[str]) -> dict[str, BaseSpec]:
+    raw = loader.data.get("bases") or {}
+    if not isinstance(raw, dict):
+        raise loader.fail("bases", "must be a mapping of Python micro to {debian: SUITE} or {image: REF}")
+    overrides: dict[str, BaseSpec] = {}
+    for micro, spec in raw.items():
+        key = f"bases.{micro}"
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise loader.fail(key, "must be exactly one of {debian: SUITE} or {image: REF}")
+        loader.check_keys(spec, BASE_KEYS, key)
+        (kind, ref), = spec.items()
+        if not isinstance(ref, str) or not ref:
+            raise loader.fail(f"{key}.{kind}", "must be a non-empty string")
+        if kind == "debian" and ref in DEBIAN_PYTHON and DEBIAN_PYTHON[ref] != str(micro):
+            raise loader.fail(
+                f"{key}.{kind}",
+                f"Debian {ref} ships Python {DEBIAN_PYTHON[ref]}, not {micro}; "
+                "choose the suite that ships this micro or an image base",
+            )
+        overrides[str(micro)] = BaseSpec(kind, ref)
+    resolved: dict[str, BaseSpec] = {}
+    for micro in pythons:
+        if micro in overrides:
+            resolved[micro] = overrides[micro]
+            continue
+        suites = [suite for suite, shipped in DEBIAN_PYTHON.items() if shipped == micro]
+        if not suites:
+            known = ", ".join(f"{s} {p}" for s, p in DEBIAN_PYTHON.items())
+            raise loader.fail(
+                "python",
+                f"no base provider delivers Python {micro} (Debian ships: {known}); pick one of "
+                f"those or add `bases: {{\"{micro}\": {{image: \"python:{micro}-slim-bookworm\"}}}}` "
+                "if you can pull from a registry",
+            )
+        resolved[micro] = BaseSpec("debian", suites[0])
+    return resolved
+
+
+def _excludes(loader: _Loader) -> list[tuple[dict[str, str], str]]:
+    raw = loader.data.get("exclude") or []
+    if not isinstance(raw, list):
+        raise loader.fail("exclude", "must be a list of {ray, python, variant, reason}")
+    rules: list[tuple[dict[str, str], str]] = []
+    for i, rule in enumerate(raw):
+        key = f"exclude.{i}"
+        if not isinstance(rule, dict):
+            raise loader.fail(key, "must be a mapping like {ray: \"2.60.0\", python: \"3.9.*\", reason: ...}")
+        loader.check_keys(rule, EXCLUDE_KEYS, key)
+        reason = rule.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise loader.fail(key, "needs a `reason:` saying why these cells are not built")
+        pattern = {k: str(v) for k, v in rule.items() if k != "reason"}
+        if not pattern:
+            raise loader.fail(key, "names no ray, python or variant: it would exclude everything")
+        rules.append((pattern, reason.strip()))
+    return rules
+
+
+def matches(selector: Mapping[str, str], cell: Cell) -> bool:
+    """True when every key of the selector glob-matches the cell (`python=3.11.*`)."""
+    values = cell.as_selector()
+    return all(fnmatch.fnmatchcase(values[k], pattern) for k, pattern in selector.items())
+
+
+def load(path: str | Path) -> Matrix:
+    """Read, validate and expand a matrix file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MatrixError(str(path), "(file)", "not found; pass --matrix PATH or create matrix.yaml") from None
+    except OSError as exc:
+        raise MatrixError(str(path), "(file)", f"cannot be read: {exc.strerror}") from None
+    loader = _Loader(path, text)
+    data = loader.data
+    if data is None:
+        raise MatrixError(str(path), "(file)", "is empty; declare at least `ray:` and `python:`")
+    if not isinstance(data, dict):
+        raise loader.fail("(top)", "must be a mapping with keys like ray:, python:, variants:")
+    loader.check_keys(data, TOP_KEYS, "")
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise MatrixError(str(path), key, "is required (a list of exact versions)")
+    if data.get("version", 1) != 1:
+        raise loader.fail("version", "only version: 1 is understood by this harness")
+
+    rays = [exact_version(loader, f"ray.{i}", v, "Ray") for i, v in enumerate(loader.str_list("ray"))]
+    pythons = [
+        exact_version(loader, f"python.{i}", v, "Python")
+        for i, v in enumerate(loader.str_list("python"))
+    ]
+    variants = loader.str_list("variants") if "variants" in data else ["cpu"]
+    for i, variant in enumerate(variants):
+        if variant not in VARIANTS:
+            near = difflib.get_close_matches(variant, VARIANTS, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(VARIANTS)}"
+            raise loader.fail(f"variants.{i}", f"unknown variant {variant!r}; {hint}")
+    for key, values in (("ray", rays), ("python", pythons), ("variants", variants)):
+        seen: set[str] = set()
+        for i, v in enumerate(values):
+            if v in seen:
+                raise loader.fail(f"{key}.{i}", f"{v!r} is listed twice (duplicate cells); remove one")
+            seen.add(v)
+
+    prefix = data.get("prefix", DEFAULT_PREFIX)
+    if not isinstance(prefix, str) or not prefix or prefix != prefix.lower() or ":" in prefix.rsplit("/", 1)[-1]:
+        raise loader.fail("prefix", "must be a lower-case image repository prefix like localhost/raycompat")
+    sde = data.get("source_date_epoch", DEFAULT_SOURCE_DATE_EPOCH)
+    if not isinstance(sde, int) or isinstance(sde, bool) or sde < 0:
+        raise loader.fail("source_date_epoch", "must be a non-negative integer (seconds since 1970)")
+    mirror = data.get("debian_mirror", DEFAULT_DEBIAN_MIRROR)
+    if not isinstance(mirror, str) or not mirror.startswith(("http://", "https://", "file:/")):
+        raise loader.fail("debian_mirror", "must be an http(s):// or file:/ URL of a Debian archive")
+    packages = (
+        tuple(loader.str_list("notebook_packages"))
+        if "notebook_packages" in data
+        else DEFAULT_NOTEBOOK_PACKAGES
+    )
+
+    bases = _bases(loader, pythons)
+    rules = _excludes(loader)
+    cells: list[Cell] = []
+    excluded: list[Excluded] = []
+    for ray, python, variant in itertools.product(rays, pythons, variants):
+        cell = Cell(ray=ray, python=python, variant=variant, base=bases[python])
+        reason = next((r for sel, r in rules if matches(sel, cell)), None)
+        if reason is None:
+            cells.append(cell)
+        else:
+            excluded.append(Excluded(cell, reason))
+    if not cells:
+        raise MatrixError(
+            str(path), "exclude", "every cell is excluded: the matrix is empty; loosen `exclude:`",
+            loader.lines("exclude"),
+        )
+    return Matrix(
+        path=path,
+        prefix=prefix,
+        source_date_epoch=sde,
+        debian_mirror=mirror.rstrip("/"),
+        cells=tuple(cells),
+        excluded=tuple(excluded),
+        notebook_packages=packages,
+        ray_versions=tuple(rays),
+    )
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """`ray=2.60.0,python=3.11.*` -> {"ray": "2.60.0", "python": "3.11.*"}."""
+    selector: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not value.strip():
+            raise MatrixError("--only", part, "must be KEY=GLOB, e.g. --only ray=2.60.0,python=3.11.*")
+        if key not in SELECT_KEYS:
+            near = difflib.get_close_matches(key, SELECT_KEYS, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(SELECT_KEYS)}"
+            raise MatrixError("--only", key, f"unknown key; {hint}")
+        selector[key] = value.strip()
+    if not selector:
+        raise MatrixError("--only", text, "is empty; e.g. --only ray=2.60.0,python=3.11.*")
+    return selector
+
+
+def select(matrix: Matrix, only: Sequence[str]) -> tuple[list[Cell], list[Excluded]]:
+    """Cells matching any `--only` selector (all cells when none), and the ones left out."""
+    if not only:
+        return list(matrix.cells), []
+    selectors = [parse_selector(text) for text in only]
+    chosen = [c for c in matrix.cells if any(matches(s, c) for s in selectors)]
+    if not chosen:
+        raise MatrixError(
+            "--only",
+            " | ".join(only),
+            f"selects no cell of {matrix.path}; `python -m harness plan` lists the cells",
+        )
+    left = [
+        Excluded(c, f"not selected by --only {' | '.join(only)}")
+        for c in matrix.cells
+        if c not in chosen
+    ]
+    return chosen, left

@@ -1,0 +1,42 @@
+"""Where things live: all relative to the directory of the matrix file unless overridden."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path  # directory of matrix.yaml
+    build: Path  # reports, logs, build contexts
+    locks: Path  # committed lock files, locks/<cell-id>/{runtime,notebook}.txt
+    images: Path  # Dockerfile(s)
+    wheelhouse: Path  # host wheel cache shared by all cells
+
+    @classmethod
+    def for_matrix(cls, matrix: Path, build: Path | None = None) -> Paths:
+        root = matrix.resolve().parent
+        wheelhouse = os.environ.get("HARNESS_WHEELHOUSE")
+        return cls(
+            root=root,
+            build=(build or root / "build").resolve(),
+            locks=root / "locks",
+            images=root / "images",
+            wheelhouse=Path(wheelhouse) if wheelhouse else root / ".cache" / "wheelhouse",
+        )
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.images / "Dockerfile"
+
+    @property
+    def state(self) -> Path:
+        return self.build / "state.json"
+
+    def logs(self, cell_id: str) -> Path:
+        return self.build / "logs" / cell_id
+
+    def context(self, cell_id: str) -> Path:
+        return self.build / "context" / cell_id

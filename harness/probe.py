@@ -1,0 +1,361 @@
+"""Code that runs *inside* the images: in node containers, the notebook client, or a build check.
+
+It is fed to the image's own interpreter on stdin (`python - COMMAND ...`), so it depends on
+nothing but the standard library and what the image installed (ray, nbclient). It prints one
+JSON document on the last line of stdout. Keep it compatible with Python 3.9.
+
+Commands:
+  facts                      Python micro, Ray version and commit of this interpreter
+  structure                  facts + what a structure check needs (uid, leftovers, ray CLI)
+  cluster ADDRESS ...        connect (ray:// client or host:port driver), wait for the nodes,
+                             run a probe pinned to every alive node and, with --workload,
+                             tasks, an actor and a cross-node object transfer
+  notebook PATH              execute an .ipynb with nbclient, return what its cells printed
+  jupyter                    wait for JupyterLab's /api/status and /lab on this host
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import urllib.request
+from typing import Any, Callable, Dict, List
+
+Json = Dict[str, Any]
+
+
+def facts() -> Json:
+    out: Json = {
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "hostname": platform.node(),
+        "uid": os.getuid(),
+    }
+    try:
+        import ray
+
+        out["ray"] = ray.__version__
+        out["commit"] = ray.__commit__
+    except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
+        out["ray"] = None
+        out["commit"] = None
+        out["ray_error"] = repr(exc)
+    return out
+
+
+def _owned_files() -> "set[str]":
+    """Files listed in the RECORD of an installed distribution (their own data, not leftovers)."""
+    owned = set()
+    try:
+        from importlib import metadata
+
+        for dist in metadata.distributions():
+            for f in dist.files or []:
+                owned.add(os.path.realpath(str(dist.locate_file(f))))
+    except Exception:  # noqa: BLE001
+        pass
+    return owned
+
+
+def structure() -> Json:
+    out = facts()
+    owned = _owned_files()
+    packaged: List[str] = []
+    leftovers: List[str] = []
+    caches: List[str] = []
+    for root, dirs, files in os.walk("/", topdown=True):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) not in ("/proc", "/sys", "/dev")]
+        for name in files:
+            if name.endswith(".whl"):
+                path = os.path.join(root, name)
+                (packaged if os.path.realpath(path) in owned else leftovers).append(path)
+        for name in dirs:
+            path = os.path.join(root, name)
+            if path.endswith(("/.cache/pip", "/.cache/uv")):
+                caches.append(path)
+    out["wheel_files"] = leftovers[:20]
+    out["packaged_wheels"] = len(packaged)
+    out["pip_caches"] = caches[:20]
+    try:
+        cli = subprocess.run(["ray", "--version"], capture_output=True, text=True, timeout=120)
+        out["ray_cli"] = (cli.stdout + cli.stderr).strip()
+        out["ray_cli_rc"] = cli.returncode
+    except Exception as exc:  # noqa: BLE001
+        out["ray_cli"] = repr(exc)
+        out["ray_cli_rc"] = -1
+    return out
+
+
+class _Captured(logging.Handler):
+    """Keeps Ray's own warnings (e.g. 'Python patch version mismatch') for the report."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage()[:500])
+
+
+def _section(fn: Callable[[], Json]) -> Json:
+    try:
+        return {"ok": True, **fn()}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
+                "traceback": traceback.format_exc()[-2000:]}
+
+
+def _connect(address: str, deadline: float, captured: _Captured) -> Json:
+    import ray
+
+    attempts = 0
+    last = ""
+    while True:
+        attempts += 1
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            return {"ok": True, "attempts": attempts, "warnings": captured.messages}
+        except Exception as exc:  # noqa: BLE001
+            last = "%s: %s" % (type(exc).__name__, exc)
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            # A version mismatch is Ray's verdict, not a cluster still starting: stop at once.
+            if "mismatch" in last.lower() or time.time() > deadline:
+                return {"ok": False, "attempts": attempts, "error": last[:4000],
+                        "warnings": captured.messages}
+            time.sleep(2)
+
+
+def _alive_nodes(expect: int, deadline: float) -> List[Json]:
+    import ray
+
+    while True:
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        if len(alive) >= expect or time.time() > deadline:
+            return alive
+        time.sleep(1)
+
+
+def _node_probes(nodes: List[Json], timeout: float) -> List[Json]:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def node_facts() -> Json:
+        import ray as r
+
+        out = facts()
+        out["node_id"] = r.get_runtime_context().get_node_id()
+        return out
+
+    results: List[Json] = []
+    refs = []
+    for node in nodes:
+        strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+        refs.append((node, node_facts.options(scheduling_strategy=strategy).remote()))
+    for node, ref in refs:
+        entry: Json = {"node_id": node["NodeID"], "address": node.get("NodeManagerAddress"),
+                       "hostname": node.get("NodeManagerHostname")}
+        try:
+            entry["facts"] = ray.get(ref, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001
+            entry["error"] = "%s: %s" % (type(exc).__name__, exc)
+        results.append(entry)
+    return results
+
+
+def _workload(nodes: List[Json], timeout: float) -> Json:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    def here() -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+    @ray.remote(num_cpus=0.1)
+    def square(x: int) -> List[Any]:
+        time.sleep(0.05)
+        return [x * x, here()]
+
+    @ray.remote(num_cpus=0)
+    class Counter:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def add(self, k: int) -> int:
+            self.n += k
+            return self.n
+
+        def node(self) -> str:
+            return here()
+
+    @ray.remote(num_cpus=0)
+    def produce(size: int) -> bytes:
+        return hashlib.sha256(b"seed").digest() * (size // 32)
+
+    @ray.remote(num_cpus=0)
+    def consume(data: bytes) -> List[Any]:
+        return [hashlib.sha256(data).hexdigest(), len(data), here()]
+
+    node_ids = [n["NodeID"] for n in nodes]
+    out: Json = {}
+    tasks = ray.get([square.options(scheduling_strategy="SPREAD").remote(i) for i in range(24)],
+                    timeout=timeout)
+    out["tasks"] = {
+        "count": len(tasks),
+        "sum_ok": sum(r[0] for r in tasks) == sum(i * i for i in range(24)),
+        "nodes": sorted({r[1] for r in tasks}),
+    }
+    counter = Counter.remote()  # type: ignore[attr-defined]
+    values = [ray.get(counter.add.remote(k), timeout=timeout) for k in (1, 2, 3)]
+    out["actor"] = {"values": values, "ok": values == [1, 3, 6],
+                    "node": ray.get(counter.node.remote(), timeout=timeout)}
+    ray.kill(counter)
+    if len(node_ids) >= 2:
+        src, dst = node_ids[0], node_ids[-1]
+        size = 4 * 1024 * 1024  # large enough to live in the object store, not inline
+        ref = produce.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=src, soft=False)
+        ).remote(size)
+        digest, length, reader = ray.get(
+            consume.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=dst, soft=False)
+            ).remote(ref),
+            timeout=timeout,
+        )
+        expected = hashlib.sha256(hashlib.sha256(b"seed").digest() * (size // 32)).hexdigest()
+        out["object"] = {"writer": src, "reader": reader, "bytes": length,
+                         "ok": digest == expected and reader == dst and src != dst}
+    else:
+        out["object"] = {"ok": False, "error": "fewer than two nodes: nothing crosses a node"}
+    return out
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _Deadline("probe deadline passed (a Ray call hung)")
+
+
+def cluster(args: argparse.Namespace) -> Json:
+    # ray.init can hang (e.g. a driver with no local raylet): bound everything with an alarm.
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(args.timeout) + 20)
+    try:
+        return _cluster(args)
+    except _Deadline as exc:
+        return {"client": facts(), "address": args.address,
+                "connect": {"ok": False, "error": str(exc), "warnings": []}}
+    finally:
+        signal.alarm(0)
+
+
+def _cluster(args: argparse.Namespace) -> Json:
+    captured = _Captured()
+    logging.getLogger().addHandler(captured)
+    deadline = time.time() + args.timeout
+    out: Json = {"client": facts(), "address": args.address}
+    out["connect"] = _connect(args.address, deadline, captured)
+    if not out["connect"]["ok"]:
+        return out
+    import ray
+
+    try:
+        nodes = _alive_nodes(args.expect_nodes, deadline)
+        out["alive_nodes"] = len(nodes)
+        out["nodes"] = _node_probes(nodes, max(10.0, deadline - time.time()))
+        if args.workload:
+            out["workload"] = _section(lambda: _workload(nodes, max(20.0, deadline - time.time())))
+        out["connect"]["warnings"] = captured.messages
+    finally:
+        ray.shutdown()
+    return out
+
+
+def notebook(args: argparse.Namespace) -> Json:
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(args.path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3")
+    out: Json = {"nbclient": nbclient.__version__}
+    try:
+        client.execute()
+        out["ok"] = True
+    except Exception as exc:  # noqa: BLE001 - CellExecutionError carries the cell's traceback
+        out["ok"] = False
+        out["error"] = str(exc)[-3000:]
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                texts.append(output.get("text", ""))
+    out["stdout"] = "".join(texts)[-6000:]
+    return out
+
+
+def jupyter(args: argparse.Namespace) -> Json:
+    base = "http://127.0.0.1:%d" % args.port
+    headers = {"Authorization": "token %s" % args.token}
+    deadline = time.time() + args.timeout
+    last = ""
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(base + "/api/status", headers=headers)
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                status = json.loads(resp.read().decode())
+            req = urllib.request.Request(base + "/lab", headers=headers)
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                page = resp.read().decode(errors="replace")
+            return {"ok": True, "status": status, "lab_page": "JupyterLab" in page}
+        except Exception as exc:  # noqa: BLE001
+            last = "%s: %s" % (type(exc).__name__, exc)
+            time.sleep(1)
+    return {"ok": False, "error": last}
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="probe")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("facts")
+    sub.add_parser("structure")
+    p = sub.add_parser("cluster")
+    p.add_argument("address")
+    p.add_argument("--expect-nodes", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--workload", action="store_true")
+    p = sub.add_parser("notebook")
+    p.add_argument("path")
+    p.add_argument("--timeout", type=int, default=120)
+    p = sub.add_parser("jupyter")
+    p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--token", required=True)
+    p.add_argument("--timeout", type=float, default=60)
+    args = parser.parse_args(argv)
+    handlers: Dict[str, Callable[[], Json]] = {
+        "facts": facts,
+        "structure": structure,
+        "cluster": lambda: cluster(args),
+        "notebook": lambda: notebook(args),
+        "jupyter": lambda: jupyter(args),
+    }
+    result = handlers[args.command]()
+    sys.stdout.write("\n" + json.dumps(result, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,135 @@
+"""Run state shared by `build` and `test`, and the reports rendered from it.
+
+`build/state.json` holds the latest result per cell; `build/report.json`, `report.md` and
+`junit.xml` are re-rendered from it after every command, so they always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from harness.matrix import Cell, Excluded
+from harness.results import FAILED, PASSED, SKIPPED, CellResult
+
+SCHEMA = 1
+
+
+def load_state(path: Path) -> dict[str, CellResult]:
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+        return {c["id"]: CellResult.from_json(c) for c in doc.get("cells", [])}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def fresh(cell: Cell) -> CellResult:
+    return CellResult(id=cell.id, ray=cell.ray, python=cell.python, variant=cell.variant)
+
+
+def excluded(items: Iterable[Excluded]) -> list[CellResult]:
+    out = []
+    for item in items:
+        r = fresh(item.cell)
+        r.status, r.detail = "excluded", item.reason
+        out.append(r)
+    return out
+
+
+def summary(cells: Iterable[CellResult]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in cells:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    return counts
+
+
+def write(build: Path, results: dict[str, CellResult], matrix: str, run_id: str,
+          extra: Iterable[CellResult] = ()) -> dict[str, Any]:
+    """Persist state and render report.json, report.md and junit.xml."""
+    build.mkdir(parents=True, exist_ok=True)
+    cells = [*results.values(), *[e for e in extra if e.id not in results]]
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "matrix": matrix,
+        "run_id": run_id,
+        "summary": summary(cells),
+        "cells": [c.to_json() for c in cells],
+    }
+    (build / "state.json").write_text(json.dumps(
+        {**doc, "cells": [c.to_json() for c in results.values()]}, indent=1))
+    (build / "report.json").write_text(json.dumps(doc, indent=1))
+    (build / "report.md").write_text(markdown(cells, doc))
+    ET.ElementTree(junit(cells)).write(build / "junit.xml", encoding="utf-8", xml_declaration=True)
+    return doc
+
+
+ICON = {PASSED: "✅", FAILED: "❌", SKIPPED: "⏭️", "excluded": "➖", "built": "🔨", "pending": "…"}
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB"
+
+
+def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
+    lines = [
+        "# Ray image compatibility report",
+        "",
+        f"Matrix `{doc['matrix']}`, run `{doc['run_id']}`, generated {doc['generated']}.",
+        "Summary: " + ", ".join(f"{v} {k}" for k, v in sorted(doc["summary"].items())),
+        "",
+        "| Cell | Ray | Python | Variant | Status | Checks | Images |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        checks = c.checks
+        passed = sum(1 for k in checks if k.status == PASSED)
+        images = "<br>".join(f"`{i.tag}` {_mb(i.size_bytes)}" for i in c.images) or "–"
+        status = f"{ICON.get(c.status, '')} {c.status}"
+        if c.status == "excluded":
+            status += f": {c.detail}"
+        lines.append(f"| {c.id} | {c.ray} | {c.python} | {c.variant} | {status} | "
+                     f"{passed}/{len(checks)} | {images} |")
+    for c in cells:
+        if not c.checks and not c.detail:
+            continue
+        lines += ["", f"## {c.id}", ""]
+        if c.detail and c.status != "excluded":
+            lines += ["```", c.detail[-2000:], "```", ""]
+        if c.checks:
+            lines += ["| Check | Status | Detail |", "|---|---|---|"]
+            for k in c.checks:
+                detail = k.detail.replace("|", "\\|").replace("\n", " ")[:300]
+                lines.append(f"| {k.name} | {ICON.get(k.status, '')} {k.status} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def junit(cells: list[CellResult]) -> ET.Element:
+    root = ET.Element("testsuites", name="ray-image-harness")
+    for c in cells:
+        suite = ET.SubElement(root, "testsuite", name=c.id)
+        checks = c.checks
+        if c.status in ("excluded", SKIPPED) or (c.detail and not checks):
+            case = ET.SubElement(suite, "testcase", classname=c.id, name="cell")
+            if c.status == FAILED:
+                ET.SubElement(case, "failure", message=c.detail[:200]).text = c.detail
+            else:
+                ET.SubElement(case, "skipped", message=c.detail or c.status)
+        for k in checks:
+            case = ET.SubElement(suite, "testcase", classname=c.id, name=k.name)
+            if k.status == FAILED:
+                logs = k.data.get("logs")
+                body = k.detail + ("\n\n" + json.dumps(logs, indent=1) if logs else "")
+                ET.SubElement(case, "failure", message=k.detail[:200]).text = body
+            elif k.status == SKIPPED:
+                ET.SubElement(case, "skipped", message=k.detail)
+        suite.set("tests", str(len(suite)))
+        suite.set("failures", str(sum(1 for e in suite if e.find("failure") is not None)))
+        suite.set("skipped", str(sum(1 for e in suite if e.find("skipped") is not None)))
+    return root

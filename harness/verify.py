@@ -1,0 +1,88 @@
+"""End-to-end test of one cell: start a cluster from its images, run every check, tear down.
+
+Order: Ray Client (`ray://`) from the notebook container with parity and the workload;
+a real .ipynb executed with nbclient and JupyterLab's /api/status; last, the notebook
+container joins as a 0-CPU node so a real driver can run (`ray.init(address="ray-head:6379")`
+needs a local raylet) and parity is checked again.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+from harness import checks
+from harness.backends.containers import HEAD_ALIAS, ContainerCluster
+from harness.engine import Engine
+from harness.matrix import Cell
+from harness.progress import log, step
+from harness.results import Check
+
+CONNECT_TIMEOUT = 120  # cluster start + connect, seconds
+NOTEBOOK_PATH = "/tmp/parity.ipynb"
+
+
+def _notebook_source() -> str:
+    return resources.files("harness").joinpath("assets/parity.ipynb").read_text(encoding="utf-8")
+
+
+def test_cell(engine: Engine, run_id: str, cell: Cell, images: dict[str, str],
+              log_dir: Path) -> tuple[list[Check], dict[str, float]]:
+    """All runtime checks of a cell, each recorded separately; never raises for a failed check."""
+    expected = {"python": cell.python, "ray": cell.ray}
+    results: list[Check] = []
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    cluster = ContainerCluster(engine, run_id, cell.id, images, workers=1, log_dir=log_dir)
+    with cluster:
+        # 1. Ray Client, the notebook user's path.
+        with step(f"{cell.id}: Ray Client connect, parity, workload"):
+            r = cluster.probe(cluster.notebook, [
+                "cluster", f"ray://{HEAD_ALIAS}:10001", "--expect-nodes", "2",
+                "--timeout", str(CONNECT_TIMEOUT), "--workload",
+            ], timeout=CONNECT_TIMEOUT + 90)
+        timings["cluster_up_and_client"] = round(time.monotonic() - start, 2)
+        results += checks.connect("client:connect", r, expect_nodes=2)
+        if r.get("connect", {}).get("ok"):
+            nodes = r.get("nodes", [])
+            results.append(checks.parity("client:parity", r["client"], nodes, expected))
+            results += checks.workload(r, [n["node_id"] for n in nodes])
+
+        # 2. A real notebook, executed by nbclient inside the notebook image.
+        with step(f"{cell.id}: notebook parity.ipynb"):
+            cluster.put_file(cluster.notebook, NOTEBOOK_PATH, _notebook_source())
+            r = cluster.probe(cluster.notebook, ["notebook", NOTEBOOK_PATH, "--timeout", "120"],
+                              timeout=240, env={"RAY_ADDRESS": f"ray://{HEAD_ALIAS}:10001"})
+            results.append(checks.notebook(r))
+            r = cluster.probe(cluster.notebook, [
+                "jupyter", "--token", cluster.jupyter_token, "--timeout", "60"], timeout=90)
+            results.append(checks.jupyterlab(r))
+
+        # 3. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
+        #    Last, because it changes the cluster's membership.
+        with step(f"{cell.id}: driver connect and parity"):
+            rc, out, err = cluster.exec(cluster.notebook, [
+                "ray", "start", f"--address={HEAD_ALIAS}:6379", "--num-cpus=0",
+                "--disable-usage-stats"], timeout=120)
+            if rc != 0:
+                results.append(Check.of("driver:connect", False,
+                                        f"`ray start` in the notebook failed: {(out + err).strip()[-600:]}"))
+            else:
+                r = cluster.probe(cluster.notebook, [
+                    "cluster", f"{HEAD_ALIAS}:6379", "--expect-nodes", "3", "--timeout", "60",
+                ], timeout=150)
+                results += checks.connect("driver:connect", r, expect_nodes=3)
+                if r.get("connect", {}).get("ok"):
+                    results.append(checks.parity("driver:parity", r["client"], r.get("nodes", []),
+                                                 expected))
+                cluster.exec(cluster.notebook, ["ray", "stop", "--force"], timeout=60)
+
+        if any(c.status == "failed" for c in results):
+            tails = cluster.save_logs()
+            for c in results:
+                if c.status == "failed":
+                    c.data["logs"] = tails
+            log(f"{cell.id}: a check failed; container logs in {log_dir}")
+    timings["test_seconds"] = round(time.monotonic() - start, 2)
+    return results, timings

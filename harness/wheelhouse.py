@@ -1,0 +1,116 @@
+"""The host wheelhouse: every locked wheel downloaded once, on the host, shared by all cells.
+
+Downloads use the host's pip (and so its proxy CA and index mirrors). Builds never
+download: they get hard links of exactly the wheels their lock names, matched by sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from harness import lock
+from harness.errors import HarnessError
+from harness.matrix import Cell
+
+
+class Wheelhouse:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._index_path = root / ".index.json"
+        self._index: dict[str, dict[str, object]] = {}
+        if self._index_path.is_file():
+            try:
+                self._index = json.loads(self._index_path.read_text())
+            except ValueError:
+                self._index = {}
+
+    def _by_hash(self) -> dict[str, Path]:
+        """sha256 -> wheel path, hashing only files that are new or changed since last time."""
+        out: dict[str, Path] = {}
+        changed = False
+        for path in sorted(self.root.glob("*.whl")):
+            st = path.stat()
+            entry = self._index.get(path.name)
+            if not entry or entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+                h = hashlib.sha256()
+                with path.open("rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+                self._index[path.name] = entry
+                changed = True
+            out[str(entry["sha256"])] = path
+        if changed:
+            tmp = self._index_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._index, indent=1, sort_keys=True))
+            tmp.replace(self._index_path)
+        return out
+
+    def missing(self, lock_file: Path) -> list[lock.Pin]:
+        have = self._by_hash()
+        return [p for p in lock.pins_of(lock_file) if not (p.hashes & have.keys())]
+
+    def fetch(self, lock_file: Path, cell: Cell) -> int:
+        """Download the lock's wheels not yet here; returns how many pins were missing."""
+        missing = self.missing(lock_file)
+        if not missing:
+            return 0
+        major, minor, _ = cell.python.split(".")
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+            "--only-binary=:all:", "--require-hashes",
+            *(arg for tag in lock.PIP_PLATFORMS for arg in ("--platform", tag)),
+            "--python-version", f"{major}.{minor}", "--implementation", "cp",
+            "--dest", str(self.root), "-r", str(lock_file),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+            raise HarnessError(f"downloading wheels for {lock_file} failed:\n{tail}")
+        still = self.missing(lock_file)
+        if still:
+            names = ", ".join(f"{p.name}=={p.version}" for p in still[:5])
+            raise HarnessError(f"{lock_file}: no wheel matching the locked hashes for {names}")
+        return len(missing)
+
+    def wheels_for(self, lock_file: Path) -> list[Path]:
+        have = self._by_hash()
+        out: list[Path] = []
+        for pin in lock.pins_of(lock_file):
+            match = sorted(have[h] for h in pin.hashes if h in have)
+            if not match:
+                raise HarnessError(f"{lock_file}: {pin.name}=={pin.version} is not in the wheelhouse")
+            out.append(match[0])
+        return out
+
+    def ray_commit(self, lock_file: Path) -> str:
+        """The Ray commit, read from the locked Ray wheel's `ray/_version.py` (no install)."""
+        for wheel in self.wheels_for(lock_file):
+            if wheel.name.startswith("ray-"):
+                with zipfile.ZipFile(wheel) as zf:
+                    text = zf.read("ray/_version.py").decode()
+                for line in text.splitlines():
+                    if line.startswith("commit"):
+                        return line.split("=", 1)[1].strip().strip("\"'")
+        raise HarnessError(f"{lock_file}: no Ray wheel with a commit found")
+
+
+def link_into(files: list[Path], dest: Path) -> None:
+    """Hard-link (or copy across file systems) files into a fresh directory."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in files:
+        target = dest / f.name
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
