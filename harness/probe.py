@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +114,19 @@ def _section(fn: Callable[[], Json]) -> Json:
     except Exception as exc:  # noqa: BLE001
         return {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
                 "traceback": traceback.format_exc()[-2000:]}
+
+
+def _wait_port(address: str, deadline: float) -> None:
+    """Wait until host:port accepts TCP: ray.init against a port nobody listens on yet sits
+    in a long internal retry, so knocking first keeps the connect time short."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
 
 
 def _connect(address: str, deadline: float, captured: _Captured) -> Json:
@@ -251,6 +265,10 @@ def _alarm(signum: int, frame: Any) -> None:
 
 
 def cluster(args: argparse.Namespace) -> Json:
+    # Ray Client backs off 5, 10, 20 s while a just-started head is not ready; poll faster
+    # (ray/util/client/worker.py reads these) and let _connect retry until the deadline.
+    os.environ.setdefault("RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S", "1")
+    os.environ.setdefault("RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S", "2")
     # ray.init can hang (e.g. a driver with no local raylet): bound everything with an alarm.
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(int(args.timeout) + 20)
@@ -268,7 +286,12 @@ def _cluster(args: argparse.Namespace) -> Json:
     logging.getLogger().addHandler(captured)
     deadline = time.time() + args.timeout
     out: Json = {"client": facts(), "address": args.address}
+    t0 = time.time()
+    if args.address != "auto":
+        _wait_port(args.address, deadline)
+    timings = out["timings"] = {"port": round(time.time() - t0, 2)}
     out["connect"] = _connect(args.address, deadline, captured)
+    timings["connect"] = round(time.time() - t0, 2)
     if not out["connect"]["ok"]:
         return out
     import ray
@@ -276,9 +299,12 @@ def _cluster(args: argparse.Namespace) -> Json:
     try:
         nodes = _alive_nodes(args.expect_nodes, deadline)
         out["alive_nodes"] = len(nodes)
+        timings["nodes"] = round(time.time() - t0, 2)
         out["nodes"] = _node_probes(nodes, max(10.0, deadline - time.time()))
+        timings["parity"] = round(time.time() - t0, 2)
         if args.workload:
             out["workload"] = _section(lambda: _workload(nodes, max(20.0, deadline - time.time())))
+            timings["workload"] = round(time.time() - t0, 2)
         out["connect"]["warnings"] = captured.messages
     finally:
         ray.shutdown()

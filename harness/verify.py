@@ -36,6 +36,23 @@ def test_cell(engine: Engine, run_id: str, cell: Cell, images: dict[str, str],
     start = time.monotonic()
     cluster = ContainerCluster(engine, run_id, cell.id, images, workers=1, log_dir=log_dir)
     with cluster:
+        # 0. Readiness, judged on the head itself (a local driver waits for every node).
+        #    Connecting a Ray Client to a head that is still starting can stall ~40 s in
+        #    Ray's own retry/cleanup path, so the client only connects to a ready cluster.
+        with step(f"{cell.id}: waiting for head + worker"):
+            r = cluster.probe(cluster.head, [
+                "cluster", "auto", "--expect-nodes", "2", "--timeout", str(CONNECT_TIMEOUT),
+            ], timeout=CONNECT_TIMEOUT + 60)
+        timings["cluster_ready"] = round(time.monotonic() - start, 2)
+        ready = checks.connect("cluster:ready", r, expect_nodes=2)
+        results += ready
+        if not all(c.status == "passed" for c in ready):
+            tails = cluster.save_logs()
+            for c in ready:
+                c.data["logs"] = tails
+            log(f"{cell.id}: cluster did not come up; logs in {log_dir}")
+            return results, timings
+
         # 1. Ray Client, the notebook user's path.
         with step(f"{cell.id}: Ray Client connect, parity, workload"):
             r = cluster.probe(cluster.notebook, [
@@ -43,7 +60,9 @@ def test_cell(engine: Engine, run_id: str, cell: Cell, images: dict[str, str],
                 "--timeout", str(CONNECT_TIMEOUT), "--workload",
             ], timeout=CONNECT_TIMEOUT + 90)
         timings["cluster_up_and_client"] = round(time.monotonic() - start, 2)
-        results += checks.connect("client:connect", r, expect_nodes=2)
+        connect_checks = checks.connect("client:connect", r, expect_nodes=2)
+        connect_checks[0].data["timings"] = r.get("timings", {})
+        results += connect_checks
         if r.get("connect", {}).get("ok"):
             nodes = r.get("nodes", [])
             results.append(checks.parity("client:parity", r["client"], nodes, expected))
