@@ -58,8 +58,12 @@ def _sources(matrix: Matrix, suite: str) -> list[str]:
 
 def debian_key(matrix: Matrix, suite: str) -> str:
     doc = {
-        "recipe": RECIPE, "suite": suite, "sources": _sources(matrix, suite),
-        "packages": PACKAGES, "dpkg": DPKG_OPTS, "sde": matrix.source_date_epoch,
+        "recipe": RECIPE,
+        "suite": suite,
+        "sources": _sources(matrix, suite),
+        "packages": PACKAGES,
+        "dpkg": DPKG_OPTS,
+        "sde": matrix.source_date_epoch,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -67,7 +71,8 @@ def debian_key(matrix: Matrix, suite: str) -> str:
 def measure_python(engine: Engine, ref: str) -> str:
     r = engine.run(
         ["run", "--rm", "--network", "none", "--entrypoint", "python3", ref, "-c", MICRO_PROBE],
-        timeout=120, check=False,
+        timeout=120,
+        check=False,
     )
     if r.returncode != 0:
         raise HarnessError(f"base {ref}: cannot run python3 in it: {r.stderr.strip()[-300:]}")
@@ -83,8 +88,14 @@ def build_rootfs(matrix: Matrix, suite: str, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial.tar")  # mmdebstrap picks the format by extension
     cmd = [
-        "mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-        *(f"--dpkgopt={o}" for o in DPKG_OPTS), suite, str(tmp), *_sources(matrix, suite),
+        "mmdebstrap",
+        "--quiet",
+        "--variant=minbase",
+        f"--include={','.join(PACKAGES)}",
+        *(f"--dpkgopt={o}" for o in DPKG_OPTS),
+        suite,
+        str(tmp),
+        *_sources(matrix, suite),
     ]
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(matrix.source_date_epoch)}
     try:
@@ -95,7 +106,9 @@ def build_rootfs(matrix: Matrix, suite: str, out: Path) -> str:
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-        raise HarnessError(f"mmdebstrap {suite} failed (is {matrix.debian_mirror} reachable?):\n{tail}")
+        raise HarnessError(
+            f"mmdebstrap {suite} failed (is {matrix.debian_mirror} reachable?):\n{tail}"
+        )
     h = hashlib.sha256()
     with tmp.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -104,7 +117,9 @@ def build_rootfs(matrix: Matrix, suite: str, out: Path) -> str:
     return h.hexdigest()
 
 
-def ensure(engine: Engine, matrix: Matrix, cell: Cell, work: Path, fresh: bool = False) -> BaseImage:
+def ensure(
+    engine: Engine, matrix: Matrix, cell: Cell, work: Path, fresh: bool = False
+) -> BaseImage:
     """Return the base for the cell's Python micro, building or pulling it if needed."""
     spec = cell.base
     if spec.kind == "image":
@@ -137,7 +152,7 @@ def ensure(engine: Engine, matrix: Matrix, cell: Cell, work: Path, fresh: bool =
         engine.run(["rmi", "-f", ref], check=False)
         raise HarnessError(
             f"Debian {suite} now ships Python {measured}, not {cell.python}; set "
-            f"`bases: {{\"{cell.python}\": ...}}` in {matrix.path} to a suite or image that has it"
+            f'`bases: {{"{cell.python}": ...}}` in {matrix.path} to a suite or image that has it'
         )
     info = engine.inspect("image", ref) or {}
     return BaseImage(ref, str(info.get("Id")), cell.python, digest, spec.label)

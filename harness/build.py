@@ -34,7 +34,11 @@ L_PYTHON = f"{LABEL_NS}.python.version"
 L_VARIANT = f"{LABEL_NS}.variant"
 L_LOCK = f"{LABEL_NS}.lock.sha256"
 L_KEY = f"{LABEL_NS}.build.key"
-EXPECTED_CMD = {"head": "ray start --head", "worker": "ray start --block", "notebook": "jupyter lab"}
+EXPECTED_CMD = {
+    "head": "ray start --head",
+    "worker": "ray start --block",
+    "notebook": "jupyter lab",
+}
 RUNTIME_USER = "1000:1000"
 PROBE_SOURCE = Path(probe.__file__).read_text(encoding="utf-8")
 
@@ -69,23 +73,35 @@ def stage_context(paths: Paths, cell: Cell, wheelhouse: Wheelhouse) -> Path:
     runtime_wheels = wheelhouse.wheels_for(runtime)
     names = {w.name for w in runtime_wheels}
     link_into(runtime_wheels, ctx / "wheels" / "runtime")
-    link_into([w for w in wheelhouse.wheels_for(notebook) if w.name not in names],
-              ctx / "wheels" / "notebook")
+    link_into(
+        [w for w in wheelhouse.wheels_for(notebook) if w.name not in names],
+        ctx / "wheels" / "notebook",
+    )
     return ctx
 
 
-def build_key(base: BaseImage, lock_sha: str, dockerfile_sha: str, role: str, args: dict[str, str]) -> str:
-    doc = {"base": base.id, "lock": lock_sha, "dockerfile": dockerfile_sha, "role": role, "args": args}
+def build_key(
+    base: BaseImage, lock_sha: str, dockerfile_sha: str, role: str, args: dict[str, str]
+) -> str:
+    doc = {
+        "base": base.id,
+        "lock": lock_sha,
+        "dockerfile": dockerfile_sha,
+        "role": role,
+        "args": args,
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def labels_for(cell: Cell, matrix: Matrix, role: str, base: BaseImage, commit: str,
-               lock_sha: str, key: str) -> dict[str, str]:
+def labels_for(
+    cell: Cell, matrix: Matrix, role: str, base: BaseImage, commit: str, lock_sha: str, key: str
+) -> dict[str, str]:
     created = datetime.fromtimestamp(matrix.source_date_epoch, tz=timezone.utc)
     return {
         "org.opencontainers.image.title": f"ray-{role}",
-        "org.opencontainers.image.description":
-            f"Ray {cell.ray} {role} on Python {cell.python} ({cell.variant})",
+        "org.opencontainers.image.description": (
+            f"Ray {cell.ray} {role} on Python {cell.python} ({cell.variant})"
+        ),
         "org.opencontainers.image.version": cell.tag_suffix,
         "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "org.opencontainers.image.base.name": base.ref,
@@ -102,8 +118,16 @@ def labels_for(cell: Cell, matrix: Matrix, role: str, base: BaseImage, commit: s
     }
 
 
-def _docker_build(engine: Engine, ctx: Path, role: str, tag: str, args: dict[str, str],
-                  labels: dict[str, str], log_path: Path, no_cache: bool) -> None:
+def _docker_build(
+    engine: Engine,
+    ctx: Path,
+    role: str,
+    tag: str,
+    args: dict[str, str],
+    labels: dict[str, str],
+    log_path: Path,
+    no_cache: bool,
+) -> None:
     cmd = ["build", "--network", "none", "--progress", "plain", "--target", role, "--tag", tag]
     if no_cache:
         cmd.append("--no-cache")
@@ -128,7 +152,9 @@ def run_probe(engine: Engine, image: str, command: str, timeout: float = 180) ->
     """Run probe.py COMMAND in a throwaway container of `image`, with no network."""
     r = engine.run(
         ["run", "--rm", "-i", "--network", "none", "--entrypoint", "python", image, "-", command],
-        input=PROBE_SOURCE, timeout=timeout, check=False,
+        input=PROBE_SOURCE,
+        timeout=timeout,
+        check=False,
     )
     lines = r.stdout.strip().splitlines()
     if r.returncode != 0 or not lines:
@@ -145,32 +171,61 @@ def structure_checks(engine: Engine, cell: Cell, role: str, tag: str) -> list[Ch
     facts = run_probe(engine, tag, "structure")
     name = f"image:{role}"
     checks = [
-        Check.of(f"{name}:python", facts.get("python") == cell.python == labels.get(L_PYTHON),
-                 f"measured {facts.get('python')}, label {labels.get(L_PYTHON)}, asked {cell.python}",
-                 stage="build"),
-        Check.of(f"{name}:ray", facts.get("ray") == cell.ray == labels.get(L_RAY)
-                 and facts.get("commit") == labels.get(L_COMMIT),
-                 f"measured {facts.get('ray')} ({facts.get('commit')}), label "
-                 f"{labels.get(L_RAY)} ({labels.get(L_COMMIT)})", stage="build"),
-        Check.of(f"{name}:labels", labels.get(L_VARIANT) == cell.variant and bool(labels.get(L_LOCK))
-                 and labels.get(L_ROLE) == role,
-                 f"variant={labels.get(L_VARIANT)} role={labels.get(L_ROLE)} "
-                 f"lock={str(labels.get(L_LOCK))[:12]}", stage="build"),
-        Check.of(f"{name}:non-root", config.get("User") == RUNTIME_USER and facts.get("uid") == 1000,
-                 f"User={config.get('User')!r}, uid inside={facts.get('uid')}", stage="build"),
-        Check.of(f"{name}:cmd", EXPECTED_CMD[role] in " ".join(config.get("Cmd") or []),
-                 f"Cmd={config.get('Cmd')}", stage="build"),
-        Check.of(f"{name}:ray-cli", facts.get("ray_cli_rc") == 0 and cell.ray in str(facts.get("ray_cli")),
-                 str(facts.get("ray_cli"))[:200], stage="build"),
-        Check.of(f"{name}:no-leftovers", not facts.get("wheel_files") and not facts.get("pip_caches"),
-                 f"wheel files: {facts.get('wheel_files') or 'none'}; pip caches: "
-                 f"{facts.get('pip_caches') or 'none'}", stage="build"),
+        Check.of(
+            f"{name}:python",
+            facts.get("python") == cell.python == labels.get(L_PYTHON),
+            f"measured {facts.get('python')}, label {labels.get(L_PYTHON)}, asked {cell.python}",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:ray",
+            facts.get("ray") == cell.ray == labels.get(L_RAY)
+            and facts.get("commit") == labels.get(L_COMMIT),
+            f"measured {facts.get('ray')} ({facts.get('commit')}), label "
+            f"{labels.get(L_RAY)} ({labels.get(L_COMMIT)})",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:labels",
+            labels.get(L_VARIANT) == cell.variant
+            and bool(labels.get(L_LOCK))
+            and labels.get(L_ROLE) == role,
+            f"variant={labels.get(L_VARIANT)} role={labels.get(L_ROLE)} "
+            f"lock={str(labels.get(L_LOCK))[:12]}",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:non-root",
+            config.get("User") == RUNTIME_USER and facts.get("uid") == 1000,
+            f"User={config.get('User')!r}, uid inside={facts.get('uid')}",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:cmd",
+            EXPECTED_CMD[role] in " ".join(config.get("Cmd") or []),
+            f"Cmd={config.get('Cmd')}",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:ray-cli",
+            facts.get("ray_cli_rc") == 0 and cell.ray in str(facts.get("ray_cli")),
+            str(facts.get("ray_cli"))[:200],
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:no-leftovers",
+            not facts.get("wheel_files") and not facts.get("pip_caches"),
+            f"wheel files: {facts.get('wheel_files') or 'none'}; pip caches: "
+            f"{facts.get('pip_caches') or 'none'}",
+            stage="build",
+        ),
     ]
     return checks
 
 
-def build_cell(engine: Engine, matrix: Matrix, paths: Paths, cell: Cell,
-               no_cache: bool = False) -> tuple[list[Image], list[Check]]:
+def build_cell(
+    engine: Engine, matrix: Matrix, paths: Paths, cell: Cell, no_cache: bool = False
+) -> tuple[list[Image], list[Check]]:
     """Build (or reuse) the three images of a cell; return them and their structure checks."""
     lock.check(paths.locks, cell, matrix)
     runtime_lock = lock.lock_path(paths.locks, cell, "runtime")
@@ -186,8 +241,11 @@ def build_cell(engine: Engine, matrix: Matrix, paths: Paths, cell: Cell,
     commit = wheelhouse.ray_commit(runtime_lock)
     lock_sha = lock.file_digest(runtime_lock, notebook_lock)
     dockerfile_sha = _sha256_file(paths.dockerfile)
-    args = {"BASE_IMAGE": base.ref, "PYTHON": "python3",
-            "SOURCE_DATE_EPOCH": str(matrix.source_date_epoch)}
+    args = {
+        "BASE_IMAGE": base.ref,
+        "PYTHON": "python3",
+        "SOURCE_DATE_EPOCH": str(matrix.source_date_epoch),
+    }
     images: list[Image] = []
     checks: list[Check] = []
     for role in ROLES:
@@ -200,15 +258,30 @@ def build_cell(engine: Engine, matrix: Matrix, paths: Paths, cell: Cell,
             log(f"{cell.id}: {role} cached ({tag})")
         else:
             with step(f"{cell.id}: build {role} -> {tag}"):
-                _docker_build(engine, ctx, role, tag, args,
-                              labels_for(cell, matrix, role, base, commit, lock_sha, key),
-                              paths.logs(cell.id) / f"{role}.log", no_cache)
+                # --no-cache rebuilds the shared runtime stage once (with the first role);
+                # the other roles reuse that fresh stage instead of rebuilding it again.
+                _docker_build(
+                    engine,
+                    ctx,
+                    role,
+                    tag,
+                    args,
+                    labels_for(cell, matrix, role, base, commit, lock_sha, key),
+                    paths.logs(cell.id) / f"{role}.log",
+                    no_cache and role == ROLES[0],
+                )
         info = engine.inspect("image", tag) or {}
-        images.append(Image(
-            role=role, tag=tag, id=str(info.get("Id")), size_bytes=int(info.get("Size") or 0),
-            cached=cached, build_seconds=round(time.monotonic() - start, 2),
-            labels=dict((info.get("Config") or {}).get("Labels") or {}),
-        ))
+        images.append(
+            Image(
+                role=role,
+                tag=tag,
+                id=str(info.get("Id")),
+                size_bytes=int(info.get("Size") or 0),
+                cached=cached,
+                build_seconds=round(time.monotonic() - start, 2),
+                labels=dict((info.get("Config") or {}).get("Labels") or {}),
+            )
+        )
         with step(f"{cell.id}: structure checks {role}"):
             checks += structure_checks(engine, cell, role, tag)
     return images, checks

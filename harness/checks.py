@@ -21,8 +21,12 @@ def _fmt(facts: Mapping[str, Any]) -> str:
     return f"Python {facts.get('python')}, Ray {facts.get('ray')} ({str(facts.get('commit'))[:10]})"
 
 
-def parity(name: str, client: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]],
-           expected: Mapping[str, str] | None = None) -> Check:
+def parity(
+    name: str,
+    client: Mapping[str, Any],
+    nodes: Sequence[Mapping[str, Any]],
+    expected: Mapping[str, str] | None = None,
+) -> Check:
     """Every node's (Python micro, Ray version, Ray commit) equals the client's (and the cell's)."""
     problems: list[str] = []
     if expected:
@@ -40,28 +44,46 @@ def parity(name: str, client: Mapping[str, Any], nodes: Sequence[Mapping[str, An
         for key in PARITY_KEYS:
             if facts.get(key) != client.get(key):
                 problems.append(f"{label}: {key} {facts.get(key)} != client {client.get(key)}")
-    detail = (f"client and {len(nodes)} node(s): {_fmt(client)}" if not problems
-              else "; ".join(problems))
-    return Check.of(name, not problems, detail,
-                    client={k: client.get(k) for k in PARITY_KEYS},
-                    nodes=[{"host": n.get("hostname"), **{k: (n.get("facts") or {}).get(k)
-                                                          for k in PARITY_KEYS}} for n in nodes])
+    detail = (
+        f"client and {len(nodes)} node(s): {_fmt(client)}" if not problems else "; ".join(problems)
+    )
+    return Check.of(
+        name,
+        not problems,
+        detail,
+        client={k: client.get(k) for k in PARITY_KEYS},
+        nodes=[
+            {"host": n.get("hostname"), **{k: (n.get("facts") or {}).get(k) for k in PARITY_KEYS}}
+            for n in nodes
+        ],
+    )
 
 
 def connect(name: str, result: Mapping[str, Any], expect_nodes: int) -> list[Check]:
     """The connect check, and a node-count check when the connection worked."""
     conn = result.get("connect") or {"ok": False, "error": result.get("error", "probe failed")}
     if not conn.get("ok"):
-        return [Check.of(name, False, f"{result.get('address')}: {conn.get('error')}",
-                         warnings=conn.get("warnings", []))]
+        return [
+            Check.of(
+                name,
+                False,
+                f"{result.get('address')}: {conn.get('error')}",
+                warnings=conn.get("warnings", []),
+            )
+        ]
     warnings = conn.get("warnings") or []
     detail = f"{result.get('address')} connected"
     if warnings:
         detail += f"; Ray warned: {warnings[0][:200]}"
     checks = [Check.of(name, True, detail, warnings=warnings)]
     alive = int(result.get("alive_nodes") or 0)
-    checks.append(Check.of(f"{name}:nodes", alive >= expect_nodes,
-                           f"{alive} alive node(s), expected {expect_nodes}"))
+    checks.append(
+        Check.of(
+            f"{name}:nodes",
+            alive >= expect_nodes,
+            f"{alive} alive node(s), expected {expect_nodes}",
+        )
+    )
     return checks
 
 
@@ -74,13 +96,21 @@ def workload(result: Mapping[str, Any], node_ids: Sequence[str]) -> list[Check]:
     tasks, actor, obj = wl["tasks"], wl["actor"], wl["object"]
     spread = set(tasks["nodes"]) >= set(node_ids) and bool(node_ids)
     return [
-        Check.of("workload:tasks", tasks["sum_ok"] and spread,
-                 f"{tasks['count']} tasks ran on {len(tasks['nodes'])} of {len(node_ids)} nodes"
-                 + ("" if tasks["sum_ok"] else "; wrong results")),
+        Check.of(
+            "workload:tasks",
+            tasks["sum_ok"] and spread,
+            f"{tasks['count']} tasks ran on {len(tasks['nodes'])} of {len(node_ids)} nodes"
+            + ("" if tasks["sum_ok"] else "; wrong results"),
+        ),
         Check.of("workload:actor", bool(actor["ok"]), f"counter returned {actor['values']}"),
-        Check.of("workload:object", bool(obj.get("ok")),
-                 f"{obj.get('bytes', 0)} bytes written on {str(obj.get('writer'))[:8]} read on "
-                 f"{str(obj.get('reader'))[:8]}" if obj.get("ok") else str(obj.get("error", obj))),
+        Check.of(
+            "workload:object",
+            bool(obj.get("ok")),
+            f"{obj.get('bytes', 0)} bytes written on {str(obj.get('writer'))[:8]} read on "
+            f"{str(obj.get('reader'))[:8]}"
+            if obj.get("ok")
+            else str(obj.get("error", obj)),
+        ),
     ]
 
 
@@ -89,13 +119,19 @@ def notebook(result: Mapping[str, Any], marker: str = "PARITY_OK") -> Check:
     if ok:
         line = next(ln for ln in str(result["stdout"]).splitlines() if marker in ln)
         return Check.of("notebook:execute", True, f"parity.ipynb ran in nbclient: {line[:200]}")
-    return Check.of("notebook:execute", False,
-                    plain(result.get("error") or result.get("stdout") or "no output")[-800:])
+    return Check.of(
+        "notebook:execute",
+        False,
+        plain(result.get("error") or result.get("stdout") or "no output")[-800:],
+    )
 
 
 def jupyterlab(result: Mapping[str, Any]) -> Check:
     if result.get("ok") and result.get("lab_page"):
         status = result.get("status") or {}
-        return Check.of("notebook:jupyterlab", True,
-                        f"/api/status answered (started {status.get('started', '?')}), /lab serves JupyterLab")
+        return Check.of(
+            "notebook:jupyterlab",
+            True,
+            f"/api/status answered (started {status.get('started', '?')}), /lab serves JupyterLab",
+        )
     return Check.of("notebook:jupyterlab", False, str(result.get("error") or "no JupyterLab page"))

@@ -21,7 +21,7 @@ from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id
 from harness.errors import HarnessError
 from harness.paths import Paths
 from harness.progress import log
-from harness.results import FAILED, Check, CellResult
+from harness.results import FAILED, CellResult, Check
 from harness.verify import test_cell
 
 EPILOG = """\
@@ -43,14 +43,26 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--matrix", default="matrix.yaml", type=Path,
-                        help="matrix file (default: ./matrix.yaml)")
-    common.add_argument("--only", action="append", default=[], metavar="KEY=GLOB,...",
-                        help="select cells, e.g. ray=2.60.0,python=3.11.* (repeatable: union)")
-    common.add_argument("--build-dir", type=Path, default=None,
-                        help="reports, logs and contexts (default: build/ next to the matrix)")
+    common.add_argument(
+        "--matrix", default="matrix.yaml", type=Path, help="matrix file (default: ./matrix.yaml)"
+    )
+    common.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=GLOB,...",
+        help="select cells, e.g. ray=2.60.0,python=3.11.* (repeatable: union)",
+    )
+    common.add_argument(
+        "--build-dir",
+        type=Path,
+        default=None,
+        help="reports, logs and contexts (default: build/ next to the matrix)",
+    )
     p = argparse.ArgumentParser(
-        prog="python -m harness", description=__doc__, epilog=EPILOG,
+        prog="python -m harness",
+        description=__doc__,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -58,17 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lock", parents=[common], help="resolve hash-pinned lock files (uv)")
     s.add_argument("--check", action="store_true", help="only verify the locks are up to date")
     s = sub.add_parser("build", parents=[common], help="build head, worker, notebook images")
-    s.add_argument("--no-cache", action="store_true",
-                   help="rebuild base and images from scratch, ignoring build keys")
+    s.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="rebuild base and images from scratch, ignoring build keys",
+    )
     sub.add_parser("test", parents=[common], help="start clusters from the images and check them")
-    s = sub.add_parser("clean", parents=[common],
-                       help="remove containers/networks left by crashed runs (by label)")
+    s = sub.add_parser(
+        "clean", parents=[common], help="remove containers/networks left by crashed runs (by label)"
+    )
     s.add_argument("--images", action="store_true", help="also remove built images and bases")
     return p
 
 
-def _setup(args: argparse.Namespace) -> tuple[matrix.Matrix, Paths, list[matrix.Cell],
-                                              list[matrix.Excluded]]:
+def _setup(
+    args: argparse.Namespace,
+) -> tuple[matrix.Matrix, Paths, list[matrix.Cell], list[matrix.Excluded]]:
     m = matrix.load(args.matrix)
     cells, left = matrix.select(m, args.only)
     return m, Paths.for_matrix(args.matrix, args.build_dir), cells, left
@@ -124,9 +141,11 @@ def cmd_build(args: argparse.Namespace, run_id: str) -> int:
         except BuildFailed as exc:
             result.detail = str(exc)
             result.build_checks = [Check(f"build:{exc.role}", FAILED, exc.tail[-1500:], "build")]
-        if previous and previous.test_checks and previous.tested_image_ids == {
-            i.role: i.id for i in result.images
-        }:
+        if (
+            previous
+            and previous.test_checks
+            and previous.tested_image_ids == {i.role: i.id for i in result.images}
+        ):
             # Same images as last tested: keep those results.
             result.test_checks = previous.test_checks
             result.tested_image_ids = previous.tested_image_ids
@@ -147,10 +166,12 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
     images_of: dict[str, dict[str, str]] = {}
     for c in cells:  # every image must exist before any cluster starts
         tags = c.tags(m.prefix)
-        for role, tag in tags.items():
+        for tag in tags.values():
             if engine.inspect("image", tag) is None:
-                raise HarnessError(f"image {tag} not found; build it first: `nox -s build` "
-                                   f"(or `python -m harness build --only ray={c.ray},python={c.python}`)")
+                raise HarnessError(
+                    f"image {tag} not found; build it first: `nox -s build` "
+                    f"(or `python -m harness build --only ray={c.ray},python={c.python}`)"
+                )
         images_of[c.id] = tags
     failed = 0
     for c in cells:
@@ -161,9 +182,13 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
             failed += 1
             log(f"{c.id}: not tested, its build failed")
             continue
-        ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in images_of[c.id].items()}
-        result.test_checks, timings = test_cell(engine, run_id, c, images_of[c.id],
-                                                paths.logs(c.id) / "cluster")
+        ids = {
+            role: str((engine.inspect("image", tag) or {}).get("Id"))
+            for role, tag in images_of[c.id].items()
+        }
+        result.test_checks, timings = test_cell(
+            engine, run_id, c, images_of[c.id], paths.logs(c.id) / "cluster"
+        )
         result.tested_image_ids = ids
         result.timings.update(timings)
         result.settle()

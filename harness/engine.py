@@ -30,11 +30,16 @@ def new_run_id() -> str:
 def _has_buildkit(cli: str) -> bool:
     """True when `cli build` can run BuildKit: a buildx plugin, or a 20.10-22.x CLI."""
     try:
-        if subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=20).returncode == 0:
+        if (
+            subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=20).returncode
+            == 0
+        ):
             return True
         out = subprocess.run(
             [cli, "version", "--format", "{{.Client.Version}}"],
-            capture_output=True, text=True, timeout=20,
+            capture_output=True,
+            text=True,
+            timeout=20,
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -84,11 +89,17 @@ class Engine:
         cmd = [self.cli, *args]
         try:
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout,
-                env={**os.environ, **(env or {})}, input=input,
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, **(env or {})},
+                input=input,
             )
         except subprocess.TimeoutExpired as exc:
-            raise EngineError(f"`docker {' '.join(args[:3])} ...` did not finish in {timeout:.0f}s") from exc
+            raise EngineError(
+                f"`docker {' '.join(args[:3])} ...` did not finish in {timeout:.0f}s"
+            ) from exc
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
             msg = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
@@ -127,7 +138,9 @@ class Engine:
 
     def ids(self, kind: str, labels: Mapping[str, str]) -> list[str]:
         """IDs of containers/networks/volumes/images carrying all the labels."""
-        filters = [f"--filter=label={k}={v}" if v else f"--filter=label={k}" for k, v in labels.items()]
+        filters = [
+            f"--filter=label={k}={v}" if v else f"--filter=label={k}" for k, v in labels.items()
+        ]
         if kind == "container":
             args = ["ps", "-a", "-q", *filters]
         elif kind == "image":
@@ -144,8 +157,12 @@ class Engine:
         for kind in kinds:
             ids = self.ids(kind, labels)
             if ids:
-                rm = {"container": ["rm", "-f", "-v"], "network": ["network", "rm"],
-                      "volume": ["volume", "rm", "-f"], "image": ["rmi", "-f"]}[kind]
+                rm = {
+                    "container": ["rm", "-f", "-v"],
+                    "network": ["network", "rm"],
+                    "volume": ["volume", "rm", "-f"],
+                    "image": ["rmi", "-f"],
+                }[kind]
                 self.run([*rm, *ids], timeout=120, check=False)
             counts[kind] = len(ids)
         return counts

@@ -25,10 +25,12 @@ from harness.matrix import Cell, Matrix
 
 LOCK_FORMAT = 1
 PLATFORM = "x86_64-manylinux_2_28"
-# pip does not widen --platform to older glibc tags itself: list every tag a glibc 2.28 host accepts.
+# pip does not widen --platform to older glibc tags: list every tag a glibc 2.28 host takes.
 PIP_PLATFORMS: tuple[str, ...] = (
     *(f"manylinux_2_{n}_x86_64" for n in range(28, 4, -1)),
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
 )
 KINDS = ("notebook", "runtime")  # resolution order: runtime is constrained by notebook
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
@@ -87,7 +89,9 @@ def parse(text: str) -> list[Pin]:
             continue
         hashes = frozenset(_HASH.findall(line))
         if not hashes:
-            raise HarnessError(f"lock line for {m.group(1)} has no --hash; regenerate with `nox -s lock`")
+            raise HarnessError(
+                f"lock line for {m.group(1)} has no --hash; regenerate with `nox -s lock`"
+            )
         pins.append(Pin(m.group(1).lower().replace("_", "-"), m.group(2), hashes))
     return pins
 
@@ -117,8 +121,8 @@ def check(root: Path, cell: Cell, matrix: Matrix) -> None:
         path = lock_path(root, cell, kind)
         if not path.is_file():
             raise HarnessError(
-                f"{path}: missing lock for cell {cell.id}; run `nox -s lock` (or "
-                f"`python -m harness lock --only ray={cell.ray},python={cell.python}`) and commit it"
+                f"{path}: missing lock for cell {cell.id}; run `nox -s lock` (or `python -m "
+                f"harness lock --only ray={cell.ray},python={cell.python}`) and commit it"
             )
         m = _INPUT.search(path.read_text(encoding="utf-8"))
         if not m or m.group(1) != input_digest(cell, matrix, kind):
@@ -130,9 +134,19 @@ def check(root: Path, cell: Cell, matrix: Matrix) -> None:
 
 def _uv_compile(reqs: Sequence[str], cell: Cell, constraints: Path | None) -> str:
     cmd = [
-        "uv", "pip", "compile", "-", "--quiet", "--generate-hashes", "--no-header",
-        "--only-binary", ":all:", "--python-version", cell.python,
-        "--python-platform", PLATFORM,
+        "uv",
+        "pip",
+        "compile",
+        "-",
+        "--quiet",
+        "--generate-hashes",
+        "--no-header",
+        "--only-binary",
+        ":all:",
+        "--python-version",
+        cell.python,
+        "--python-platform",
+        PLATFORM,
     ]
     if constraints is not None:
         cmd += ["--constraint", str(constraints)]

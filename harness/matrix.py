@@ -190,7 +190,7 @@ class _Loader:
         if isinstance(value, (str, int, float)):
             value = [value]
         if not isinstance(value, list) or not value:
-            raise self.fail(key, "must be a non-empty list, e.g. [\"2.60.0\"]")
+            raise self.fail(key, 'must be a non-empty list, e.g. ["2.60.0"]')
         out: list[str] = []
         for i, item in enumerate(value):
             if not isinstance(item, str):
@@ -207,8 +207,15 @@ def exact_version(loader: _Loader, key: str, text: str, what: str) -> str:
     try:
         version = Version(text)
     except InvalidVersion:
-        raise loader.fail(key, f"{text!r} is not a version; write an exact {what} like 3.11.2") from None
-    if len(version.release) != 3 or version.is_prerelease or version.is_postrelease or version.local:
+        raise loader.fail(
+            key, f"{text!r} is not a version; write an exact {what} like 3.11.2"
+        ) from None
+    if (
+        len(version.release) != 3
+        or version.is_prerelease
+        or version.is_postrelease
+        or version.local
+    ):
         raise loader.fail(
             key,
             f"{text!r} is not an exact {what} version; pin major.minor.micro (e.g. "
@@ -222,14 +229,16 @@ def exact_version(loader: _Loader, key: str, text: str, what: str) -> str:
 def _bases(loader: _Loader, pythons: Iterable[str]) -> dict[str, BaseSpec]:
     raw = loader.data.get("bases") or {}
     if not isinstance(raw, dict):
-        raise loader.fail("bases", "must be a mapping of Python micro to {debian: SUITE} or {image: REF}")
+        raise loader.fail(
+            "bases", "must be a mapping of Python micro to {debian: SUITE} or {image: REF}"
+        )
     overrides: dict[str, BaseSpec] = {}
     for micro, spec in raw.items():
         key = f"bases.{micro}"
         if not isinstance(spec, dict) or len(spec) != 1:
             raise loader.fail(key, "must be exactly one of {debian: SUITE} or {image: REF}")
         loader.check_keys(spec, BASE_KEYS, key)
-        (kind, ref), = spec.items()
+        ((kind, ref),) = spec.items()
         if not isinstance(ref, str) or not ref:
             raise loader.fail(f"{key}.{kind}", "must be a non-empty string")
         if kind == "debian" and ref in DEBIAN_PYTHON and DEBIAN_PYTHON[ref] != str(micro):
@@ -250,7 +259,7 @@ def _bases(loader: _Loader, pythons: Iterable[str]) -> dict[str, BaseSpec]:
             raise loader.fail(
                 "python",
                 f"no base provider delivers Python {micro} (Debian ships: {known}); pick one of "
-                f"those or add `bases: {{\"{micro}\": {{image: \"python:{micro}-slim-bookworm\"}}}}` "
+                f'those or add `bases: {{"{micro}": {{image: "python:{micro}-slim-bookworm"}}}}` '
                 "if you can pull from a registry",
             )
         resolved[micro] = BaseSpec("debian", suites[0])
@@ -265,7 +274,9 @@ def _excludes(loader: _Loader) -> list[tuple[dict[str, str], str]]:
     for i, rule in enumerate(raw):
         key = f"exclude.{i}"
         if not isinstance(rule, dict):
-            raise loader.fail(key, "must be a mapping like {ray: \"2.60.0\", python: \"3.9.*\", reason: ...}")
+            raise loader.fail(
+                key, 'must be a mapping like {ray: "2.60.0", python: "3.9.*", reason: ...}'
+            )
         loader.check_keys(rule, EXCLUDE_KEYS, key)
         reason = rule.get("reason")
         if not isinstance(reason, str) or not reason.strip():
@@ -289,7 +300,9 @@ def load(path: str | Path) -> Matrix:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise MatrixError(str(path), "(file)", "not found; pass --matrix PATH or create matrix.yaml") from None
+        raise MatrixError(
+            str(path), "(file)", "not found; pass --matrix PATH or create matrix.yaml"
+        ) from None
     except OSError as exc:
         raise MatrixError(str(path), "(file)", f"cannot be read: {exc.strerror}") from None
     loader = _Loader(path, text)
@@ -305,7 +318,9 @@ def load(path: str | Path) -> Matrix:
     if data.get("version", 1) != 1:
         raise loader.fail("version", "only version: 1 is understood by this harness")
 
-    rays = [exact_version(loader, f"ray.{i}", v, "Ray") for i, v in enumerate(loader.str_list("ray"))]
+    rays = [
+        exact_version(loader, f"ray.{i}", v, "Ray") for i, v in enumerate(loader.str_list("ray"))
+    ]
     pythons = [
         exact_version(loader, f"python.{i}", v, "Python")
         for i, v in enumerate(loader.str_list("python"))
@@ -320,18 +335,31 @@ def load(path: str | Path) -> Matrix:
         seen: set[str] = set()
         for i, v in enumerate(values):
             if v in seen:
-                raise loader.fail(f"{key}.{i}", f"{v!r} is listed twice (duplicate cells); remove one")
+                raise loader.fail(
+                    f"{key}.{i}", f"{v!r} is listed twice (duplicate cells); remove one"
+                )
             seen.add(v)
 
     prefix = data.get("prefix", DEFAULT_PREFIX)
-    if not isinstance(prefix, str) or not prefix or prefix != prefix.lower() or ":" in prefix.rsplit("/", 1)[-1]:
-        raise loader.fail("prefix", "must be a lower-case image repository prefix like localhost/raycompat")
+    if (
+        not isinstance(prefix, str)
+        or not prefix
+        or prefix != prefix.lower()
+        or ":" in prefix.rsplit("/", 1)[-1]
+    ):
+        raise loader.fail(
+            "prefix", "must be a lower-case image repository prefix like localhost/raycompat"
+        )
     sde = data.get("source_date_epoch", DEFAULT_SOURCE_DATE_EPOCH)
     if not isinstance(sde, int) or isinstance(sde, bool) or sde < 0:
-        raise loader.fail("source_date_epoch", "must be a non-negative integer (seconds since 1970)")
+        raise loader.fail(
+            "source_date_epoch", "must be a non-negative integer (seconds since 1970)"
+        )
     mirror = data.get("debian_mirror", DEFAULT_DEBIAN_MIRROR)
     if not isinstance(mirror, str) or not mirror.startswith(("http://", "https://", "file:/")):
-        raise loader.fail("debian_mirror", "must be an http(s):// or file:/ URL of a Debian archive")
+        raise loader.fail(
+            "debian_mirror", "must be an http(s):// or file:/ URL of a Debian archive"
+        )
     packages = (
         tuple(loader.str_list("notebook_packages"))
         if "notebook_packages" in data
@@ -351,7 +379,9 @@ def load(path: str | Path) -> Matrix:
             excluded.append(Excluded(cell, reason))
     if not cells:
         raise MatrixError(
-            str(path), "exclude", "every cell is excluded: the matrix is empty; loosen `exclude:`",
+            str(path),
+            "exclude",
+            "every cell is excluded: the matrix is empty; loosen `exclude:`",
             loader.lines("exclude"),
         )
     return Matrix(
@@ -373,7 +403,9 @@ def parse_selector(text: str) -> dict[str, str]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not value.strip():
-            raise MatrixError("--only", part, "must be KEY=GLOB, e.g. --only ray=2.60.0,python=3.11.*")
+            raise MatrixError(
+                "--only", part, "must be KEY=GLOB, e.g. --only ray=2.60.0,python=3.11.*"
+            )
         if key not in SELECT_KEYS:
             near = difflib.get_close_matches(key, SELECT_KEYS, n=1)
             hint = f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(SELECT_KEYS)}"

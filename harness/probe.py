@@ -29,9 +29,10 @@ import sys
 import time
 import traceback
 import urllib.request
-from typing import Any, Callable, Dict, List
+from collections.abc import Callable
+from typing import Any
 
-Json = Dict[str, Any]
+Json = dict[str, Any]
 
 
 def facts() -> Json:
@@ -47,14 +48,14 @@ def facts() -> Json:
 
         out["ray"] = ray.__version__
         out["commit"] = ray.__commit__
-    except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
+    except Exception as exc:
         out["ray"] = None
         out["commit"] = None
         out["ray_error"] = repr(exc)
     return out
 
 
-def _owned_files() -> "set[str]":
+def _owned_files() -> set[str]:
     """Files listed in the RECORD of an installed distribution (their own data, not leftovers)."""
     owned = set()
     try:
@@ -63,7 +64,7 @@ def _owned_files() -> "set[str]":
         for dist in metadata.distributions():
             for f in dist.files or []:
                 owned.add(os.path.realpath(str(dist.locate_file(f))))
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return owned
 
@@ -71,9 +72,9 @@ def _owned_files() -> "set[str]":
 def structure() -> Json:
     out = facts()
     owned = _owned_files()
-    packaged: List[str] = []
-    leftovers: List[str] = []
-    caches: List[str] = []
+    packaged: list[str] = []
+    leftovers: list[str] = []
+    caches: list[str] = []
     for root, dirs, files in os.walk("/", topdown=True):
         dirs[:] = [d for d in dirs if os.path.join(root, d) not in ("/proc", "/sys", "/dev")]
         for name in files:
@@ -91,7 +92,7 @@ def structure() -> Json:
         cli = subprocess.run(["ray", "--version"], capture_output=True, text=True, timeout=120)
         out["ray_cli"] = (cli.stdout + cli.stderr).strip()
         out["ray_cli_rc"] = cli.returncode
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         out["ray_cli"] = repr(exc)
         out["ray_cli_rc"] = -1
     return out
@@ -102,7 +103,7 @@ class _Captured(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.messages: List[str] = []
+        self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage()[:500])
@@ -111,9 +112,12 @@ class _Captured(logging.Handler):
 def _section(fn: Callable[[], Json]) -> Json:
     try:
         return {"ok": True, **fn()}
-    except Exception as exc:  # noqa: BLE001
-        return {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
-                "traceback": traceback.format_exc()[-2000:]}
+    except Exception as exc:
+        return {
+            "ok": False,
+            "error": "%s: %s" % (type(exc).__name__, exc),
+            "traceback": traceback.format_exc()[-2000:],
+        }
 
 
 def _wait_port(address: str, deadline: float) -> None:
@@ -139,20 +143,24 @@ def _connect(address: str, deadline: float, captured: _Captured) -> Json:
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             return {"ok": True, "attempts": attempts, "warnings": captured.messages}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             last = "%s: %s" % (type(exc).__name__, exc)
             try:
                 ray.shutdown()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             # A version mismatch is Ray's verdict, not a cluster still starting: stop at once.
             if "mismatch" in last.lower() or time.time() > deadline:
-                return {"ok": False, "attempts": attempts, "error": last[:4000],
-                        "warnings": captured.messages}
+                return {
+                    "ok": False,
+                    "attempts": attempts,
+                    "error": last[:4000],
+                    "warnings": captured.messages,
+                }
             time.sleep(2)
 
 
-def _alive_nodes(expect: int, deadline: float) -> List[Json]:
+def _alive_nodes(expect: int, deadline: float) -> list[Json]:
     import ray
 
     while True:
@@ -162,7 +170,7 @@ def _alive_nodes(expect: int, deadline: float) -> List[Json]:
         time.sleep(1)
 
 
-def _node_probes(nodes: List[Json], timeout: float) -> List[Json]:
+def _node_probes(nodes: list[Json], timeout: float) -> list[Json]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -174,23 +182,26 @@ def _node_probes(nodes: List[Json], timeout: float) -> List[Json]:
         out["node_id"] = r.get_runtime_context().get_node_id()
         return out
 
-    results: List[Json] = []
+    results: list[Json] = []
     refs = []
     for node in nodes:
         strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
         refs.append((node, node_facts.options(scheduling_strategy=strategy).remote()))
     for node, ref in refs:
-        entry: Json = {"node_id": node["NodeID"], "address": node.get("NodeManagerAddress"),
-                       "hostname": node.get("NodeManagerHostname")}
+        entry: Json = {
+            "node_id": node["NodeID"],
+            "address": node.get("NodeManagerAddress"),
+            "hostname": node.get("NodeManagerHostname"),
+        }
         try:
             entry["facts"] = ray.get(ref, timeout=timeout)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             entry["error"] = "%s: %s" % (type(exc).__name__, exc)
         results.append(entry)
     return results
 
 
-def _workload(nodes: List[Json], timeout: float) -> Json:
+def _workload(nodes: list[Json], timeout: float) -> Json:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -198,7 +209,7 @@ def _workload(nodes: List[Json], timeout: float) -> Json:
         return str(ray.get_runtime_context().get_node_id())
 
     @ray.remote(num_cpus=0.1)
-    def square(x: int) -> List[Any]:
+    def square(x: int) -> list[Any]:
         time.sleep(0.05)
         return [x * x, here()]
 
@@ -219,13 +230,14 @@ def _workload(nodes: List[Json], timeout: float) -> Json:
         return hashlib.sha256(b"seed").digest() * (size // 32)
 
     @ray.remote(num_cpus=0)
-    def consume(data: bytes) -> List[Any]:
+    def consume(data: bytes) -> list[Any]:
         return [hashlib.sha256(data).hexdigest(), len(data), here()]
 
     node_ids = [n["NodeID"] for n in nodes]
     out: Json = {}
-    tasks = ray.get([square.options(scheduling_strategy="SPREAD").remote(i) for i in range(24)],
-                    timeout=timeout)
+    tasks = ray.get(
+        [square.options(scheduling_strategy="SPREAD").remote(i) for i in range(24)], timeout=timeout
+    )
     out["tasks"] = {
         "count": len(tasks),
         "sum_ok": sum(r[0] for r in tasks) == sum(i * i for i in range(24)),
@@ -233,8 +245,11 @@ def _workload(nodes: List[Json], timeout: float) -> Json:
     }
     counter = Counter.remote()  # type: ignore[attr-defined]
     values = [ray.get(counter.add.remote(k), timeout=timeout) for k in (1, 2, 3)]
-    out["actor"] = {"values": values, "ok": values == [1, 3, 6],
-                    "node": ray.get(counter.node.remote(), timeout=timeout)}
+    out["actor"] = {
+        "values": values,
+        "ok": values == [1, 3, 6],
+        "node": ray.get(counter.node.remote(), timeout=timeout),
+    }
     ray.kill(counter)
     if len(node_ids) >= 2:
         src, dst = node_ids[0], node_ids[-1]
@@ -249,8 +264,12 @@ def _workload(nodes: List[Json], timeout: float) -> Json:
             timeout=timeout,
         )
         expected = hashlib.sha256(hashlib.sha256(b"seed").digest() * (size // 32)).hexdigest()
-        out["object"] = {"writer": src, "reader": reader, "bytes": length,
-                         "ok": digest == expected and reader == dst and src != dst}
+        out["object"] = {
+            "writer": src,
+            "reader": reader,
+            "bytes": length,
+            "ok": digest == expected and reader == dst and src != dst,
+        }
     else:
         out["object"] = {"ok": False, "error": "fewer than two nodes: nothing crosses a node"}
     return out
@@ -275,8 +294,11 @@ def cluster(args: argparse.Namespace) -> Json:
     try:
         return _cluster(args)
     except _Deadline as exc:
-        return {"client": facts(), "address": args.address,
-                "connect": {"ok": False, "error": str(exc), "warnings": []}}
+        return {
+            "client": facts(),
+            "address": args.address,
+            "connect": {"ok": False, "error": str(exc), "warnings": []},
+        }
     finally:
         signal.alarm(0)
 
@@ -321,7 +343,7 @@ def notebook(args: argparse.Namespace) -> Json:
     try:
         client.execute()
         out["ok"] = True
-    except Exception as exc:  # noqa: BLE001 - CellExecutionError carries the cell's traceback
+    except Exception as exc:
         out["ok"] = False
         out["error"] = str(exc)[-3000:]
     texts = []
@@ -347,13 +369,13 @@ def jupyter(args: argparse.Namespace) -> Json:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 page = resp.read().decode(errors="replace")
             return {"ok": True, "status": status, "lab_page": "JupyterLab" in page}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             last = "%s: %s" % (type(exc).__name__, exc)
             time.sleep(1)
     return {"ok": False, "error": last}
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="probe")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("facts")
@@ -371,7 +393,7 @@ def main(argv: List[str]) -> int:
     p.add_argument("--token", required=True)
     p.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
-    handlers: Dict[str, Callable[[], Json]] = {
+    handlers: dict[str, Callable[[], Json]] = {
         "facts": facts,
         "structure": structure,
         "cluster": lambda: cluster(args),

@@ -49,8 +49,13 @@ def summary(cells: Iterable[CellResult]) -> dict[str, int]:
     return counts
 
 
-def write(build: Path, results: dict[str, CellResult], matrix: str, run_id: str,
-          extra: Iterable[CellResult] = ()) -> dict[str, Any]:
+def write(
+    build: Path,
+    results: dict[str, CellResult],
+    matrix: str,
+    run_id: str,
+    extra: Iterable[CellResult] = (),
+) -> dict[str, Any]:
     """Persist state and render report.json, report.md and junit.xml."""
     build.mkdir(parents=True, exist_ok=True)
     cells = [*results.values(), *[e for e in extra if e.id not in results]]
@@ -62,8 +67,9 @@ def write(build: Path, results: dict[str, CellResult], matrix: str, run_id: str,
         "summary": summary(cells),
         "cells": [c.to_json() for c in cells],
     }
-    (build / "state.json").write_text(json.dumps(
-        {**doc, "cells": [c.to_json() for c in results.values()]}, indent=1))
+    (build / "state.json").write_text(
+        json.dumps({**doc, "cells": [c.to_json() for c in results.values()]}, indent=1)
+    )
     (build / "report.json").write_text(json.dumps(doc, indent=1))
     (build / "report.md").write_text(markdown(cells, doc))
     ET.ElementTree(junit(cells)).write(build / "junit.xml", encoding="utf-8", xml_declaration=True)
@@ -94,8 +100,10 @@ def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
         status = f"{ICON.get(c.status, '')} {c.status}"
         if c.status == "excluded":
             status += f": {c.detail}"
-        lines.append(f"| {c.id} | {c.ray} | {c.python} | {c.variant} | {status} | "
-                     f"{passed}/{len(checks)} | {images} |")
+        lines.append(
+            f"| {c.id} | {c.ray} | {c.python} | {c.variant} | {status} | "
+            f"{passed}/{len(checks)} | {images} |"
+        )
     for c in cells:
         if not c.checks and not c.detail:
             continue

@@ -74,8 +74,12 @@ class CellResult:
     def from_json(cls, doc: dict[str, Any]) -> CellResult:
         checks = [Check(**c) for c in doc.get("checks", [])]
         return cls(
-            id=doc["id"], ray=doc["ray"], python=doc["python"], variant=doc["variant"],
-            status=doc.get("status", "pending"), detail=doc.get("detail", ""),
+            id=doc["id"],
+            ray=doc["ray"],
+            python=doc["python"],
+            variant=doc["variant"],
+            status=doc.get("status", "pending"),
+            detail=doc.get("detail", ""),
             images=[Image(**i) for i in doc.get("images", [])],
             build_checks=[c for c in checks if c.stage == "build"],
             test_checks=[c for c in checks if c.stage != "build"],

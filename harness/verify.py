@@ -27,8 +27,9 @@ def _notebook_source() -> str:
     return resources.files("harness").joinpath("assets/parity.ipynb").read_text(encoding="utf-8")
 
 
-def test_cell(engine: Engine, run_id: str, cell: Cell, images: dict[str, str],
-              log_dir: Path) -> tuple[list[Check], dict[str, float]]:
+def test_cell(
+    engine: Engine, run_id: str, cell: Cell, images: dict[str, str], log_dir: Path
+) -> tuple[list[Check], dict[str, float]]:
     """All runtime checks of a cell, each recorded separately; never raises for a failed check."""
     expected = {"python": cell.python, "ray": cell.ray}
     results: list[Check] = []
@@ -40,9 +41,18 @@ def test_cell(engine: Engine, run_id: str, cell: Cell, images: dict[str, str],
         #    Connecting a Ray Client to a head that is still starting can stall ~40 s in
         #    Ray's own retry/cleanup path, so the client only connects to a ready cluster.
         with step(f"{cell.id}: waiting for head + worker"):
-            r = cluster.probe(cluster.head, [
-                "cluster", "auto", "--expect-nodes", "2", "--timeout", str(CONNECT_TIMEOUT),
-            ], timeout=CONNECT_TIMEOUT + 60)
+            r = cluster.probe(
+                cluster.head,
+                [
+                    "cluster",
+                    "auto",
+                    "--expect-nodes",
+                    "2",
+                    "--timeout",
+                    str(CONNECT_TIMEOUT),
+                ],
+                timeout=CONNECT_TIMEOUT + 60,
+            )
         timings["cluster_ready"] = round(time.monotonic() - start, 2)
         ready = checks.connect("cluster:ready", r, expect_nodes=2)
         results += ready
@@ -55,10 +65,19 @@ def test_cell(engine: Engine, run_id: str, cell: Cell, images: dict[str, str],
 
         # 1. Ray Client, the notebook user's path.
         with step(f"{cell.id}: Ray Client connect, parity, workload"):
-            r = cluster.probe(cluster.notebook, [
-                "cluster", f"ray://{HEAD_ALIAS}:10001", "--expect-nodes", "2",
-                "--timeout", str(CONNECT_TIMEOUT), "--workload",
-            ], timeout=CONNECT_TIMEOUT + 90)
+            r = cluster.probe(
+                cluster.notebook,
+                [
+                    "cluster",
+                    f"ray://{HEAD_ALIAS}:10001",
+                    "--expect-nodes",
+                    "2",
+                    "--timeout",
+                    str(CONNECT_TIMEOUT),
+                    "--workload",
+                ],
+                timeout=CONNECT_TIMEOUT + 90,
+            )
         timings["cluster_up_and_client"] = round(time.monotonic() - start, 2)
         connect_checks = checks.connect("client:connect", r, expect_nodes=2)
         connect_checks[0].data["timings"] = r.get("timings", {})
@@ -71,30 +90,60 @@ def test_cell(engine: Engine, run_id: str, cell: Cell, images: dict[str, str],
         # 2. A real notebook, executed by nbclient inside the notebook image.
         with step(f"{cell.id}: notebook parity.ipynb"):
             cluster.put_file(cluster.notebook, NOTEBOOK_PATH, _notebook_source())
-            r = cluster.probe(cluster.notebook, ["notebook", NOTEBOOK_PATH, "--timeout", "120"],
-                              timeout=240, env={"RAY_ADDRESS": f"ray://{HEAD_ALIAS}:10001"})
+            r = cluster.probe(
+                cluster.notebook,
+                ["notebook", NOTEBOOK_PATH, "--timeout", "120"],
+                timeout=240,
+                env={"RAY_ADDRESS": f"ray://{HEAD_ALIAS}:10001"},
+            )
             results.append(checks.notebook(r))
-            r = cluster.probe(cluster.notebook, [
-                "jupyter", "--token", cluster.jupyter_token, "--timeout", "60"], timeout=90)
+            r = cluster.probe(
+                cluster.notebook,
+                ["jupyter", "--token", cluster.jupyter_token, "--timeout", "60"],
+                timeout=90,
+            )
             results.append(checks.jupyterlab(r))
 
         # 3. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
         #    Last, because it changes the cluster's membership.
         with step(f"{cell.id}: driver connect and parity"):
-            rc, out, err = cluster.exec(cluster.notebook, [
-                "ray", "start", f"--address={HEAD_ALIAS}:6379", "--num-cpus=0",
-                "--disable-usage-stats"], timeout=120)
+            rc, out, err = cluster.exec(
+                cluster.notebook,
+                [
+                    "ray",
+                    "start",
+                    f"--address={HEAD_ALIAS}:6379",
+                    "--num-cpus=0",
+                    "--disable-usage-stats",
+                ],
+                timeout=120,
+            )
             if rc != 0:
-                results.append(Check.of("driver:connect", False,
-                                        f"`ray start` in the notebook failed: {(out + err).strip()[-600:]}"))
+                results.append(
+                    Check.of(
+                        "driver:connect",
+                        False,
+                        f"`ray start` in the notebook failed: {(out + err).strip()[-600:]}",
+                    )
+                )
             else:
-                r = cluster.probe(cluster.notebook, [
-                    "cluster", f"{HEAD_ALIAS}:6379", "--expect-nodes", "3", "--timeout", "60",
-                ], timeout=150)
+                r = cluster.probe(
+                    cluster.notebook,
+                    [
+                        "cluster",
+                        f"{HEAD_ALIAS}:6379",
+                        "--expect-nodes",
+                        "3",
+                        "--timeout",
+                        "60",
+                    ],
+                    timeout=150,
+                )
                 results += checks.connect("driver:connect", r, expect_nodes=3)
                 if r.get("connect", {}).get("ok"):
-                    results.append(checks.parity("driver:parity", r["client"], r.get("nodes", []),
-                                                 expected))
+                    results.append(
+                        checks.parity("driver:parity", r["client"], r.get("nodes", []), expected)
+                    )
                 cluster.exec(cluster.notebook, ["ray", "stop", "--force"], timeout=60)
 
         if any(c.status == "failed" for c in results):

@@ -39,7 +39,11 @@ class Wheelhouse:
         for path in sorted(self.root.glob("*.whl")):
             st = path.stat()
             entry = self._index.get(path.name)
-            if not entry or entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+            if (
+                not entry
+                or entry.get("size") != st.st_size
+                or entry.get("mtime_ns") != st.st_mtime_ns
+            ):
                 h = hashlib.sha256()
                 with path.open("rb") as f:
                     for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -65,11 +69,23 @@ class Wheelhouse:
             return 0
         major, minor, _ = cell.python.split(".")
         cmd = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--require-hashes",
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--require-hashes",
             *(arg for tag in lock.PIP_PLATFORMS for arg in ("--platform", tag)),
-            "--python-version", f"{major}.{minor}", "--implementation", "cp",
-            "--dest", str(self.root), "-r", str(lock_file),
+            "--python-version",
+            f"{major}.{minor}",
+            "--implementation",
+            "cp",
+            "--dest",
+            str(self.root),
+            "-r",
+            str(lock_file),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
@@ -87,7 +103,9 @@ class Wheelhouse:
         for pin in lock.pins_of(lock_file):
             match = sorted(have[h] for h in pin.hashes if h in have)
             if not match:
-                raise HarnessError(f"{lock_file}: {pin.name}=={pin.version} is not in the wheelhouse")
+                raise HarnessError(
+                    f"{lock_file}: {pin.name}=={pin.version} is not in the wheelhouse"
+                )
             out.append(match[0])
         return out
 

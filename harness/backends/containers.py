@@ -26,8 +26,15 @@ PROBE_SOURCE = (Path(__file__).resolve().parents[1] / "probe.py").read_text(enco
 class ContainerCluster:
     """Context manager: `with ContainerCluster(...) as cluster:` starts, exit removes."""
 
-    def __init__(self, engine: Engine, run_id: str, cell_id: str, images: dict[str, str],
-                 workers: int = 1, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        run_id: str,
+        cell_id: str,
+        images: dict[str, str],
+        workers: int = 1,
+        log_dir: Path | None = None,
+    ) -> None:
         self.engine = engine
         self.run_id = run_id
         self.cell_id = cell_id
@@ -48,10 +55,23 @@ class ContainerCluster:
     def _label_args(self) -> list[str]:
         return [arg for k, v in self.labels.items() for arg in ("--label", f"{k}={v}")]
 
-    def _run(self, name: str, image: str, alias: str | None = None,
-             env: dict[str, str] | None = None) -> None:
-        args = ["run", "-d", "--name", name, "--hostname", name, "--network", self.network,
-                "--shm-size", "1g", "--init", *self._label_args()]
+    def _run(
+        self, name: str, image: str, alias: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        args = [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            "--network",
+            self.network,
+            "--shm-size",
+            "1g",
+            "--init",
+            *self._label_args(),
+        ]
         if alias:
             args += ["--network-alias", alias]
         for k, v in (env or {}).items():
@@ -59,7 +79,7 @@ class ContainerCluster:
         self.engine.run([*args, image], timeout=60)
 
     def start(self) -> None:
-        log(f"{self.cell_id}: starting cluster {self.prefix} (head + {self.workers} worker, notebook)")
+        log(f"{self.cell_id}: starting {self.prefix}: head, {self.workers} worker(s), notebook")
         self.engine.run(["network", "create", *self._label_args(), self.network], timeout=60)
         self._run(self.head, self.images["head"], alias=HEAD_ALIAS)
         for name in self.worker_names:
@@ -84,8 +104,10 @@ class ContainerCluster:
 
     def stop(self) -> None:
         counts = self.engine.remove_labelled({LABEL_RUN: self.run_id, L_CELL: self.cell_id})
-        log(f"{self.cell_id}: removed {counts.get('container', 0)} containers, "
-            f"{counts.get('network', 0)} network")
+        log(
+            f"{self.cell_id}: removed {counts.get('container', 0)} containers, "
+            f"{counts.get('network', 0)} network"
+        )
 
     def __enter__(self) -> ContainerCluster:
         try:
@@ -95,8 +117,9 @@ class ContainerCluster:
             raise
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             if self.log_dir is not None:
                 self.save_logs()
@@ -105,23 +128,32 @@ class ContainerCluster:
 
     # --- running things inside ------------------------------------------------------------
 
-    def exec(self, container: str, command: list[str], timeout: float = 120,
-             input: str | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    def exec(
+        self,
+        container: str,
+        command: list[str],
+        timeout: float = 120,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, str, str]:
         args = ["exec", "-i"] if input is not None else ["exec"]
         for k, v in (env or {}).items():
             args += ["--env", f"{k}={v}"]
         try:
-            r = self.engine.run([*args, container, *command], timeout=timeout, check=False,
-                                input=input)
+            r = self.engine.run(
+                [*args, container, *command], timeout=timeout, check=False, input=input
+            )
         except EngineError as exc:
             return 124, "", str(exc)
         return r.returncode, r.stdout, r.stderr
 
-    def probe(self, container: str, args: list[str], timeout: float,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+    def probe(
+        self, container: str, args: list[str], timeout: float, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Run probe.py in a container; the result, or {"ok": False, "error": ...}."""
-        rc, out, err = self.exec(container, ["python", "-", *args], timeout=timeout,
-                                 input=PROBE_SOURCE, env=env)
+        rc, out, err = self.exec(
+            container, ["python", "-", *args], timeout=timeout, input=PROBE_SOURCE, env=env
+        )
         lines = out.strip().splitlines()
         if lines:
             try:

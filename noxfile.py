@@ -1,0 +1,70 @@
+"""Sessions: the main job (`nox -s build test`) and the project's own checks (`nox -s lint tests`).
+
+Arguments after `--` go to the harness, e.g. `nox -s build test -- --only python=3.11.*`.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["build", "test"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def _harness(session: nox.Session, command: str) -> None:
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", command, *session.posargs)
+
+
+@nox.session
+def plan(session: nox.Session) -> None:
+    """List the selected cells, their tags and bases."""
+    _harness(session, "plan")
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Resolve every cell's hash-pinned lock files (commit the result)."""
+    _harness(session, "lock")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build head, worker and notebook images for the selected cells (offline)."""
+    _harness(session, "build")
+
+
+@nox.session
+def test(session: nox.Session) -> None:
+    """Start a Ray cluster from each cell's images and prove parity and that work runs."""
+    _harness(session, "test")
+
+
+@nox.session
+def clean(session: nox.Session) -> None:
+    """Remove containers and networks a crashed run left (add `-- --images` for images)."""
+    _harness(session, "clean")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy --strict over the package, tests and this file."""
+    session.install("-e", ".[lint,test]", "nox")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "--diff", ".")
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The project's tests: unit tests and the real end-to-end build and cluster test."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Print cold-build, cached-build and end-to-end test times and image sizes."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_cell.py", *session.posargs)

@@ -1,0 +1,144 @@
+"""The walking skeleton for real: build the default cell's images with a real Docker engine
+and no registry, start a Ray cluster from them, and read the verdict from the report.
+
+Needs a running Docker engine (`scripts/setup-engine.sh`); without one these tests fail,
+they never skip. The first run builds cold (about two minutes here); later runs reuse
+images whose build key is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+
+from harness.engine import LABEL_RUN, Engine
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+CELL = "ray2.60.0-py3.11.2-cpu"
+ONLY = ["--only", "ray=2.60.0,python=3.11.2,variant=cpu"]
+
+
+def harness(*args: str, run_id: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HARNESS_RUN_ID": run_id},
+    )
+    sys.stderr.write(r.stderr)
+    return r
+
+
+@pytest.fixture(scope="module")
+def run() -> dict[str, Any]:
+    # Kept after the run (and uploaded by CI): build/e2e/report.md, junit.xml, logs/.
+    build_dir = ROOT / "build" / "e2e"
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    run_id = "e2e" + uuid.uuid4().hex[:8]
+    built = harness("build", *ONLY, "--build-dir", str(build_dir), run_id=run_id)
+    assert built.returncode == 0, built.stderr[-3000:]
+    tested = harness("test", *ONLY, "--build-dir", str(build_dir), run_id=run_id)
+    report = json.loads((build_dir / "report.json").read_text())
+    return {
+        "run_id": run_id,
+        "build_dir": build_dir,
+        "rc": tested.returncode,
+        "stderr": tested.stderr,
+        "report": report,
+    }
+
+
+def cell_of(run: dict[str, Any]) -> dict[str, Any]:
+    cells: list[dict[str, Any]] = [c for c in run["report"]["cells"] if c["id"] == CELL]
+    assert len(cells) == 1
+    return cells[0]
+
+
+def checks_of(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in cell_of(run)["checks"]}
+
+
+def test_cell_passed_and_exit_code_0(run: dict[str, Any]) -> None:
+    failed = {n: c["detail"] for n, c in checks_of(run).items() if c["status"] != "passed"}
+    assert failed == {}
+    assert run["rc"] == 0, run["stderr"][-2000:]
+    assert cell_of(run)["status"] == "passed"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cluster:ready",
+        "client:connect",
+        "client:parity",
+        "driver:connect",
+        "driver:parity",
+        "workload:tasks",
+        "workload:actor",
+        "workload:object",
+        "notebook:execute",
+        "notebook:jupyterlab",
+        "image:head:python",
+        "image:worker:ray",
+        "image:notebook:non-root",
+        "image:head:no-leftovers",
+    ],
+)
+def test_each_check_recorded_and_passed(run: dict[str, Any], name: str) -> None:
+    check = checks_of(run)[name]
+    assert check["status"] == "passed", check["detail"]
+
+
+def test_parity_was_measured_on_every_node(run: dict[str, Any]) -> None:
+    data = checks_of(run)["client:parity"]["data"]
+    assert data["client"]["python"] == "3.11.2" and data["client"]["ray"] == "2.60.0"
+    assert len(data["nodes"]) == 2
+    assert all(
+        n["python"] == "3.11.2" and n["commit"] == data["client"]["commit"] for n in data["nodes"]
+    )
+    # the driver run adds the notebook container as a third node
+    assert len(checks_of(run)["driver:parity"]["data"]["nodes"]) == 3
+
+
+def test_images_in_report_are_the_tagged_images_with_labels(run: dict[str, Any]) -> None:
+    engine = Engine()
+    images = {i["role"]: i for i in cell_of(run)["images"]}
+    assert set(images) == {"head", "worker", "notebook"}
+    for role, image in images.items():
+        assert image["tag"] == f"localhost/raycompat/ray-{role}:2.60.0-py3.11.2-cpu"
+        info = engine.inspect("image", image["tag"])
+        assert info is not None and info["Id"] == image["id"]
+        assert image["size_bytes"] == info["Size"] > 0
+        labels = info["Config"]["Labels"]
+        assert labels["io.raycompat.python.version"] == "3.11.2"
+        assert labels["io.raycompat.ray.version"] == "2.60.0"
+        assert len(labels["io.raycompat.ray.commit"]) == 40
+        assert labels["io.raycompat.variant"] == "cpu"
+        assert len(labels["io.raycompat.lock.sha256"]) == 64
+        assert info["Config"]["User"] == "1000:1000"
+
+
+def test_reports_written(run: dict[str, Any]) -> None:
+    md = (run["build_dir"] / "report.md").read_text()
+    assert f"| {CELL} | 2.60.0 | 3.11.2 | cpu | ✅ passed |" in md
+    junit = (run["build_dir"] / "junit.xml").read_text()
+    assert 'failures="0"' in junit and "client:parity" in junit
+
+
+def test_nothing_left_behind(run: dict[str, Any]) -> None:
+    engine = Engine()
+    labels = {LABEL_RUN: run["run_id"]}
+    assert engine.ids("container", labels) == []
+    assert engine.ids("network", labels) == []
+    assert engine.ids("volume", labels) == []

@@ -1,0 +1,81 @@
+"""The CLI as a user meets it: exit codes, one-line errors, no tracebacks, no Docker touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def harness(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_the_subcommands() -> None:
+    r = harness("--help")
+    assert r.returncode == 0
+    for sub in ("plan", "lock", "build", "test", "clean"):
+        assert sub in r.stdout
+
+
+def test_plan_shows_cells_and_tags() -> None:
+    r = harness("plan")
+    assert r.returncode == 0, r.stderr
+    assert "ray2.60.0-py3.11.2-cpu" in r.stdout
+    assert "localhost/raycompat/ray-head:2.60.0-py3.11.2-cpu" in r.stdout
+
+
+@pytest.mark.parametrize("command", ["plan", "build", "test", "lock"])
+def test_bad_matrix_exits_2_with_one_line_and_no_traceback(
+    write_matrix: Callable[[str], Path], command: str
+) -> None:
+    path = write_matrix('ray: ["2.60"]\npython: ["3.11.2"]\n')
+    r = harness(command, "--matrix", str(path))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{path}:1: ray.0:" in lines[0]
+
+
+def test_bad_selector_exits_2() -> None:
+    r = harness("plan", "--only", "pyton=3.11.*")
+    assert r.returncode == 2 and "did you mean 'python'" in r.stderr
+
+
+def test_unreachable_engine_exits_2_naming_the_fix(tmp_path: Path) -> None:
+    r = harness("build", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "not reachable" in r.stderr and "setup-engine.sh" in r.stderr
+
+
+def test_stale_lock_is_refused_before_docker(tmp_path: Path) -> None:
+    (tmp_path / "matrix.yaml").write_text(
+        (ROOT / "matrix.yaml")
+        .read_text()
+        .replace("[jupyterlab, nbclient, ipykernel]", "[jupyterlab]")
+    )
+    subprocess.run(["cp", "-r", str(ROOT / "locks"), str(tmp_path / "locks")], check=True)
+    r = harness(
+        "build",
+        "--matrix",
+        str(tmp_path / "matrix.yaml"),
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"},
+    )
+    assert r.returncode == 2
+    assert "stale lock" in r.stderr and "nox -s lock" in r.stderr

@@ -1,0 +1,207 @@
+"""matrix.yaml loading, validation, expansion, selection and tags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness import matrix
+from harness.errors import MatrixError
+from tests.conftest import ROOT
+
+MINIMAL = 'ray: ["2.60.0"]\npython: ["3.11.2"]\n'
+
+
+def test_default_matrix_has_the_walking_skeleton_cell() -> None:
+    m = matrix.load(ROOT / "matrix.yaml")
+    ids = [c.id for c in m.cells]
+    assert "ray2.60.0-py3.11.2-cpu" in ids
+    cell = m.cell("ray2.60.0-py3.11.2-cpu")
+    assert cell.base == matrix.BaseSpec("debian", "bookworm")
+
+
+def test_tags_one_repository_per_role(write_matrix: Callable[[str], Path]) -> None:
+    m = matrix.load(write_matrix(MINIMAL + "prefix: europe-docker.pkg.dev/p/r\n"))
+    assert m.cells[0].tags(m.prefix) == {
+        "head": "europe-docker.pkg.dev/p/r/ray-head:2.60.0-py3.11.2-cpu",
+        "worker": "europe-docker.pkg.dev/p/r/ray-worker:2.60.0-py3.11.2-cpu",
+        "notebook": "europe-docker.pkg.dev/p/r/ray-notebook:2.60.0-py3.11.2-cpu",
+    }
+
+
+def test_product_and_excludes(write_matrix: Callable[[str], Path]) -> None:
+    m = matrix.load(
+        write_matrix(
+            'ray: ["2.60.0", "2.51.2"]\npython: ["3.9.2", "3.11.2"]\n'
+            'exclude:\n  - {ray: "2.60.0", python: "3.9.*", reason: "no cp39 wheels"}\n'
+        )
+    )
+    assert sorted(c.id for c in m.cells) == [
+        "ray2.51.2-py3.11.2-cpu",
+        "ray2.51.2-py3.9.2-cpu",
+        "ray2.60.0-py3.11.2-cpu",
+    ]
+    assert [(e.cell.id, e.reason) for e in m.excluded] == [
+        ("ray2.60.0-py3.9.2-cpu", "no cp39 wheels")
+    ]
+    assert m.cell("ray2.51.2-py3.9.2-cpu").base.ref == "bullseye"
+
+
+def test_registry_base_override(write_matrix: Callable[[str], Path]) -> None:
+    m = matrix.load(
+        write_matrix(
+            'ray: ["2.60.0"]\npython: ["3.11.9"]\n'
+            'bases:\n  "3.11.9": {image: "python:3.11.9-slim-bookworm"}\n'
+        )
+    )
+    assert m.cells[0].base == matrix.BaseSpec("image", "python:3.11.9-slim-bookworm")
+
+
+def test_select_with_globs(write_matrix: Callable[[str], Path]) -> None:
+    m = matrix.load(write_matrix('ray: ["2.60.0", "2.51.2"]\npython: ["3.11.2", "3.13.5"]\n'))
+    chosen, left = matrix.select(m, ["ray=2.60.0,python=3.11.*"])
+    assert [c.id for c in chosen] == ["ray2.60.0-py3.11.2-cpu"]
+    assert len(left) == 3
+    chosen, _ = matrix.select(m, ["python=3.13.5", "ray=2.51.2,python=3.11.2"])
+    assert {c.id for c in chosen} == {
+        "ray2.60.0-py3.13.5-cpu",
+        "ray2.51.2-py3.13.5-cpu",
+        "ray2.51.2-py3.11.2-cpu",
+    }
+
+
+@pytest.mark.parametrize(
+    ("selector", "fragment"),
+    [
+        ("pyhton=3.11.2", "did you mean 'python'"),
+        ("ray", "must be KEY=GLOB"),
+        ("ray=9.9.9", "selects no cell"),
+    ],
+)
+def test_bad_selectors(write_matrix: Callable[[str], Path], selector: str, fragment: str) -> None:
+    m = matrix.load(write_matrix(MINIMAL))
+    with pytest.raises(MatrixError, match=fragment):
+        matrix.select(m, [selector])
+
+
+# A catalogue of bad matrix files: each must name the key, give the line where known,
+# and say what to do.
+BAD = [
+    ("malformed", 'ray: ["2.60.0"\npython: ["3.11.2"]\n', "(yaml)", "malformed YAML"),
+    ("unknown key", MINIMAL + "varaints: [cpu]\n", "varaints", "did you mean 'variants'"),
+    ("minor only python", 'ray: ["2.60.0"]\npython: ["3.11"]\n', "python.0", "exact Python"),
+    ("minor only ray", 'ray: ["2.60"]\npython: ["3.11.2"]\n', "ray.0", "exact Ray"),
+    ("unquoted float", 'ray: ["2.60.0"]\npython: [3.10]\n', "python.0", "quoted string"),
+    ("prerelease", 'ray: ["2.60.0rc1"]\npython: ["3.11.2"]\n', "ray.0", "exact Ray"),
+    ("garbage version", 'ray: ["latest"]\npython: ["3.11.2"]\n', "ray.0", "not a version"),
+    ("no provider", 'ray: ["2.60.0"]\npython: ["3.11.9"]\n', "python", "no base provider"),
+    ("duplicate", 'ray: ["2.60.0", "2.60.0"]\npython: ["3.11.2"]\n', "ray.1", "listed twice"),
+    ("unknown variant", MINIMAL + "variants: [cpu, tpu]\n", "variants.1", "unknown variant"),
+    ("missing ray", 'python: ["3.11.2"]\n', "ray", "is required"),
+    ("empty list", 'ray: []\npython: ["3.11.2"]\n', "ray", "non-empty list"),
+    (
+        "all excluded",
+        MINIMAL + "exclude:\n  - {ray: '*', reason: nope}\n",
+        "exclude",
+        "matrix is empty",
+    ),
+    ("exclude no reason", MINIMAL + "exclude:\n  - {ray: '2.60.0'}\n", "exclude.0", "reason"),
+    (
+        "wrong suite",
+        MINIMAL + "bases:\n  '3.11.2': {debian: trixie}\n",
+        "bases.3.11.2.debian",
+        "ships Python 3.13.5",
+    ),
+    (
+        "bad base key",
+        MINIMAL + "bases:\n  '3.11.2': {debain: bookworm}\n",
+        "bases.3.11.2.debain",
+        "did you mean 'debian'",
+    ),
+    ("bad prefix", MINIMAL + "prefix: Local/Ray\n", "prefix", "lower-case"),
+    ("not a mapping", "- ray\n- python\n", "(top)", "must be a mapping"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "key", "fragment"), BAD, ids=[b[0] for b in BAD])
+def test_bad_matrix_files(
+    write_matrix: Callable[[str], Path], name: str, text: str, key: str, fragment: str
+) -> None:
+    path = write_matrix(text)
+    with pytest.raises(MatrixError) as info:
+        matrix.load(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    assert f": {key}:" in message, message
+    assert fragment in message, message
+
+
+def test_line_numbers_point_at_the_key(write_matrix: Callable[[str], Path]) -> None:
+    path = write_matrix('# comment\nray: ["2.60.0"]\npython:\n  - "3.11.2"\n  - "3.11"\n')
+    with pytest.raises(MatrixError) as info:
+        matrix.load(path)
+    assert info.value.line == 5
+
+
+def test_empty_and_missing_files(tmp_path: Path, write_matrix: Callable[[str], Path]) -> None:
+    with pytest.raises(MatrixError, match="is empty"):
+        matrix.load(write_matrix(""))
+    with pytest.raises(MatrixError, match="not found"):
+        matrix.load(tmp_path / "nope.yaml")
+
+
+micro = st.sampled_from(sorted(matrix.DEBIAN_PYTHON.values()))
+ray_version = st.tuples(st.integers(0, 9), st.integers(0, 99), st.integers(0, 9)).map(
+    lambda t: f"{t[0]}.{t[1]}.{t[2]}"
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rays=st.lists(ray_version, min_size=1, max_size=4, unique=True),
+    pythons=st.lists(micro, min_size=1, max_size=3, unique=True),
+)
+def test_every_valid_product_expands_to_all_cells(
+    tmp_path_factory: pytest.TempPathFactory, rays: list[str], pythons: list[str]
+) -> None:
+    path = tmp_path_factory.mktemp("m") / "matrix.yaml"
+    path.write_text(f"ray: {rays!r}\npython: {pythons!r}\n".replace("'", '"'))
+    m = matrix.load(path)
+    assert len(m.cells) == len(rays) * len(pythons)
+    assert len({c.id for c in m.cells}) == len(m.cells)
+    for c in m.cells:
+        assert matrix.DEBIAN_PYTHON[c.base.ref] == c.python
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200))
+def test_loader_never_crashes_on_arbitrary_text(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    path = tmp_path_factory.mktemp("m") / "matrix.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        m = matrix.load(path)
+    except MatrixError as exc:
+        assert str(exc).startswith(str(path))
+    else:
+        assert m.cells
+
+
+@settings(max_examples=200, deadline=None)
+@given(version=st.text(alphabet="0123456789.rcab+-post", min_size=1, max_size=12))
+def test_only_exact_micro_versions_are_accepted(
+    tmp_path_factory: pytest.TempPathFactory, version: str
+) -> None:
+    path = tmp_path_factory.mktemp("m") / "matrix.yaml"
+    path.write_text(f'ray: ["{version}"]\npython: ["3.11.2"]\n')
+    try:
+        m = matrix.load(path)
+    except MatrixError:
+        return
+    parts = m.cells[0].ray.split(".")
+    assert len(parts) == 3 and all(p.isdigit() for p in parts)

@@ -1,0 +1,54 @@
+"""Reports: JSON shape, Markdown and JUnit rendering, state round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from harness import report
+from harness.results import CellResult, Check, Image
+
+
+def cell(status_checks: list[tuple[str, str]]) -> CellResult:
+    c = CellResult(id="ray2.60.0-py3.11.2-cpu", ray="2.60.0", python="3.11.2", variant="cpu")
+    c.images = [Image("head", "p/ray-head:t", "sha256:1", 500_000_000)]
+    c.build_checks = [Check("image:head:python", "passed", "ok", "build")]
+    c.test_checks = [Check(n, s, f"{n} detail | pipe") for n, s in status_checks]
+    c.settle()
+    return c
+
+
+def test_report_files_and_schema(tmp_path: Path) -> None:
+    passed = cell([("client:parity", "passed")])
+    failed = cell([("client:parity", "failed")])
+    failed.id = "ray2.51.2-py3.11.2-cpu"
+    doc = report.write(tmp_path, {passed.id: passed, failed.id: failed}, "matrix.yaml", "run1")
+    assert doc["summary"] == {"passed": 1, "failed": 1}
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    first = on_disk["cells"][0]
+    assert {"id", "ray", "python", "variant", "status", "images", "checks"} <= first.keys()
+    assert {"role", "tag", "id", "size_bytes"} <= first["images"][0].keys()
+    assert {"name", "status", "detail"} <= first["checks"][0].keys()
+    md = (tmp_path / "report.md").read_text()
+    assert "| ray2.60.0-py3.11.2-cpu | 2.60.0 | 3.11.2 | cpu | ✅ passed | 2/2 |" in md
+    assert "detail \\| pipe" in md
+    xml = ET.parse(tmp_path / "junit.xml").getroot()
+    suites = {s.get("name"): s for s in xml}
+    assert suites[failed.id].get("failures") == "1"
+    assert suites[passed.id].get("failures") == "0"
+
+
+def test_state_round_trip(tmp_path: Path) -> None:
+    c = cell([("client:parity", "passed")])
+    report.write(tmp_path, {c.id: c}, "m", "r")
+    back = report.load_state(tmp_path / "state.json")[c.id]
+    assert [k.name for k in back.build_checks] == ["image:head:python"]
+    assert [k.name for k in back.test_checks] == ["client:parity"]
+    assert back.status == "passed"
+
+
+def test_status_rules() -> None:
+    assert cell([]).status == "built"
+    assert cell([("x", "skipped"), ("y", "passed")]).status == "passed"
+    assert cell([("x", "failed")]).status == "failed"
