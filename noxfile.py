@@ -65,6 +65,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Print cold-build, cached-build and end-to-end test times and image sizes."""
+    """Print build and test times and image sizes (`-- matrix` for the whole matrix)."""
     session.install("-e", ".")
-    session.run("python", "benchmarks/bench_cell.py", *session.posargs)
+    if session.posargs[:1] == ["matrix"]:
+        session.run("python", "benchmarks/bench_matrix.py", *session.posargs[1:])
+    else:
+        session.run("python", "benchmarks/bench_cell.py", *session.posargs)

@@ -26,6 +26,15 @@ RECIPE = 1  # bump when the rootfs recipe below changes
 # No python3-venv: it ships pip/setuptools wheels in /usr/share/python-wheels. The image
 # bootstraps pip from the locked pip wheel instead (see images/Dockerfile).
 PACKAGES = ("python3",)
+
+
+def packages(python: str) -> tuple[str, ...]:
+    """Debian packages of the base. Debian splits distutils out of Python < 3.10, and pip
+    on those interpreters needs it."""
+    minor = int(python.split(".")[1])
+    return (*PACKAGES, "python3-distutils") if minor < 10 else PACKAGES
+
+
 DPKG_OPTS = (
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/info/*",
@@ -56,12 +65,12 @@ def _sources(matrix: Matrix, suite: str) -> list[str]:
     return lines
 
 
-def debian_key(matrix: Matrix, suite: str) -> str:
+def debian_key(matrix: Matrix, suite: str, python: str) -> str:
     doc = {
         "recipe": RECIPE,
         "suite": suite,
         "sources": _sources(matrix, suite),
-        "packages": PACKAGES,
+        "packages": packages(python),
         "dpkg": DPKG_OPTS,
         "sde": matrix.source_date_epoch,
     }
@@ -79,7 +88,7 @@ def measure_python(engine: Engine, ref: str) -> str:
     return r.stdout.strip()
 
 
-def build_rootfs(matrix: Matrix, suite: str, out: Path) -> str:
+def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
     """mmdebstrap a minbase rootfs tarball; returns its sha256."""
     if shutil.which("mmdebstrap") is None:
         raise HarnessError(
@@ -91,7 +100,7 @@ def build_rootfs(matrix: Matrix, suite: str, out: Path) -> str:
         "mmdebstrap",
         "--quiet",
         "--variant=minbase",
-        f"--include={','.join(PACKAGES)}",
+        f"--include={','.join(packages(python))}",
         *(f"--dpkgopt={o}" for o in DPKG_OPTS),
         suite,
         str(tmp),
@@ -125,14 +134,14 @@ def ensure(
     if spec.kind == "image":
         return _registry_base(engine, spec.ref, cell.python)
     suite = spec.ref
-    key = debian_key(matrix, suite)
+    key = debian_key(matrix, suite, cell.python)
     ref = f"{matrix.prefix}/base:debian-{suite}-py{cell.python}"
     labels = engine.image_labels(ref)
     if not fresh and labels and labels.get(L_KEY) == key:
         info = engine.inspect("image", ref) or {}
         return BaseImage(ref, str(info.get("Id")), cell.python, labels.get(L_ROOTFS), spec.label)
     tarball = work / f"debian-{suite}-{key}.tar"
-    digest = build_rootfs(matrix, suite, tarball)
+    digest = build_rootfs(matrix, suite, cell.python, tarball)
     changes = [
         f"LABEL {LABEL_MANAGED}=base",
         f"LABEL {L_KEY}={key}",

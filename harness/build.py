@@ -23,7 +23,7 @@ from harness.errors import EngineError, HarnessError
 from harness.matrix import ROLES, Cell, Matrix
 from harness.paths import Paths
 from harness.progress import log, step
-from harness.results import Check, Image
+from harness.results import CellResult, Check, Image
 from harness.wheelhouse import Wheelhouse, link_into
 
 L_ROLE = f"{LABEL_NS}.role"
@@ -34,6 +34,7 @@ L_PYTHON = f"{LABEL_NS}.python.version"
 L_VARIANT = f"{LABEL_NS}.variant"
 L_LOCK = f"{LABEL_NS}.lock.sha256"
 L_KEY = f"{LABEL_NS}.build.key"
+L_CUDA = f"{LABEL_NS}.cuda.version"
 EXPECTED_CMD = {
     "head": "ray start --head",
     "worker": "ray start --block",
@@ -70,11 +71,11 @@ def stage_context(paths: Paths, cell: Cell, wheelhouse: Wheelhouse) -> Path:
     notebook = lock.lock_path(paths.locks, cell, "notebook")
     shutil.copy2(runtime, ctx / "locks" / "runtime.txt")
     shutil.copy2(notebook, ctx / "locks" / "notebook.txt")
-    runtime_wheels = wheelhouse.wheels_for(runtime)
+    runtime_wheels = wheelhouse.wheels_for(runtime, cell.python)
     names = {w.name for w in runtime_wheels}
     link_into(runtime_wheels, ctx / "wheels" / "runtime")
     link_into(
-        [w for w in wheelhouse.wheels_for(notebook) if w.name not in names],
+        [w for w in wheelhouse.wheels_for(notebook, cell.python) if w.name not in names],
         ctx / "wheels" / "notebook",
     )
     return ctx
@@ -115,6 +116,7 @@ def labels_for(
         L_LOCK: lock_sha,
         L_KEY: key,
         L_ROOTFS: base.rootfs_sha256 or "",
+        **({L_CUDA: cell.cuda} if cell.cuda else {}),
     }
 
 
@@ -220,43 +222,118 @@ def structure_checks(engine: Engine, cell: Cell, role: str, tag: str) -> list[Ch
             stage="build",
         ),
     ]
+    if cell.cuda:
+        env = dict(e.split("=", 1) for e in config.get("Env") or [])
+        measured = facts.get("cuda") or {}
+        assert isinstance(measured, dict)
+        checks.append(
+            Check.of(
+                f"{name}:cuda",
+                bool(measured.get("ok"))
+                and measured.get("runtime") == cell.cuda == labels.get(L_CUDA)
+                and env.get("NVIDIA_VISIBLE_DEVICES") == "all"
+                and "compute" in env.get("NVIDIA_DRIVER_CAPABILITIES", ""),
+                f"libcudart reports CUDA {measured.get('runtime')}, label {labels.get(L_CUDA)}, "
+                f"asked {cell.cuda}; NVIDIA_VISIBLE_DEVICES={env.get('NVIDIA_VISIBLE_DEVICES')}"
+                + ("" if measured.get("ok") else f"; {measured.get('error')}"),
+                stage="build",
+            )
+        )
     return checks
 
 
+def prepare(
+    engine: Engine, matrix: Matrix, paths: Paths, cells: list[Cell], fresh: bool = False
+) -> dict[str, BaseImage | str]:
+    """Work shared by cells, done once: every lock's wheels, and one base per Python micro.
+
+    Returns, per cell id, its base image or the reason it has none (that cell then fails;
+    the others go on).
+    """
+    wheelhouse = Wheelhouse(paths.wheelhouse)
+    out: dict[str, BaseImage | str] = {}
+    with step(f"wheels for {len(cells)} cell(s) into {paths.wheelhouse}"):
+        fetched = 0
+        for cell in cells:
+            try:
+                for kind in lock.KINDS:
+                    fetched += wheelhouse.fetch(lock.lock_path(paths.locks, cell, kind), cell)
+            except HarnessError as exc:
+                out[cell.id] = f"wheels: {exc}"
+                log(f"{cell.id}: wheels failed: {str(exc).splitlines()[0]}")
+        log(f"wheelhouse: {fetched} wheel(s) downloaded, the rest already there")
+    bases: dict[tuple[str, str], BaseImage | str] = {}
+    for cell in cells:
+        if cell.id in out:
+            continue
+        key = (cell.base.label, cell.python)
+        if key not in bases:
+            try:
+                with step(f"base {cell.base.label} (Python {cell.python})"):
+                    bases[key] = ensure_base(
+                        engine, matrix, cell, paths.build / "rootfs", fresh=fresh
+                    )
+            except HarnessError as exc:
+                bases[key] = f"base {cell.base.label} for Python {cell.python}: {exc}"
+        out[cell.id] = bases[key]
+    return out
+
+
 def build_cell(
-    engine: Engine, matrix: Matrix, paths: Paths, cell: Cell, no_cache: bool = False
+    engine: Engine,
+    matrix: Matrix,
+    paths: Paths,
+    cell: Cell,
+    base: BaseImage,
+    no_cache: bool = False,
+    previous: CellResult | None = None,
 ) -> tuple[list[Image], list[Check]]:
-    """Build (or reuse) the three images of a cell; return them and their structure checks."""
+    """Build (or reuse) the three images of a cell; return them and their structure checks.
+
+    An image whose build key is unchanged is reused (`cached`); if it is also the very
+    image `previous` checked, its structure checks are reused too, so a no-op build only
+    asks the engine a few questions."""
     lock.check(paths.locks, cell, matrix)
     runtime_lock = lock.lock_path(paths.locks, cell, "runtime")
     notebook_lock = lock.lock_path(paths.locks, cell, "notebook")
     wheelhouse = Wheelhouse(paths.wheelhouse)
-    with step(f"{cell.id}: wheels"):
-        fetched = wheelhouse.fetch(notebook_lock, cell) + wheelhouse.fetch(runtime_lock, cell)
-        if fetched:
-            log(f"{cell.id}: downloaded {fetched} wheels into {paths.wheelhouse}")
-    with step(f"{cell.id}: base {cell.base.label} (Python {cell.python})"):
-        base = ensure_base(engine, matrix, cell, paths.build / "rootfs", fresh=no_cache)
-    ctx = stage_context(paths, cell, wheelhouse)
-    commit = wheelhouse.ray_commit(runtime_lock)
+    commit = ""
     lock_sha = lock.file_digest(runtime_lock, notebook_lock)
     dockerfile_sha = _sha256_file(paths.dockerfile)
     args = {
         "BASE_IMAGE": base.ref,
         "PYTHON": "python3",
         "SOURCE_DATE_EPOCH": str(matrix.source_date_epoch),
+        "VARIANT": cell.variant,
     }
+    if cell.cuda:
+        args["CUDA_VERSION"] = cell.cuda
     images: list[Image] = []
     checks: list[Check] = []
+    checked = {i.role: i.id for i in previous.images} if previous else {}
+    ctx: Path | None = None
     for role in ROLES:
         tag = cell.tag(matrix.prefix, role)
         key = build_key(base, lock_sha, dockerfile_sha, role, args)
-        existing = engine.image_labels(tag)
-        cached = not no_cache and existing is not None and existing.get(L_KEY) == key
+        existing = engine.inspect("image", tag)
+        existing_labels = (existing or {}).get("Config", {}).get("Labels") or {}
+        cached = not no_cache and existing is not None and existing_labels.get(L_KEY) == key
         start = time.monotonic()
         if cached:
             log(f"{cell.id}: {role} cached ({tag})")
+            if previous and existing and checked.get(role) == existing.get("Id"):
+                # Same image as last checked: its structure checks still hold.
+                prefix = f"image:{role}:"
+                reused = [c for c in previous.build_checks if c.name.startswith(prefix)]
+                if reused and all(c.status == "passed" for c in reused):
+                    images.append(next(i for i in previous.images if i.role == role))
+                    images[-1].cached = True
+                    checks += reused
+                    continue
         else:
+            if ctx is None:
+                ctx = stage_context(paths, cell, wheelhouse)
+                commit = wheelhouse.ray_commit(runtime_lock, cell.python)
             with step(f"{cell.id}: build {role} -> {tag}"):
                 # --no-cache rebuilds the shared runtime stage once (with the first role);
                 # the other roles reuse that fresh stage instead of rebuilding it again.

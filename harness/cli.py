@@ -11,16 +11,19 @@ import os
 import shutil
 import signal
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from types import FrameType
 
-from harness import lock, matrix, report
-from harness.build import BuildFailed, build_cell
-from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id
+from harness import index, lock, matrix, report
+from harness.base import BaseImage
+from harness.build import BuildFailed, build_cell, prepare
+from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id, stop_all
 from harness.errors import HarnessError
 from harness.paths import Paths
-from harness.progress import log
+from harness.progress import bar, log
 from harness.results import FAILED, CellResult, Check
 from harness.verify import test_cell
 
@@ -52,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=GLOB,...",
         help="select cells, e.g. ray=2.60.0,python=3.11.* (repeatable: union)",
+    )
+    common.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="cells built or tested at once (default: by cores and memory)",
     )
     common.add_argument(
         "--build-dir",
@@ -88,7 +97,32 @@ def _setup(
 ) -> tuple[matrix.Matrix, Paths, list[matrix.Cell], list[matrix.Excluded]]:
     m = matrix.load(args.matrix)
     cells, left = matrix.select(m, args.only)
-    return m, Paths.for_matrix(args.matrix, args.build_dir), cells, left
+    paths = Paths.for_matrix(args.matrix, args.build_dir)
+    validate_against_index(m, paths)
+    return m, paths, cells, left
+
+
+def validate_against_index(m: matrix.Matrix, paths: Paths) -> None:
+    """Refuse unknown Ray versions and (Ray, Python) pairs with no wheel, for every cell of
+    the matrix. A cell whose lock is current needs no look-up: its lock proves it resolved."""
+    unlocked = []
+    for c in m.cells:
+        try:
+            lock.check(paths.locks, c, m)
+        except HarnessError:
+            unlocked.append(c)
+    if unlocked:
+        index.check(m, unlocked, index.fetch(paths.root / ".cache" / "index"))
+
+
+def default_jobs() -> int:
+    """Cells at once: bounded by cores and by memory (a cell's cluster takes ~3 GiB)."""
+    cpus = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem_gib = 8.0
+    return max(1, min(cpus, int(mem_gib // 3), 4))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -125,6 +159,40 @@ def _prior(paths: Paths) -> dict[str, CellResult]:
     return report.load_state(paths.state)
 
 
+def _jobs(args: argparse.Namespace, n: int) -> int:
+    jobs = args.jobs or default_jobs()
+    if jobs < 1:
+        raise HarnessError("--jobs must be at least 1")
+    return max(1, min(jobs, n))
+
+
+def _build_one(
+    engine: Engine,
+    m: matrix.Matrix,
+    paths: Paths,
+    c: matrix.Cell,
+    base: BaseImage | str,
+    no_cache: bool,
+    previous: CellResult | None,
+) -> CellResult:
+    result = report.fresh(c)
+    if isinstance(base, str):
+        result.detail = base
+        result.build_checks = [Check("build:base", FAILED, base[-1500:], "build")]
+        return result
+    try:
+        result.images, result.build_checks = build_cell(
+            engine, m, paths, c, base, no_cache, previous
+        )
+    except BuildFailed as exc:
+        result.detail = str(exc)
+        result.build_checks = [Check(f"build:{exc.role}", FAILED, exc.tail[-1500:], "build")]
+    except HarnessError as exc:
+        result.detail = str(exc)
+        result.build_checks = [Check("build", FAILED, str(exc)[-1500:], "build")]
+    return result
+
+
 def cmd_build(args: argparse.Namespace, run_id: str) -> int:
     m, paths, cells, left = _setup(args)
     for c in cells:  # refuse stale locks before touching Docker
@@ -132,30 +200,63 @@ def cmd_build(args: argparse.Namespace, run_id: str) -> int:
     engine = Engine()
     engine.ping()
     state = _prior(paths)
+    bases = prepare(engine, m, paths, cells, fresh=args.no_cache)
+    jobs = _jobs(args, len(cells))
+    log(f"building {len(cells)} cell(s), {jobs} at a time")
     failed = 0
-    for c in cells:
-        result = report.fresh(c)
-        previous = state.get(c.id)
-        try:
-            result.images, result.build_checks = build_cell(engine, m, paths, c, args.no_cache)
-        except BuildFailed as exc:
-            result.detail = str(exc)
-            result.build_checks = [Check(f"build:{exc.role}", FAILED, exc.tail[-1500:], "build")]
-        if (
-            previous
-            and previous.test_checks
-            and previous.tested_image_ids == {i.role: i.id for i in result.images}
-        ):
-            # Same images as last tested: keep those results.
-            result.test_checks = previous.test_checks
-            result.tested_image_ids = previous.tested_image_ids
-        result.settle()
-        failed += result.status == FAILED
-        state[c.id] = result
-        log(f"{c.id}: {result.status}")
-    report.write(paths.build, state, str(m.path), run_id, report.excluded([*m.excluded, *left]))
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = {
+            pool.submit(
+                _build_one, engine, m, paths, c, bases[c.id], args.no_cache, state.get(c.id)
+            ): c
+            for c in cells
+        }
+        with bar("building cells", len(cells)) as advance:
+            for done, future in enumerate(as_completed(futures), 1):
+                advance()
+                result = future.result()
+                previous = state.get(result.id)
+                if (
+                    previous
+                    and previous.test_checks
+                    and previous.tested_image_ids == {i.role: i.id for i in result.images}
+                ):
+                    # Same images as last tested: keep those results.
+                    result.test_checks = previous.test_checks
+                    result.tested_image_ids = previous.tested_image_ids
+                result.settle()
+                failed += result.status == FAILED
+                state[result.id] = result
+                log(f"[{done}/{len(cells)}] {result.id}: {result.status}")
+                report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # an interrupt must not wait for cells
     log(f"report: {paths.build / 'report.md'}")
     return 1 if failed else 0
+
+
+def _excluded(m: matrix.Matrix, left: list[matrix.Excluded]) -> list[CellResult]:
+    return report.excluded([*m.excluded, *left])
+
+
+def _test_one(
+    engine: Engine,
+    run_id: str,
+    paths: Paths,
+    c: matrix.Cell,
+    tags: dict[str, str],
+    result: CellResult,
+) -> CellResult:
+    if any(k.status == FAILED for k in result.build_checks):
+        result.test_checks = []
+        log(f"{c.id}: not tested, its build failed")
+        return result
+    ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}
+    result.test_checks, timings = test_cell(engine, run_id, c, tags, paths.logs(c.id) / "cluster")
+    result.tested_image_ids = ids
+    result.timings.update(timings)
+    return result
 
 
 def cmd_test(args: argparse.Namespace, run_id: str) -> int:
@@ -169,35 +270,43 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
         for tag in tags.values():
             if engine.inspect("image", tag) is None:
                 raise HarnessError(
-                    f"image {tag} not found; build it first: `nox -s build` "
-                    f"(or `python -m harness build --only ray={c.ray},python={c.python}`)"
+                    f"image {tag} not found; build it first: `nox -s build` (or `python -m "
+                    f"harness build --only ray={c.ray},python={c.python},variant={c.variant}`)"
                 )
         images_of[c.id] = tags
+    jobs = _jobs(args, len(cells))
+    log(f"testing {len(cells)} cell(s), {jobs} at a time")
     failed = 0
-    for c in cells:
-        result = state.get(c.id) or report.fresh(c)
-        if any(k.status == FAILED for k in result.build_checks):
-            result.test_checks = []
-            result.settle()
-            failed += 1
-            log(f"{c.id}: not tested, its build failed")
-            continue
-        ids = {
-            role: str((engine.inspect("image", tag) or {}).get("Id"))
-            for role, tag in images_of[c.id].items()
-        }
-        result.test_checks, timings = test_cell(
-            engine, run_id, c, images_of[c.id], paths.logs(c.id) / "cluster"
-        )
-        result.tested_image_ids = ids
-        result.timings.update(timings)
-        result.settle()
-        failed += result.status == FAILED
-        state[c.id] = result
-        passed = sum(1 for k in result.test_checks if k.status == "passed")
-        log(f"{c.id}: {result.status} ({passed}/{len(result.test_checks)} checks passed)")
-        report.write(paths.build, state, str(m.path), run_id, report.excluded([*m.excluded, *left]))
-    report.write(paths.build, state, str(m.path), run_id, report.excluded([*m.excluded, *left]))
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [
+            pool.submit(
+                _test_one,
+                engine,
+                run_id,
+                paths,
+                c,
+                images_of[c.id],
+                state.get(c.id) or report.fresh(c),
+            )
+            for c in cells
+        ]
+        with bar("testing cells", len(cells)) as advance:
+            for done, future in enumerate(as_completed(futures), 1):
+                advance()
+                result = future.result()
+                result.settle()
+                failed += result.status == FAILED
+                state[result.id] = result
+                counts = Counter(k.status for k in result.test_checks)
+                summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+                log(
+                    f"[{done}/{len(cells)}] {result.id}: {result.status} ({summary or 'no checks'})"
+                )
+                report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
     log(f"report: {paths.build / 'report.md'}")
     return 1 if failed else 0
 
@@ -237,8 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"\n{exc}: removing what run {run_id} created", file=sys.stderr)
+        stop_all()
         try:
-            Engine().remove_labelled({LABEL_RUN: run_id})
+            counts = Engine(cleanup=True).remove_labelled({LABEL_RUN: run_id})
+            print(f"removed {counts}", file=sys.stderr)
         except HarnessError as cleanup_error:
             print(f"cleanup failed: {cleanup_error}", file=sys.stderr)
-        return exc.code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code)  # do not wait for worker threads still unwinding

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,11 +72,27 @@ class Result:
     stderr: str
 
 
+# Every docker child process in flight, so an interrupt can stop them all at once.
+_LIVE: set[subprocess.Popen[str]] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def stop_all() -> None:
+    """Refuse new docker commands (except cleanup) and terminate the ones running."""
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        proc.terminate()
+
+
 class Engine:
     """Thin, typed wrapper over the docker CLI."""
 
-    def __init__(self, cli: str | None = None) -> None:
+    def __init__(self, cli: str | None = None, cleanup: bool = False) -> None:
         self.cli = cli or find_cli()
+        self.cleanup = cleanup  # may run while the run is stopping
 
     def run(
         self,
@@ -86,23 +103,32 @@ class Engine:
         env: Mapping[str, str] | None = None,
         input: str | None = None,
     ) -> Result:
-        cmd = [self.cli, *args]
+        if _STOPPING.is_set() and not self.cleanup:
+            raise EngineError("the run is stopping; no new docker commands")
+        proc = subprocess.Popen(
+            [self.cli, *args],
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
-            proc = subprocess.run(
-                cmd,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env={**os.environ, **(env or {})},
-                input=input,
-            )
+            out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
             raise EngineError(
                 f"`docker {' '.join(args[:3])} ...` did not finish in {timeout:.0f}s"
             ) from exc
-        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+        result = Result(proc.returncode, out, err)
         if check and proc.returncode != 0:
-            msg = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            msg = err.strip().splitlines()[-1:] or ["(no output)"]
             raise EngineError(f"`docker {' '.join(args[:3])} ...` failed: {msg[0]}")
         return result
 
@@ -122,6 +148,11 @@ class Engine:
             host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
             raise EngineError(f"Docker engine not reachable at {host}; {SETUP_HINT}")
         return r.stdout.strip()
+
+    def nvidia_runtime(self) -> bool:
+        """True when the engine has the NVIDIA container runtime (so `--gpus` can work)."""
+        r = self.run(["info", "--format", "{{json .Runtimes}}"], timeout=30, check=False)
+        return r.returncode == 0 and "nvidia" in r.stdout
 
     def inspect(self, kind: str, ref: str) -> dict[str, Any] | None:
         r = self.run([kind, "inspect", ref], check=False, timeout=60)

@@ -20,7 +20,10 @@ from packaging.version import InvalidVersion, Version
 from harness.errors import MatrixError
 
 ROLES: tuple[str, ...] = ("head", "worker", "notebook")
-VARIANTS: tuple[str, ...] = ("cpu",)
+VARIANTS: tuple[str, ...] = ("cpu", "gpu")
+# CUDA 12 runtimes NVIDIA publishes as `nvidia-cuda-runtime-cu12` wheels on PyPI.
+CUDA_VERSIONS: tuple[str, ...] = tuple(f"12.{n}" for n in range(10))
+DEFAULT_CUDA = "12.8"
 DEBIAN_PYTHON: Mapping[str, str] = {
     # Debian suite -> python3 micro it ships (stable suites keep their micro;
     # security fixes arrive as +debNuM rebuilds). Checked inside every built base.
@@ -41,6 +44,7 @@ TOP_KEYS = (
     "ray",
     "python",
     "variants",
+    "cuda",
     "bases",
     "notebook_packages",
     "exclude",
@@ -71,14 +75,22 @@ class Cell:
     python: str
     variant: str
     base: BaseSpec
+    cuda: str | None = None  # CUDA runtime (major.minor) of a gpu cell
+
+    @property
+    def flavour(self) -> str:
+        """The variant as it appears in tags: `cpu`, or `cu128` for a CUDA 12.8 gpu cell."""
+        if self.variant == "gpu" and self.cuda:
+            return "cu" + self.cuda.replace(".", "")
+        return self.variant
 
     @property
     def id(self) -> str:
-        return f"ray{self.ray}-py{self.python}-{self.variant}"
+        return f"ray{self.ray}-py{self.python}-{self.flavour}"
 
     @property
     def tag_suffix(self) -> str:
-        return f"{self.ray}-py{self.python}-{self.variant}"
+        return f"{self.ray}-py{self.python}-{self.flavour}"
 
     @property
     def python_minor(self) -> str:
@@ -86,7 +98,7 @@ class Cell:
         return f"{major}.{minor}"
 
     def tag(self, prefix: str, role: str) -> str:
-        """`<prefix>/ray-<role>:<ray>-py<python>-<variant>`, one repository per role."""
+        """`<prefix>/ray-<role>:<ray>-py<python>-<cpu|cuXY>`, one repository per role."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         return f"{prefix}/ray-{role}:{self.tag_suffix}"
@@ -116,6 +128,16 @@ class Matrix:
     excluded: tuple[Excluded, ...] = ()
     notebook_packages: tuple[str, ...] = DEFAULT_NOTEBOOK_PACKAGES
     ray_versions: tuple[str, ...] = field(default=())
+    lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line, for later errors
+
+    def fail(self, key: str, message: str) -> MatrixError:
+        """An error about this matrix found after loading (e.g. by the package index)."""
+        line = None
+        probe = key
+        while probe and line is None:
+            line = self.lines.get(probe)
+            probe = probe.rpartition(".")[0]
+        return MatrixError(str(self.path), key, message, line)
 
     def cell(self, cell_id: str) -> Cell:
         for c in self.cells:
@@ -146,6 +168,9 @@ class _Lines:
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 self._walk(item, f"{path}.{i}" if path else str(i))
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self._lines)
 
     def __call__(self, path: str) -> int | None:
         while path:
@@ -331,6 +356,13 @@ def load(path: str | Path) -> Matrix:
             near = difflib.get_close_matches(variant, VARIANTS, n=1)
             hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(VARIANTS)}"
             raise loader.fail(f"variants.{i}", f"unknown variant {variant!r}; {hint}")
+    cuda = data.get("cuda", DEFAULT_CUDA)
+    if not isinstance(cuda, str):
+        raise loader.fail("cuda", f'{cuda!r} must be a quoted string like "{DEFAULT_CUDA}"')
+    if cuda not in CUDA_VERSIONS:
+        near = difflib.get_close_matches(cuda, CUDA_VERSIONS, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(CUDA_VERSIONS)}"
+        raise loader.fail("cuda", f"unknown CUDA version {cuda!r}; {hint}")
     for key, values in (("ray", rays), ("python", pythons), ("variants", variants)):
         seen: set[str] = set()
         for i, v in enumerate(values):
@@ -371,7 +403,13 @@ def load(path: str | Path) -> Matrix:
     cells: list[Cell] = []
     excluded: list[Excluded] = []
     for ray, python, variant in itertools.product(rays, pythons, variants):
-        cell = Cell(ray=ray, python=python, variant=variant, base=bases[python])
+        cell = Cell(
+            ray=ray,
+            python=python,
+            variant=variant,
+            base=bases[python],
+            cuda=cuda if variant == "gpu" else None,
+        )
         reason = next((r for sel, r in rules if matches(sel, cell)), None)
         if reason is None:
             cells.append(cell)
@@ -393,6 +431,7 @@ def load(path: str | Path) -> Matrix:
         excluded=tuple(excluded),
         notebook_packages=packages,
         ray_versions=tuple(rays),
+        lines=loader.lines.as_dict(),
     )
 
 

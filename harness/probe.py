@@ -69,8 +69,31 @@ def _owned_files() -> set[str]:
     return owned
 
 
+def cuda() -> Json:
+    """Load libcudart through the dynamic loader and ask its runtime version (no GPU needed)."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcudart.so.12")
+    except OSError as exc:
+        return {"ok": False, "error": "libcudart.so.12 does not load: %s" % exc}
+    version = ctypes.c_int()
+    rc = lib.cudaRuntimeGetVersion(ctypes.byref(version))
+    devices = ctypes.c_int()
+    device_rc = lib.cudaGetDeviceCount(ctypes.byref(devices))
+    v = version.value
+    return {
+        "ok": rc == 0,
+        "version": v,
+        "runtime": "%d.%d" % (v // 1000, (v % 1000) // 10),
+        "device_count": devices.value if device_rc == 0 else 0,
+        "device_rc": device_rc,  # 35/100 without a driver or GPU: expected on CPU hosts
+    }
+
+
 def structure() -> Json:
     out = facts()
+    out["cuda"] = cuda() if os.environ.get("NVIDIA_VISIBLE_DEVICES") else None
     owned = _owned_files()
     packaged: list[str] = []
     leftovers: list[str] = []
@@ -333,6 +356,33 @@ def _cluster(args: argparse.Namespace) -> Json:
     return out
 
 
+def gpu(args: argparse.Namespace) -> Json:
+    """Ray sees GPU resources, and a num_gpus=1 task is given a device."""
+    import ray
+
+    ray.init(address=args.address, logging_level=logging.WARNING)
+    try:
+
+        @ray.remote(num_gpus=1)
+        def visible() -> Json:
+            import ray as r
+
+            return {
+                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "gpu_ids": [str(g) for g in r.get_gpu_ids()],
+                "cuda": cuda(),
+            }
+
+        gpus = ray.cluster_resources().get("GPU", 0)
+        out: Json = {"cluster_gpus": gpus}
+        if gpus:
+            out["task"] = ray.get(visible.remote(), timeout=args.timeout)
+        out["ok"] = bool(gpus) and bool((out.get("task") or {}).get("CUDA_VISIBLE_DEVICES"))
+        return out
+    finally:
+        ray.shutdown()
+
+
 def notebook(args: argparse.Namespace) -> Json:
     import nbclient
     import nbformat
@@ -385,6 +435,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--expect-nodes", type=int, default=1)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--workload", action="store_true")
+    p = sub.add_parser("gpu")
+    p.add_argument("address")
+    p.add_argument("--timeout", type=float, default=120)
     p = sub.add_parser("notebook")
     p.add_argument("path")
     p.add_argument("--timeout", type=int, default=120)
@@ -397,6 +450,7 @@ def main(argv: list[str]) -> int:
         "facts": facts,
         "structure": structure,
         "cluster": lambda: cluster(args),
+        "gpu": lambda: gpu(args),
         "notebook": lambda: notebook(args),
         "jupyter": lambda: jupyter(args),
     }

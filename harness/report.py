@@ -96,13 +96,14 @@ def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
     for c in cells:
         checks = c.checks
         passed = sum(1 for k in checks if k.status == PASSED)
+        skipped = sum(1 for k in checks if k.status == SKIPPED)
         images = "<br>".join(f"`{i.tag}` {_mb(i.size_bytes)}" for i in c.images) or "–"
         status = f"{ICON.get(c.status, '')} {c.status}"
         if c.status == "excluded":
             status += f": {c.detail}"
         lines.append(
             f"| {c.id} | {c.ray} | {c.python} | {c.variant} | {status} | "
-            f"{passed}/{len(checks)} | {images} |"
+            f"{passed}/{len(checks)}{f' ({skipped} skipped)' if skipped else ''} | {images} |"
         )
     for c in cells:
         if not c.checks and not c.detail:

@@ -35,7 +35,10 @@ def test_cell(
     results: list[Check] = []
     timings: dict[str, float] = {}
     start = time.monotonic()
-    cluster = ContainerCluster(engine, run_id, cell.id, images, workers=1, log_dir=log_dir)
+    gpu_host = cell.variant == "gpu" and engine.nvidia_runtime()
+    cluster = ContainerCluster(
+        engine, run_id, cell.id, images, workers=1, log_dir=log_dir, gpus=gpu_host
+    )
     with cluster:
         # 0. Readiness, judged on the head itself (a local driver waits for every node).
         #    Connecting a Ray Client to a head that is still starting can stall ~40 s in
@@ -104,6 +107,10 @@ def test_cell(
             )
             results.append(checks.jupyterlab(r))
 
+        # GPU end to end: only where the Docker host can hand GPUs to containers.
+        if cell.variant == "gpu":
+            results.append(_gpu_check(cluster, gpu_host))
+
         # 3. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
         #    Last, because it changes the cluster's membership.
         with step(f"{cell.id}: driver connect and parity"):
@@ -154,3 +161,23 @@ def test_cell(
             log(f"{cell.id}: a check failed; container logs in {log_dir}")
     timings["test_seconds"] = round(time.monotonic() - start, 2)
     return results, timings
+
+
+def _gpu_check(cluster: ContainerCluster, gpu_host: bool) -> Check:
+    if not gpu_host:
+        return Check(
+            "gpu:e2e",
+            "skipped",
+            "no NVIDIA container runtime on this Docker host (`docker info` lists no "
+            "'nvidia' runtime): Ray GPU resources and CUDA_VISIBLE_DEVICES not checked",
+        )
+    with step(f"{cluster.cell_id}: GPU resources and a num_gpus=1 task"):
+        r = cluster.probe(cluster.head, ["gpu", "auto", "--timeout", "120"], timeout=200)
+    task = r.get("task") or {}
+    return Check.of(
+        "gpu:e2e",
+        bool(r.get("ok")),
+        f"cluster GPUs {r.get('cluster_gpus')}, task CUDA_VISIBLE_DEVICES="
+        f"{task.get('CUDA_VISIBLE_DEVICES')!r}" + (f"; {r.get('error')}" if r.get("error") else ""),
+        probe=dict(r),
+    )

@@ -15,6 +15,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import parse_wheel_filename
+
 from harness import lock
 from harness.errors import HarnessError
 from harness.matrix import Cell
@@ -58,16 +61,15 @@ class Wheelhouse:
             tmp.replace(self._index_path)
         return out
 
-    def missing(self, lock_file: Path) -> list[lock.Pin]:
+    def missing(self, lock_file: Path, python: str) -> list[lock.Pin]:
         have = self._by_hash()
-        return [p for p in lock.pins_of(lock_file) if not (p.hashes & have.keys())]
+        return [p for p in lock.pins_of(lock_file) if not self._matching(p, python, have)]
 
     def fetch(self, lock_file: Path, cell: Cell) -> int:
         """Download the lock's wheels not yet here; returns how many pins were missing."""
-        missing = self.missing(lock_file)
+        missing = self.missing(lock_file, cell.python)
         if not missing:
             return 0
-        major, minor, _ = cell.python.split(".")
         cmd = [
             sys.executable,
             "-m",
@@ -78,8 +80,9 @@ class Wheelhouse:
             "--only-binary=:all:",
             "--require-hashes",
             *(arg for tag in lock.PIP_PLATFORMS for arg in ("--platform", tag)),
+            # the exact micro: "3.9" would mean 3.9.0, which e.g. `!=3.9.0,!=3.9.1` excludes
             "--python-version",
-            f"{major}.{minor}",
+            cell.python,
             "--implementation",
             "cp",
             "--dest",
@@ -91,27 +94,37 @@ class Wheelhouse:
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
             raise HarnessError(f"downloading wheels for {lock_file} failed:\n{tail}")
-        still = self.missing(lock_file)
+        still = self.missing(lock_file, cell.python)
         if still:
             names = ", ".join(f"{p.name}=={p.version}" for p in still[:5])
             raise HarnessError(f"{lock_file}: no wheel matching the locked hashes for {names}")
         return len(missing)
 
-    def wheels_for(self, lock_file: Path) -> list[Path]:
+    def _matching(self, pin: lock.Pin, python: str, have: dict[str, Path]) -> list[Path]:
+        """This pin's locked wheels here that CPython `python` can install.
+
+        The wheelhouse is shared by cells: a pin can have wheels for several CPythons."""
+        supported = supported_tags(python)
+        candidates = sorted(have[h] for h in pin.hashes if h in have)
+        return [w for w in candidates if parse_wheel_filename(w.name)[3] & supported]
+
+    def wheels_for(self, lock_file: Path, python: str) -> list[Path]:
+        """For each pin of the lock, the wheel that installs on CPython `python`."""
         have = self._by_hash()
         out: list[Path] = []
         for pin in lock.pins_of(lock_file):
-            match = sorted(have[h] for h in pin.hashes if h in have)
+            match = self._matching(pin, python, have)
             if not match:
                 raise HarnessError(
-                    f"{lock_file}: {pin.name}=={pin.version} is not in the wheelhouse"
+                    f"{lock_file}: no wheel of {pin.name}=={pin.version} for CPython {python} "
+                    "in the wheelhouse"
                 )
             out.append(match[0])
         return out
 
-    def ray_commit(self, lock_file: Path) -> str:
+    def ray_commit(self, lock_file: Path, python: str) -> str:
         """The Ray commit, read from the locked Ray wheel's `ray/_version.py` (no install)."""
-        for wheel in self.wheels_for(lock_file):
+        for wheel in self.wheels_for(lock_file, python):
             if wheel.name.startswith("ray-"):
                 with zipfile.ZipFile(wheel) as zf:
                     text = zf.read("ray/_version.py").decode()
@@ -119,6 +132,20 @@ class Wheelhouse:
                     if line.startswith("commit"):
                         return line.split("=", 1)[1].strip().strip("\"'")
         raise HarnessError(f"{lock_file}: no Ray wheel with a commit found")
+
+
+def supported_tags(python: str) -> frozenset[Tag]:
+    """Wheel tags that CPython `python` on x86_64 with glibc >= 2.28 installs."""
+    major, minor, _ = (int(p) for p in python.split("."))
+    platforms = [*lock.PIP_PLATFORMS, "linux_x86_64"]
+    version = (major, minor)
+    interpreter = f"cp{major}{minor}"
+    return frozenset(
+        [
+            *cpython_tags(version, abis=[interpreter, "abi3", "none"], platforms=platforms),
+            *compatible_tags(version, interpreter=interpreter, platforms=platforms),
+        ]
+    )
 
 
 def link_into(files: list[Path], dest: Path) -> None:

@@ -34,6 +34,7 @@ class ContainerCluster:
         images: dict[str, str],
         workers: int = 1,
         log_dir: Path | None = None,
+        gpus: bool = False,
     ) -> None:
         self.engine = engine
         self.run_id = run_id
@@ -41,6 +42,7 @@ class ContainerCluster:
         self.images = images
         self.workers = workers
         self.log_dir = log_dir
+        self.gpus = gpus  # give head and workers the host GPUs (NVIDIA runtime)
         short = hashlib.sha256(cell_id.encode()).hexdigest()[:6]
         self.prefix = f"rh-{run_id}-{short}"
         self.network = self.prefix
@@ -56,7 +58,12 @@ class ContainerCluster:
         return [arg for k, v in self.labels.items() for arg in ("--label", f"{k}={v}")]
 
     def _run(
-        self, name: str, image: str, alias: str | None = None, env: dict[str, str] | None = None
+        self,
+        name: str,
+        image: str,
+        alias: str | None = None,
+        env: dict[str, str] | None = None,
+        gpus: bool = False,
     ) -> None:
         args = [
             "run",
@@ -74,6 +81,8 @@ class ContainerCluster:
         ]
         if alias:
             args += ["--network-alias", alias]
+        if gpus:
+            args += ["--gpus", "all"]
         for k, v in (env or {}).items():
             args += ["--env", f"{k}={v}"]
         self.engine.run([*args, image], timeout=60)
@@ -81,9 +90,14 @@ class ContainerCluster:
     def start(self) -> None:
         log(f"{self.cell_id}: starting {self.prefix}: head, {self.workers} worker(s), notebook")
         self.engine.run(["network", "create", *self._label_args(), self.network], timeout=60)
-        self._run(self.head, self.images["head"], alias=HEAD_ALIAS)
+        self._run(self.head, self.images["head"], alias=HEAD_ALIAS, gpus=self.gpus)
         for name in self.worker_names:
-            self._run(name, self.images["worker"], env={"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"})
+            self._run(
+                name,
+                self.images["worker"],
+                env={"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"},
+                gpus=self.gpus,
+            )
         self._run(self.notebook, self.images["notebook"], env={"JUPYTER_TOKEN": self.jupyter_token})
 
     def node_containers(self) -> list[str]:

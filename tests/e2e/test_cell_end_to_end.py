@@ -23,7 +23,9 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 CELL = "ray2.60.0-py3.11.2-cpu"
-ONLY = ["--only", "ray=2.60.0,python=3.11.2,variant=cpu"]
+GPU_CELL = "ray2.60.0-py3.11.2-cu128"
+# Both cells in one run, two at a time: also exercises the parallel build and test paths.
+ONLY = ["--only", "ray=2.60.0,python=3.11.2", "--jobs", "2"]
 
 
 def harness(*args: str, run_id: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
@@ -59,14 +61,14 @@ def run() -> dict[str, Any]:
     }
 
 
-def cell_of(run: dict[str, Any]) -> dict[str, Any]:
-    cells: list[dict[str, Any]] = [c for c in run["report"]["cells"] if c["id"] == CELL]
+def cell_of(run: dict[str, Any], cell_id: str = CELL) -> dict[str, Any]:
+    cells: list[dict[str, Any]] = [c for c in run["report"]["cells"] if c["id"] == cell_id]
     assert len(cells) == 1
     return cells[0]
 
 
-def checks_of(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in cell_of(run)["checks"]}
+def checks_of(run: dict[str, Any], cell_id: str = CELL) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in cell_of(run, cell_id)["checks"]}
 
 
 def test_cell_passed_and_exit_code_0(run: dict[str, Any]) -> None:
@@ -74,6 +76,26 @@ def test_cell_passed_and_exit_code_0(run: dict[str, Any]) -> None:
     assert failed == {}
     assert run["rc"] == 0, run["stderr"][-2000:]
     assert cell_of(run)["status"] == "passed"
+
+
+def test_gpu_cell_cuda_runtime_checked_and_gpu_e2e_never_faked(run: dict[str, Any]) -> None:
+    checks = checks_of(run, GPU_CELL)
+    for role in ("head", "worker", "notebook"):
+        cuda = checks[f"image:{role}:cuda"]
+        assert cuda["status"] == "passed", cuda["detail"]
+        assert "libcudart reports CUDA 12.8" in cuda["detail"]
+    gpu = checks["gpu:e2e"]
+    if Engine().nvidia_runtime():
+        assert gpu["status"] == "passed", gpu["detail"]
+    else:
+        assert gpu["status"] == "skipped"
+        assert "no NVIDIA container runtime" in gpu["detail"]
+    # every other check of the gpu cell ran for real on the CPU and passed
+    others = {n: c["status"] for n, c in checks.items() if n != "gpu:e2e"}
+    assert set(others.values()) == {"passed"}, others
+    assert cell_of(run, GPU_CELL)["status"] == "passed"
+    images = {i["role"]: i["tag"] for i in cell_of(run, GPU_CELL)["images"]}
+    assert images["head"] == "localhost/raycompat/ray-head:2.60.0-py3.11.2-cu128"
 
 
 @pytest.mark.parametrize(
@@ -132,6 +154,7 @@ def test_images_in_report_are_the_tagged_images_with_labels(run: dict[str, Any])
 def test_reports_written(run: dict[str, Any]) -> None:
     md = (run["build_dir"] / "report.md").read_text()
     assert f"| {CELL} | 2.60.0 | 3.11.2 | cpu | ✅ passed |" in md
+    assert f"| {GPU_CELL} | 2.60.0 | 3.11.2 | gpu | ✅ passed |" in md
     junit = (run["build_dir"] / "junit.xml").read_text()
     assert 'failures="0"' in junit and "client:parity" in junit
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.unit.test_matrix import BAD
 
 
 def harness(
@@ -79,3 +80,18 @@ def test_stale_lock_is_refused_before_docker(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert "stale lock" in r.stderr and "nox -s lock" in r.stderr
+
+
+@pytest.mark.parametrize(("name", "text", "key", "fragment"), BAD, ids=[b[0] for b in BAD])
+def test_every_bad_matrix_exits_2_before_docker(
+    tmp_path: Path, name: str, text: str, key: str, fragment: str
+) -> None:
+    """The catalogue of bad files, through the CLI: exit 2, one line, no traceback, and no
+    engine needed (DOCKER_HOST points nowhere, so touching Docker would fail differently)."""
+    path = tmp_path / "matrix.yaml"
+    path.write_text(text)
+    r = harness("build", "--matrix", str(path), env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}") and fragment in line

@@ -81,6 +81,10 @@ def test_committed_locks_match_the_default_matrix(tmp_path: Path) -> None:
             }
             assert pins["ray"] == cell.ray
             assert "pip" in pins
+            if cell.cuda:
+                assert pins["nvidia-cuda-runtime-cu12"].startswith(cell.cuda + ".")
+            else:
+                assert "nvidia-cuda-runtime-cu12" not in pins
 
 
 def test_runtime_pins_agree_with_notebook_pins() -> None:

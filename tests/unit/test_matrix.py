@@ -33,6 +33,16 @@ def test_tags_one_repository_per_role(write_matrix: Callable[[str], Path]) -> No
     }
 
 
+def test_gpu_cells_carry_cuda_in_tags(write_matrix: Callable[[str], Path]) -> None:
+    m = matrix.load(write_matrix(MINIMAL + 'variants: [cpu, gpu]\ncuda: "12.6"\n'))
+    by_variant = {c.variant: c for c in m.cells}
+    assert by_variant["gpu"].cuda == "12.6" and by_variant["cpu"].cuda is None
+    assert by_variant["gpu"].id == "ray2.60.0-py3.11.2-cu126"
+    assert by_variant["gpu"].tag("p", "worker") == "p/ray-worker:2.60.0-py3.11.2-cu126"
+    chosen, _ = matrix.select(m, ["variant=gpu"])
+    assert [c.id for c in chosen] == ["ray2.60.0-py3.11.2-cu126"]
+
+
 def test_product_and_excludes(write_matrix: Callable[[str], Path]) -> None:
     m = matrix.load(
         write_matrix(
@@ -101,6 +111,8 @@ BAD = [
     ("no provider", 'ray: ["2.60.0"]\npython: ["3.11.9"]\n', "python", "no base provider"),
     ("duplicate", 'ray: ["2.60.0", "2.60.0"]\npython: ["3.11.2"]\n', "ray.1", "listed twice"),
     ("unknown variant", MINIMAL + "variants: [cpu, tpu]\n", "variants.1", "unknown variant"),
+    ("unknown cuda", MINIMAL + 'variants: [gpu]\ncuda: "11.8"\n', "cuda", "unknown CUDA version"),
+    ("cuda not string", MINIMAL + "variants: [gpu]\ncuda: 12.8\n", "cuda", "quoted string"),
     ("missing ray", 'python: ["3.11.2"]\n', "ray", "is required"),
     ("empty list", 'ray: []\npython: ["3.11.2"]\n', "ray", "non-empty list"),
     (

@@ -1,0 +1,91 @@
+"""Ask the package index which Ray versions exist and for which CPython they ship wheels.
+
+Used to refuse a matrix before anything is built: a Ray version that is not on the index,
+or a (Ray, Python) pair with no wheel, is an error naming the cell and the exclude entry
+that would skip it. A cell whose committed lock is current needs no look-up (the lock
+proves it resolved), so a fully locked matrix validates offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.matrix import Cell, Matrix
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+CACHE_SECONDS = 24 * 3600
+_WHEEL = re.compile(r"^ray-([^-]+)-(cp\d+)-[^-]+-([^-]+)\.whl$")
+
+
+def index_url() -> str:
+    return (
+        os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
+    ).rstrip("/")
+
+
+def parse_files(filenames: Iterable[str]) -> dict[str, set[str]]:
+    """Ray version -> CPython tags with a Linux x86_64 wheel (`cp311`)."""
+    out: dict[str, set[str]] = {}
+    for name in filenames:
+        m = _WHEEL.match(name)
+        if m and "linux" in m.group(3) and "x86_64" in m.group(3):
+            out.setdefault(m.group(1), set()).add(m.group(2))
+    return out
+
+
+def fetch(cache: Path, url: str | None = None) -> dict[str, set[str]]:
+    """Ray's wheels on the index (PEP 691 JSON), cached for a day under `cache`."""
+    url = url or index_url()
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / "ray-wheels.json"
+    if path.is_file() and time.time() - path.stat().st_mtime < CACHE_SECONDS:
+        return {k: set(v) for k, v in json.loads(path.read_text()).items()}
+    request = urllib.request.Request(
+        f"{url}/ray/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            doc = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        if path.is_file():
+            return {k: set(v) for k, v in json.loads(path.read_text()).items()}
+        raise HarnessError(
+            f"cannot ask {url} which Ray versions exist ({exc}); set PIP_INDEX_URL or "
+            "UV_INDEX_URL to a reachable mirror, or run `nox -s lock` where the index is reachable"
+        ) from None
+    wheels = parse_files(f["filename"] for f in doc.get("files", []))
+    path.write_text(json.dumps({k: sorted(v) for k, v in wheels.items()}))
+    return wheels
+
+
+def check(matrix: Matrix, cells: Iterable[Cell], wheels: Mapping[str, set[str]]) -> None:
+    """Refuse cells whose Ray version is unknown or has no wheel for the cell's CPython."""
+    for cell in cells:
+        if cell.ray not in wheels:
+            i = matrix.ray_versions.index(cell.ray) if cell.ray in matrix.ray_versions else 0
+            known = sorted(wheels, key=_version_key)[-3:]
+            raise matrix.fail(
+                f"ray.{i}",
+                f"Ray {cell.ray} is not on the package index ({index_url()}); "
+                f"newest there: {', '.join(known)}",
+            )
+        tag = "cp" + cell.python_minor.replace(".", "")
+        if tag not in wheels[cell.ray]:
+            have = ", ".join(sorted(wheels[cell.ray], key=lambda t: int(t[2:])))
+            raise matrix.fail(
+                "python",
+                f"cell {cell.id}: Ray {cell.ray} publishes no {tag} wheel (it has {have}); "
+                f'exclude it: `exclude: [{{ray: "{cell.ray}", python: "{cell.python_minor}.*", '
+                f'reason: "no {tag} wheels"}}]`',
+            )
+
+
+def _version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else -1 for p in re.split(r"[.+-]", v))

@@ -1,0 +1,55 @@
+"""Wheel selection from a wheelhouse shared by cells of different CPythons."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.wheelhouse import Wheelhouse, link_into
+
+NAMES = [
+    "ray-2.51.2-cp39-cp39-manylinux2014_x86_64.whl",
+    "ray-2.51.2-cp311-cp311-manylinux2014_x86_64.whl",
+    "pip-26.3-py3-none-any.whl",
+]
+
+
+def make(tmp_path: Path) -> tuple[Wheelhouse, Path]:
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    digests = {}
+    for name in NAMES:
+        (house / name).write_bytes(name.encode())
+        digests[name] = hashlib.sha256(name.encode()).hexdigest()
+    lock = tmp_path / "runtime.txt"
+    lock.write_text(
+        "ray==2.51.2 \\\n"
+        + "".join(f"    --hash=sha256:{digests[n]} \\\n" for n in NAMES[:2])
+        + f"    --hash=sha256:{'0' * 64}\n"
+        + f"pip==26.3 \\\n    --hash=sha256:{digests[NAMES[2]]}\n"
+    )
+    return Wheelhouse(house), lock
+
+
+@pytest.mark.parametrize(("python", "ray_wheel"), [("3.9.2", NAMES[0]), ("3.11.2", NAMES[1])])
+def test_picks_the_wheel_for_the_cells_cpython(tmp_path: Path, python: str, ray_wheel: str) -> None:
+    house, lock = make(tmp_path)
+    assert [w.name for w in house.wheels_for(lock, python)] == [ray_wheel, NAMES[2]]
+
+
+def test_a_pin_with_only_foreign_wheels_is_missing(tmp_path: Path) -> None:
+    house, lock = make(tmp_path)
+    assert [p.name for p in house.missing(lock, "3.13.5")] == ["ray"]
+    with pytest.raises(HarnessError, match=r"no wheel of ray==2\.51\.2 for CPython 3\.13\.5"):
+        house.wheels_for(lock, "3.13.5")
+
+
+def test_link_into_makes_a_fresh_directory(tmp_path: Path) -> None:
+    house, lock = make(tmp_path)
+    dest = tmp_path / "ctx" / "wheels"
+    link_into(house.wheels_for(lock, "3.11.2"), dest)
+    link_into(house.wheels_for(lock, "3.9.2"), dest)
+    assert sorted(p.name for p in dest.iterdir()) == sorted([NAMES[0], NAMES[2]])
