@@ -41,6 +41,12 @@ def test(session: nox.Session) -> None:
     _harness(session, "test")
 
 
+@nox.session(name="verify-reproducible")
+def verify_reproducible(session: nox.Session) -> None:
+    """Rebuild cells from scratch (fresh rootfs, no cache) and diff them file by file."""
+    _harness(session, "verify-reproducible")
+
+
 @nox.session
 def clean(session: nox.Session) -> None:
     """Remove containers and networks a crashed run left (add `-- --images` for images)."""

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +128,12 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
 
 
 def ensure(
-    engine: Engine, matrix: Matrix, cell: Cell, work: Path, fresh: bool = False
+    engine: Engine,
+    matrix: Matrix,
+    cell: Cell,
+    work: Path,
+    fresh: bool = False,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> BaseImage:
     """Return the base for the cell's Python micro, building or pulling it if needed."""
     spec = cell.base
@@ -150,6 +156,7 @@ def ensure(
         f"LABEL {LABEL_NS}.base.source=debian:{suite}",
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
         'CMD ["python3"]',
+        *(f"LABEL {k}={v}" for k, v in (extra_labels or {}).items()),
     ]
     args = ["import"]
     for change in changes:

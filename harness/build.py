@@ -8,10 +8,12 @@ what the probe measures inside the image (structure checks).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -165,8 +167,10 @@ def run_probe(engine: Engine, image: str, command: str, timeout: float = 180) ->
     return result
 
 
-def structure_checks(engine: Engine, cell: Cell, role: str, tag: str) -> list[Check]:
-    """container-structure-test style checks of one built image."""
+def structure_checks(
+    engine: Engine, cell: Cell, role: str, tag: str
+) -> tuple[list[Check], dict[str, object]]:
+    """container-structure-test style checks of one built image, and what was measured."""
     info = engine.inspect("image", tag) or {}
     config = info.get("Config") or {}
     labels: dict[str, str] = dict(config.get("Labels") or {})
@@ -239,7 +243,22 @@ def structure_checks(engine: Engine, cell: Cell, role: str, tag: str) -> list[Ch
                 stage="build",
             )
         )
-    return checks
+    return checks, facts
+
+
+def write_manifest(
+    path: Path, image: Image, inputs: dict[str, object], facts: dict[str, object]
+) -> None:
+    """Everything that went into the image and what it contains: build/manifests/<cell>/."""
+    doc = {
+        "image": {"role": image.role, "tag": image.tag, "id": image.id, "labels": image.labels},
+        "inputs": inputs,
+        "measured": {k: facts.get(k) for k in ("python", "ray", "commit", "cuda")},
+        "dpkg": facts.get("dpkg"),
+        "pip_freeze": facts.get("pip_freeze"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True))
 
 
 def prepare(
@@ -287,6 +306,7 @@ def build_cell(
     base: BaseImage,
     no_cache: bool = False,
     previous: CellResult | None = None,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> tuple[list[Image], list[Check]]:
     """Build (or reuse) the three images of a cell; return them and their structure checks.
 
@@ -321,7 +341,12 @@ def build_cell(
         start = time.monotonic()
         if cached:
             log(f"{cell.id}: {role} cached ({tag})")
-            if previous and existing and checked.get(role) == existing.get("Id"):
+            if (
+                previous
+                and existing
+                and checked.get(role) == existing.get("Id")
+                and paths.manifest(cell.id, role).is_file()
+            ):
                 # Same image as last checked: its structure checks still hold.
                 prefix = f"image:{role}:"
                 reused = [c for c in previous.build_checks if c.name.startswith(prefix)]
@@ -343,7 +368,10 @@ def build_cell(
                     role,
                     tag,
                     args,
-                    labels_for(cell, matrix, role, base, commit, lock_sha, key),
+                    {
+                        **labels_for(cell, matrix, role, base, commit, lock_sha, key),
+                        **(extra_labels or {}),
+                    },
                     paths.logs(cell.id) / f"{role}.log",
                     no_cache and role == ROLES[0],
                 )
@@ -360,5 +388,24 @@ def build_cell(
             )
         )
         with step(f"{cell.id}: structure checks {role}"):
-            checks += structure_checks(engine, cell, role, tag)
+            role_checks, facts = structure_checks(engine, cell, role, tag)
+        checks += role_checks
+        inputs: dict[str, object] = {
+            "base": dataclasses.asdict(base),
+            "locks": {
+                "runtime.txt": _sha256_file(runtime_lock),
+                "notebook.txt": _sha256_file(notebook_lock),
+            },
+            "lock_sha256": lock_sha,
+            "dockerfile_sha256": dockerfile_sha,
+            "build_args": args,
+            "build_key": key,
+            "wheels": {
+                w.name: wheelhouse.sha256_of(w)
+                for w in wheelhouse.wheels_for(
+                    notebook_lock if role == "notebook" else runtime_lock, cell.python
+                )
+            },
+        }
+        write_manifest(paths.manifest(cell.id, role), images[-1], inputs, facts)
     return images, checks

@@ -7,6 +7,8 @@ Exit codes: 0 all passed; 1 a build or check failed; 2 bad input or environment;
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -17,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from types import FrameType
 
-from harness import index, lock, matrix, report
+from harness import index, lock, matrix, report, reproduce
 from harness.base import BaseImage
 from harness.build import BuildFailed, build_cell, prepare
 from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id, stop_all
@@ -85,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
         help="rebuild base and images from scratch, ignoring build keys",
     )
     sub.add_parser("test", parents=[common], help="start clusters from the images and check them")
+    sub.add_parser(
+        "verify-reproducible",
+        parents=[common],
+        help="rebuild cells from scratch and compare file by file with the built images",
+    )
     s = sub.add_parser(
         "clean", parents=[common], help="remove containers/networks left by crashed runs (by label)"
     )
@@ -311,6 +318,36 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
     return 1 if failed else 0
 
 
+def cmd_verify_reproducible(args: argparse.Namespace, run_id: str) -> int:
+    """Each selected cell's images must already exist (run `build` first)."""
+    m, paths, cells, _ = _setup(args)
+    engine = Engine()
+    engine.ping()
+    for c in cells:
+        lock.check(paths.locks, c, m)
+        for tag in c.tags(m.prefix).values():
+            if engine.inspect("image", tag) is None:
+                raise HarnessError(f"image {tag} not found; build it first: `nox -s build`")
+    failed = 0
+    results: dict[str, list[Check]] = {}
+    for c in cells:  # one at a time: a from-scratch rebuild already loads both cores
+        checks = reproduce.verify_cell(engine, m, paths, c, run_id)
+        results[c.id] = checks
+        bad = [k for k in checks if k.status == FAILED]
+        failed += bool(bad)
+        for k in checks:
+            print(f"{c.id}  {k.name:<20} {k.status:<7} {k.detail[:2000]}")
+    out = paths.build / "reproducibility.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {cid: [dataclasses.asdict(k) for k in ks] for cid, ks in results.items()}, indent=1
+        )
+    )
+    log(f"reproducibility: {len(cells) - failed}/{len(cells)} cell(s) identical; details in {out}")
+    return 1 if failed else 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     paths = Paths.for_matrix(args.matrix, args.build_dir)
     engine = Engine()
@@ -336,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_build(args, run_id)
         if args.command == "test":
             return cmd_test(args, run_id)
+        if args.command == "verify-reproducible":
+            return cmd_verify_reproducible(args, run_id)
         if args.command == "clean":
             return cmd_clean(args)
         raise AssertionError(args.command)
@@ -348,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{exc}: removing what run {run_id} created", file=sys.stderr)
         stop_all()
         try:
-            counts = Engine(cleanup=True).remove_labelled({LABEL_RUN: run_id})
+            counts = Engine(cleanup=True).remove_labelled({LABEL_RUN: run_id}, images=True)
             print(f"removed {counts}", file=sys.stderr)
         except HarnessError as cleanup_error:
             print(f"cleanup failed: {cleanup_error}", file=sys.stderr)

@@ -38,5 +38,8 @@ class Paths:
     def logs(self, cell_id: str) -> Path:
         return self.build / "logs" / cell_id
 
+    def manifest(self, cell_id: str, role: str) -> Path:
+        return self.build / "manifests" / cell_id / f"{role}.json"
+
     def context(self, cell_id: str) -> Path:
         return self.build / "context" / cell_id

@@ -91,8 +91,30 @@ def cuda() -> Json:
     }
 
 
+def packages() -> Json:
+    """Debian packages (dpkg) and Python distributions (pip freeze form) in this image."""
+    out: Json = {}
+    try:
+        dpkg = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out["dpkg"] = dict(line.split("\t", 1) for line in dpkg.stdout.splitlines() if "\t" in line)
+    except Exception as exc:
+        out["dpkg"] = {"error": repr(exc)}
+    from importlib import metadata
+
+    out["pip_freeze"] = sorted(
+        "%s==%s" % (d.metadata["Name"], d.version) for d in metadata.distributions()
+    )
+    return out
+
+
 def structure() -> Json:
     out = facts()
+    out.update(packages())
     out["cuda"] = cuda() if os.environ.get("NVIDIA_VISIBLE_DEVICES") else None
     owned = _owned_files()
     packaged: list[str] = []

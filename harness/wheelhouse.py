@@ -61,6 +61,10 @@ class Wheelhouse:
             tmp.replace(self._index_path)
         return out
 
+    def sha256_of(self, wheel: Path) -> str:
+        entry = self._index.get(wheel.name) or {}
+        return str(entry.get("sha256") or "")
+
     def missing(self, lock_file: Path, python: str) -> list[lock.Pin]:
         have = self._by_hash()
         return [p for p in lock.pins_of(lock_file) if not self._matching(p, python, have)]

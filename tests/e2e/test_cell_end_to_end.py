@@ -165,3 +165,19 @@ def test_nothing_left_behind(run: dict[str, Any]) -> None:
     assert engine.ids("container", labels) == []
     assert engine.ids("network", labels) == []
     assert engine.ids("volume", labels) == []
+
+
+def test_build_manifest_per_image(run: dict[str, Any]) -> None:
+    for role in ("head", "worker", "notebook"):
+        doc = json.loads((run["build_dir"] / "manifests" / CELL / f"{role}.json").read_text())
+        image = next(i for i in cell_of(run)["images"] if i["role"] == role)
+        assert doc["image"]["id"] == image["id"]
+        assert doc["measured"]["python"] == "3.11.2" and doc["measured"]["ray"] == "2.60.0"
+        assert doc["dpkg"]["python3.11"].startswith("3.11.2")
+        assert "ray==2.60.0" in doc["pip_freeze"]
+        inputs = doc["inputs"]
+        assert inputs["build_key"] == doc["image"]["labels"]["io.raycompat.build.key"]
+        assert inputs["lock_sha256"] == doc["image"]["labels"]["io.raycompat.lock.sha256"]
+        assert len(inputs["base"]["rootfs_sha256"]) == 64
+        assert any(name.startswith("ray-2.60.0-cp311") for name in inputs["wheels"])
+        assert all(len(digest) == 64 for digest in inputs["wheels"].values())
