@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import children
 from harness.engine import LABEL_MANAGED, LABEL_NS, Engine
 from harness.errors import EngineError, HarnessError
 from harness.matrix import Cell, Matrix
@@ -108,23 +109,26 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
         *_sources(matrix, suite),
     ]
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(matrix.source_date_epoch)}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
-    except subprocess.TimeoutExpired:
+    try:  # nothing half-built stays behind, whatever stops us (error, timeout, signal)
+        try:
+            rc, _, err = children.run(cmd, env=env, timeout=1200)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"mmdebstrap {suite} did not finish in 20 minutes") from None
+        except children.Stopped as exc:
+            raise HarnessError(str(exc)) from None
+        if rc != 0:
+            tail = "\n".join(err.strip().splitlines()[-8:])
+            raise HarnessError(
+                f"mmdebstrap {suite} failed (is {matrix.debian_mirror} reachable?):\n{tail}"
+            )
+        h = hashlib.sha256()
+        with tmp.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        tmp.replace(out)
+        return h.hexdigest()
+    finally:
         tmp.unlink(missing_ok=True)
-        raise HarnessError(f"mmdebstrap {suite} did not finish in 20 minutes") from None
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-        raise HarnessError(
-            f"mmdebstrap {suite} failed (is {matrix.debian_mirror} reachable?):\n{tail}"
-        )
-    h = hashlib.sha256()
-    with tmp.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    tmp.replace(out)
-    return h.hexdigest()
 
 
 def ensure(
@@ -161,8 +165,10 @@ def ensure(
     args = ["import"]
     for change in changes:
         args += ["--change", change]
-    engine.run([*args, str(tarball), ref], timeout=600)
-    tarball.unlink(missing_ok=True)
+    try:
+        engine.run([*args, str(tarball), ref], timeout=600)
+    finally:
+        tarball.unlink(missing_ok=True)
     measured = measure_python(engine, ref)
     if measured != cell.python:
         engine.run(["rmi", "-f", ref], check=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -167,6 +168,48 @@ def run_probe(engine: Engine, image: str, command: str, timeout: float = 180) ->
     return result
 
 
+SECRET_PATTERNS = (
+    re.compile(
+        r"(?i)\b[\w.-]*(password|passwd|secret|token|api[_-]?key|access[_-]?key)"
+        r"[\w.-]*\s*[=:]\s*['\"]?[^\s'\"$]{6,}"
+    ),
+    re.compile(r"AKIA[0-9A-Z]{16}"),  # AWS access key id
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"),  # GitHub tokens
+    re.compile(r"ya29\.[\w-]{20,}"),  # Google OAuth access token
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),  # credentials in a URL
+)
+
+
+def find_secrets(texts: list[str]) -> list[str]:
+    """Lines that look like they carry a credential (shown truncated)."""
+    hits = []
+    for text in texts:
+        for pattern in SECRET_PATTERNS:
+            m = pattern.search(text)
+            if m:
+                hits.append(m.group(0)[:24] + "...")
+                break  # one hit per line is enough to flag it
+    return hits
+
+
+def secret_check(engine: Engine, role: str, tag: str, config: dict[str, object]) -> Check:
+    """`docker history`, env and labels of the image must not carry credentials."""
+    history = engine.run(
+        ["history", "--no-trunc", "--format", "{{.CreatedBy}}", tag], timeout=60
+    ).stdout.splitlines()
+    env = [str(e) for e in config.get("Env") or []]  # type: ignore[attr-defined]
+    labels = [f"{k}={v}" for k, v in (config.get("Labels") or {}).items()]  # type: ignore[attr-defined]
+    hits = find_secrets([*history, *env, *labels])
+    return Check.of(
+        f"image:{role}:no-secrets",
+        not hits,
+        f"{len(history)} history entries, env and labels scanned: "
+        + (", ".join(hits) if hits else "no credentials or tokens"),
+        stage="build",
+    )
+
+
 def structure_checks(
     engine: Engine, cell: Cell, role: str, tag: str
 ) -> tuple[list[Check], dict[str, object]]:
@@ -226,6 +269,7 @@ def structure_checks(
             stage="build",
         ),
     ]
+    checks.append(secret_check(engine, role, tag, config))
     if cell.cuda:
         env = dict(e.split("=", 1) for e in config.get("Env") or [])
         measured = facts.get("cuda") or {}

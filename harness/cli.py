@@ -19,15 +19,17 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from types import FrameType
 
-from harness import index, lock, matrix, report, reproduce
+from harness import audit, diskspace, index, lock, matrix, report, reproduce
 from harness.base import BaseImage
 from harness.build import BuildFailed, build_cell, prepare
-from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id, stop_all
+from harness.children import stop_all
+from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id
 from harness.errors import HarnessError
 from harness.paths import Paths
 from harness.progress import bar, log
 from harness.results import FAILED, CellResult, Check
-from harness.verify import test_cell
+from harness.verify import CONNECT_TIMEOUT, test_cell
+from harness.wheelhouse import Wheelhouse
 
 EPILOG = """\
 cell selection: --only KEY=GLOB[,KEY=GLOB...] with keys ray, python, variant; repeat --only
@@ -62,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=None,
-        help="cells built or tested at once (default: by cores and memory)",
+        help="cells at once (default: a build per core, a test cluster per 2 cores, "
+        "bounded by memory)",
     )
     common.add_argument(
         "--build-dir",
@@ -86,7 +89,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild base and images from scratch, ignoring build keys",
     )
-    sub.add_parser("test", parents=[common], help="start clusters from the images and check them")
+    s = sub.add_parser(
+        "test", parents=[common], help="start clusters from the images and check them"
+    )
+    s.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a cluster may take to come up (default {CONNECT_TIMEOUT:.0f})",
+    )
     sub.add_parser(
         "verify-reproducible",
         parents=[common],
@@ -122,14 +134,18 @@ def validate_against_index(m: matrix.Matrix, paths: Paths) -> None:
         index.check(m, unlocked, index.fetch(paths.root / ".cache" / "index"))
 
 
-def default_jobs() -> int:
-    """Cells at once: bounded by cores and by memory (a cell's cluster takes ~3 GiB)."""
+def default_jobs(cores_per_job: int) -> int:
+    """Cells at once, bounded by cores and by memory (a cell's cluster takes ~3 GiB).
+
+    A build keeps about one core busy; a test cluster runs some eight Ray processes across
+    three containers and wants about two: on 2 cores, two clusters at once take as long
+    as two in a row and make Ray Client connects stall in Ray's retry path."""
     cpus = os.cpu_count() or 1
     try:
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         mem_gib = 8.0
-    return max(1, min(cpus, int(mem_gib // 3), 4))
+    return max(1, min(cpus // cores_per_job, int(mem_gib // 3), 4))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -166,8 +182,8 @@ def _prior(paths: Paths) -> dict[str, CellResult]:
     return report.load_state(paths.state)
 
 
-def _jobs(args: argparse.Namespace, n: int) -> int:
-    jobs = args.jobs or default_jobs()
+def _jobs(args: argparse.Namespace, n: int, cores_per_job: int) -> int:
+    jobs = args.jobs or default_jobs(cores_per_job)
     if jobs < 1:
         raise HarnessError("--jobs must be at least 1")
     return max(1, min(jobs, n))
@@ -197,6 +213,8 @@ def _build_one(
     except HarnessError as exc:
         result.detail = str(exc)
         result.build_checks = [Check("build", FAILED, str(exc)[-1500:], "build")]
+    locks = [lock.lock_path(paths.locks, c, kind) for kind in lock.KINDS]
+    result.build_checks.append(audit.check(locks, paths.root / ".cache" / "audit", m.audit))
     return result
 
 
@@ -206,9 +224,26 @@ def cmd_build(args: argparse.Namespace, run_id: str) -> int:
         lock.check(paths.locks, c, m)
     engine = Engine()
     engine.ping()
+    wheelhouse = Wheelhouse(paths.wheelhouse)
+    wheels_missing = {
+        c.id
+        for c in cells
+        if any(wheelhouse.missing(lock.lock_path(paths.locks, c, k), c.python) for k in lock.KINDS)
+    }
+    diskspace.check(
+        diskspace.plan(
+            engine,
+            m,
+            cells,
+            paths.build,
+            paths.wheelhouse,
+            diskspace.docker_root(engine),
+            wheels_missing,
+        )
+    )
     state = _prior(paths)
     bases = prepare(engine, m, paths, cells, fresh=args.no_cache)
-    jobs = _jobs(args, len(cells))
+    jobs = _jobs(args, len(cells), cores_per_job=1)
     log(f"building {len(cells)} cell(s), {jobs} at a time")
     failed = 0
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -254,13 +289,16 @@ def _test_one(
     c: matrix.Cell,
     tags: dict[str, str],
     result: CellResult,
+    ready_timeout: float,
 ) -> CellResult:
     if any(k.status == FAILED for k in result.build_checks):
         result.test_checks = []
         log(f"{c.id}: not tested, its build failed")
         return result
     ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}
-    result.test_checks, timings = test_cell(engine, run_id, c, tags, paths.logs(c.id) / "cluster")
+    result.test_checks, timings = test_cell(
+        engine, run_id, c, tags, paths.logs(c.id) / "cluster", ready_timeout
+    )
     result.tested_image_ids = ids
     result.timings.update(timings)
     return result
@@ -274,6 +312,10 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
     images_of: dict[str, dict[str, str]] = {}
     for c in cells:  # every image must exist before any cluster starts
         tags = c.tags(m.prefix)
+        previous = state.get(c.id)
+        if previous and any(k.status == FAILED for k in previous.build_checks):
+            images_of[c.id] = tags  # its build failed: reported as failed, not tested
+            continue
         for tag in tags.values():
             if engine.inspect("image", tag) is None:
                 raise HarnessError(
@@ -281,7 +323,7 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
                     f"harness build --only ray={c.ray},python={c.python},variant={c.variant}`)"
                 )
         images_of[c.id] = tags
-    jobs = _jobs(args, len(cells))
+    jobs = _jobs(args, len(cells), cores_per_job=2)
     log(f"testing {len(cells)} cell(s), {jobs} at a time")
     failed = 0
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -295,6 +337,7 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
                 c,
                 images_of[c.id],
                 state.get(c.id) or report.fresh(c),
+                args.ready_timeout,
             )
             for c in cells
         ]
@@ -352,7 +395,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
     paths = Paths.for_matrix(args.matrix, args.build_dir)
     engine = Engine()
     engine.ping()
-    counts = engine.remove_labelled({LABEL_MANAGED: ""}, images=args.images)
+    # Containers inherit their image's labels, so `managed` also marks a user's own
+    # container started from one of our images: select run objects by the run-id label,
+    # which only the harness sets, and only when it creates them.
+    counts = engine.remove_labelled({LABEL_RUN: ""}, images=True)  # images: temporary ones
+    if args.images:
+        built = engine.remove_labelled({LABEL_MANAGED: ""}, images=True)
+        counts["image"] = counts.get("image", 0) + built.get("image", 0)
     print("removed " + ", ".join(f"{n} {k}(s)" for k, n in counts.items()))
     for sub in ("context", "rootfs"):
         shutil.rmtree(paths.build / sub, ignore_errors=True)

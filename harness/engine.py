@@ -16,10 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness import children
 from harness.errors import EngineError
 
 LABEL_NS = "io.raycompat"
+# Set on everything the harness builds (images) or creates; images pass it on to
+# containers started from them, so it alone does not mean "created by the harness".
 LABEL_MANAGED = f"{LABEL_NS}.managed"
+# Set only when the harness creates a container, network, volume or temporary image:
+# the selector for cleaning up a run (or, with any value, every run).
 LABEL_RUN = f"{LABEL_NS}.run"
 SETUP_HINT = "run `sudo scripts/setup-engine.sh` (installs Debian's docker.io and starts dockerd)"
 
@@ -72,21 +77,6 @@ class Result:
     stderr: str
 
 
-# Every docker child process in flight, so an interrupt can stop them all at once.
-_LIVE: set[subprocess.Popen[str]] = set()
-_LIVE_LOCK = threading.Lock()
-_STOPPING = threading.Event()
-
-
-def stop_all() -> None:
-    """Refuse new docker commands (except cleanup) and terminate the ones running."""
-    _STOPPING.set()
-    with _LIVE_LOCK:
-        procs = list(_LIVE)
-    for proc in procs:
-        proc.terminate()
-
-
 class Engine:
     """Thin, typed wrapper over the docker CLI."""
 
@@ -102,34 +92,30 @@ class Engine:
         check: bool = True,
         env: Mapping[str, str] | None = None,
         input: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result:
-        if _STOPPING.is_set() and not self.cleanup:
-            raise EngineError("the run is stopping; no new docker commands")
-        proc = subprocess.Popen(
-            [self.cli, *args],
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
+        """Run `docker ARGS`; EngineError on timeout, on `cancel` being set, or (with
+        check) on a non-zero exit."""
+        what = f"`docker {' '.join(args[:3])} ...`"
         try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            proc.kill()
-            proc.communicate()
-            raise EngineError(
-                f"`docker {' '.join(args[:3])} ...` did not finish in {timeout:.0f}s"
-            ) from exc
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
-        result = Result(proc.returncode, out, err)
-        if check and proc.returncode != 0:
+            rc, out, err = children.run(
+                [self.cli, *args],
+                timeout=timeout,
+                input=input,
+                env=env,
+                cancel=cancel,
+                during_stop=self.cleanup,
+            )
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"{what} did not finish in {timeout:.0f}s") from None
+        except children.Cancelled:
+            raise EngineError(f"{what} cancelled") from None
+        except children.Stopped:
+            raise EngineError(f"{what} not started: the run is stopping") from None
+        result = Result(rc, out, err)
+        if check and rc != 0:
             msg = err.strip().splitlines()[-1:] or ["(no output)"]
-            raise EngineError(f"`docker {' '.join(args[:3])} ...` failed: {msg[0]}")
+            raise EngineError(f"{what} failed: {msg[0]}")
         return result
 
     def ping(self) -> str:

@@ -48,7 +48,9 @@ TOP_KEYS = (
     "bases",
     "notebook_packages",
     "exclude",
+    "audit",
 )
+AUDIT_POLICIES = ("warn", "fail", "off")
 REQUIRED_KEYS = ("ray", "python")
 EXCLUDE_KEYS = ("ray", "python", "variant", "reason")
 BASE_KEYS = ("debian", "image")
@@ -128,6 +130,7 @@ class Matrix:
     excluded: tuple[Excluded, ...] = ()
     notebook_packages: tuple[str, ...] = DEFAULT_NOTEBOOK_PACKAGES
     ray_versions: tuple[str, ...] = field(default=())
+    audit: str = "warn"  # what a known vulnerability in a lock means: warn | fail | off
     lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line, for later errors
 
     def fail(self, key: str, message: str) -> MatrixError:
@@ -398,6 +401,9 @@ def load(path: str | Path) -> Matrix:
         else DEFAULT_NOTEBOOK_PACKAGES
     )
 
+    audit = data.get("audit", "warn")
+    if audit not in AUDIT_POLICIES:
+        raise loader.fail("audit", f"{audit!r} is not one of {', '.join(AUDIT_POLICIES)}")
     bases = _bases(loader, pythons)
     rules = _excludes(loader)
     cells: list[Cell] = []
@@ -431,6 +437,7 @@ def load(path: str | Path) -> Matrix:
         excluded=tuple(excluded),
         notebook_packages=packages,
         ray_versions=tuple(rays),
+        audit=audit,
         lines=loader.lines.as_dict(),
     )
 

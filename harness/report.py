@@ -76,7 +76,15 @@ def write(
     return doc
 
 
-ICON = {PASSED: "✅", FAILED: "❌", SKIPPED: "⏭️", "excluded": "➖", "built": "🔨", "pending": "…"}
+ICON = {
+    PASSED: "✅",
+    FAILED: "❌",
+    SKIPPED: "⏭️",
+    "warning": "⚠️",
+    "excluded": "➖",
+    "built": "🔨",
+    "pending": "…",
+}
 
 
 def _mb(n: int) -> str:

@@ -27,8 +27,23 @@ def _notebook_source() -> str:
     return resources.files("harness").joinpath("assets/parity.ipynb").read_text(encoding="utf-8")
 
 
+def _lost_node(cluster: ContainerCluster, results: list[Check], phase: str) -> bool:
+    """Record a failure naming every node container that died; True if any did."""
+    dead = cluster.dead_nodes()
+    if not dead:
+        return False
+    detail = "; ".join(f"{name} {why} (noticed during {phase})" for name, why in dead.items())
+    results.append(Check.of("cluster:nodes-alive", False, detail, dead=dead))
+    return True
+
+
 def test_cell(
-    engine: Engine, run_id: str, cell: Cell, images: dict[str, str], log_dir: Path
+    engine: Engine,
+    run_id: str,
+    cell: Cell,
+    images: dict[str, str],
+    log_dir: Path,
+    ready_timeout: float = CONNECT_TIMEOUT,
 ) -> tuple[list[Check], dict[str, float]]:
     """All runtime checks of a cell, each recorded separately; never raises for a failed check."""
     expected = {"python": cell.python, "ray": cell.ray}
@@ -52,19 +67,26 @@ def test_cell(
                     "--expect-nodes",
                     "2",
                     "--timeout",
-                    str(CONNECT_TIMEOUT),
+                    str(ready_timeout),
                 ],
-                timeout=CONNECT_TIMEOUT + 60,
+                timeout=ready_timeout + 60,
             )
         timings["cluster_ready"] = round(time.monotonic() - start, 2)
+        published = {k: v for k, v in cluster.published_ports().items() if v}
+        results.append(
+            Check.of(
+                "security:no-published-ports",
+                not published,
+                "no container publishes a port; the client reaches the head on a private network"
+                if not published
+                else f"published: {published}",
+            )
+        )
         ready = checks.connect("cluster:ready", r, expect_nodes=2)
         results += ready
         if not all(c.status == "passed" for c in ready):
-            tails = cluster.save_logs()
-            for c in ready:
-                c.data["logs"] = tails
-            log(f"{cell.id}: cluster did not come up; logs in {log_dir}")
-            return results, timings
+            _lost_node(cluster, results, "start-up")
+            return _give_up(cluster, cell, results, timings, log_dir, "did not come up")
 
         # 1. Ray Client, the notebook user's path.
         with step(f"{cell.id}: Ray Client connect, parity, workload"):
@@ -90,6 +112,9 @@ def test_cell(
             results.append(checks.parity("client:parity", r["client"], nodes, expected))
             results += checks.workload(r, [n["node_id"] for n in nodes])
 
+        if _lost_node(cluster, results, "the Ray Client checks"):
+            return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
+
         # 2. A real notebook, executed by nbclient inside the notebook image.
         with step(f"{cell.id}: notebook parity.ipynb"):
             cluster.put_file(cluster.notebook, NOTEBOOK_PATH, _notebook_source())
@@ -106,6 +131,9 @@ def test_cell(
                 timeout=90,
             )
             results.append(checks.jupyterlab(r))
+
+        if _lost_node(cluster, results, "the notebook checks"):
+            return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
         # GPU end to end: only where the Docker host can hand GPUs to containers.
         if cell.variant == "gpu":
@@ -153,6 +181,14 @@ def test_cell(
                     )
                 cluster.exec(cluster.notebook, ["ray", "stop", "--force"], timeout=60)
 
+        if not _lost_node(cluster, results, "the driver checks"):
+            results.append(
+                Check.of(
+                    "cluster:nodes-alive",
+                    True,
+                    f"head and {len(cluster.worker_names)} worker(s) stayed up through every check",
+                )
+            )
         if any(c.status == "failed" for c in results):
             tails = cluster.save_logs()
             for c in results:
@@ -160,6 +196,23 @@ def test_cell(
                     c.data["logs"] = tails
             log(f"{cell.id}: a check failed; container logs in {log_dir}")
     timings["test_seconds"] = round(time.monotonic() - start, 2)
+    return results, timings
+
+
+def _give_up(
+    cluster: ContainerCluster,
+    cell: Cell,
+    results: list[Check],
+    timings: dict[str, float],
+    log_dir: Path,
+    why: str,
+) -> tuple[list[Check], dict[str, float]]:
+    """Stop testing this cell: attach the node logs to the failed checks and return."""
+    tails = cluster.save_logs()
+    for c in results:
+        if c.status == "failed":
+            c.data["logs"] = tails
+    log(f"{cell.id}: cluster {why}; container logs in {log_dir}")
     return results, timings
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,6 +20,7 @@ from harness.errors import EngineError
 from harness.progress import log
 
 HEAD_ALIAS = "ray-head"
+WATCH_SECONDS = 2.0
 L_CELL = f"{LABEL_NS}.cell"
 PROBE_SOURCE = (Path(__file__).resolve().parents[1] / "probe.py").read_text(encoding="utf-8")
 
@@ -51,6 +53,11 @@ class ContainerCluster:
         self.notebook = f"{self.prefix}-notebook"
         self.jupyter_token = secrets.token_hex(16)
         self.labels = {LABEL_MANAGED: "cluster", LABEL_RUN: run_id, L_CELL: cell_id}
+        # A watchdog marks node containers that die and cancels the probe in flight.
+        self.dead: dict[str, str] = {}
+        self.cancel = threading.Event()
+        self._stop_watch = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -100,6 +107,29 @@ class ContainerCluster:
             )
         self._run(self.notebook, self.images["notebook"], env={"JUPYTER_TOKEN": self.jupyter_token})
 
+    def published_ports(self) -> dict[str, list[str]]:
+        """Host port bindings of every container of this cluster (should be none)."""
+        names = [*self.node_containers(), self.notebook]
+        r = self.engine.run(
+            [
+                "inspect",
+                "-f",
+                "{{.Name}} {{json .HostConfig.PortBindings}} {{json .NetworkSettings.Ports}}",
+                *names,
+            ],
+            timeout=30,
+        )
+        out: dict[str, list[str]] = {}
+        for line in r.stdout.splitlines():
+            name, bindings, ports = line.split(" ", 2)
+            found = []
+            for doc in (json.loads(bindings) or {}, json.loads(ports) or {}):
+                for port, binds in doc.items():
+                    for b in binds or []:
+                        found.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}")
+            out[name.lstrip("/")] = sorted(set(found))
+        return out
+
     def node_containers(self) -> list[str]:
         return [self.head, *self.worker_names]
 
@@ -129,16 +159,57 @@ class ContainerCluster:
         except BaseException:
             self.stop()
             raise
+        self._watcher.start()
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._stop_watch.set()
         try:
             if self.log_dir is not None:
                 self.save_logs()
         finally:
             self.stop()
+
+    # --- watching the nodes ---------------------------------------------------------------
+
+    def _poll_nodes(self) -> None:
+        names = self.node_containers()
+        r = self.engine.run(
+            [
+                "inspect",
+                "-f",
+                "{{.Name}} {{.State.Running}} {{.State.ExitCode}} {{.State.OOMKilled}}",
+                *names,
+            ],
+            timeout=20,
+            check=False,
+        )
+        seen = set()
+        for line in r.stdout.splitlines():
+            name, running, code, oom = [*line.strip().lstrip("/").split(), "", "", ""][:4]
+            seen.add(name)
+            if running != "true" and name not in self.dead:
+                why = f"exited with code {code}" + (" (OOM-killed)" if oom == "true" else "")
+                self.dead[name] = why
+        for name in names:
+            if name not in seen and name not in self.dead:
+                self.dead[name] = "disappeared (container removed)"
+        if self.dead:
+            self.cancel.set()
+
+    def _watch(self) -> None:
+        while not self._stop_watch.wait(WATCH_SECONDS):
+            try:
+                self._poll_nodes()
+            except EngineError:
+                continue
+
+    def dead_nodes(self) -> dict[str, str]:
+        """Node containers that stopped during the test (name -> why), checked just now."""
+        self._poll_nodes()
+        return dict(self.dead)
 
     # --- running things inside ------------------------------------------------------------
 
@@ -155,7 +226,11 @@ class ContainerCluster:
             args += ["--env", f"{k}={v}"]
         try:
             r = self.engine.run(
-                [*args, container, *command], timeout=timeout, check=False, input=input
+                [*args, container, *command],
+                timeout=timeout,
+                check=False,
+                input=input,
+                cancel=self.cancel,
             )
         except EngineError as exc:
             return 124, "", str(exc)

@@ -95,3 +95,24 @@ def test_every_bad_matrix_exits_2_before_docker(
     assert "Traceback" not in r.stderr
     [line] = r.stderr.strip().splitlines()
     assert line.startswith(f"error: {path}") and fragment in line
+
+
+def test_no_permission_on_the_socket_exits_2_naming_the_fix(tmp_path: Path) -> None:
+    """A docker CLI that is refused by the socket (as for a user outside the docker group)."""
+    fake = tmp_path / "docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  "version --format {{.Server.Version}}")\n'
+        "    echo 'permission denied while trying to connect to the Docker daemon socket at "
+        'unix:///var/run/docker.sock: Get "http://%2Fvar%2Frun%2Fdocker.sock/v1.24/version": '
+        "dial unix /var/run/docker.sock: connect: permission denied' >&2; exit 1;;\n"
+        "  *) exit 0;;\n"
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    r = harness("build", env={"HARNESS_DOCKER": str(fake)})
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert "no permission to use the Docker socket" in line and "docker` group" in line

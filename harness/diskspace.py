@@ -1,0 +1,103 @@
+"""Refuse up front when the disk cannot hold the planned builds, with the numbers.
+
+Estimates, measured on the default matrix (uncompressed, per item, generous):
+a Debian base needs its rootfs tarball on the host and its layer in Docker; a cell's
+images (runtime layer + notebook layer + build cache) need ~1.5 GiB in Docker; a cell
+whose wheels are not yet downloaded needs ~0.3 GiB of wheelhouse.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.engine import Engine
+from harness.errors import HarnessError
+from harness.matrix import Cell, Matrix
+
+GIB = 2**30
+BASE_HOST = int(0.35 * GIB)
+BASE_DOCKER = int(0.35 * GIB)
+CELL_DOCKER = int(1.5 * GIB)
+CELL_WHEELS = int(0.3 * GIB)
+MARGIN = int(1.0 * GIB)  # never plan to fill a disk to the last byte
+
+
+@dataclass(frozen=True)
+class Need:
+    where: str  # what the space is for, for the message
+    path: Path
+    bytes: int
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(_existing(path))
+    return st.f_bavail * st.f_frsize
+
+
+def plan(
+    engine: Engine,
+    matrix: Matrix,
+    cells: Iterable[Cell],
+    build_dir: Path,
+    wheelhouse: Path,
+    docker_root: Path | None,
+    wheels_missing: set[str],
+) -> list[Need]:
+    """What the builds of `cells` need where: only images and bases not yet present count."""
+    cells = list(cells)
+    to_build = [
+        c
+        for c in cells
+        if any(engine.inspect("image", t) is None for t in c.tags(matrix.prefix).values())
+    ]
+    bases = {(c.base.label, c.python) for c in to_build if c.base.kind == "debian"}
+    needs = [
+        Need("Debian rootfs tarballs", build_dir, BASE_HOST * min(len(bases), 1)),
+        Need("wheels", wheelhouse, CELL_WHEELS * len(wheels_missing)),
+    ]
+    if docker_root is not None:
+        needs.append(
+            Need(
+                "images (Docker data root)",
+                docker_root,
+                BASE_DOCKER * len(bases) + CELL_DOCKER * len(to_build),
+            )
+        )
+    return [n for n in needs if n.bytes > 0]
+
+
+def check(needs: Iterable[Need]) -> None:
+    """Sum the needs per file system and compare with what is free there."""
+    by_device: dict[int, list[Need]] = {}
+    for need in needs:
+        by_device.setdefault(os.stat(_existing(need.path)).st_dev, []).append(need)
+    for group in by_device.values():
+        total = sum(n.bytes for n in group) + MARGIN
+        free = free_bytes(group[0].path)
+        if free < total:
+            parts = ", ".join(f"{n.where} ~{n.bytes / GIB:.1f} GiB in {n.path}" for n in group)
+            raise HarnessError(
+                f"not enough disk: the planned builds need about {total / GIB:.1f} GiB "
+                f"({parts}, plus {MARGIN / GIB:.0f} GiB margin) but only {free / GIB:.2f} GiB "
+                f"is free on {_existing(group[0].path)}; free space (`python -m harness clean "
+                "--images`, `docker builder prune`) or select fewer cells with --only"
+            )
+
+
+def docker_root(engine: Engine) -> Path | None:
+    """The engine's data root when it is on this machine (a local socket), else None."""
+    host = os.environ.get("DOCKER_HOST", "unix://")
+    if not host.startswith("unix://"):
+        return None
+    r = engine.run(["info", "--format", "{{.DockerRootDir}}"], timeout=30, check=False)
+    path = Path(r.stdout.strip())
+    return path if r.returncode == 0 and path.is_absolute() and path.exists() else None

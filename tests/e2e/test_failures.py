@@ -1,0 +1,348 @@
+"""Failure behaviour against a real Docker engine: a failing cell does not stop the others,
+a cluster that never forms fails in bounded time with logs, a node killed mid-test is
+named, interrupts and `clean` leave nothing behind, and too little disk is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+CELL = "ray2.60.0-py3.11.2-cpu"
+CPU_ONLY = ["--only", "ray=2.60.0,python=3.11.2,variant=cpu"]
+WHEELHOUSE = {"HARNESS_WHEELHOUSE": str(ROOT / ".cache" / "wheelhouse")}
+
+
+def harness_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "harness", *args]
+
+
+def run(
+    *args: str, run_id: str, env: dict[str, str] | None = None, timeout: float = 1500
+) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        harness_cmd(*args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HARNESS_RUN_ID": run_id, **(env or {})},
+    )
+    sys.stderr.write(r.stderr[-4000:])
+    return r
+
+
+def start(*args: str, run_id: str) -> subprocess.Popen[str]:
+    """The harness in the background, its progress lines readable from stderr."""
+    return subprocess.Popen(
+        harness_cmd(*args),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HARNESS_RUN_ID": run_id},
+    )
+
+
+def new_run_id() -> str:
+    return "fail" + uuid.uuid4().hex[:8]
+
+
+def assert_nothing_left(run_id: str) -> None:
+    engine = Engine()
+    for kind in ("container", "network", "volume", "image"):
+        assert engine.ids(kind, {LABEL_RUN: run_id}) == [], f"{kind}s of run {run_id} left"
+
+
+def copy_project(dest: Path, prefix: str) -> Path:
+    """matrix.yaml, locks/ and images/ under another tag prefix (nothing clobbers ours)."""
+    for name in ("locks", "images"):
+        shutil.copytree(ROOT / name, dest / name)
+    text = (
+        (ROOT / "matrix.yaml")
+        .read_text()
+        .replace("prefix: localhost/raycompat", f"prefix: {prefix}")
+    )
+    assert f"prefix: {prefix}" in text
+    (dest / "matrix.yaml").write_text(text)
+    return dest / "matrix.yaml"
+
+
+def remove_prefix(prefix: str) -> None:
+    """Untag everything under `prefix` by name (removing by image id would also drop the
+    real tags that share those images)."""
+    engine = Engine()
+    names = engine.run(
+        ["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={prefix}/*"]
+    ).stdout.split()
+    if names:
+        engine.run(["rmi", *names], check=False, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def default_images() -> None:
+    r = run("build", *CPU_ONLY, run_id=new_run_id())
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def report(build_dir: Path) -> dict[str, dict[str, Any]]:
+    doc = json.loads((build_dir / "report.json").read_text())
+    return {c["id"]: c for c in doc["cells"]}
+
+
+def checks(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in cell["checks"]}
+
+
+# --- 2. one cell's build fails, the others build and test -----------------------------------
+
+
+def test_a_failing_cell_does_not_stop_the_others(tmp_path: Path) -> None:
+    prefix = "localhost/raycompat-e2efail"
+    matrix = copy_project(tmp_path, prefix)
+    dockerfile = tmp_path / "images" / "Dockerfile"
+    text = dockerfile.read_text()
+    anchor = "FROM runtime AS runtime-gpu\n"
+    assert anchor in text
+    dockerfile.write_text(
+        text.replace(anchor, anchor + 'RUN echo "deliberate failure" >&2; exit 3\n')
+    )
+    run_id = new_run_id()
+    only = ["--matrix", str(matrix), "--only", "ray=2.60.0,python=3.11.2", "--jobs", "2"]
+    try:
+        built = run("build", *only, run_id=run_id, env=WHEELHOUSE)
+        assert built.returncode == 1
+        cells = report(tmp_path / "build")
+        gpu = cells["ray2.60.0-py3.11.2-cu128"]
+        assert gpu["status"] == "failed"
+        failure = checks(gpu)["build:head"]
+        assert failure["status"] == "failed"
+        assert "deliberate failure" in failure["detail"] and "exit code: 3" in failure["detail"]
+        assert (tmp_path / "build" / "logs" / gpu["id"] / "head.log").is_file()
+        assert cells[CELL]["status"] == "built"
+
+        # `nox -s build test` runs test after a failed build: the healthy cell is tested,
+        # the broken one stays failed, the exit code says so.
+        tested = run("test", *only, run_id=run_id, env=WHEELHOUSE)
+        assert tested.returncode == 1, tested.stderr[-2000:]
+        assert "not tested, its build failed" in tested.stderr
+        cells = report(tmp_path / "build")
+        assert cells[CELL]["status"] == "passed"
+        assert cells["ray2.60.0-py3.11.2-cu128"]["status"] == "failed"  # still reported
+        md = (tmp_path / "build" / "report.md").read_text()
+        assert "deliberate failure" in md
+    finally:
+        assert_nothing_left(run_id)
+        remove_prefix(prefix)
+
+
+# --- 3. a cluster that never forms: bounded, with logs ---------------------------------------
+
+
+@pytest.fixture
+def broken_worker(tmp_path: Path, default_images: None) -> Iterator[Path]:
+    """The default cell's images under another prefix, with a worker that never joins."""
+    prefix = "localhost/raycompat-e2ebroken"
+    matrix = copy_project(tmp_path, prefix)
+    engine = Engine()
+    for role in ("head", "notebook"):
+        engine.run(
+            [
+                "tag",
+                f"localhost/raycompat/ray-{role}:2.60.0-py3.11.2-cpu",
+                f"{prefix}/ray-{role}:2.60.0-py3.11.2-cpu",
+            ]
+        )
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM localhost/raycompat/ray-worker:2.60.0-py3.11.2-cpu\n"
+        'CMD ["sh", "-c", "echo worker refuses to join; exec sleep 3600"]\n'
+    )
+    engine.run(
+        ["build", "--network", "none", "-t", f"{prefix}/ray-worker:2.60.0-py3.11.2-cpu", str(ctx)],
+        env={"DOCKER_BUILDKIT": "1"},
+        timeout=300,
+    )
+    yield matrix
+    remove_prefix(prefix)
+
+
+def test_a_cluster_that_never_forms_fails_in_bounded_time_with_logs(
+    broken_worker: Path,
+) -> None:
+    run_id = new_run_id()
+    start = time.monotonic()
+    r = run(
+        "test",
+        "--matrix",
+        str(broken_worker),
+        *CPU_ONLY,
+        "--ready-timeout",
+        "15",
+        run_id=run_id,
+        env=WHEELHOUSE,
+    )
+    elapsed = time.monotonic() - start
+    assert r.returncode == 1
+    cell = report(broken_worker.parent / "build")[CELL]
+    ready = checks(cell)["cluster:ready:nodes"]  # the head answered; the worker never joined
+    assert ready["status"] == "failed"
+    assert ready["detail"] == "1 alive node(s), expected 2"
+    logs = ready["data"]["logs"]
+    assert "worker refuses to join" in logs["worker1"]
+    assert logs.get("head")
+    assert "client:connect" not in checks(cell)  # nothing else was attempted
+    print(f"cluster that never forms: failed after {elapsed:.0f}s (ready timeout 15s)")
+    assert elapsed < 15 + 120, "the failure must come from the bounded wait"
+    assert_nothing_left(run_id)
+
+
+# --- 5. a worker killed mid-test is named -----------------------------------------------------
+
+
+def test_a_worker_killed_mid_test_is_named(default_images: None, tmp_path: Path) -> None:
+    run_id = new_run_id()
+    build_dir = tmp_path / "build"
+    proc = start("test", *CPU_ONLY, "--build-dir", str(build_dir), run_id=run_id)
+    assert proc.stderr is not None
+    killed_at = None
+    noticed_at = None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if killed_at is None and "waiting for head + worker: done" in line:
+            names = (
+                Engine()
+                .run(["ps", "--filter", f"label={LABEL_RUN}={run_id}", "--format", "{{.Names}}"])
+                .stdout.split()
+            )
+            [worker] = [n for n in names if n.endswith("-worker1")]
+            Engine().run(["kill", worker])
+            killed_at = time.monotonic()
+        if killed_at is not None and noticed_at is None and "lost a node" in line:
+            noticed_at = time.monotonic()
+    rc = proc.wait(timeout=300)
+    sys.stderr.write("".join(lines[-30:]))
+    assert killed_at is not None, "the cluster never became ready"
+    assert rc == 1
+    cell = report(build_dir)[CELL]
+    alive = checks(cell)["cluster:nodes-alive"]
+    assert alive["status"] == "failed"
+    assert "-worker1 exited with code 137" in alive["detail"]
+    assert noticed_at is not None
+    print(f"worker kill noticed after {noticed_at - killed_at:.1f}s")
+    assert noticed_at - killed_at < 30
+    assert_nothing_left(run_id)
+
+
+# --- 4. interrupts and clean ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupt_during_test_removes_everything(
+    default_images: None, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    run_id = new_run_id()
+    proc = start("test", *CPU_ONLY, "--build-dir", str(tmp_path), run_id=run_id)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "Ray Client connect, parity, workload ..." in line:
+            break
+    assert Engine().ids("container", {LABEL_RUN: run_id}), "cluster containers expected"
+    proc.send_signal(sig)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == code, rest
+    assert "removing what run" in rest
+    assert_nothing_left(run_id)
+
+
+def test_interrupt_during_build_exits_130(default_images: None, tmp_path: Path) -> None:
+    run_id = new_run_id()
+    proc = start("build", *CPU_ONLY, "--no-cache", "--build-dir", str(tmp_path), run_id=run_id)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "base debian:bookworm" in line:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    assert "Traceback" not in rest
+    assert_nothing_left(run_id)
+    assert not list(tmp_path.glob("rootfs/*.partial.tar")), "half-built rootfs left behind"
+
+
+def test_clean_removes_only_what_the_harness_labelled(default_images: None) -> None:
+    engine = Engine()
+    image = "localhost/raycompat/base:debian-bookworm-py3.11.2"
+    crashed = "crashed" + uuid.uuid4().hex[:6]
+    labels = ["--label", f"{LABEL_MANAGED}=cluster", "--label", f"{LABEL_RUN}={crashed}"]
+    engine.run(["network", "create", *labels, f"rh-{crashed}"])
+    ours = engine.run(
+        ["run", "-d", *labels, "--network", f"rh-{crashed}", image, "sleep", "600"]
+    ).stdout.strip()
+    theirs = engine.run(
+        ["run", "-d", "--label", "owner=someone-else", image, "sleep", "600"]
+    ).stdout.strip()
+    try:
+        r = subprocess.run(
+            harness_cmd("clean"), cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        assert engine.inspect("container", ours) is None
+        assert engine.inspect("network", f"rh-{crashed}") is None
+        # started from our image, so it inherits our image labels: still not ours to remove
+        assert engine.inspect("container", theirs) is not None
+        assert engine.inspect("image", image) is not None  # images stay without --images
+    finally:
+        engine.run(["rm", "-f", theirs], check=False)
+
+
+# --- 6. too little disk -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    assert os.geteuid() == 0, "this test mounts a 16 MiB tmpfs and needs root (CI is root)"
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_too_little_disk_is_refused_up_front(tiny_disk: Path, tmp_path: Path) -> None:
+    prefix = "localhost/raycompat-e2edisk"
+    matrix = copy_project(tmp_path / "project", prefix)
+    run_id = new_run_id()
+    r = run(
+        "build",
+        "--matrix",
+        str(matrix),
+        "--build-dir",
+        str(tiny_disk / "build"),
+        run_id=run_id,
+        env={"HARNESS_WHEELHOUSE": str(tiny_disk / "wheelhouse")},
+    )
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert "not enough disk" in line and str(tiny_disk) in line and "GiB is free" in line
+    assert not (tiny_disk / "wheelhouse").exists() or not any((tiny_disk / "wheelhouse").iterdir())
+    assert Engine().run(["images", "-q", "--filter", f"reference={prefix}/*"]).stdout == ""
+    assert_nothing_left(run_id)

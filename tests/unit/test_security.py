@@ -1,0 +1,47 @@
+"""Credential scan of image history/env/labels, and the disk-space refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import diskspace
+from harness.build import find_secrets
+from harness.errors import HarnessError
+
+CLEAN = [
+    '/bin/sh -c set -eu; "${PYTHON}" -m venv --without-pip "${VIRTUAL_ENV}"; pip install '
+    "--no-index --require-hashes -r /tmp/locks/runtime.txt",
+    "ENV NVIDIA_REQUIRE_CUDA=cuda>=12.8 PIP_NO_CACHE_DIR=1",
+    "LABEL io.raycompat.lock.sha256=9e5f8b3c0ede",
+    'CMD ["jupyter", "lab", "--ip=0.0.0.0"]',
+    "ARG HF_TOKEN",  # a declared arg without a value is not a leak
+]
+LEAKS = [
+    "RUN curl -H 'x' https://user:hunter2secret@artifacts.example.com/x",
+    "ENV API_KEY=sk_live_0123456789abcdef",
+    "RUN echo AKIAABCDEFGHIJKLMNOP > /root/.aws",
+    "ENV GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "RUN printf '-----BEGIN RSA PRIVATE KEY-----'",
+    "ENV DB_PASSWORD='correct-horse-battery'",
+]
+
+
+def test_clean_history_has_no_hits() -> None:
+    assert find_secrets(CLEAN) == []
+
+
+@pytest.mark.parametrize("line", LEAKS)
+def test_each_leak_is_found_and_truncated(line: str) -> None:
+    [hit] = find_secrets([line])
+    assert hit.endswith("...") and len(hit) <= 27
+
+
+def test_disk_check_refuses_with_numbers(tmp_path: Path) -> None:
+    huge = diskspace.Need("images (Docker data root)", tmp_path, 1 << 60)
+    with pytest.raises(HarnessError) as info:
+        diskspace.check([huge])
+    message = str(info.value)
+    assert "not enough disk" in message and "GiB is free on" in message and "--only" in message
+    diskspace.check([diskspace.Need("wheels", tmp_path, 1)])
