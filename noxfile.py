@@ -48,6 +48,12 @@ def verify_reproducible(session: nox.Session) -> None:
 
 
 @nox.session
+def grid(session: nox.Session) -> None:
+    """Every notebook image against every cluster: Ray's verdicts next to the harness's."""
+    _harness(session, "grid")
+
+
+@nox.session
 def clean(session: nox.Session) -> None:
     """Remove containers and networks a crashed run left (add `-- --images` for images)."""
     _harness(session, "clean")

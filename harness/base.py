@@ -22,7 +22,7 @@ from pathlib import Path
 from harness import children
 from harness.engine import LABEL_MANAGED, LABEL_NS, Engine
 from harness.errors import EngineError, HarnessError
-from harness.matrix import Cell, Matrix
+from harness.matrix import Cell, Matrix, debian_offer
 
 RECIPE = 1  # bump when the rootfs recipe below changes
 # No python3-venv: it ships pip/setuptools wheels in /usr/share/python-wheels. The image
@@ -30,11 +30,26 @@ RECIPE = 1  # bump when the rootfs recipe below changes
 PACKAGES = ("python3",)
 
 
-def packages(python: str) -> tuple[str, ...]:
+def interpreter_package(suite: str, python: str) -> str:
+    """`python3`, or `python3.X` where the micro is a suite's extra interpreter (forky)."""
+    offer = debian_offer(suite, python)
+    return offer.package if offer else "python3"
+
+
+def packages(suite: str, python: str) -> tuple[str, ...]:
     """Debian packages of the base. Debian splits distutils out of Python < 3.10, and pip
     on those interpreters needs it."""
     minor = int(python.split(".")[1])
-    return (*PACKAGES, "python3-distutils") if minor < 10 else PACKAGES
+    base = (interpreter_package(suite, python),)
+    return (*base, "python3-distutils") if minor < 10 else base
+
+
+def _hooks(suite: str, python: str) -> list[str]:
+    """An extra interpreter becomes `python3` on PATH (/usr/local/bin comes first)."""
+    package = interpreter_package(suite, python)
+    if package == "python3":
+        return []
+    return [f'--customize-hook=ln -sf /usr/bin/{package} "$1/usr/local/bin/python3"']
 
 
 DPKG_OPTS = (
@@ -67,12 +82,22 @@ def _sources(matrix: Matrix, suite: str) -> list[str]:
     return lines
 
 
+def _apt_options(matrix: Matrix) -> list[str]:
+    """A snapshot mirror outlives the Valid-Until of testing/security Release files;
+    signatures are still checked."""
+    if matrix.debian_snapshot:
+        return ['--aptopt=Acquire::Check-Valid-Until "false"']
+    return []
+
+
 def debian_key(matrix: Matrix, suite: str, python: str) -> str:
     doc = {
         "recipe": RECIPE,
         "suite": suite,
         "sources": _sources(matrix, suite),
-        "packages": packages(python),
+        "packages": packages(suite, python),
+        "hooks": _hooks(suite, python),
+        "apt": _apt_options(matrix),
         "dpkg": DPKG_OPTS,
         "sde": matrix.source_date_epoch,
     }
@@ -102,7 +127,9 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
         "mmdebstrap",
         "--quiet",
         "--variant=minbase",
-        f"--include={','.join(packages(python))}",
+        f"--include={','.join(packages(suite, python))}",
+        *_hooks(suite, python),
+        *_apt_options(matrix),
         *(f"--dpkgopt={o}" for o in DPKG_OPTS),
         suite,
         str(tmp),

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from types import FrameType
 
-from harness import audit, diskspace, index, lock, matrix, report, reproduce
+from harness import audit, children, diskspace, grid, index, lock, matrix, report, reproduce
 from harness.base import BaseImage
-from harness.build import BuildFailed, build_cell, prepare
+from harness.build import PROBE_SOURCE, BuildFailed, build_cell, prepare
 from harness.children import stop_all
 from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id
 from harness.errors import HarnessError
@@ -104,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="rebuild cells from scratch and compare file by file with the built images",
     )
+    sub.add_parser(
+        "grid",
+        parents=[common],
+        help="every notebook image against every cluster: Ray's verdicts and ours",
+    )
+    s = sub.add_parser(
+        "probe",
+        parents=[common],
+        help="check a running cluster against this interpreter or a notebook image",
+    )
+    s.add_argument("--address", required=True, help="ray://HOST:10001 or HOST:6379")
+    s.add_argument("--image", help="run the client side in this image (host network)")
     s = sub.add_parser(
         "clean", parents=[common], help="remove containers/networks left by crashed runs (by label)"
     )
@@ -391,6 +403,83 @@ def cmd_verify_reproducible(args: argparse.Namespace, run_id: str) -> int:
     return 1 if failed else 0
 
 
+def cmd_grid(args: argparse.Namespace, run_id: str) -> int:
+    m, paths, cells, _ = _setup(args)
+    if not args.only and m.grid.only:
+        cells, _ = matrix.select(m, list(m.grid.only))
+    engine = Engine()
+    engine.ping()
+    for c in cells:
+        for role in ("head", "worker", "notebook"):
+            if engine.inspect("image", c.tag(m.prefix, role)) is None:
+                raise HarnessError(
+                    f"image {c.tag(m.prefix, role)} not found; build the grid's cells first: "
+                    f"`python -m harness build --only ray={c.ray},python={c.python},"
+                    f"variant={c.variant}`"
+                )
+    log(f"grid: {len(cells)} cluster(s) x {len(cells)} notebook image(s)")
+    pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"))
+    grid.write(paths.build, pairs, m.grid)
+    counts = Counter(p.harness["verdict"] for p in pairs)
+    log(f"grid: {dict(counts)}; {paths.build / 'grid.md'}, grid.html, grid.json")
+    blind = [p for p in pairs if p.blind_spot]
+    for p in blind:
+        log(f"grid: harness says compatible but Ray does not agree: {p.notebook} -> {p.cluster}")
+    return 1 if blind else 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """For users who already have a cluster: Ray's verdict and ours for this client."""
+    m = matrix.load(args.matrix) if args.matrix.is_file() else None
+    policy = m.grid if m else matrix.GridPolicy()
+    ray_client = args.address.startswith("ray://")
+    command = (
+        ["cluster", args.address, "--expect-nodes", "1", "--timeout", "60"]
+        if ray_client
+        else ["version-check", args.address, "--timeout", "30"]
+    )
+    if args.image:
+        engine = Engine()
+        engine.ping()
+        cmd = [engine.cli, "run", "--rm", "-i", "--network", "host"]
+        cmd += ["--entrypoint", "python", args.image, "-", *command]
+    else:
+        cmd = [sys.executable, "-", *command]
+    rc, out, err = children.run(cmd, input=PROBE_SOURCE, timeout=180)
+    lines = out.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        why = (err.strip().splitlines() or ["no output"])[-1][:300]
+        raise HarnessError(f"the probe gave no answer (exit {rc}): {why}")
+    if not result.get("ok") and "client" not in result:
+        raise HarnessError(f"cannot reach {args.address}: {result.get('message') or result}")
+    if not ray_client:
+        cluster = result.get("cluster") or {}
+        node = {"python": cluster.get("python_version"), "ray": cluster.get("ray_version")}
+        checked = tuple(k for k in policy.fail if k in node)
+        ours = grid.judge(result["client"], [node], matrix.GridPolicy(fail=checked, warn=()))
+        print(f"Ray's driver check against {args.address}: {result['verdict']}")
+        print(f"  {' '.join(str(result.get('message')).split())[:600]}")
+        print(f"harness: {ours['verdict']} (cluster metadata: {checked})")
+        for reason in ours["reasons"]:
+            print(f"  - {reason}")
+        print("(for node-by-node parity and wire libraries, probe ray://HOST:10001)")
+        return 0 if ours["verdict"] != grid.INCOMPATIBLE and result["verdict"] == "accepted" else 1
+    client = grid.ray_client_verdict(result)
+    nodes = [n.get("facts") or {} for n in result.get("nodes", [])]
+    if client["verdict"] == "error" and not nodes:
+        raise HarnessError(f"cannot reach {args.address}: {client['message'][:300]}")
+    ours = grid.judge(result.get("client") or {}, nodes, policy)
+    print(f"Ray Client {args.address}: {client['verdict']}: {client['message'][:500]}")
+    print(f"harness: {ours['verdict']} over {len(nodes)} node(s)")
+    for reason in ours["reasons"]:
+        print(f"  - {reason}")
+    return 0 if ours["verdict"] != grid.INCOMPATIBLE and client["verdict"] != "rejected" else 1
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     paths = Paths.for_matrix(args.matrix, args.build_dir)
     engine = Engine()
@@ -424,6 +513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_test(args, run_id)
         if args.command == "verify-reproducible":
             return cmd_verify_reproducible(args, run_id)
+        if args.command == "grid":
+            return cmd_grid(args, run_id)
+        if args.command == "probe":
+            return cmd_probe(args)
         if args.command == "clean":
             return cmd_clean(args)
         raise AssertionError(args.command)

@@ -24,13 +24,32 @@ VARIANTS: tuple[str, ...] = ("cpu", "gpu")
 # CUDA 12 runtimes NVIDIA publishes as `nvidia-cuda-runtime-cu12` wheels on PyPI.
 CUDA_VERSIONS: tuple[str, ...] = tuple(f"12.{n}" for n in range(10))
 DEFAULT_CUDA = "12.8"
-DEBIAN_PYTHON: Mapping[str, str] = {
-    # Debian suite -> python3 micro it ships (stable suites keep their micro;
-    # security fixes arrive as +debNuM rebuilds). Checked inside every built base.
-    "bullseye": "3.9.2",
-    "bookworm": "3.11.2",
-    "trixie": "3.13.5",
-}
+
+
+@dataclass(frozen=True)
+class DebianPython:
+    """A Python micro that a Debian suite ships, and the package that installs it."""
+
+    suite: str
+    micro: str
+    package: str  # python3 (the suite's default) or python3.X (an extra interpreter)
+
+
+# Stable suites keep their micro (security fixes arrive as +debNuM rebuilds); testing
+# suites move, so the micro is measured inside every built base and a move is an error.
+DEBIAN_PYTHONS: tuple[DebianPython, ...] = (
+    DebianPython("bullseye", "3.9.2", "python3"),
+    DebianPython("bookworm", "3.11.2", "python3"),
+    DebianPython("trixie", "3.13.5", "python3"),
+    DebianPython("forky", "3.13.15", "python3.13"),  # testing, checked 2026-11-23
+    DebianPython("forky", "3.14.8", "python3.14"),  # testing, checked 2026-11-23
+)
+
+
+def debian_offer(suite: str, micro: str) -> DebianPython | None:
+    return next((d for d in DEBIAN_PYTHONS if d.suite == suite and d.micro == micro), None)
+
+
 DEFAULT_PREFIX = "localhost/raycompat"
 DEFAULT_SOURCE_DATE_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
 DEFAULT_NOTEBOOK_PACKAGES: tuple[str, ...] = ("jupyterlab", "nbclient", "ipykernel")
@@ -41,6 +60,7 @@ TOP_KEYS = (
     "prefix",
     "source_date_epoch",
     "debian_mirror",
+    "debian_snapshot",
     "ray",
     "python",
     "variants",
@@ -49,7 +69,11 @@ TOP_KEYS = (
     "notebook_packages",
     "exclude",
     "audit",
+    "grid",
 )
+GRID_KEYS = ("only", "fail", "warn")
+IDENTITY_KEYS = ("python", "ray", "commit")
+WIRE_LIBS = ("cloudpickle", "grpcio", "protobuf", "pyarrow", "numpy", "pydantic", "msgpack")
 AUDIT_POLICIES = ("warn", "fail", "off")
 REQUIRED_KEYS = ("ray", "python")
 EXCLUDE_KEYS = ("ray", "python", "variant", "reason")
@@ -121,6 +145,15 @@ class Excluded:
 
 
 @dataclass(frozen=True)
+class GridPolicy:
+    """Which notebook/cluster differences make a pair incompatible and which only warn."""
+
+    fail: tuple[str, ...] = IDENTITY_KEYS
+    warn: tuple[str, ...] = WIRE_LIBS
+    only: tuple[str, ...] = ()  # default cell selection of `grid` (selectors like --only)
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: Path
     prefix: str
@@ -131,6 +164,8 @@ class Matrix:
     notebook_packages: tuple[str, ...] = DEFAULT_NOTEBOOK_PACKAGES
     ray_versions: tuple[str, ...] = field(default=())
     audit: str = "warn"  # what a known vulnerability in a lock means: warn | fail | off
+    debian_snapshot: bool = False  # mirror is a frozen snapshot: do not enforce Valid-Until
+    grid: GridPolicy = GridPolicy()
     lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line, for later errors
 
     def fail(self, key: str, message: str) -> MatrixError:
@@ -269,10 +304,11 @@ def _bases(loader: _Loader, pythons: Iterable[str]) -> dict[str, BaseSpec]:
         ((kind, ref),) = spec.items()
         if not isinstance(ref, str) or not ref:
             raise loader.fail(f"{key}.{kind}", "must be a non-empty string")
-        if kind == "debian" and ref in DEBIAN_PYTHON and DEBIAN_PYTHON[ref] != str(micro):
+        shipped = [d.micro for d in DEBIAN_PYTHONS if d.suite == ref]
+        if kind == "debian" and shipped and str(micro) not in shipped:
             raise loader.fail(
                 f"{key}.{kind}",
-                f"Debian {ref} ships Python {DEBIAN_PYTHON[ref]}, not {micro}; "
+                f"Debian {ref} ships Python {' and '.join(shipped)}, not {micro}; "
                 "choose the suite that ships this micro or an image base",
             )
         overrides[str(micro)] = BaseSpec(kind, ref)
@@ -281,9 +317,9 @@ def _bases(loader: _Loader, pythons: Iterable[str]) -> dict[str, BaseSpec]:
         if micro in overrides:
             resolved[micro] = overrides[micro]
             continue
-        suites = [suite for suite, shipped in DEBIAN_PYTHON.items() if shipped == micro]
+        suites = [d.suite for d in DEBIAN_PYTHONS if d.micro == micro]
         if not suites:
-            known = ", ".join(f"{s} {p}" for s, p in DEBIAN_PYTHON.items())
+            known = ", ".join(f"{d.suite} {d.micro}" for d in DEBIAN_PYTHONS)
             raise loader.fail(
                 "python",
                 f"no base provider delivers Python {micro} (Debian ships: {known}); pick one of "
@@ -292,6 +328,41 @@ def _bases(loader: _Loader, pythons: Iterable[str]) -> dict[str, BaseSpec]:
             )
         resolved[micro] = BaseSpec("debian", suites[0])
     return resolved
+
+
+def _grid(loader: _Loader) -> GridPolicy:
+    raw = loader.data.get("grid")
+    if raw is None:
+        return GridPolicy()
+    if not isinstance(raw, dict):
+        raise loader.fail("grid", "must be a mapping with only:, fail: and warn:")
+    loader.check_keys(raw, GRID_KEYS, "grid")
+    known = (*IDENTITY_KEYS, *WIRE_LIBS)
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in GRID_KEYS:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise loader.fail(f"grid.{key}", "must be a list of strings")
+        if key != "only":
+            for i, item in enumerate(value):
+                if item not in known:
+                    near = difflib.get_close_matches(item, known, n=1)
+                    hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(known)}"
+                    raise loader.fail(f"grid.{key}.{i}", f"unknown key {item!r}; {hint}")
+        lists[key] = tuple(value)
+    for text in lists.get("only", ()):
+        try:
+            parse_selector(text)
+        except MatrixError as exc:
+            raise loader.fail("grid.only", str(exc)) from None
+    default = GridPolicy()
+    return GridPolicy(
+        fail=lists.get("fail", default.fail),
+        warn=lists.get("warn", default.warn),
+        only=lists.get("only", ()),
+    )
 
 
 def _excludes(loader: _Loader) -> list[tuple[dict[str, str], str]]:
@@ -401,6 +472,10 @@ def load(path: str | Path) -> Matrix:
         else DEFAULT_NOTEBOOK_PACKAGES
     )
 
+    grid = _grid(loader)
+    snapshot = data.get("debian_snapshot", False)
+    if not isinstance(snapshot, bool):
+        raise loader.fail("debian_snapshot", "must be true or false")
     audit = data.get("audit", "warn")
     if audit not in AUDIT_POLICIES:
         raise loader.fail("audit", f"{audit!r} is not one of {', '.join(AUDIT_POLICIES)}")
@@ -438,6 +513,8 @@ def load(path: str | Path) -> Matrix:
         notebook_packages=packages,
         ray_versions=tuple(rays),
         audit=audit,
+        debian_snapshot=snapshot,
+        grid=grid,
         lines=loader.lines.as_dict(),
     )
 

@@ -29,6 +29,7 @@ import sys
 import time
 import traceback
 import urllib.request
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,30 @@ def facts() -> Json:
         out["ray"] = None
         out["commit"] = None
         out["ray_error"] = repr(exc)
+    out["libs"] = wire_libs()
+    return out
+
+
+# Libraries whose objects or protocols cross the wire between a client and the cluster.
+WIRE_LIBS = ("cloudpickle", "grpcio", "protobuf", "pyarrow", "numpy", "pydantic", "msgpack")
+
+
+def wire_libs() -> dict[str, Any]:
+    from importlib import metadata
+
+    out: dict[str, Any] = {}
+    for name in WIRE_LIBS:
+        try:
+            out[name] = metadata.version(name)
+        except Exception:
+            out[name] = None
+    if out.get("cloudpickle") is None:  # Ray vendors it
+        try:
+            import ray.cloudpickle as vendored
+
+            out["cloudpickle"] = "%s (vendored)" % vendored.__version__
+        except Exception:
+            pass
     return out
 
 
@@ -151,7 +176,9 @@ class _Captured(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage()[:500])
+        message = record.getMessage()[:500]
+        if message not in self.messages:  # a record can reach several of our handlers
+            self.messages.append(message)
 
 
 def _section(fn: Callable[[], Json]) -> Json:
@@ -350,7 +377,11 @@ def cluster(args: argparse.Namespace) -> Json:
 
 def _cluster(args: argparse.Namespace) -> Json:
     captured = _Captured()
-    logging.getLogger().addHandler(captured)
+    # Ray's loggers do not propagate to the root logger: listen on them too, and on warnings.
+    for name in ("", "ray", "ray.util.client", "ray.util.client.worker"):
+        logging.getLogger(name).addHandler(captured)
+    warnings.simplefilter("always")
+    warnings.showwarning = lambda message, *rest: captured.messages.append(str(message)[:500])
     deadline = time.time() + args.timeout
     out: Json = {"client": facts(), "address": args.address}
     t0 = time.time()
@@ -375,6 +406,41 @@ def _cluster(args: argparse.Namespace) -> Json:
         out["connect"]["warnings"] = captured.messages
     finally:
         ray.shutdown()
+    return out
+
+
+def version_check(args: argparse.Namespace) -> Json:
+    """Ray's own driver/node version check against a cluster, without joining it.
+
+    `ray.init(address=HOST:6379)` and `ray start --address` read the cluster's metadata
+    from GCS and call `ray._private.utils.check_version_info`; this does the same, so the
+    verdict and message are Ray's, with no raylet started and nothing joined."""
+    import ray._private.utils as utils
+    from ray._raylet import GcsClient
+
+    try:
+        from ray._common.usage import usage_lib
+    except ImportError:  # older Ray
+        from ray._private.usage import usage_lib
+
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(args.timeout))
+    try:
+        metadata = usage_lib.get_cluster_metadata(GcsClient(address=args.address))
+    except _Deadline:
+        message = "no answer from GCS at %s" % args.address
+        return {"ok": False, "verdict": "error", "message": message}
+    except Exception as exc:
+        return {"ok": False, "verdict": "error", "message": "%s: %s" % (type(exc).__name__, exc)}
+    finally:
+        signal.alarm(0)
+    cluster = {k: metadata.get(k) for k in ("ray_version", "python_version", "git_commit")}
+    out: Json = {"client": facts(), "cluster": cluster}
+    try:
+        utils.check_version_info(metadata, "this process (harness probe)")
+        out.update(ok=True, verdict="accepted", message="versions match Ray's check")
+    except Exception as exc:
+        out.update(ok=True, verdict="rejected", message=str(exc)[:3000])
     return out
 
 
@@ -457,6 +523,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--expect-nodes", type=int, default=1)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--workload", action="store_true")
+    p = sub.add_parser("version-check")
+    p.add_argument("address")
+    p.add_argument("--timeout", type=float, default=30)
     p = sub.add_parser("gpu")
     p.add_argument("address")
     p.add_argument("--timeout", type=float, default=120)
@@ -472,6 +541,7 @@ def main(argv: list[str]) -> int:
         "facts": facts,
         "structure": structure,
         "cluster": lambda: cluster(args),
+        "version-check": lambda: version_check(args),
         "gpu": lambda: gpu(args),
         "notebook": lambda: notebook(args),
         "jupyter": lambda: jupyter(args),

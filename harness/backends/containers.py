@@ -95,7 +95,8 @@ class ContainerCluster:
         self.engine.run([*args, image], timeout=60)
 
     def start(self) -> None:
-        log(f"{self.cell_id}: starting {self.prefix}: head, {self.workers} worker(s), notebook")
+        clients = ", notebook" if "notebook" in self.images else ""
+        log(f"{self.cell_id}: starting {self.prefix}: head, {self.workers} worker(s){clients}")
         self.engine.run(["network", "create", *self._label_args(), self.network], timeout=60)
         self._run(self.head, self.images["head"], alias=HEAD_ALIAS, gpus=self.gpus)
         for name in self.worker_names:
@@ -105,11 +106,28 @@ class ContainerCluster:
                 env={"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"},
                 gpus=self.gpus,
             )
-        self._run(self.notebook, self.images["notebook"], env={"JUPYTER_TOKEN": self.jupyter_token})
+        if "notebook" in self.images:  # a grid brings its own clients instead
+            self._run(
+                self.notebook, self.images["notebook"], env={"JUPYTER_TOKEN": self.jupyter_token}
+            )
+
+    def _client_names(self) -> list[str]:
+        return [self.notebook] if "notebook" in self.images else []
+
+    def add_client(self, image: str, suffix: str) -> str:
+        """Another client container (idle) on this cluster's network; removed with it."""
+        name = f"{self.prefix}-client-{suffix}"
+        args = ["run", "-d", "--name", name, "--hostname", name, "--network", self.network]
+        args += ["--init", *self._label_args(), "--entrypoint", "sleep", image, "infinity"]
+        self.engine.run(args, timeout=60)
+        return name
+
+    def remove(self, container: str) -> None:
+        self.engine.run(["rm", "-f", container], timeout=60, check=False)
 
     def published_ports(self) -> dict[str, list[str]]:
         """Host port bindings of every container of this cluster (should be none)."""
-        names = [*self.node_containers(), self.notebook]
+        names = [*self.node_containers(), *self._client_names()]
         r = self.engine.run(
             [
                 "inspect",
@@ -136,7 +154,7 @@ class ContainerCluster:
     def save_logs(self) -> dict[str, str]:
         """Write every container's log to log_dir; return their tails for the report."""
         tails: dict[str, str] = {}
-        for name in [*self.node_containers(), self.notebook]:
+        for name in [*self.node_containers(), *self._client_names()]:
             r = self.engine.run(["logs", "--tail", "400", name], timeout=30, check=False)
             text = r.stdout + r.stderr
             role = name.rsplit("-", 1)[-1]

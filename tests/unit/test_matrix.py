@@ -129,6 +129,12 @@ BAD = [
         "ships Python 3.13.5",
     ),
     (
+        "wrong forky micro",
+        MINIMAL + "bases:\n  '3.11.2': {debian: forky}\n",
+        "bases.3.11.2.debian",
+        "ships Python 3.13.15 and 3.14.8",
+    ),
+    (
         "bad base key",
         MINIMAL + "bases:\n  '3.11.2': {debain: bookworm}\n",
         "bases.3.11.2.debain",
@@ -166,7 +172,7 @@ def test_empty_and_missing_files(tmp_path: Path, write_matrix: Callable[[str], P
         matrix.load(tmp_path / "nope.yaml")
 
 
-micro = st.sampled_from(sorted(matrix.DEBIAN_PYTHON.values()))
+micro = st.sampled_from(sorted({d.micro for d in matrix.DEBIAN_PYTHONS}))
 ray_version = st.tuples(st.integers(0, 9), st.integers(0, 99), st.integers(0, 9)).map(
     lambda t: f"{t[0]}.{t[1]}.{t[2]}"
 )
@@ -186,7 +192,7 @@ def test_every_valid_product_expands_to_all_cells(
     assert len(m.cells) == len(rays) * len(pythons)
     assert len({c.id for c in m.cells}) == len(m.cells)
     for c in m.cells:
-        assert matrix.DEBIAN_PYTHON[c.base.ref] == c.python
+        assert matrix.debian_offer(c.base.ref, c.python) is not None
 
 
 @settings(max_examples=200, deadline=None)
@@ -217,3 +223,15 @@ def test_only_exact_micro_versions_are_accepted(
         return
     parts = m.cells[0].ray.split(".")
     assert len(parts) == 3 and all(p.isdigit() for p in parts)
+
+
+def test_forky_extra_interpreters_are_offered(write_matrix: Callable[[str], Path]) -> None:
+    m = matrix.load(write_matrix('ray: ["2.60.0"]\npython: ["3.13.15", "3.13.5"]\n'))
+    bases = {c.python: c.base for c in m.cells}
+    assert bases == {
+        "3.13.15": matrix.BaseSpec("debian", "forky"),
+        "3.13.5": matrix.BaseSpec("debian", "trixie"),
+    }
+    assert matrix.debian_offer("forky", "3.13.15") == matrix.DebianPython(
+        "forky", "3.13.15", "python3.13"
+    )

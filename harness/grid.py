@@ -1,0 +1,276 @@
+"""Compatibility grid: which notebook image can talk to which cluster, and why.
+
+For every cluster cell (head + worker, started once) and every notebook image in the
+selection, record Ray's own verdicts (Ray Client connect; the driver version check) with
+Ray's exact messages, next to the harness's verdict under the matrix's policy: which
+differences fail (default: Python micro, Ray version, Ray commit) and which warn
+(default: libraries that cross the wire). M cluster starts for N x M pairs.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.backends.containers import HEAD_ALIAS, ContainerCluster
+from harness.engine import Engine
+from harness.matrix import Cell, GridPolicy, Matrix
+from harness.progress import log, step
+
+COMPATIBLE, WARN, INCOMPATIBLE = "compatible", "warn", "incompatible"
+
+
+@dataclass
+class Pair:
+    notebook: str  # cell id of the notebook image
+    cluster: str  # cell id of the head/worker images
+    ray_client: dict[str, Any] = field(default_factory=dict)  # verdict, message, warnings
+    ray_driver: dict[str, Any] = field(default_factory=dict)  # verdict, message
+    harness: dict[str, Any] = field(default_factory=dict)  # verdict, reasons
+
+    @property
+    def ray_objects(self) -> bool:
+        """Ray refuses on either path: a version message, or an error that names none."""
+        verdicts = (self.ray_client.get("verdict"), self.ray_driver.get("verdict"))
+        return any(v in ("rejected", "error") for v in verdicts)
+
+    @property
+    def blind_spot(self) -> bool:
+        """Ray refuses, or only warns about a Python micro mismatch, and we said compatible."""
+        warned = self.ray_client.get("verdict") == "warned"
+        return (self.ray_objects or warned) and self.harness.get("verdict") == COMPATIBLE
+
+
+def _value(facts: Mapping[str, Any], key: str) -> Any:
+    if key in ("python", "ray", "commit"):
+        return facts.get(key)
+    return (facts.get("libs") or {}).get(key)
+
+
+def judge(
+    client: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], policy: GridPolicy
+) -> dict[str, Any]:
+    """The harness's verdict: every node compared with the client, key by key."""
+    reasons: list[str] = []
+    level = COMPATIBLE
+    if not nodes:
+        return {"verdict": INCOMPATIBLE, "reasons": ["no node facts"]}
+    for severity, keys in ((INCOMPATIBLE, policy.fail), (WARN, policy.warn)):
+        for key in keys:
+            mine = _value(client, key)
+            theirs = sorted({str(_value(n, key)) for n in nodes})
+            if theirs != [str(mine)]:
+                reasons.append(f"{key}: notebook {mine} vs cluster {', '.join(theirs)}")
+                if level != INCOMPATIBLE:
+                    level = severity
+    return {"verdict": level, "reasons": reasons}
+
+
+def ray_client_verdict(result: Mapping[str, Any]) -> dict[str, Any]:
+    conn = result.get("connect") or {}
+    warnings = [w for w in conn.get("warnings") or [] if "mismatch" in w.lower()]
+    if conn.get("ok"):
+        if warnings:
+            return {"verdict": "warned", "message": warnings[0], "warnings": warnings}
+        return {"verdict": "accepted", "message": "connected", "warnings": []}
+    message = str(conn.get("error") or result.get("error") or "no answer")
+    verdict = "rejected" if "mismatch" in message.lower() else "error"
+    return {"verdict": verdict, "message": message[:2000], "warnings": warnings}
+
+
+def _mismatch_lines(text: str) -> str:
+    """Ray's own words: the version-mismatch exception, else the output's tail."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "version mismatch" in line.lower():
+            return " ".join(lines[i : i + 6])[:2000]
+    return " ".join(lines[-8:])[:2000]
+
+
+def driver_verdict(cluster: ContainerCluster, client: str) -> dict[str, Any]:
+    """Ray's verdict on the client as a driver/joining node.
+
+    A driver needs a raylet on its own machine, so the client joins as a 0-CPU node
+    (`ray start --address`), where Ray compares Ray and Python versions with the cluster's
+    and refuses a mismatch with "Version mismatch". If it joins, a real
+    `ray.init(address=...)` driver connects; then the client leaves the cluster.
+    """
+    rc, out, err = cluster.exec(
+        client,
+        ["ray", "start", f"--address={HEAD_ALIAS}:6379", "--num-cpus=0", "--disable-usage-stats"],
+        timeout=120,
+    )
+    try:
+        if rc != 0:
+            text = out + err
+            verdict = "rejected" if "mismatch" in text.lower() else "error"
+            return {"verdict": verdict, "message": _mismatch_lines(text), "stage": "ray start"}
+        r = cluster.probe(
+            client,
+            ["cluster", f"{HEAD_ALIAS}:6379", "--expect-nodes", "3", "--timeout", "60"],
+            timeout=150,
+        )
+        conn = r.get("connect") or {}
+        if conn.get("ok"):
+            return {"verdict": "accepted", "message": "joined and connected", "stage": "ray.init"}
+        message = str(conn.get("error") or r.get("error") or "no answer")
+        verdict = "rejected" if "mismatch" in message.lower() else "error"
+        return {"verdict": verdict, "message": message[:2000], "stage": "ray.init"}
+    finally:
+        cluster.exec(client, ["ray", "stop", "--force"], timeout=60)
+
+
+def run(
+    engine: Engine, matrix: Matrix, cells: Sequence[Cell], run_id: str, log_dir: Path
+) -> list[Pair]:
+    """Start each cluster once; connect every notebook image to it."""
+    pairs: list[Pair] = []
+    for cluster_cell in cells:
+        tags = cluster_cell.tags(matrix.prefix)
+        images = {"head": tags["head"], "worker": tags["worker"]}
+        cluster = ContainerCluster(
+            engine, run_id, f"grid-{cluster_cell.id}", images, log_dir=log_dir / cluster_cell.id
+        )
+        with cluster:
+            with step(f"grid: cluster {cluster_cell.id} up"):
+                ready = cluster.probe(
+                    cluster.head,
+                    ["cluster", "auto", "--expect-nodes", "2", "--timeout", "120"],
+                    timeout=180,
+                )
+            nodes = [n.get("facts") or {} for n in ready.get("nodes", [])]
+            for i, nb_cell in enumerate(cells):
+                pair = Pair(notebook=nb_cell.id, cluster=cluster_cell.id)
+                with step(f"grid: notebook {nb_cell.id} -> cluster {cluster_cell.id}"):
+                    client = cluster.add_client(nb_cell.tag(matrix.prefix, "notebook"), str(i))
+                    try:
+                        facts = cluster.probe(client, ["facts"], timeout=60)
+                        r = cluster.probe(
+                            client,
+                            [
+                                "cluster",
+                                f"ray://{HEAD_ALIAS}:10001",
+                                "--expect-nodes",
+                                "2",
+                                "--timeout",
+                                "60",
+                            ],
+                            timeout=150,
+                        )
+                        pair.ray_client = ray_client_verdict(r)
+                        pair.ray_driver = driver_verdict(cluster, client)
+                        pair.harness = judge(facts, nodes, matrix.grid)
+                    finally:
+                        cluster.remove(client)
+                log(
+                    f"grid: {nb_cell.id} -> {cluster_cell.id}: harness {pair.harness['verdict']}"
+                    f", Ray Client {pair.ray_client['verdict']}"
+                    f", driver {pair.ray_driver.get('verdict')}"
+                )
+                pairs.append(pair)
+    return pairs
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+SYMBOL = {COMPATIBLE: "✅", WARN: "⚠️", INCOMPATIBLE: "❌"}
+COLOUR = {COMPATIBLE: "#2e7d32", WARN: "#f9a825", INCOMPATIBLE: "#c62828"}
+
+
+def write(build: Path, pairs: Sequence[Pair], policy: GridPolicy) -> None:
+    build.mkdir(parents=True, exist_ok=True)
+    doc = {"policy": asdict(policy), "pairs": [asdict(p) for p in pairs]}
+    (build / "grid.json").write_text(json.dumps(doc, indent=1))
+    (build / "grid.md").write_text(markdown(pairs, policy))
+    (build / "grid.html").write_text(page(pairs, policy))
+
+
+def _axes(pairs: Sequence[Pair]) -> tuple[list[str], list[str]]:
+    return list(dict.fromkeys(p.notebook for p in pairs)), list(
+        dict.fromkeys(p.cluster for p in pairs)
+    )
+
+
+def markdown(pairs: Sequence[Pair], policy: GridPolicy) -> str:
+    notebooks, clusters = _axes(pairs)
+    by = {(p.notebook, p.cluster): p for p in pairs}
+    lines = [
+        "# Compatibility grid: notebook (rows) x cluster (columns)",
+        "",
+        f"Harness policy: fail on {', '.join(policy.fail)}; warn on {', '.join(policy.warn)}.",
+        "Each cell: harness verdict / Ray Client (`ray://head:10001`) / Ray driver check"
+        ' (the client joins as a 0-CPU node, then `ray.init(address="head:6379")`).',
+        "Ray's verdicts: accepted; warned (connected, logged a version mismatch); rejected"
+        ' (Ray\'s "Version mismatch" error); error (Ray failed with a message that names no'
+        " version, e.g. a protocol error between Ray versions).",
+        "",
+        "| notebook \\ cluster | " + " | ".join(clusters) + " |",
+        "|---|" + "---|" * len(clusters),
+    ]
+    for nb in notebooks:
+        row = []
+        for cl in clusters:
+            p = by[(nb, cl)]
+            row.append(
+                f"{SYMBOL[p.harness['verdict']]} {p.harness['verdict']} / "
+                f"client {p.ray_client['verdict']} / driver {p.ray_driver.get('verdict')}"
+            )
+        lines.append(f"| {nb} | " + " | ".join(row) + " |")
+    lines += ["", "## Why", ""]
+    for p in pairs:
+        if p.harness["verdict"] == COMPATIBLE and not p.ray_objects:
+            continue
+        lines.append(f"- **{p.notebook} -> {p.cluster}**: {'; '.join(p.harness['reasons'])}")
+        lines.append(f"  - Ray Client ({p.ray_client['verdict']}): {p.ray_client['message'][:300]}")
+        lines.append(
+            f"  - Ray driver ({p.ray_driver.get('verdict')}): "
+            f"{str(p.ray_driver.get('message'))[:300]}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def page(pairs: Sequence[Pair], policy: GridPolicy) -> str:
+    """A self-contained HTML heatmap: green compatible, amber warn, red incompatible."""
+    notebooks, clusters = _axes(pairs)
+    by = {(p.notebook, p.cluster): p for p in pairs}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in clusters)
+    rows = []
+    for nb in notebooks:
+        cells = []
+        for cl in clusters:
+            p = by[(nb, cl)]
+            verdict = p.harness["verdict"]
+            tip = "\n".join(
+                [
+                    *p.harness["reasons"],
+                    f"Ray Client: {p.ray_client['message']}",
+                    f"Ray driver: {p.ray_driver.get('message')}",
+                ]
+            )
+            cells.append(
+                f'<td style="background:{COLOUR[verdict]}" title="{html.escape(tip)}">'
+                f"<b>{verdict}</b><br>client: {html.escape(str(p.ray_client['verdict']))}"
+                f"<br>driver: {html.escape(str(p.ray_driver.get('verdict')))}</td>"
+            )
+        rows.append(f"<tr><th>{html.escape(nb)}</th>{''.join(cells)}</tr>")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Ray compatibility grid</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #999; padding: .6em; text-align: center; }}
+td {{ color: white; min-width: 12em; }}
+th {{ background: #eee; }}
+</style></head><body>
+<h1>Ray compatibility grid</h1>
+<p>Rows: notebook image. Columns: cluster (head + worker). Colour: the harness verdict
+(fail on {html.escape(", ".join(policy.fail))}; warn on {html.escape(", ".join(policy.warn))}).
+Hover a cell for the reasons and Ray's exact messages.</p>
+<table><tr><th>notebook \\ cluster</th>{head}</tr>
+{"".join(rows)}
+</table></body></html>
+"""

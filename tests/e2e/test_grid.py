@@ -1,0 +1,95 @@
+"""The compatibility grid for real: trixie's Python 3.13.5 and forky's 3.13.15 (same minor,
+different micro) and Ray 2.51.2 vs 2.60.0, every notebook image against every cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+
+from harness.engine import LABEL_RUN, Engine
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+OLD = "ray2.60.0-py3.13.5-cpu"
+NEW = "ray2.60.0-py3.13.15-cpu"
+RAY_OLD = "ray2.51.2-py3.13.5-cpu"
+
+
+def harness(*args: str, run_id: str) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        env={**os.environ, "HARNESS_RUN_ID": run_id},
+    )
+    sys.stderr.write(r.stderr[-6000:])
+    return r
+
+
+@pytest.fixture(scope="module")
+def grid() -> dict[tuple[str, str], dict[str, Any]]:
+    build_dir = ROOT / "build" / "grid-e2e"
+    run_id = "grid" + uuid.uuid4().hex[:8]
+    built = harness("build", "--only", "python=3.13.*,variant=cpu", run_id=run_id)
+    assert built.returncode == 0, built.stderr[-3000:]
+    r = harness("grid", "--build-dir", str(build_dir), run_id=run_id)
+    assert r.returncode == 0, r.stderr[-3000:]
+    engine = Engine()
+    for kind in ("container", "network"):
+        assert engine.ids(kind, {LABEL_RUN: run_id}) == []
+    assert (build_dir / "grid.md").is_file() and (build_dir / "grid.html").is_file()
+    doc = json.loads((build_dir / "grid.json").read_text())
+    return {(p["notebook"], p["cluster"]): p for p in doc["pairs"]}
+
+
+def test_every_notebook_meets_every_cluster(grid: dict[tuple[str, str], dict[str, Any]]) -> None:
+    cells = {OLD, NEW, RAY_OLD}
+    assert set(grid) == {(nb, cl) for nb in cells for cl in cells}
+
+
+@pytest.mark.parametrize("cell", [OLD, NEW, RAY_OLD])
+def test_matching_pairs_raise_no_alarm(
+    grid: dict[tuple[str, str], dict[str, Any]], cell: str
+) -> None:
+    p = grid[(cell, cell)]
+    assert p["harness"] == {"verdict": "compatible", "reasons": []}
+    assert p["ray_client"]["verdict"] == "accepted", p["ray_client"]
+    assert p["ray_driver"]["verdict"] == "accepted", p["ray_driver"]
+
+
+@pytest.mark.parametrize(("nb", "cl"), [(NEW, OLD), (OLD, NEW)], ids=["newer-client", "older"])
+def test_micro_mismatch_both_directions(
+    grid: dict[tuple[str, str], dict[str, Any]], nb: str, cl: str
+) -> None:
+    p = grid[(nb, cl)]
+    micro = {OLD: "3.13.5", NEW: "3.13.15"}
+    # Ray: the client connects with only a warning, the driver is rejected at patch level
+    assert p["ray_client"]["verdict"] == "warned", p["ray_client"]
+    assert "mismatch" in p["ray_client"]["message"].lower()
+    assert p["ray_driver"]["verdict"] == "rejected", p["ray_driver"]
+    assert "Version mismatch" in p["ray_driver"]["message"]
+    # the harness marks the pair incompatible and says why
+    assert p["harness"]["verdict"] == "incompatible"
+    assert f"python: notebook {micro[nb]} vs cluster {micro[cl]}" in p["harness"]["reasons"]
+
+
+@pytest.mark.parametrize(("nb", "cl"), [(RAY_OLD, OLD), (OLD, RAY_OLD)], ids=["older", "newer"])
+def test_ray_version_mismatch(
+    grid: dict[tuple[str, str], dict[str, Any]], nb: str, cl: str
+) -> None:
+    p = grid[(nb, cl)]
+    assert p["harness"]["verdict"] == "incompatible"
+    assert any(r.startswith("ray: notebook") for r in p["harness"]["reasons"])
+    # Ray refuses on both paths, though not always with its version message: across these
+    # Ray versions the joining node fails on GCS protocol differences first.
+    assert p["ray_client"]["verdict"] in ("rejected", "error"), p["ray_client"]
+    assert p["ray_driver"]["verdict"] in ("rejected", "error"), p["ray_driver"]
+    assert p["harness"]["verdict"] != "compatible"

@@ -1,0 +1,88 @@
+"""`python -m harness probe` against a cluster the harness did not start for itself.
+
+A trixie (Python 3.13.5) cluster is started by the test; the probe runs from the matching
+notebook image and from forky's (3.13.15), over Ray Client and over Ray's driver check.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from harness.backends.containers import ContainerCluster
+from harness.engine import LABEL_RUN, Engine
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+PREFIX = "localhost/raycompat"
+OLD = "2.60.0-py3.13.5-cpu"
+NEW = "2.60.0-py3.13.15-cpu"
+
+
+def notebook(tag: str) -> str:
+    return f"{PREFIX}/ray-notebook:{tag}"
+
+
+def harness(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HARNESS_RUN_ID": "probe" + uuid.uuid4().hex[:8]},
+    )
+
+
+@pytest.fixture(scope="module")
+def head_ip() -> Iterator[str]:
+    built = harness("build", "--only", "ray=2.60.0,python=3.13.*,variant=cpu")
+    assert built.returncode == 0, built.stderr[-3000:]
+    engine = Engine()
+    run_id = "probe" + uuid.uuid4().hex[:8]
+    images = {role: f"{PREFIX}/ray-{role}:{OLD}" for role in ("head", "worker")}
+    with ContainerCluster(engine, run_id, "probe-target", images) as cluster:
+        ready = cluster.probe(
+            cluster.head, ["cluster", "auto", "--expect-nodes", "2", "--timeout", "120"], 180
+        )
+        assert ready.get("connect", {}).get("ok"), ready
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        ip = engine.run(["inspect", "-f", fmt, cluster.head]).stdout.strip()
+        yield ip
+    assert engine.ids("container", {LABEL_RUN: run_id}) == []
+
+
+def test_matching_image_passes_over_ray_client(head_ip: str) -> None:
+    r = harness("probe", "--address", f"ray://{head_ip}:10001", "--image", notebook(OLD))
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert "Ray Client" in r.stdout and "accepted" in r.stdout
+    assert "harness: compatible over 2 node(s)" in r.stdout
+
+
+def test_micro_mismatch_over_ray_client_only_warns_in_ray_but_fails_here(head_ip: str) -> None:
+    r = harness("probe", "--address", f"ray://{head_ip}:10001", "--image", notebook(NEW))
+    assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+    assert "warned" in r.stdout
+    assert "harness: incompatible" in r.stdout
+    assert "python: notebook 3.13.15 vs cluster 3.13.5" in r.stdout
+
+
+@pytest.mark.parametrize(("image", "rc", "verdict"), [(OLD, 0, "accepted"), (NEW, 1, "rejected")])
+def test_driver_check_is_rays_own(head_ip: str, image: str, rc: int, verdict: str) -> None:
+    r = harness("probe", "--address", f"{head_ip}:6379", "--image", notebook(image))
+    assert r.returncode == rc, r.stdout + r.stderr[-2000:]
+    assert f"Ray's driver check against {head_ip}:6379: {verdict}" in r.stdout
+    if verdict == "rejected":
+        assert "Version mismatch" in r.stdout
+
+
+def test_unreachable_address_is_a_clear_error() -> None:
+    r = harness("probe", "--address", "ray://127.0.0.1:9", "--image", notebook(OLD))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "cannot reach ray://127.0.0.1:9" in r.stderr
+    assert "Traceback" not in r.stderr

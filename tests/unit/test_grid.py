@@ -1,0 +1,125 @@
+"""Grid verdicts and outputs (pure logic), and the grid policy in matrix.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import grid, matrix
+from harness.errors import MatrixError
+
+POLICY = matrix.GridPolicy()
+LIBS = {"grpcio": "1.70.0", "numpy": "2.3.0", "cloudpickle": "3.1.1 (vendored)"}
+
+
+def facts(python: str = "3.13.5", ray: str = "2.60.0", **libs: str) -> dict[str, Any]:
+    return {"python": python, "ray": ray, "commit": "c" + ray, "libs": {**LIBS, **libs}}
+
+
+def test_matching_pair_is_compatible_no_false_alarm() -> None:
+    assert grid.judge(facts(), [facts(), facts()], POLICY) == {
+        "verdict": "compatible",
+        "reasons": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("client", "cluster"), [("3.13.15", "3.13.5"), ("3.13.5", "3.13.15")], ids=["newer", "older"]
+)
+def test_micro_mismatch_is_incompatible_in_both_directions(client: str, cluster: str) -> None:
+    verdict = grid.judge(facts(client), [facts(cluster), facts(cluster)], POLICY)
+    assert verdict["verdict"] == "incompatible"
+    assert verdict["reasons"] == [f"python: notebook {client} vs cluster {cluster}"]
+
+
+def test_wire_library_difference_only_warns() -> None:
+    verdict = grid.judge(facts(grpcio="1.71.0"), [facts()], POLICY)
+    assert verdict == {"verdict": "warn", "reasons": ["grpcio: notebook 1.71.0 vs cluster 1.70.0"]}
+
+
+def test_ray_version_mismatch_names_version_and_commit() -> None:
+    verdict = grid.judge(facts(ray="2.51.2"), [facts()], POLICY)
+    assert verdict["verdict"] == "incompatible"
+    assert [r.split(":")[0] for r in verdict["reasons"]] == ["ray", "commit"]
+
+
+def test_ray_client_verdicts() -> None:
+    ok = {"connect": {"ok": True, "warnings": []}}
+    assert grid.ray_client_verdict(ok)["verdict"] == "accepted"
+    warned = {"connect": {"ok": True, "warnings": ["Python patch version mismatch: 3.13.15"]}}
+    assert grid.ray_client_verdict(warned)["verdict"] == "warned"
+    rejected = {"connect": {"ok": False, "error": "RuntimeError: Version mismatch: Ray 2.51.2"}}
+    assert grid.ray_client_verdict(rejected)["verdict"] == "rejected"
+
+
+def pair(nb: str, cl: str, ours: str, client: str, driver: str) -> grid.Pair:
+    return grid.Pair(
+        notebook=nb,
+        cluster=cl,
+        ray_client={"verdict": client, "message": f"client {client}", "warnings": []},
+        ray_driver={"verdict": driver, "message": f"driver {driver}"},
+        harness={"verdict": ours, "reasons": [] if ours == "compatible" else ["python: x"]},
+    )
+
+
+def test_blind_spot_is_when_ray_objects_and_we_do_not() -> None:
+    assert pair("a", "b", "compatible", "warned", "rejected").blind_spot
+    assert pair("a", "b", "compatible", "accepted", "rejected").blind_spot
+    assert not pair("a", "b", "incompatible", "warned", "rejected").blind_spot
+    assert not pair("a", "a", "compatible", "accepted", "accepted").blind_spot
+    # an error that names no version is still Ray refusing the pair
+    assert pair("a", "b", "compatible", "error", "accepted").blind_spot
+
+
+RAY_START_MISMATCH = """Local node IP: 172.18.0.4
+Traceback (most recent call last):
+  File "/opt/ray/bin/ray", line 8, in <module>
+RuntimeError: Version mismatch: The cluster was started with:
+    Ray: 2.60.0
+    Python: 3.13.5
+This process on node 172.18.0.4 was started with:
+    Ray: 2.60.0
+    Python: 3.13.15
+"""
+
+
+def test_rays_own_mismatch_message_is_kept() -> None:
+    text = grid._mismatch_lines(RAY_START_MISMATCH)
+    assert text.startswith("RuntimeError: Version mismatch: The cluster was started with:")
+    assert "Python: 3.13.5" in text and "Python: 3.13.15" in text
+
+
+def test_other_failures_keep_the_tail() -> None:
+    text = grid._mismatch_lines("a\nb\nConnectionError: Could not read 'temp_dir' from GCS.\n")
+    assert text.endswith("ConnectionError: Could not read 'temp_dir' from GCS.")
+
+
+def test_outputs(tmp_path: Path) -> None:
+    pairs = [
+        pair("nb1", "c1", "compatible", "accepted", "accepted"),
+        pair("nb1", "c2", "incompatible", "warned", "rejected"),
+        pair("nb2", "c1", "warn", "accepted", "accepted"),
+        pair("nb2", "c2", "compatible", "accepted", "accepted"),
+    ]
+    grid.write(tmp_path, pairs, POLICY)
+    md = (tmp_path / "grid.md").read_text()
+    assert "| notebook \\ cluster | c1 | c2 |" in md
+    assert "| nb1 | ✅ compatible / client accepted / driver accepted | ❌ incompatible" in md
+    assert "**nb1 -> c2**: python: x" in md
+    page = (tmp_path / "grid.html").read_text()
+    assert page.count("<td ") == 4 and "#c62828" in page and "title=" in page
+    assert '"pairs"' in (tmp_path / "grid.json").read_text()
+
+
+def test_grid_policy_in_matrix(write_matrix: Callable[[str], Path]) -> None:
+    base = 'ray: ["2.60.0"]\npython: ["3.11.2"]\n'
+    m = matrix.load(write_matrix(base + "grid:\n  fail: [python]\n  warn: [numpy]\n"))
+    assert m.grid == matrix.GridPolicy(fail=("python",), warn=("numpy",), only=())
+    assert matrix.load(write_matrix(base)).grid == matrix.GridPolicy()
+    with pytest.raises(MatrixError, match=r"grid\.warn\.0: unknown key 'nunpy'; did you mean"):
+        matrix.load(write_matrix(base + "grid:\n  warn: [nunpy]\n"))
+    with pytest.raises(MatrixError, match=r"grid\.only"):
+        matrix.load(write_matrix(base + "grid:\n  only: ['pyhton=3.11.*']\n"))
