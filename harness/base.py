@@ -38,9 +38,10 @@ def interpreter_package(suite: str, python: str) -> str:
 
 def packages(suite: str, python: str) -> tuple[str, ...]:
     """Debian packages of the base. Debian splits distutils out of Python < 3.10, and pip
-    on those interpreters needs it."""
+    on those interpreters needs it. wget: KubeRay's default readiness and liveness probes
+    run `wget ... | grep success` in the Ray containers."""
     minor = int(python.split(".")[1])
-    base = (interpreter_package(suite, python),)
+    base = (interpreter_package(suite, python), "wget")
     return (*base, "python3-distutils") if minor < 10 else base
 
 

@@ -269,6 +269,7 @@ def structure_checks(
             stage="build",
         ),
     ]
+    checks.append(kuberay_check(cell, name, facts))
     checks.append(secret_check(engine, role, tag, config))
     if cell.cuda:
         env = dict(e.split("=", 1) for e in config.get("Env") or [])
@@ -288,6 +289,27 @@ def structure_checks(
             )
         )
     return checks, facts
+
+
+def kuberay_check(cell: Cell, name: str, facts: Mapping[str, object]) -> Check:
+    """KubeRay runs `bash -lc 'ray start ...'` and probes nodes with `wget`."""
+    shell = facts.get("login_shell")
+    found = [str(p) for p in shell] if isinstance(shell, list) else []
+    ok = "/opt/ray/bin/ray" in found and any(p.endswith("/wget") for p in found)
+    if not ok and cell.base.kind == "image":
+        return Check(
+            f"{name}:kuberay-shell",
+            "skipped",
+            f"registry base {cell.base.ref}: KubeRay's default probes need bash and wget "
+            f"in the base (found {found})",
+            stage="build",
+        )
+    return Check.of(
+        f"{name}:kuberay-shell",
+        ok,
+        f"`bash -lc` finds {', '.join(found) or 'neither ray nor wget'}",
+        stage="build",
+    )
 
 
 def write_manifest(

@@ -158,6 +158,16 @@ def structure() -> Json:
     out["wheel_files"] = leftovers[:20]
     out["packaged_wheels"] = len(packaged)
     out["pip_caches"] = caches[:20]
+    try:  # how KubeRay starts a node and probes it: a bash login shell, wget
+        shell = subprocess.run(
+            ["bash", "-lc", "command -v ray; command -v wget"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out["login_shell"] = shell.stdout.split()
+    except Exception as exc:
+        out["login_shell"] = [repr(exc)]
     try:
         cli = subprocess.run(["ray", "--version"], capture_output=True, text=True, timeout=120)
         out["ray_cli"] = (cli.stdout + cli.stderr).strip()
