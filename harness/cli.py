@@ -14,12 +14,25 @@ import shutil
 import signal
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from types import FrameType
 
-from harness import audit, children, diskspace, grid, index, lock, matrix, report, reproduce
+from harness import (
+    audit,
+    children,
+    diskspace,
+    grid,
+    index,
+    lock,
+    matrix,
+    registry,
+    release,
+    report,
+    reproduce,
+)
+from harness.backends import Cluster, kube
 from harness.base import BaseImage
 from harness.build import PROBE_SOURCE, BuildFailed, build_cell, prepare
 from harness.children import stop_all
@@ -99,6 +112,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"how long a cluster may take to come up (default {CONNECT_TIMEOUT:.0f})",
     )
+    s.add_argument(
+        "--backend",
+        choices=("containers", "kind"),
+        default="containers",
+        help="where clusters run: plain containers (default) or Kubernetes",
+    )
+    s.add_argument(
+        "--kube-context",
+        help="with --backend kind: use this existing context instead of creating a kind "
+        "cluster (non-kind contexts pull the pushed images by digest)",
+    )
+    s.add_argument(
+        "--kind-node-image",
+        help=f"kindest/node image in the local engine (default ${kube.NODE_IMAGE_ENV})",
+    )
     sub.add_parser(
         "verify-reproducible",
         parents=[common],
@@ -116,6 +144,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--address", required=True, help="ray://HOST:10001 or HOST:6379")
     s.add_argument("--image", help="run the client side in this image (host network)")
+    s = sub.add_parser(
+        "push",
+        parents=[common],
+        help="push cells that passed their test, unchanged since, to the registry",
+    )
+    s.add_argument(
+        "--report",
+        type=Path,
+        action="append",
+        help="test report(s) to gate on (default: build/report.json; repeatable, e.g. "
+        "one per CI shard)",
+    )
+    s.add_argument("--dry-run", action="store_true", help="show the gate's decisions only")
+    s = sub.add_parser(
+        "manifests",
+        parents=[common],
+        help="KubeRay RayCluster and Vertex AI image refs, pinned by digest",
+    )
+    s.add_argument("--images-lock", type=Path, help="default: build/images.lock.json")
+    s.add_argument("--namespace", help="metadata.namespace of the RayClusters")
+    s = sub.add_parser("matrix", parents=[common], help="the selected cells as JSON")
+    s.add_argument(
+        "--github", action="store_true", help="as a GitHub Actions job matrix (cells=...)"
+    )
     s = sub.add_parser(
         "clean", parents=[common], help="remove containers/networks left by crashed runs (by label)"
     )
@@ -302,6 +354,7 @@ def _test_one(
     tags: dict[str, str],
     result: CellResult,
     ready_timeout: float,
+    make_cluster: Callable[[], Cluster] | None = None,
 ) -> CellResult:
     if any(k.status == FAILED for k in result.build_checks):
         result.test_checks = []
@@ -309,7 +362,7 @@ def _test_one(
         return result
     ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}
     result.test_checks, timings = test_cell(
-        engine, run_id, c, tags, paths.logs(c.id) / "cluster", ready_timeout
+        engine, run_id, c, tags, paths.logs(c.id) / "cluster", ready_timeout, make_cluster
     )
     result.tested_image_ids = ids
     result.timings.update(timings)
@@ -335,6 +388,8 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
                     f"harness build --only ray={c.ray},python={c.python},variant={c.variant}`)"
                 )
         images_of[c.id] = tags
+    if args.backend == "kind":
+        return _test_on_kube(args, run_id, m, paths, cells, left, images_of, state, engine)
     jobs = _jobs(args, len(cells), cores_per_job=2)
     log(f"testing {len(cells)} cell(s), {jobs} at a time")
     failed = 0
@@ -369,6 +424,50 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
+    log(f"report: {paths.build / 'report.md'}")
+    return 1 if failed else 0
+
+
+def _test_on_kube(
+    args: argparse.Namespace,
+    run_id: str,
+    m: matrix.Matrix,
+    paths: Paths,
+    cells: list[matrix.Cell],
+    left: list[matrix.Excluded],
+    images_of: dict[str, dict[str, str]],
+    state: dict[str, CellResult],
+    engine: Engine,
+) -> int:
+    """The same checks with clusters in Kubernetes, one cell at a time."""
+    pushed: dict[str, dict[str, str]] = {}
+    lock_path = paths.build / "images.lock.json"
+    if args.kube_context and lock_path.is_file():
+        for e in registry.read_lock(lock_path)["images"]:
+            pushed.setdefault(e["cell"], {})[e["role"]] = e["ref"]
+    failed = 0
+    with kube.KubeBackend(engine, run_id, args.kube_context, args.kind_node_image, pushed) as be:
+        deploy = {c.id: be.images_for(c, images_of[c.id]) for c in cells}
+        be.load([tag for c in cells for tag in images_of[c.id].values()])
+        for i, c in enumerate(cells, 1):
+            images = deploy[c.id]
+            result = _test_one(
+                engine,
+                run_id,
+                paths,
+                c,
+                images_of[c.id],
+                state.get(c.id) or report.fresh(c),
+                args.ready_timeout,
+                make_cluster=lambda c=c, images=images: be.cluster(  # type: ignore[misc]
+                    c, images, paths.logs(c.id) / "kube"
+                ),
+            )
+            result.settle()
+            failed += result.status == FAILED
+            state[result.id] = result
+            log(f"[{i}/{len(cells)}] {result.id} (kubernetes): {result.status}")
+            report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
     log(f"report: {paths.build / 'report.md'}")
     return 1 if failed else 0
 
@@ -491,6 +590,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if args.images:
         built = engine.remove_labelled({LABEL_MANAGED: ""}, images=True)
         counts["image"] = counts.get("image", 0) + built.get("image", 0)
+    counts["kind cluster"] = len(kube.delete_leftover_kind_clusters())
     print("removed " + ", ".join(f"{n} {k}(s)" for k, n in counts.items()))
     for sub in ("context", "rootfs"):
         shutil.rmtree(paths.build / sub, ignore_errors=True)
@@ -517,6 +617,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_grid(args, run_id)
         if args.command == "probe":
             return cmd_probe(args)
+        if args.command == "push":
+            return release.cmd_push(args)
+        if args.command == "manifests":
+            return release.cmd_manifests(args)
+        if args.command == "matrix":
+            return release.cmd_matrix(args)
         if args.command == "clean":
             return cmd_clean(args)
         raise AssertionError(args.command)
@@ -528,6 +634,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"\n{exc}: removing what run {run_id} created", file=sys.stderr)
         stop_all()
+        try:
+            kube.close_all()
+        except HarnessError as cleanup_error:
+            print(f"cleanup failed: {cleanup_error}", file=sys.stderr)
         try:
             counts = Engine(cleanup=True).remove_labelled({LABEL_RUN: run_id}, images=True)
             print(f"removed {counts}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import itertools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ TOP_KEYS = (
     "exclude",
     "audit",
     "grid",
+    "registry",
 )
 GRID_KEYS = ("only", "fail", "warn")
 IDENTITY_KEYS = ("python", "ray", "commit")
@@ -153,6 +155,27 @@ class GridPolicy:
     only: tuple[str, ...] = ()  # default cell selection of `grid` (selectors like --only)
 
 
+_REGISTRY = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+$")
+
+
+def registry_problem(value: object) -> str | None:
+    """Why `value` is not a registry path like REGION-docker.pkg.dev/PROJECT/REPO, or None."""
+    if not isinstance(value, str) or not value:
+        return "must be a registry path like europe-west4-docker.pkg.dev/PROJECT/REPO"
+    if "@" in value or "://" in value:
+        return (
+            "must be a plain registry path (no scheme, no user or password): credentials "
+            "come only from Docker's own config or a credential helper (`docker login`, "
+            "`gcloud auth configure-docker`)"
+        )
+    if not _REGISTRY.match(value):
+        return (
+            f"{value!r} is not a registry path; use HOST[:PORT]/PATH in lower case, e.g. "
+            "europe-west4-docker.pkg.dev/PROJECT/REPO"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Matrix:
     path: Path
@@ -166,6 +189,7 @@ class Matrix:
     audit: str = "warn"  # what a known vulnerability in a lock means: warn | fail | off
     debian_snapshot: bool = False  # mirror is a frozen snapshot: do not enforce Valid-Until
     grid: GridPolicy = GridPolicy()
+    registry: str | None = None  # push target, e.g. europe-west4-docker.pkg.dev/proj/ray
     lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line, for later errors
 
     def fail(self, key: str, message: str) -> MatrixError:
@@ -473,6 +497,11 @@ def load(path: str | Path) -> Matrix:
     )
 
     grid = _grid(loader)
+    registry = data.get("registry")
+    if registry is not None:
+        why = registry_problem(registry)
+        if why:
+            raise loader.fail("registry", why)
     snapshot = data.get("debian_snapshot", False)
     if not isinstance(snapshot, bool):
         raise loader.fail("debian_snapshot", "must be true or false")
@@ -515,6 +544,7 @@ def load(path: str | Path) -> Matrix:
         audit=audit,
         debian_snapshot=snapshot,
         grid=grid,
+        registry=registry,
         lines=loader.lines.as_dict(),
     )
 

@@ -9,11 +9,13 @@ needs a local raylet) and parity is checked again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from harness import checks
-from harness.backends.containers import HEAD_ALIAS, ContainerCluster
+from harness.backends import Cluster
+from harness.backends.containers import ContainerCluster
 from harness.engine import Engine
 from harness.matrix import Cell
 from harness.progress import log, step
@@ -27,7 +29,7 @@ def _notebook_source() -> str:
     return resources.files("harness").joinpath("assets/parity.ipynb").read_text(encoding="utf-8")
 
 
-def _lost_node(cluster: ContainerCluster, results: list[Check], phase: str) -> bool:
+def _lost_node(cluster: Cluster, results: list[Check], phase: str) -> bool:
     """Record a failure naming every node container that died; True if any did."""
     dead = cluster.dead_nodes()
     if not dead:
@@ -44,15 +46,20 @@ def test_cell(
     images: dict[str, str],
     log_dir: Path,
     ready_timeout: float = CONNECT_TIMEOUT,
+    make_cluster: Callable[[], Cluster] | None = None,
 ) -> tuple[list[Check], dict[str, float]]:
     """All runtime checks of a cell, each recorded separately; never raises for a failed check."""
     expected = {"python": cell.python, "ray": cell.ray}
     results: list[Check] = []
     timings: dict[str, float] = {}
     start = time.monotonic()
-    gpu_host = cell.variant == "gpu" and engine.nvidia_runtime()
-    cluster = ContainerCluster(
-        engine, run_id, cell.id, images, workers=1, log_dir=log_dir, gpus=gpu_host
+    gpu_host = cell.variant == "gpu" and make_cluster is None and engine.nvidia_runtime()
+    cluster: Cluster = (
+        make_cluster()
+        if make_cluster is not None
+        else ContainerCluster(
+            engine, run_id, cell.id, images, workers=1, log_dir=log_dir, gpus=gpu_host
+        )
     )
     with cluster:
         # 0. Readiness, judged on the head itself (a local driver waits for every node).
@@ -94,7 +101,7 @@ def test_cell(
                 cluster.notebook,
                 [
                     "cluster",
-                    f"ray://{HEAD_ALIAS}:10001",
+                    f"ray://{cluster.head_host}:10001",
                     "--expect-nodes",
                     "2",
                     "--timeout",
@@ -122,7 +129,7 @@ def test_cell(
                 cluster.notebook,
                 ["notebook", NOTEBOOK_PATH, "--timeout", "120"],
                 timeout=240,
-                env={"RAY_ADDRESS": f"ray://{HEAD_ALIAS}:10001"},
+                env={"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"},
             )
             results.append(checks.notebook(r))
             r = cluster.probe(
@@ -147,7 +154,7 @@ def test_cell(
                 [
                     "ray",
                     "start",
-                    f"--address={HEAD_ALIAS}:6379",
+                    f"--address={cluster.head_host}:6379",
                     "--num-cpus=0",
                     "--disable-usage-stats",
                 ],
@@ -166,7 +173,7 @@ def test_cell(
                     cluster.notebook,
                     [
                         "cluster",
-                        f"{HEAD_ALIAS}:6379",
+                        f"{cluster.head_host}:6379",
                         "--expect-nodes",
                         "3",
                         "--timeout",
@@ -200,7 +207,7 @@ def test_cell(
 
 
 def _give_up(
-    cluster: ContainerCluster,
+    cluster: Cluster,
     cell: Cell,
     results: list[Check],
     timings: dict[str, float],
@@ -216,7 +223,7 @@ def _give_up(
     return results, timings
 
 
-def _gpu_check(cluster: ContainerCluster, gpu_host: bool) -> Check:
+def _gpu_check(cluster: Cluster, gpu_host: bool) -> Check:
     if not gpu_host:
         return Check(
             "gpu:e2e",

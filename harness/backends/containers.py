@@ -51,6 +51,7 @@ class ContainerCluster:
         self.head = f"{self.prefix}-head"
         self.worker_names = [f"{self.prefix}-worker{i}" for i in range(1, workers + 1)]
         self.notebook = f"{self.prefix}-notebook"
+        self.head_host = HEAD_ALIAS
         self.jupyter_token = secrets.token_hex(16)
         self.labels = {LABEL_MANAGED: "cluster", LABEL_RUN: run_id, L_CELL: cell_id}
         # A watchdog marks node containers that die and cancels the probe in flight.

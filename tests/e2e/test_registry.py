@@ -1,0 +1,236 @@
+"""The push gate against a real registry: Debian's docker-registry (CNCF distribution)
+started on 127.0.0.1 by the test. Push, pull back by digest, digest check against the
+registry's own manifest, and each of the gate's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import k8s
+from harness.engine import LABEL_RUN, Engine
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+CELL = "ray2.60.0-py3.11.2-cpu"
+ONLY = "ray=2.60.0,python=3.11.2,variant=cpu"
+REGISTRY_BIN = "/usr/bin/docker-registry"
+
+
+def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, **(env or {})},
+    )
+    sys.stderr.write(r.stderr[-4000:])
+    return r
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    assert os.access(REGISTRY_BIN, os.X_OK), (
+        "docker-registry is missing: run scripts/setup-engine.sh (installs Debian's package)"
+    )
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = {
+        "version": 0.1,
+        "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+        "log": {"level": "warn"},
+    }
+    (root / "config.yml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [REGISTRY_BIN, "serve", str(root / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=(root / "registry.log").open("w"),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError((root / "registry.log").read_text()[-2000:]) from None
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}/raycompat"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        untag(f"127.0.0.1:{port}/")
+
+
+def untag(prefix: str) -> None:
+    """Drop the local references the push made (tags and digests); images stay."""
+    engine = Engine()
+    fmt = "{{.Repository}} {{.Tag}} {{.Digest}}"
+    out = engine.run(["images", "--digests", "--format", fmt]).stdout
+    for line in out.splitlines():
+        repo, tag, digest = line.split()
+        if repo.startswith(prefix):
+            ref = f"{repo}:{tag}" if tag != "<none>" else f"{repo}@{digest}"
+            engine.run(["rmi", ref], check=False)
+
+
+@pytest.fixture(scope="module")
+def tested(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build dir whose report says the cell passed its test (a real test run)."""
+    build = tmp_path_factory.mktemp("push-build")
+    run_id = "push" + uuid.uuid4().hex[:8]
+    env = {"HARNESS_RUN_ID": run_id}
+    for command in ("build", "test"):
+        r = harness(command, "--only", ONLY, "--build-dir", str(build), env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert Engine().ids("container", {LABEL_RUN: run_id}) == []
+    return build
+
+
+def report_with(tested: Path, tmp: Path, **changes: Any) -> Path:
+    doc = json.loads((tested / "report.json").read_text())
+    for c in doc["cells"]:
+        if c["id"] == CELL:
+            c.update(changes)
+    path = tmp / "report.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def manifest(registry: str, repo: str, digest: str) -> dict[str, Any]:
+    host, path = registry.split("/", 1)
+    req = urllib.request.Request(
+        f"http://{host}/v2/{path}/{repo}/manifests/{digest}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        doc: dict[str, Any] = json.loads(resp.read())
+        return doc
+
+
+def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None:
+    r = harness(
+        "push", "--only", ONLY, "--build-dir", str(tested), env={"RAYCOMPAT_REGISTRY": registry}
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    lock = json.loads((tested / "images.lock.json").read_text())
+    assert lock["registry"] == registry
+    entries = {e["role"]: e for e in lock["images"] if e["cell"] == CELL}
+    assert set(entries) == {"head", "worker", "notebook"}
+    report = json.loads((tested / "report.json").read_text())
+    ids = next(c for c in report["cells"] if c["id"] == CELL)["tested_image_ids"]
+    for role, e in entries.items():
+        assert e["tag"] == f"{registry}/ray-{role}:2.60.0-py3.11.2-cpu"
+        assert e["ref"] == f"{registry}/ray-{role}@{e['digest']}"
+        # the registry itself serves that digest, and its config is the tested image
+        m = manifest(registry, f"ray-{role}", e["digest"])
+        assert m["config"]["digest"] == ids[role] == e["image_id"]
+
+    # manifests for operators, pinned by digest, valid
+    r = harness("manifests", "--build-dir", str(tested), "--namespace", "ray")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rc = yaml.safe_load((tested / "deploy" / CELL / "raycluster.yaml").read_text())
+    assert k8s.validate(rc) == []
+    assert rc["spec"]["rayVersion"] == "2.60.0"
+    head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    assert head == entries["head"]["ref"]
+    vertex = json.loads((tested / "deploy" / CELL / "vertex.json").read_text())
+    assert vertex["worker_node_types"][0]["custom_image"] == entries["worker"]["ref"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expect"),
+    [
+        ({"status": "failed"}, "status 'failed'"),
+        ({"status": "built", "tested_image_ids": {}}, "built but not tested"),
+        ({"tested_image_ids": {}}, "records no tested image (stale report)"),
+        (
+            {"tested_image_ids": {"head": "sha256:" + "0" * 64, "worker": "x", "notebook": "y"}},
+            "changed after the test",
+        ),
+    ],
+    ids=["failed-cell", "not-tested", "stale-report", "image-changed-after-test"],
+)
+def test_gate_refuses(
+    registry: str, tested: Path, tmp_path: Path, changes: dict[str, Any], expect: str
+) -> None:
+    report = report_with(tested, tmp_path, **changes)
+    r = harness(
+        "push",
+        "--only",
+        ONLY,
+        "--build-dir",
+        str(tmp_path),
+        "--report",
+        str(report),
+        env={"RAYCOMPAT_REGISTRY": registry},
+    )
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert expect in r.stderr
+    assert f"push refused for: {CELL}" in r.stderr
+    assert not (tmp_path / "images.lock.json").exists()  # nothing of that cell went out
+
+
+def test_retagged_image_is_refused(registry: str, tested: Path, tmp_path: Path) -> None:
+    """A real change after the test: the head tag now names another image."""
+    engine = Engine()
+    tag = "localhost/raycompat/ray-head:2.60.0-py3.11.2-cpu"
+    original = (engine.inspect("image", tag) or {})["Id"]
+    other = engine.inspect("image", "localhost/raycompat/ray-worker:2.60.0-py3.11.2-cpu") or {}
+    engine.run(["tag", other["Id"], tag])
+    try:
+        r = harness(
+            "push",
+            "--only",
+            ONLY,
+            "--build-dir",
+            str(tested),
+            "--dry-run",
+            env={"RAYCOMPAT_REGISTRY": registry},
+        )
+    finally:
+        engine.run(["tag", original, tag])
+    assert r.returncode == 1
+    assert f"{CELL}/head: {tag} changed after the test" in r.stderr
+
+
+def test_unreachable_registry_is_a_clear_failure(tested: Path, tmp_path: Path) -> None:
+    report = report_with(tested, tmp_path)
+    r = harness(
+        "push",
+        "--only",
+        ONLY,
+        "--build-dir",
+        str(tmp_path),
+        "--report",
+        str(report),
+        env={"RAYCOMPAT_REGISTRY": f"127.0.0.1:{free_port()}/nowhere"},
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "push of 127.0.0.1" in r.stderr and "failed" in r.stderr
+    assert "Traceback" not in r.stderr
+    listed = Engine().run(["images", "--format", "{{.Repository}}"]).stdout.split()
+    assert not [repo for repo in listed if "/nowhere/" in repo]  # no stray tag left

@@ -1,0 +1,90 @@
+"""Kubernetes manifests for a cell: shape (KubeRay samples) and offline validation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from harness import k8s
+from harness.matrix import BaseSpec, Cell
+
+CELL = Cell("2.60.0", "3.11.2", "cpu", BaseSpec("debian", "bookworm"))
+GPU = Cell("2.60.0", "3.11.2", "gpu", BaseSpec("debian", "bookworm"), cuda="12.8")
+D = "sha256:" + "ab" * 32
+IMAGES = {r: f"europe-west4-docker.pkg.dev/p/r/ray-{r}@{D}" for r in ("head", "worker", "notebook")}
+
+
+def test_name_is_dns_safe() -> None:
+    assert k8s.name_for(CELL) == "raycompat-2-60-0-py3-11-2-cpu"
+
+
+def test_raycluster_follows_kuberay_samples_and_validates() -> None:
+    rc = k8s.raycluster(CELL, IMAGES, namespace="ray")
+    assert k8s.validate(rc) == []
+    assert rc["spec"]["rayVersion"] == "2.60.0"
+    head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"] == IMAGES["head"]
+    assert {p["containerPort"] for p in head["ports"]} == {6379, 8265, 10001}
+    assert head["resources"]["limits"]["cpu"] == "1"
+    worker = rc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert worker["image"] == IMAGES["worker"]
+    assert rc["metadata"]["annotations"]["raycompat.io/notebook-image"] == IMAGES["notebook"]
+
+
+def test_gpu_workers_ask_for_a_gpu() -> None:
+    rc = k8s.raycluster(GPU, IMAGES)
+    assert k8s.validate(rc) == []
+    worker = rc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expect"),
+    [
+        (lambda rc: rc["spec"].update(rayVerison="2.60.0"), "rayVerison"),
+        (lambda rc: rc["spec"]["headGroupSpec"].pop("template"), "template"),
+        (lambda rc: rc["spec"]["workerGroupSpecs"][0].pop("groupName"), "groupName"),
+        (
+            lambda rc: rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(
+                imagePullPolicy=3
+            ),
+            "imagePullPolicy",
+        ),
+        (
+            lambda rc: rc["spec"]["workerGroupSpecs"][0]["template"]["spec"].update(bogus=1),
+            "bogus",
+        ),
+        (lambda rc: rc.update(apiVersion="ray.io/v1alpha1"), "ray.io/v1"),
+    ],
+    ids=["typo", "no-head-template", "no-group-name", "bad-pod-field-type", "bad-pod-field", "api"],
+)
+def test_invalid_rayclusters_are_caught(mutate: object, expect: str) -> None:
+    rc = copy.deepcopy(k8s.raycluster(CELL, IMAGES))
+    mutate(rc)  # type: ignore[operator]
+    errors = k8s.validate(rc)
+    assert errors and any(expect in e for e in errors), errors
+
+
+def test_plain_manifests_validate_as_builtin_kinds() -> None:
+    docs = k8s.plain(CELL, IMAGES, workers=2, namespace="t")
+    assert [d["kind"] for d in docs] == ["Service", "Deployment", "Deployment"]
+    for d in [*docs, k8s.notebook_pod(CELL, IMAGES["notebook"], namespace="t")]:
+        assert k8s.validate(d) == [], d["kind"]
+    worker = docs[2]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "RAY_HEAD_ADDRESS", "value": "raycompat-2-60-0-py3-11-2-cpu-head:6379"} in (
+        worker["env"]
+    )
+    assert docs[2]["spec"]["replicas"] == 2
+
+
+def test_builtin_validation_catches_errors() -> None:
+    pod = k8s.notebook_pod(CELL, IMAGES["notebook"])
+    pod["spec"]["containers"][0]["ports"] = "8888"
+    assert k8s.validate(pod)
+
+
+def test_vertex_refs() -> None:
+    v = k8s.vertex(CELL, IMAGES)
+    assert v["head_node_type"]["custom_image"] == IMAGES["head"]
+    assert v["worker_node_types"] == [{"custom_image": IMAGES["worker"]}]
