@@ -446,8 +446,9 @@ def _test_on_kube(
         for e in registry.read_lock(lock_path)["images"]:
             pushed.setdefault(e["cell"], {})[e["role"]] = e["ref"]
     failed = 0
-    with kube.KubeBackend(engine, run_id, args.kube_context, args.kind_node_image, pushed) as be:
-        deploy = {c.id: be.images_for(c, images_of[c.id]) for c in cells}
+    backend = kube.KubeBackend(engine, run_id, args.kube_context, args.kind_node_image, pushed)
+    deploy = {c.id: backend.images_for(c, images_of[c.id]) for c in cells}  # before creating
+    with backend as be:
         be.load([tag for c in cells for tag in images_of[c.id].values()])
         for i, c in enumerate(cells, 1):
             images = deploy[c.id]
