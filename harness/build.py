@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import lock, probe
+from harness import lock
+from harness.backends import PROBE_SOURCE
 from harness.base import L_ROOTFS, BaseImage
 from harness.base import ensure as ensure_base
 from harness.engine import LABEL_MANAGED, LABEL_NS, Engine
@@ -44,7 +45,6 @@ EXPECTED_CMD = {
     "notebook": "jupyter lab",
 }
 RUNTIME_USER = "1000:1000"
-PROBE_SOURCE = Path(probe.__file__).read_text(encoding="utf-8")
 
 
 class BuildFailed(HarnessError):

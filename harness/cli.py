@@ -32,9 +32,9 @@ from harness import (
     report,
     reproduce,
 )
-from harness.backends import Cluster, kube
+from harness.backends import PROBE_SOURCE, Cluster, kube
 from harness.base import BaseImage
-from harness.build import PROBE_SOURCE, BuildFailed, build_cell, prepare
+from harness.build import BuildFailed, build_cell, prepare
 from harness.children import stop_all
 from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id
 from harness.errors import HarnessError

@@ -2,8 +2,50 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
+
+from harness.errors import EngineError
+
+# The probe runs inside the images from stdin (`python - ARGS`): it is never copied into them.
+PROBE_SOURCE = (Path(__file__).resolve().parents[1] / "probe.py").read_text(encoding="utf-8")
+
+
+class ProbeRunner:
+    """`probe` and `put_file` for any backend, on top of its `exec`."""
+
+    def exec(
+        self,
+        container: str,
+        command: list[str],
+        timeout: float = 120,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, str, str]:
+        raise NotImplementedError
+
+    def probe(
+        self, container: str, args: list[str], timeout: float, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Run probe.py in a container; the result, or {"ok": False, "error": ...}."""
+        rc, out, err = self.exec(
+            container, ["python", "-", *args], timeout=timeout, input=PROBE_SOURCE, env=env
+        )
+        lines = out.strip().splitlines()
+        if lines:
+            try:
+                result: dict[str, Any] = json.loads(lines[-1])
+                return result
+            except ValueError:
+                pass
+        return {"ok": False, "error": f"probe {args[0]} exited {rc}: {err.strip()[-1500:]}"}
+
+    def put_file(self, container: str, path: str, content: str) -> None:
+        rc, _, err = self.exec(container, ["sh", "-c", f"cat > {path}"], input=content, timeout=30)
+        if rc != 0:
+            raise EngineError(f"cannot write {path} in {container}: {err.strip()}")
 
 
 class Cluster(Protocol):

@@ -13,8 +13,8 @@ import secrets
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
+from harness.backends import ProbeRunner
 from harness.engine import LABEL_MANAGED, LABEL_NS, LABEL_RUN, Engine
 from harness.errors import EngineError
 from harness.progress import log
@@ -22,10 +22,9 @@ from harness.progress import log
 HEAD_ALIAS = "ray-head"
 WATCH_SECONDS = 2.0
 L_CELL = f"{LABEL_NS}.cell"
-PROBE_SOURCE = (Path(__file__).resolve().parents[1] / "probe.py").read_text(encoding="utf-8")
 
 
-class ContainerCluster:
+class ContainerCluster(ProbeRunner):
     """Context manager: `with ContainerCluster(...) as cluster:` starts, exit removes."""
 
     def __init__(
@@ -254,24 +253,3 @@ class ContainerCluster:
         except EngineError as exc:
             return 124, "", str(exc)
         return r.returncode, r.stdout, r.stderr
-
-    def probe(
-        self, container: str, args: list[str], timeout: float, env: dict[str, str] | None = None
-    ) -> dict[str, Any]:
-        """Run probe.py in a container; the result, or {"ok": False, "error": ...}."""
-        rc, out, err = self.exec(
-            container, ["python", "-", *args], timeout=timeout, input=PROBE_SOURCE, env=env
-        )
-        lines = out.strip().splitlines()
-        if lines:
-            try:
-                result: dict[str, Any] = json.loads(lines[-1])
-                return result
-            except ValueError:
-                pass
-        return {"ok": False, "error": f"probe {args[0]} exited {rc}: {err.strip()[-1500:]}"}
-
-    def put_file(self, container: str, path: str, content: str) -> None:
-        rc, _, err = self.exec(container, ["sh", "-c", f"cat > {path}"], input=content, timeout=30)
-        if rc != 0:
-            raise EngineError(f"cannot write {path} in {container}: {err.strip()}")

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from harness import children, k8s
-from harness.backends.containers import PROBE_SOURCE
+from harness.backends import ProbeRunner
 from harness.engine import LABEL_NS, Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
@@ -154,7 +154,7 @@ class KindCluster:
             self.created = False
 
 
-class KubeCluster:
+class KubeCluster(ProbeRunner):
     """Context manager: a cell's Ray cluster and notebook client in their own namespace."""
 
     def __init__(
@@ -348,26 +348,6 @@ class KubeCluster:
         if env:
             command = ["env", *(f"{k}={v}" for k, v in env.items()), *command]
         return self.kubectl.run([*args, *command], timeout=timeout, input=input, check=False)
-
-    def probe(
-        self, container: str, args: list[str], timeout: float, env: dict[str, str] | None = None
-    ) -> dict[str, Any]:
-        rc, out, err = self.exec(
-            container, ["python", "-", *args], timeout=timeout, input=PROBE_SOURCE, env=env
-        )
-        lines = out.strip().splitlines()
-        if lines:
-            try:
-                result: dict[str, Any] = json.loads(lines[-1])
-                return result
-            except ValueError:
-                pass
-        return {"ok": False, "error": f"probe {args[0]} exited {rc}: {err.strip()[-1500:]}"}
-
-    def put_file(self, container: str, path: str, content: str) -> None:
-        rc, _, err = self.exec(container, ["sh", "-c", f"cat > {path}"], input=content, timeout=30)
-        if rc != 0:
-            raise HarnessError(f"cannot write {path} in {container}: {err.strip()}")
 
 
 class KubeBackend:

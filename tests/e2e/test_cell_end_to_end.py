@@ -9,10 +9,7 @@ images whose build key is unchanged.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -20,25 +17,13 @@ import pytest
 
 from harness.engine import LABEL_RUN, Engine
 from tests.conftest import ROOT
+from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
 CELL = "ray2.60.0-py3.11.2-cpu"
 GPU_CELL = "ray2.60.0-py3.11.2-cu128"
 # Both cells in one run (builds two at a time on 2 cores: the parallel path).
 ONLY = ["--only", "ray=2.60.0,python=3.11.2"]
-
-
-def harness(*args: str, run_id: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HARNESS_RUN_ID": run_id},
-    )
-    sys.stderr.write(r.stderr)
-    return r
 
 
 @pytest.fixture(scope="module")

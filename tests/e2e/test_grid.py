@@ -4,9 +4,6 @@ different micro) and Ray 2.51.2 vs 2.60.0, every notebook image against every cl
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -14,24 +11,12 @@ import pytest
 
 from harness.engine import LABEL_RUN, Engine
 from tests.conftest import ROOT
+from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
 OLD = "ray2.60.0-py3.13.5-cpu"
 NEW = "ray2.60.0-py3.13.15-cpu"
 RAY_OLD = "ray2.51.2-py3.13.5-cpu"
-
-
-def harness(*args: str, run_id: str) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        env={**os.environ, "HARNESS_RUN_ID": run_id},
-    )
-    sys.stderr.write(r.stderr[-6000:])
-    return r
 
 
 @pytest.fixture(scope="module")

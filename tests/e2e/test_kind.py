@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -18,24 +17,11 @@ import pytest
 
 from harness.backends.kube import NODE_IMAGE_ENV
 from harness.engine import Engine
-from tests.conftest import ROOT
+from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
 ONLY = "ray=2.60.0,python=3.11.2,variant=cpu"
 CELL = "ray2.60.0-py3.11.2-cpu"
-
-
-def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        env={**os.environ, **(env or {})},
-    )
-    sys.stderr.write(r.stderr[-4000:])
-    return r
 
 
 @pytest.fixture(scope="module")

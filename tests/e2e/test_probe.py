@@ -6,9 +6,6 @@ notebook image and from forky's (3.13.15), over Ray Client and over Ray's driver
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -16,7 +13,7 @@ import pytest
 
 from harness.backends.containers import ContainerCluster
 from harness.engine import LABEL_RUN, Engine
-from tests.conftest import ROOT
+from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
 PREFIX = "localhost/raycompat"
@@ -26,17 +23,6 @@ NEW = "2.60.0-py3.13.15-cpu"
 
 def notebook(tag: str) -> str:
     return f"{PREFIX}/ray-notebook:{tag}"
-
-
-def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HARNESS_RUN_ID": "probe" + uuid.uuid4().hex[:8]},
-    )
 
 
 @pytest.fixture(scope="module")

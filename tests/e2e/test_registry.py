@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -21,25 +20,12 @@ import yaml
 
 from harness import k8s
 from harness.engine import LABEL_RUN, Engine
-from tests.conftest import ROOT
+from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
 CELL = "ray2.60.0-py3.11.2-cpu"
 ONLY = "ray=2.60.0,python=3.11.2,variant=cpu"
 REGISTRY_BIN = "/usr/bin/docker-registry"
-
-
-def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env={**os.environ, **(env or {})},
-    )
-    sys.stderr.write(r.stderr[-4000:])
-    return r
 
 
 def free_port() -> int:
