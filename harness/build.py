@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import lock
-from harness.backends import PROBE_SOURCE
+from harness.backends import PROBE_SOURCE, probe_result
 from harness.base import L_ROOTFS, BaseImage
 from harness.base import ensure as ensure_base
 from harness.engine import LABEL_MANAGED, LABEL_NS, Engine
@@ -161,10 +161,9 @@ def run_probe(engine: Engine, image: str, command: str, timeout: float = 180) ->
         timeout=timeout,
         check=False,
     )
-    lines = r.stdout.strip().splitlines()
-    if r.returncode != 0 or not lines:
+    result = probe_result(r.stdout)
+    if r.returncode != 0 or result is None:
         raise HarnessError(f"probe {command} in {image} failed: {r.stderr.strip()[-500:]}")
-    result: dict[str, object] = json.loads(lines[-1])
     return result
 
 

@@ -7,6 +7,7 @@ Exit codes: 0 all passed; 1 a build or check failed; 2 bad input or environment;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,7 +33,7 @@ from harness import (
     report,
     reproduce,
 )
-from harness.backends import PROBE_SOURCE, Cluster, kube
+from harness.backends import PROBE_SOURCE, Cluster, kube, probe_result
 from harness.base import BaseImage
 from harness.build import BuildFailed, build_cell, prepare
 from harness.children import stop_all
@@ -369,6 +370,16 @@ def _test_one(
     return result
 
 
+def _require_built(engine: Engine, m: matrix.Matrix, c: matrix.Cell) -> None:
+    """Exit 2, saying how to build it, unless every image of the cell exists."""
+    for tag in c.tags(m.prefix).values():
+        if engine.inspect("image", tag) is None:
+            raise HarnessError(
+                f"image {tag} not found; build it first: `nox -s build` (or `python -m "
+                f"harness build --only ray={c.ray},python={c.python},variant={c.variant}`)"
+            )
+
+
 def cmd_test(args: argparse.Namespace, run_id: str) -> int:
     m, paths, cells, left = _setup(args)
     engine = Engine()
@@ -381,96 +392,72 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
         if previous and any(k.status == FAILED for k in previous.build_checks):
             images_of[c.id] = tags  # its build failed: reported as failed, not tested
             continue
-        for tag in tags.values():
-            if engine.inspect("image", tag) is None:
-                raise HarnessError(
-                    f"image {tag} not found; build it first: `nox -s build` (or `python -m "
-                    f"harness build --only ray={c.ray},python={c.python},variant={c.variant}`)"
-                )
+        _require_built(engine, m, c)
         images_of[c.id] = tags
+    backend: kube.KubeBackend | None = None
+    deploy = images_of  # what each cluster runs: local tags, or pushed digests
     if args.backend == "kind":
-        return _test_on_kube(args, run_id, m, paths, cells, left, images_of, state, engine)
-    jobs = _jobs(args, len(cells), cores_per_job=2)
+        backend = kube.KubeBackend(
+            engine, run_id, args.kube_context, args.kind_node_image, _pushed(args, paths)
+        )
+        deploy = {c.id: backend.images_for(c, images_of[c.id]) for c in cells}  # before creating
+    jobs = 1 if backend else _jobs(args, len(cells), cores_per_job=2)
     log(f"testing {len(cells)} cell(s), {jobs} at a time")
     failed = 0
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    try:
-        futures = [
-            pool.submit(
-                _test_one,
-                engine,
-                run_id,
-                paths,
-                c,
-                images_of[c.id],
-                state.get(c.id) or report.fresh(c),
-                args.ready_timeout,
-            )
-            for c in cells
-        ]
-        with bar("testing cells", len(cells)) as advance:
-            for done, future in enumerate(as_completed(futures), 1):
-                advance()
-                result = future.result()
-                result.settle()
-                failed += result.status == FAILED
-                state[result.id] = result
-                counts = Counter(k.status for k in result.test_checks)
-                summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-                log(
-                    f"[{done}/{len(cells)}] {result.id}: {result.status} ({summary or 'no checks'})"
+    with backend or contextlib.nullcontext():
+        if backend:
+            backend.load([tag for c in cells for tag in images_of[c.id].values()])
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
+            futures = [
+                pool.submit(
+                    _test_one,
+                    engine,
+                    run_id,
+                    paths,
+                    c,
+                    images_of[c.id],
+                    state.get(c.id) or report.fresh(c),
+                    args.ready_timeout,
+                    _kube_cluster(backend, c, deploy[c.id], paths) if backend else None,
                 )
-                report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+                for c in cells
+            ]
+            with bar("testing cells", len(cells)) as advance:
+                for done, future in enumerate(as_completed(futures), 1):
+                    advance()
+                    result = future.result()
+                    result.settle()
+                    failed += result.status == FAILED
+                    state[result.id] = result
+                    counts = Counter(k.status for k in result.test_checks)
+                    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+                    log(
+                        f"[{done}/{len(cells)}] {result.id}: {result.status} "
+                        f"({summary or 'no checks'})"
+                    )
+                    report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
     report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
     log(f"report: {paths.build / 'report.md'}")
     return 1 if failed else 0
 
 
-def _test_on_kube(
-    args: argparse.Namespace,
-    run_id: str,
-    m: matrix.Matrix,
-    paths: Paths,
-    cells: list[matrix.Cell],
-    left: list[matrix.Excluded],
-    images_of: dict[str, dict[str, str]],
-    state: dict[str, CellResult],
-    engine: Engine,
-) -> int:
-    """The same checks with clusters in Kubernetes, one cell at a time."""
+def _pushed(args: argparse.Namespace, paths: Paths) -> dict[str, dict[str, str]]:
+    """Pushed image refs by cell and role, for a kube context that pulls from a registry."""
     pushed: dict[str, dict[str, str]] = {}
     lock_path = paths.build / "images.lock.json"
     if args.kube_context and lock_path.is_file():
         for e in registry.read_lock(lock_path)["images"]:
             pushed.setdefault(e["cell"], {})[e["role"]] = e["ref"]
-    failed = 0
-    backend = kube.KubeBackend(engine, run_id, args.kube_context, args.kind_node_image, pushed)
-    deploy = {c.id: backend.images_for(c, images_of[c.id]) for c in cells}  # before creating
-    with backend as be:
-        be.load([tag for c in cells for tag in images_of[c.id].values()])
-        for i, c in enumerate(cells, 1):
-            images = deploy[c.id]
-            result = _test_one(
-                engine,
-                run_id,
-                paths,
-                c,
-                images_of[c.id],
-                state.get(c.id) or report.fresh(c),
-                args.ready_timeout,
-                make_cluster=lambda c=c, images=images: be.cluster(  # type: ignore[misc]
-                    c, images, paths.logs(c.id) / "kube"
-                ),
-            )
-            result.settle()
-            failed += result.status == FAILED
-            state[result.id] = result
-            log(f"[{i}/{len(cells)}] {result.id} (kubernetes): {result.status}")
-            report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
-    log(f"report: {paths.build / 'report.md'}")
-    return 1 if failed else 0
+    return pushed
+
+
+def _kube_cluster(
+    backend: kube.KubeBackend, c: matrix.Cell, images: dict[str, str], paths: Paths
+) -> Callable[[], Cluster]:
+    return lambda: backend.cluster(c, images, paths.logs(c.id) / "kube")
 
 
 def cmd_verify_reproducible(args: argparse.Namespace, run_id: str) -> int:
@@ -480,9 +467,7 @@ def cmd_verify_reproducible(args: argparse.Namespace, run_id: str) -> int:
     engine.ping()
     for c in cells:
         lock.check(paths.locks, c, m)
-        for tag in c.tags(m.prefix).values():
-            if engine.inspect("image", tag) is None:
-                raise HarnessError(f"image {tag} not found; build it first: `nox -s build`")
+        _require_built(engine, m, c)
     failed = 0
     results: dict[str, list[Check]] = {}
     for c in cells:  # one at a time: a from-scratch rebuild already loads both cores
@@ -510,13 +495,7 @@ def cmd_grid(args: argparse.Namespace, run_id: str) -> int:
     engine = Engine()
     engine.ping()
     for c in cells:
-        for role in ("head", "worker", "notebook"):
-            if engine.inspect("image", c.tag(m.prefix, role)) is None:
-                raise HarnessError(
-                    f"image {c.tag(m.prefix, role)} not found; build the grid's cells first: "
-                    f"`python -m harness build --only ray={c.ray},python={c.python},"
-                    f"variant={c.variant}`"
-                )
+        _require_built(engine, m, c)
     log(f"grid: {len(cells)} cluster(s) x {len(cells)} notebook image(s)")
     pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"))
     grid.write(paths.build, pairs, m.grid)
@@ -546,12 +525,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     else:
         cmd = [sys.executable, "-", *command]
     rc, out, err = children.run(cmd, input=PROBE_SOURCE, timeout=180)
-    lines = out.strip().splitlines()
-    try:
-        result = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        result = None
-    if not isinstance(result, dict):
+    result = probe_result(out)
+    if result is None:
         why = (err.strip().splitlines() or ["no output"])[-1][:300]
         raise HarnessError(f"the probe gave no answer (exit {rc}): {why}")
     if not result.get("ok") and "client" not in result:

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.backends.containers import HEAD_ALIAS, ContainerCluster
+from harness.backends.containers import ContainerCluster
 from harness.engine import Engine
 from harness.matrix import Cell, GridPolicy, Matrix
 from harness.progress import log, step
+from harness.verify import join_as_driver
 
 COMPATIBLE, WARN, INCOMPATIBLE = "compatible", "warn", "incompatible"
 
@@ -92,36 +93,18 @@ def _mismatch_lines(text: str) -> str:
 
 
 def driver_verdict(cluster: ContainerCluster, client: str) -> dict[str, Any]:
-    """Ray's verdict on the client as a driver/joining node.
-
-    A driver needs a raylet on its own machine, so the client joins as a 0-CPU node
-    (`ray start --address`), where Ray compares Ray and Python versions with the cluster's
-    and refuses a mismatch with "Version mismatch". If it joins, a real
-    `ray.init(address=...)` driver connects; then the client leaves the cluster.
-    """
-    rc, out, err = cluster.exec(
-        client,
-        ["ray", "start", f"--address={HEAD_ALIAS}:6379", "--num-cpus=0", "--disable-usage-stats"],
-        timeout=120,
-    )
-    try:
-        if rc != 0:
-            text = out + err
-            verdict = "rejected" if "mismatch" in text.lower() else "error"
-            return {"verdict": verdict, "message": _mismatch_lines(text), "stage": "ray start"}
-        r = cluster.probe(
-            client,
-            ["cluster", f"{HEAD_ALIAS}:6379", "--expect-nodes", "3", "--timeout", "60"],
-            timeout=150,
-        )
-        conn = r.get("connect") or {}
-        if conn.get("ok"):
-            return {"verdict": "accepted", "message": "joined and connected", "stage": "ray.init"}
-        message = str(conn.get("error") or r.get("error") or "no answer")
-        verdict = "rejected" if "mismatch" in message.lower() else "error"
-        return {"verdict": verdict, "message": message[:2000], "stage": "ray.init"}
-    finally:
-        cluster.exec(client, ["ray", "stop", "--force"], timeout=60)
+    """Ray's verdict on the client as a driver/joining node: Ray refuses a mismatch at
+    `ray start --address` with "Version mismatch"; a client that joins runs a real driver."""
+    refused, r = join_as_driver(cluster, client)
+    if refused is not None:
+        verdict = "rejected" if "mismatch" in refused.lower() else "error"
+        return {"verdict": verdict, "message": _mismatch_lines(refused), "stage": "ray start"}
+    conn = r.get("connect") or {}
+    if conn.get("ok"):
+        return {"verdict": "accepted", "message": "joined and connected", "stage": "ray.init"}
+    message = str(conn.get("error") or r.get("error") or "no answer")
+    verdict = "rejected" if "mismatch" in message.lower() else "error"
+    return {"verdict": verdict, "message": message[:2000], "stage": "ray.init"}
 
 
 def run(
@@ -153,7 +136,7 @@ def run(
                             client,
                             [
                                 "cluster",
-                                f"ray://{HEAD_ALIAS}:10001",
+                                f"ray://{cluster.head_host}:10001",
                                 "--expect-nodes",
                                 "2",
                                 "--timeout",

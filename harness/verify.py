@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from harness import checks
 from harness.backends import Cluster
@@ -149,44 +150,21 @@ def test_cell(
         # 3. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
         #    Last, because it changes the cluster's membership.
         with step(f"{cell.id}: driver connect and parity"):
-            rc, out, err = cluster.exec(
-                cluster.notebook,
-                [
-                    "ray",
-                    "start",
-                    f"--address={cluster.head_host}:6379",
-                    "--num-cpus=0",
-                    "--disable-usage-stats",
-                ],
-                timeout=120,
-            )
-            if rc != 0:
+            refused, r = join_as_driver(cluster, cluster.notebook)
+            if refused is not None:
                 results.append(
                     Check.of(
                         "driver:connect",
                         False,
-                        f"`ray start` in the notebook failed: {(out + err).strip()[-600:]}",
+                        f"`ray start` in the notebook failed: {refused.strip()[-600:]}",
                     )
                 )
             else:
-                r = cluster.probe(
-                    cluster.notebook,
-                    [
-                        "cluster",
-                        f"{cluster.head_host}:6379",
-                        "--expect-nodes",
-                        "3",
-                        "--timeout",
-                        "60",
-                    ],
-                    timeout=150,
-                )
                 results += checks.connect("driver:connect", r, expect_nodes=3)
                 if r.get("connect", {}).get("ok"):
                     results.append(
                         checks.parity("driver:parity", r["client"], r.get("nodes", []), expected)
                     )
-                cluster.exec(cluster.notebook, ["ray", "stop", "--force"], timeout=60)
 
         if not _lost_node(cluster, results, "the driver checks"):
             results.append(
@@ -204,6 +182,29 @@ def test_cell(
             log(f"{cell.id}: a check failed; container logs in {log_dir}")
     timings["test_seconds"] = round(time.monotonic() - start, 2)
     return results, timings
+
+
+def join_as_driver(cluster: Cluster, client: str) -> tuple[str | None, dict[str, Any]]:
+    """Run a real driver in `client`: it needs a raylet on its own machine, so the client
+    first joins as a 0-CPU node (`ray start --address`, where Ray compares its Ray and
+    Python versions with the cluster's), then `ray.init(address="head:6379")` probes every
+    node; the client always leaves the cluster again.
+
+    Returns the output of a refused `ray start` (None when it joined) and the probe's result
+    ({} when it did not join)."""
+    address = f"{cluster.head_host}:6379"
+    try:
+        rc, out, err = cluster.exec(
+            client,
+            ["ray", "start", f"--address={address}", "--num-cpus=0", "--disable-usage-stats"],
+            timeout=120,
+        )
+        if rc != 0:
+            return out + err, {}
+        probe = ["cluster", address, "--expect-nodes", "3", "--timeout", "60"]
+        return None, cluster.probe(client, probe, timeout=150)
+    finally:
+        cluster.exec(client, ["ray", "stop", "--force"], timeout=60)
 
 
 def _give_up(

@@ -13,6 +13,18 @@ from harness.errors import EngineError
 PROBE_SOURCE = (Path(__file__).resolve().parents[1] / "probe.py").read_text(encoding="utf-8")
 
 
+def probe_result(out: str) -> dict[str, Any] | None:
+    """The probe's answer: the JSON object on its last line of output, or None."""
+    lines = out.strip().splitlines()
+    if not lines:
+        return None
+    try:
+        result = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) else None
+
+
 class ProbeRunner:
     """`probe` and `put_file` for any backend, on top of its `exec`."""
 
@@ -33,13 +45,9 @@ class ProbeRunner:
         rc, out, err = self.exec(
             container, ["python", "-", *args], timeout=timeout, input=PROBE_SOURCE, env=env
         )
-        lines = out.strip().splitlines()
-        if lines:
-            try:
-                result: dict[str, Any] = json.loads(lines[-1])
-                return result
-            except ValueError:
-                pass
+        result = probe_result(out)
+        if result is not None:
+            return result
         return {"ok": False, "error": f"probe {args[0]} exited {rc}: {err.strip()[-1500:]}"}
 
     def put_file(self, container: str, path: str, content: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import threading
@@ -139,14 +140,6 @@ class KindCluster:
         if rc != 0:
             raise HarnessError(f"kind create cluster failed: {err.strip()[-600:]}")
 
-    def load(self, images: list[str]) -> None:
-        for image in images:
-            rc, _, err = children.run(
-                [self.kind, "load", "docker-image", image, "--name", self.name], timeout=900
-            )
-            if rc != 0:
-                raise HarnessError(f"kind load docker-image {image} failed: {err.strip()[-400:]}")
-
     def delete(self) -> None:
         if self.created:
             children.run([self.kind, "delete", "cluster", "--name", self.name], timeout=300)
@@ -177,7 +170,7 @@ class KubeCluster(ProbeRunner):
         self.pull = pull
         short = hashlib.sha256(cell.id.encode()).hexdigest()[:6]
         self.namespace = f"rh-{run_id}-{short}"[:63].lower()
-        self.jupyter_token = hashlib.sha256(os.urandom(16)).hexdigest()[:32]
+        self.jupyter_token = secrets.token_hex(16)
         self.kuberay = False
         self.head = ""
         self.notebook = ""
@@ -414,10 +407,14 @@ class KubeBackend:
         name = self.kind_name
         if name is None:
             return
-        kind = self.kind or KindCluster(self.run_id, None)
-        kind.name = name
         log(f"kind: loading {len(images)} image(s) into {name}")
-        kind.load(images)
+        exe = _tool("kind")
+        for image in images:
+            rc, _, err = children.run(
+                [exe, "load", "docker-image", image, "--name", name], timeout=900
+            )
+            if rc != 0:
+                raise HarnessError(f"kind load docker-image {image} failed: {err.strip()[-400:]}")
 
     def cluster(self, cell: Cell, images: dict[str, str], log_dir: Path) -> KubeCluster:
         pull = "Never" if self.kind_name is not None else "IfNotPresent"

@@ -20,6 +20,7 @@ import pytest
 
 from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine
 from tests.conftest import ROOT
+from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
 CELL = "ray2.60.0-py3.11.2-cpu"
@@ -34,16 +35,7 @@ def harness_cmd(*args: str) -> list[str]:
 def run(
     *args: str, run_id: str, env: dict[str, str] | None = None, timeout: float = 1500
 ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        harness_cmd(*args),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HARNESS_RUN_ID": run_id, **(env or {})},
-    )
-    sys.stderr.write(r.stderr[-4000:])
-    return r
+    return harness(*args, run_id=run_id, env=env, timeout=timeout)
 
 
 def start(*args: str, run_id: str) -> subprocess.Popen[str]:

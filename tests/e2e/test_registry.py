@@ -106,6 +106,12 @@ def report_with(tested: Path, tmp: Path, **changes: Any) -> Path:
     return path
 
 
+def push_report(report: Path, build: Path, registry: str) -> subprocess.CompletedProcess[str]:
+    """`push` gated on `report`, writing into `build`."""
+    args = ("--only", ONLY, "--build-dir", str(build), "--report", str(report))
+    return harness("push", *args, env={"RAYCOMPAT_REGISTRY": registry})
+
+
 def manifest(registry: str, repo: str, digest: str) -> dict[str, Any]:
     host, path = registry.split("/", 1)
     req = urllib.request.Request(
@@ -163,17 +169,7 @@ def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None
 def test_gate_refuses(
     registry: str, tested: Path, tmp_path: Path, changes: dict[str, Any], expect: str
 ) -> None:
-    report = report_with(tested, tmp_path, **changes)
-    r = harness(
-        "push",
-        "--only",
-        ONLY,
-        "--build-dir",
-        str(tmp_path),
-        "--report",
-        str(report),
-        env={"RAYCOMPAT_REGISTRY": registry},
-    )
+    r = push_report(report_with(tested, tmp_path, **changes), tmp_path, registry)
     assert r.returncode == 1, r.stderr[-2000:]
     assert expect in r.stderr
     assert f"push refused for: {CELL}" in r.stderr
@@ -205,16 +201,7 @@ def test_retagged_image_is_refused(registry: str, tested: Path, tmp_path: Path) 
 
 def test_unreachable_registry_is_a_clear_failure(tested: Path, tmp_path: Path) -> None:
     report = report_with(tested, tmp_path)
-    r = harness(
-        "push",
-        "--only",
-        ONLY,
-        "--build-dir",
-        str(tmp_path),
-        "--report",
-        str(report),
-        env={"RAYCOMPAT_REGISTRY": f"127.0.0.1:{free_port()}/nowhere"},
-    )
+    r = push_report(report, tmp_path, f"127.0.0.1:{free_port()}/nowhere")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "push of 127.0.0.1" in r.stderr and "failed" in r.stderr
     assert "Traceback" not in r.stderr

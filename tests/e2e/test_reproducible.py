@@ -5,10 +5,8 @@ tries the network fails."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,25 +15,17 @@ import pytest
 from harness.build import BuildFailed, _docker_build
 from harness.engine import LABEL_RUN, Engine
 from tests.conftest import ROOT
+from tests.e2e.cli import harness as run_harness
 
 pytestmark = pytest.mark.e2e
 ONLY = ["--only", "ray=2.60.0,python=3.11.2,variant=cpu"]
 CELL = "ray2.60.0-py3.11.2-cpu"
 
 
-def harness(
-    *args: str, root: Path = ROOT, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI, then proof that the run left no temporary image or container."""
     run_id = "repro" + uuid.uuid4().hex[:8]
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env={**os.environ, "HARNESS_RUN_ID": run_id, **(env or {})},
-    )
-    sys.stderr.write(r.stderr)
+    r = run_harness(*args, run_id=run_id, env=env, timeout=1800)
     assert Engine().ids("image", {LABEL_RUN: run_id}) == [], "temporary images left behind"
     assert Engine().ids("container", {LABEL_RUN: run_id}) == []
     return r
