@@ -45,6 +45,27 @@ EXPECTED_CMD = {
     "notebook": "jupyter lab",
 }
 RUNTIME_USER = "1000:1000"
+# The structure checks every image gets (`image:<role>:<name>`); the gate refuses a cell
+# unless each ran on the very image id that was tested.
+STRUCTURE_CHECKS = (
+    "python",
+    "ray",
+    "labels",
+    "non-root",
+    "cmd",
+    "ray-cli",
+    "no-leftovers",
+    "bytecode",
+    "base-layer",
+    "kuberay-shell",
+    "no-secrets",
+)
+
+
+def structure_check_names(cell: Cell, role: str) -> list[str]:
+    """Names of the structure checks an image of `cell` in `role` must carry."""
+    names = [*STRUCTURE_CHECKS, *(["cuda"] if cell.cuda else [])]
+    return [f"image:{role}:{n}" for n in names]
 
 
 class BuildFailed(HarnessError):
@@ -268,6 +289,8 @@ def structure_checks(
             stage="build",
         ),
     ]
+    checks.append(bytecode_check(name, facts))
+    checks.append(base_layer_check(name, info, labels))
     checks.append(kuberay_check(cell, name, facts))
     checks.append(secret_check(engine, role, tag, config))
     if cell.cuda:
@@ -287,7 +310,46 @@ def structure_checks(
                 stage="build",
             )
         )
+    for c in checks:
+        c.image_id = str(info.get("Id"))
     return checks, facts
+
+
+def bytecode_check(name: str, facts: Mapping[str, object]) -> Check:
+    """Every .pyc in the venv (all the layers the harness builds) is checked-hash, so
+    bytecode does not depend on when the image was built."""
+    found = facts.get("bytecode")
+    counts = found if isinstance(found, dict) else {}
+    good = int(counts.get("checked-hash") or 0)
+    bad = int(counts.get("unchecked-hash") or 0) + int(counts.get("timestamp") or 0)
+    detail = (
+        f"{good} checked-hash .pyc, {counts.get('timestamp')} timestamp, "
+        f"{counts.get('unchecked-hash')} unchecked-hash under /opt/ray"
+    )
+    if bad:
+        detail += f"; e.g. {', '.join(counts.get('examples') or [])}"
+    return Check.of(f"{name}:bytecode", good > 0 and bad == 0, detail, stage="build")
+
+
+def base_layer_check(name: str, info: Mapping[str, object], labels: Mapping[str, str]) -> Check:
+    """A Debian base is one imported rootfs tarball: the image's first layer (its diff id)
+    is that tarball, whose sha256 the label records. A registry base records none."""
+    rootfs = labels.get(L_ROOTFS) or ""
+    layers = (info.get("RootFS") or {}).get("Layers") or []  # type: ignore[attr-defined]
+    first = str(layers[0]) if layers else ""
+    if not rootfs:
+        return Check(
+            f"{name}:base-layer",
+            "skipped",
+            "registry base: no rootfs tarball to compare",
+            stage="build",
+        )
+    return Check.of(
+        f"{name}:base-layer",
+        first == f"sha256:{rootfs}",
+        f"first layer {first[:19]}, rootfs label sha256:{rootfs[:12]}",
+        stage="build",
+    )
 
 
 def kuberay_check(cell: Cell, name: str, facts: Mapping[str, object]) -> Check:
@@ -415,7 +477,8 @@ def build_cell(
                 # Same image as last checked: its structure checks still hold.
                 prefix = f"image:{role}:"
                 reused = [c for c in previous.build_checks if c.name.startswith(prefix)]
-                if reused and all(c.status == "passed" for c in reused):
+                complete = {c.name for c in reused} >= set(structure_check_names(cell, role))
+                if complete and all(c.status in ("passed", "skipped") for c in reused):
                     images.append(next(i for i in previous.images if i.role == role))
                     images[-1].cached = True
                     checks += reused

@@ -446,12 +446,10 @@ def cmd_test(args: argparse.Namespace, run_id: str) -> int:
 
 def _pushed(args: argparse.Namespace, paths: Paths) -> dict[str, dict[str, str]]:
     """Pushed image refs by cell and role, for a kube context that pulls from a registry."""
-    pushed: dict[str, dict[str, str]] = {}
     lock_path = paths.build / "images.lock.json"
     if args.kube_context and lock_path.is_file():
-        for e in registry.read_lock(lock_path)["images"]:
-            pushed.setdefault(e["cell"], {})[e["role"]] = e["ref"]
-    return pushed
+        return registry.read_lock(lock_path).refs()
+    return {}
 
 
 def _kube_cluster(

@@ -87,9 +87,11 @@ def raycluster(
     workers: int = 1,
     namespace: str | None = None,
     pull: str = "IfNotPresent",
+    gpu_e2e: str = "",
 ) -> Manifest:
     """A KubeRay RayCluster for the cell; `images` maps role -> image reference (by digest
-    when pushed). The notebook image is noted in an annotation: it is the client."""
+    when pushed). The notebook image is noted in an annotation: it is the client. A gpu
+    cell says in `raycompat.io/gpu-e2e` whether its images were run on a GPU."""
     gpu = cell.variant == "gpu"
     meta: dict[str, Any] = {
         "name": name_for(cell),
@@ -98,6 +100,7 @@ def raycluster(
             "raycompat.io/cell": cell.id,
             "raycompat.io/python": cell.python,
             "raycompat.io/notebook-image": images["notebook"],
+            **({"raycompat.io/gpu-e2e": gpu_e2e} if gpu_e2e else {}),
         },
     }
     if namespace:
@@ -229,13 +232,14 @@ def notebook_pod(
     }
 
 
-def vertex(cell: Cell, images: Mapping[str, str]) -> dict[str, Any]:
+def vertex(cell: Cell, images: Mapping[str, str], gpu_e2e: str = "") -> dict[str, Any]:
     """Image references for a Ray on Vertex AI cluster with custom images
     (`vertex_ray.Resources(custom_image=...)` for the head and worker node types)."""
     return {
         "cell": cell.id,
         "ray_version": cell.ray,
         "python_version": cell.python,
+        **({"gpu_e2e": gpu_e2e} if gpu_e2e else {}),
         "head_node_type": {"custom_image": images["head"]},
         "worker_node_types": [{"custom_image": images["worker"]}],
         "notebook_image": images["notebook"],

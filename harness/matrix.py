@@ -72,11 +72,14 @@ TOP_KEYS = (
     "audit",
     "grid",
     "registry",
+    "gpu_e2e",
 )
 GRID_KEYS = ("only", "fail", "warn")
 IDENTITY_KEYS = ("python", "ray", "commit")
 WIRE_LIBS = ("cloudpickle", "grpcio", "protobuf", "pyarrow", "numpy", "pydantic", "msgpack")
 AUDIT_POLICIES = ("warn", "fail", "off")
+# Whether a gpu cell whose `gpu:e2e` was skipped (no GPU on the test host) may be pushed.
+GPU_E2E_POLICIES = ("optional", "required")
 REQUIRED_KEYS = ("ray", "python")
 EXCLUDE_KEYS = ("ray", "python", "variant", "reason")
 BASE_KEYS = ("debian", "image")
@@ -190,6 +193,7 @@ class Matrix:
     debian_snapshot: bool = False  # mirror is a frozen snapshot: do not enforce Valid-Until
     grid: GridPolicy = GridPolicy()
     registry: str | None = None  # push target, e.g. europe-west4-docker.pkg.dev/proj/ray
+    gpu_e2e: str = "optional"  # required: a skipped gpu:e2e blocks the push of a gpu cell
     lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line, for later errors
 
     def fail(self, key: str, message: str) -> MatrixError:
@@ -508,6 +512,9 @@ def load(path: str | Path) -> Matrix:
     audit = data.get("audit", "warn")
     if audit not in AUDIT_POLICIES:
         raise loader.fail("audit", f"{audit!r} is not one of {', '.join(AUDIT_POLICIES)}")
+    gpu_e2e = data.get("gpu_e2e", "optional")
+    if gpu_e2e not in GPU_E2E_POLICIES:
+        raise loader.fail("gpu_e2e", f"{gpu_e2e!r} is not one of {', '.join(GPU_E2E_POLICIES)}")
     bases = _bases(loader, pythons)
     rules = _excludes(loader)
     cells: list[Cell] = []
@@ -545,6 +552,7 @@ def load(path: str | Path) -> Matrix:
         debian_snapshot=snapshot,
         grid=grid,
         registry=registry,
+        gpu_e2e=gpu_e2e,
         lines=loader.lines.as_dict(),
     )
 

@@ -137,6 +137,18 @@ def packages() -> Json:
     return out
 
 
+VENV = "/opt/ray"
+
+
+def _pyc_kind(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            flags = int.from_bytes(f.read(8)[4:8], "little")
+    except OSError:
+        return "timestamp"
+    return {3: "checked-hash", 1: "unchecked-hash"}.get(flags, "timestamp")
+
+
 def structure() -> Json:
     out = facts()
     out.update(packages())
@@ -145,16 +157,25 @@ def structure() -> Json:
     packaged: list[str] = []
     leftovers: list[str] = []
     caches: list[str] = []
+    # Bytecode in the venv (every layer the harness builds writes there), by .pyc header
+    # flags (PEP 552): 3 checked-hash, 1 unchecked-hash, 0 timestamp.
+    pyc: Json = {"checked-hash": 0, "unchecked-hash": 0, "timestamp": 0, "examples": []}
     for root, dirs, files in os.walk("/", topdown=True):
         dirs[:] = [d for d in dirs if os.path.join(root, d) not in ("/proc", "/sys", "/dev")]
         for name in files:
             if name.endswith(".whl"):
                 path = os.path.join(root, name)
                 (packaged if os.path.realpath(path) in owned else leftovers).append(path)
+            elif name.endswith(".pyc") and root.startswith(VENV + "/"):
+                kind = _pyc_kind(os.path.join(root, name))
+                pyc[kind] += 1
+                if kind != "checked-hash" and len(pyc["examples"]) < 5:
+                    pyc["examples"].append(os.path.join(root, name))
         for name in dirs:
             path = os.path.join(root, name)
             if path.endswith(("/.cache/pip", "/.cache/uv")):
                 caches.append(path)
+    out["bytecode"] = pyc
     out["wheel_files"] = leftovers[:20]
     out["packaged_wheels"] = len(packaged)
     out["pip_caches"] = caches[:20]

@@ -25,14 +25,16 @@ def cmd_push(args: argparse.Namespace) -> int:
     paths = Paths.for_matrix(args.matrix, args.build_dir)
     target = registry.target(m)
     reports = args.report or [paths.build / "report.json"]
-    results = registry.load_reports(reports)
+    results, conflicts = registry.load_reports(reports)
     engine = Engine()
     engine.ping()
-    approved, refused = registry.gate(engine, m, cells, results)
+    approved, refused = registry.gate(engine, m, cells, results, conflicts)
     for r in refused:
         log(f"push: refused {r}")
     cells_ok = sorted({a.cell.id for a in approved})
     log(f"push: {len(cells_ok)} cell(s) pass the gate, {len({r.cell for r in refused})} refused")
+    for cid, note in sorted({(a.cell.id, a.note) for a in approved if a.note}):
+        log(f"push: WARNING {cid}: {note} (gpu_e2e: optional in {m.path})")
     if args.dry_run:
         for a in approved:
             log(f"push: would push {a.local_tag} ({a.image_id[:19]}) to {target}")
@@ -53,18 +55,17 @@ def _dump(docs: list[dict[str, Any]]) -> str:
 
 
 def cmd_manifests(args: argparse.Namespace) -> int:
-    """Render, pinned by digest, a RayCluster per pushed cell and Vertex AI image refs."""
+    """Render, pinned by digest, a RayCluster per pushed cell and Vertex AI image refs.
+    Everything is validated first: when anything is invalid, nothing is written."""
     m = matrix.load(args.matrix)
     paths = Paths.for_matrix(args.matrix, args.build_dir)
-    doc = registry.read_lock(args.images_lock or paths.build / "images.lock.json")
-    refs: dict[str, dict[str, str]] = {}
-    for e in doc["images"]:
-        refs.setdefault(e["cell"], {})[e["role"]] = e["ref"]
+    lock = registry.read_lock(args.images_lock or paths.build / "images.lock.json")
+    gpu_notes = {e.cell: e.gpu_e2e for e in lock.images if e.gpu_e2e and e.gpu_e2e != "passed"}
     out = paths.build / "deploy"
     problems: list[str] = []
-    written = 0
+    files: dict[Path, str] = {}
     by_id = {c.id: c for c in m.cells}
-    for cell_id, images in sorted(refs.items()):
+    for cell_id, images in sorted(lock.refs().items()):
         cell = by_id.get(cell_id)
         if cell is None:
             log(f"manifests: {cell_id} is in the images lock but not in {m.path}; skipped")
@@ -73,20 +74,25 @@ def cmd_manifests(args: argparse.Namespace) -> int:
         if missing:
             problems.append(f"{cell_id}: no pushed {', '.join(missing)} image")
             continue
-        rc = k8s.raycluster(cell, images, namespace=args.namespace)
+        note = gpu_notes.get(cell_id, "")
+        rc = k8s.raycluster(cell, images, namespace=args.namespace, gpu_e2e=note)
         problems += k8s.validate(rc)
         d = out / cell_id
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "raycluster.yaml").write_text(
-            f"# {cell_id}: images pinned by digest from {doc['registry']}\n" + _dump([rc])
+        files[d / "raycluster.yaml"] = (
+            f"# {cell_id}: images pinned by digest from {lock.registry}\n"
+            + (f"# WARNING: {note}\n" if note else "")
+            + _dump([rc])
         )
-        (d / "vertex.json").write_text(json.dumps(k8s.vertex(cell, images), indent=1) + "\n")
-        written += 1
+        files[d / "vertex.json"] = json.dumps(k8s.vertex(cell, images, note), indent=1) + "\n"
     if problems:
         for p in problems:
             log(f"manifests: invalid: {p}")
+        log("manifests: nothing written")
         return 1
-    log(f"manifests: {written} cell(s) rendered and validated in {out}")
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    log(f"manifests: {len(files) // 2} cell(s) rendered and validated in {out}")
     return 0
 
 

@@ -9,24 +9,81 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from harness.errors import HarnessError
 from harness.matrix import Cell, Excluded
-from harness.results import FAILED, PASSED, SKIPPED, CellResult
+from harness.results import ERROR, FAILED, PASSED, SKIPPED, WARNING, CellResult
 
-SCHEMA = 1
+SCHEMA = 2  # 2: checks carry image_id; statuses include error
+
+
+@dataclass(frozen=True)
+class Report:
+    """One report.json, read back typed."""
+
+    path: Path
+    generated: str
+    run_id: str
+    cells: dict[str, CellResult]
+
+
+def read(path: Path) -> Report:
+    """The one reader of report.json (and state.json): HarnessError naming the file and
+    the bad entry when it is missing or not what `write` produces."""
+    if not path.is_file():
+        raise HarnessError(f"{path}: no test report; run `nox -s build test` first")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):
+            raise ValueError("no list of cells")
+        if doc.get("schema") != SCHEMA:
+            raise ValueError(
+                f"schema {doc.get('schema')!r}, this harness reads {SCHEMA}; test again"
+            )
+        cells = [CellResult.from_json(c) for c in doc["cells"]]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path}: not a harness report ({exc})") from None
+    return Report(
+        path, str(doc.get("generated", "")), str(doc.get("run_id", "")), {c.id: c for c in cells}
+    )
 
 
 def load_state(path: Path) -> dict[str, CellResult]:
-    if not path.is_file():
-        return {}
+    """Last results per cell; an unreadable or older state starts afresh."""
     try:
-        doc = json.loads(path.read_text())
-        return {c["id"]: CellResult.from_json(c) for c in doc.get("cells", [])}
-    except (ValueError, KeyError, TypeError):
+        return read(path).cells if path.is_file() else {}
+    except HarnessError:
         return {}
+
+
+NOT_A_RESULT = ("excluded", "pending")
+
+
+def merge(reports: Iterable[Report]) -> tuple[dict[str, CellResult], dict[str, str]]:
+    """Cell results from several reports, e.g. one per CI shard: each shard lists the cells
+    it did not run as `excluded`, which never hides another shard's result. Two real results
+    for one cell must agree (status and tested image ids); otherwise the cell is a conflict,
+    returned with the reason, and the gate refuses it."""
+    results: dict[str, CellResult] = {}
+    source: dict[str, Path] = {}
+    conflicts: dict[str, str] = {}
+    for rep in reports:
+        for cid, r in rep.cells.items():
+            old = results.get(cid)
+            if old is None or (old.status in NOT_A_RESULT and r.status not in NOT_A_RESULT):
+                results[cid], source[cid] = r, rep.path
+            elif r.status not in NOT_A_RESULT and (
+                (r.status, r.tested_image_ids) != (old.status, old.tested_image_ids)
+            ):
+                conflicts[cid] = (
+                    f"conflicting results: {source[cid]} says {old.status}, {rep.path} says "
+                    f"{r.status}" + ("" if r.status != old.status else " for other image ids")
+                )
+    return results, conflicts
 
 
 def fresh(cell: Cell) -> CellResult:
@@ -80,7 +137,8 @@ ICON = {
     PASSED: "✅",
     FAILED: "❌",
     SKIPPED: "⏭️",
-    "warning": "⚠️",
+    ERROR: "⛔",
+    WARNING: "⚠️",
     "excluded": "➖",
     "built": "🔨",
     "pending": "…",

@@ -6,15 +6,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+# `error`: the harness could not decide (blocks a push like a failure); `warning`: a finding
+# that the matrix's policy reports without failing the cell.
+ERROR, WARNING = "error", "warning"
+CHECK_STATUSES = (PASSED, FAILED, SKIPPED, ERROR, WARNING)
+CELL_STATUSES = (PASSED, FAILED, SKIPPED, "excluded", "built", "pending")
 
 
 @dataclass
 class Check:
     name: str
-    status: str  # passed | failed | skipped
+    status: str  # passed | failed | skipped | error | warning
     detail: str = ""
     stage: str = "test"  # build | test
     data: dict[str, Any] = field(default_factory=dict)
+    image_id: str = ""  # structure checks: the image they ran on (the gate compares it)
 
     @classmethod
     def of(cls, name: str, ok: bool, detail: str, stage: str = "test", **data: Any) -> Check:
@@ -55,7 +61,7 @@ class CellResult:
         if self.status in ("excluded", "skipped"):
             return
         checks = self.checks
-        if any(c.status == FAILED for c in checks) or (self.detail and not checks):
+        if any(c.status in (FAILED, ERROR) for c in checks) or (self.detail and not checks):
             self.status = FAILED
         elif self.test_checks:
             self.status = PASSED
@@ -72,6 +78,9 @@ class CellResult:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> CellResult:
+        """Read one cell back; ValueError naming the field when it is not what `to_json`
+        writes (a hand-edited or foreign report)."""
+        _shape(doc)
         checks = [Check(**c) for c in doc.get("checks", [])]
         return cls(
             id=doc["id"],
@@ -86,3 +95,50 @@ class CellResult:
             tested_image_ids=dict(doc.get("tested_image_ids", {})),
             timings=dict(doc.get("timings", {})),
         )
+
+
+_CHECK_FIELDS = {"name": str, "status": str, "detail": str, "stage": str, "data": dict}
+_IMAGE_FIELDS = {"role": str, "tag": str, "id": str, "size_bytes": int}
+
+
+def _fields(doc: object, types: dict[str, type], where: str, required: tuple[str, ...]) -> None:
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where} is {type(doc).__name__}, not an object")
+    for key in required:
+        if key not in doc:
+            raise ValueError(f"{where} has no {key!r}")
+    for key, kind in types.items():
+        if key in doc and not isinstance(doc[key], kind):
+            raise ValueError(f"{where}.{key} is {type(doc[key]).__name__}, not {kind.__name__}")
+
+
+def _shape(doc: object) -> None:
+    """Raise ValueError unless `doc` has the shape CellResult.to_json writes."""
+    _fields(
+        doc,
+        {"id": str, "ray": str, "python": str, "variant": str, "status": str, "detail": str},
+        "cell",
+        ("id", "ray", "python", "variant"),
+    )
+    assert isinstance(doc, dict)
+    where = f"cell {doc['id']!r}"
+    if doc.get("status", "pending") not in CELL_STATUSES:
+        raise ValueError(f"{where}: unknown status {doc.get('status')!r}")
+    for key in ("checks", "images"):
+        if not isinstance(doc.get(key, []), list):
+            raise ValueError(f"{where}.{key} is not a list")
+    for i, c in enumerate(doc.get("checks", [])):
+        _fields(c, {**_CHECK_FIELDS, "image_id": str}, f"{where}.checks[{i}]", ("name", "status"))
+        if c["status"] not in CHECK_STATUSES:
+            raise ValueError(f"{where}.checks[{i}]: unknown status {c['status']!r}")
+        unknown = set(c) - {*_CHECK_FIELDS, "image_id"}
+        if unknown:
+            raise ValueError(f"{where}.checks[{i}]: unknown field(s) {sorted(unknown)}")
+    for i, image in enumerate(doc.get("images", [])):
+        _fields(image, _IMAGE_FIELDS, f"{where}.images[{i}]", tuple(_IMAGE_FIELDS))
+    for key in ("tested_image_ids", "timings"):
+        value = doc.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError(f"{where}.{key} is not an object")
+    if not all(isinstance(v, str) for v in doc.get("tested_image_ids", {}).values()):
+        raise ValueError(f"{where}.tested_image_ids has a value that is not an image id")

@@ -177,9 +177,10 @@ def test_build_manifest_per_image(run: dict[str, Any]) -> None:
 
 def test_locks_were_audited(run: dict[str, Any]) -> None:
     audit = checks_of(run)["audit:locks"]
-    # warn policy: findings are a warning, never a silent pass; PyPI's data is reachable here
-    assert audit["status"] in ("passed", "warning"), audit["detail"]
-    assert (
-        audit["detail"].startswith(("pip-audit: no known", "1 ", "2 "))
-        or "vulnerable" in audit["detail"]
-    )
+    data = audit["data"]
+    # warn policy: findings are a warning, an incomplete audit is skipped: never a silent pass
+    if data["audited"] < data["packages"]:
+        assert audit["status"] == "skipped", audit["detail"]
+        assert "could not be audited" in audit["detail"]
+    else:
+        assert audit["status"] in ("passed", "warning"), audit["detail"]

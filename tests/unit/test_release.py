@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -80,21 +81,55 @@ def test_images_lock_merges_cells_and_replaces_pushes(tmp_path: Path) -> None:
     )
     registry.write_lock(path, "r", [pushed("a", "head", "sha256:3")])
     doc = registry.read_lock(path)
-    assert [(e["cell"], e["digest"]) for e in doc["images"]] == [
-        ("a", "sha256:3"),
-        ("b", "sha256:2"),
-    ]
+    assert [(e.cell, e.digest) for e in doc.images] == [("a", "sha256:3"), ("b", "sha256:2")]
     registry.write_lock(path, "other", [pushed("c", "head", "sha256:4")])  # new registry: fresh
-    assert [e["cell"] for e in registry.read_lock(path)["images"]] == ["c"]
+    assert [e.cell for e in registry.read_lock(path).images] == ["c"]
 
 
-def test_reports_merge_and_bad_reports_are_clear(tmp_path: Path) -> None:
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
-    a.write_text(json.dumps({"cells": [{"id": "x", "status": "failed"}]}))
-    b.write_text(json.dumps({"cells": [{"id": "x", "status": "passed"}, {"id": "y"}]}))
-    assert registry.load_reports([a, b])["x"]["status"] == "passed"
+@pytest.mark.parametrize(
+    ("doc", "why"),
+    [
+        ([], "no list of images"),
+        ({"schema": 1, "registry": "r", "images": []}, "schema 1"),
+        ({"schema": registry.LOCK_SCHEMA, "images": []}, "no registry"),
+        ({"schema": registry.LOCK_SCHEMA, "registry": "r", "images": ["x"]}, "images[0]"),
+        (
+            {"schema": registry.LOCK_SCHEMA, "registry": "r", "images": [{"cell": "a"}]},
+            "missing",
+        ),
+        (
+            {
+                "schema": registry.LOCK_SCHEMA,
+                "registry": "r",
+                "images": [{**asdict(pushed("a", "head", "sha256:1")), "digest": 5}],
+            },
+            "string",
+        ),
+        (
+            {
+                "schema": registry.LOCK_SCHEMA,
+                "registry": "r",
+                "images": [{**asdict(pushed("a", "head", "sha256:1")), "ref": "r/x:latest"}],
+            },
+            "sha256 digest",
+        ),
+    ],
+)
+def test_images_lock_of_the_wrong_shape_is_refused(tmp_path: Path, doc: object, why: str) -> None:
+    path = tmp_path / "images.lock.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(HarnessError, match="not an images lock") as exc:
+        registry.read_lock(path)
+    assert why in str(exc.value)
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(HarnessError, match="not an images lock"):
+        registry.read_lock(path)
+
+
+def test_bad_reports_are_clear(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match="no test report"):
         registry.load_reports([tmp_path / "missing.json"])
+    a = tmp_path / "a.json"
     a.write_text("{")
     with pytest.raises(HarnessError, match="not a harness report"):
         registry.load_reports([a])
