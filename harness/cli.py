@@ -41,14 +41,15 @@ from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id
 from harness.errors import HarnessError
 from harness.paths import Paths
 from harness.progress import bar, log
-from harness.results import FAILED, CellResult, Check
+from harness.results import ERROR, FAILED, CellResult, Check
 from harness.verify import CONNECT_TIMEOUT, test_cell
 from harness.wheelhouse import Wheelhouse
 
 EPILOG = """\
 cell selection: --only KEY=GLOB[,KEY=GLOB...] with keys ray, python, variant; repeat --only
 to select the union. Example: --only ray=2.60.0,python=3.11.*  (quote globs in a shell)
-exit codes: 0 passed, 1 a build or check failed, 2 bad input or environment, 130/143 interrupted
+exit codes: 0 passed, 1 a build or check failed, 2 bad input or environment, 130/143 interrupted;
+grid: 1 the harness called a pair compatible that Ray refuses, 3 a pair got no verdict
 """
 
 
@@ -60,6 +61,26 @@ class Interrupted(Exception):
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(128 + signum)
+
+
+def _ready_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ready-timeout",
+        type=_positive,
+        default=CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a cluster may take to come up (default {CONNECT_TIMEOUT:.0f})",
+    )
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and less than a day")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,13 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "test", parents=[common], help="start clusters from the images and check them"
     )
-    s.add_argument(
-        "--ready-timeout",
-        type=float,
-        default=CONNECT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long a cluster may take to come up (default {CONNECT_TIMEOUT:.0f})",
-    )
+    _ready_timeout(s)
     s.add_argument(
         "--backend",
         choices=("containers", "kind"),
@@ -133,11 +148,12 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="rebuild cells from scratch and compare file by file with the built images",
     )
-    sub.add_parser(
+    s = sub.add_parser(
         "grid",
         parents=[common],
         help="every notebook image against every cluster: Ray's verdicts and ours",
     )
+    _ready_timeout(s)
     s = sub.add_parser(
         "probe",
         parents=[common],
@@ -333,9 +349,14 @@ def cmd_build(args: argparse.Namespace, run_id: str) -> int:
                     result.test_checks = previous.test_checks
                     result.tested_image_ids = previous.tested_image_ids
                 result.settle()
-                failed += result.status == FAILED
+                # The exit code and the line say what this build did; the report keeps the
+                # cell's last test status when its images are the ones tested.
+                broken = any(k.status in (FAILED, ERROR) for k in result.build_checks)
+                failed += broken
                 state[result.id] = result
-                log(f"[{done}/{len(cells)}] {result.id}: {result.status}")
+                kept = f" (last test: {result.status})" if result.test_checks else ""
+                log(f"[{done}/{len(cells)}] {result.id}: {'build failed' if broken else 'built'}"
+                    f"{kept}")
                 report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # an interrupt must not wait for cells
@@ -495,14 +516,19 @@ def cmd_grid(args: argparse.Namespace, run_id: str) -> int:
     for c in cells:
         _require_built(engine, m, c)
     log(f"grid: {len(cells)} cluster(s) x {len(cells)} notebook image(s)")
-    pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"))
+    pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"), args.ready_timeout)
     grid.write(paths.build, pairs, m.grid)
     counts = Counter(p.harness["verdict"] for p in pairs)
     log(f"grid: {dict(counts)}; {paths.build / 'grid.md'}, grid.html, grid.json")
+    undecided = [p for p in pairs if p.undecided]
+    for p in undecided:
+        log(f"grid: no verdict for {p.notebook} -> {p.cluster}: {'; '.join(p.undecided)[:400]}")
     blind = [p for p in pairs if p.blind_spot]
     for p in blind:
         log(f"grid: harness says compatible but Ray does not agree: {p.notebook} -> {p.cluster}")
-    return 1 if blind else 0
+    if undecided:
+        return grid.EXIT_UNDECIDED
+    return grid.EXIT_BLIND_SPOT if blind else 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:

@@ -23,6 +23,10 @@ from harness.progress import log, step
 from harness.verify import join_as_driver
 
 COMPATIBLE, WARN, INCOMPATIBLE = "compatible", "warn", "incompatible"
+# The harness could not decide (a cluster that never came up, a probe that crashed or timed
+# out): not a result about the pair. Ray's own `error` verdicts, by contrast, are results.
+UNDECIDED = "error"
+EXIT_BLIND_SPOT, EXIT_UNDECIDED = 1, 3
 
 
 @dataclass
@@ -38,6 +42,17 @@ class Pair:
         """Ray refuses on either path: a version message, or an error that names none."""
         verdicts = (self.ray_client.get("verdict"), self.ray_driver.get("verdict"))
         return any(v in ("rejected", "error") for v in verdicts)
+
+    @property
+    def undecided(self) -> list[str]:
+        """Where the harness got no answer for this pair (empty when every verdict is one)."""
+        out = []
+        if self.harness.get("verdict") == UNDECIDED:
+            out.append("harness: " + "; ".join(self.harness.get("reasons", [])))
+        for path, verdict in (("Ray Client", self.ray_client), ("driver", self.ray_driver)):
+            if verdict.get("answered") is False:
+                out.append(f"{path}: {verdict.get('message')}")
+        return out
 
     @property
     def blind_spot(self) -> bool:
@@ -59,7 +74,10 @@ def judge(
     reasons: list[str] = []
     level = COMPATIBLE
     if not nodes:
-        return {"verdict": INCOMPATIBLE, "reasons": ["no node facts"]}
+        return {"verdict": UNDECIDED, "reasons": ["no node facts: the cluster never answered"]}
+    if not client.get("python") or not client.get("ray"):
+        why = client.get("error") or "no facts"
+        return {"verdict": UNDECIDED, "reasons": [f"the notebook image gave no facts: {why}"]}
     for severity, keys in ((INCOMPATIBLE, policy.fail), (WARN, policy.warn)):
         for key in keys:
             mine = _value(client, key)
@@ -71,7 +89,18 @@ def judge(
     return {"verdict": level, "reasons": reasons}
 
 
+def _no_answer(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The probe itself gave no answer (crashed, timed out): the harness could not decide."""
+    if "connect" in result:
+        return None
+    message = str(result.get("error") or "the probe gave no answer")[:2000]
+    return {"verdict": UNDECIDED, "message": message, "warnings": [], "answered": False}
+
+
 def ray_client_verdict(result: Mapping[str, Any]) -> dict[str, Any]:
+    missing = _no_answer(result)
+    if missing:
+        return missing
     conn = result.get("connect") or {}
     warnings = [w for w in conn.get("warnings") or [] if "mismatch" in w.lower()]
     if conn.get("ok"):
@@ -99,6 +128,9 @@ def driver_verdict(cluster: ContainerCluster, client: str) -> dict[str, Any]:
     if refused is not None:
         verdict = "rejected" if "mismatch" in refused.lower() else "error"
         return {"verdict": verdict, "message": _mismatch_lines(refused), "stage": "ray start"}
+    missing = _no_answer(r)
+    if missing:
+        return {**missing, "stage": "ray.init"}
     conn = r.get("connect") or {}
     if conn.get("ok"):
         return {"verdict": "accepted", "message": "joined and connected", "stage": "ray.init"}
@@ -108,7 +140,12 @@ def driver_verdict(cluster: ContainerCluster, client: str) -> dict[str, Any]:
 
 
 def run(
-    engine: Engine, matrix: Matrix, cells: Sequence[Cell], run_id: str, log_dir: Path
+    engine: Engine,
+    matrix: Matrix,
+    cells: Sequence[Cell],
+    run_id: str,
+    log_dir: Path,
+    ready_timeout: float = 120,
 ) -> list[Pair]:
     """Start each cluster once; connect every notebook image to it."""
     pairs: list[Pair] = []
@@ -122,10 +159,25 @@ def run(
             with step(f"grid: cluster {cluster_cell.id} up"):
                 ready = cluster.probe(
                     cluster.head,
-                    ["cluster", "auto", "--expect-nodes", "2", "--timeout", "120"],
-                    timeout=180,
+                    ["cluster", "auto", "--expect-nodes", "2", "--timeout", str(ready_timeout)],
+                    timeout=ready_timeout + 60,
                 )
             nodes = [n.get("facts") or {} for n in ready.get("nodes", [])]
+            if len(nodes) < 2:  # never came up: no pair of this cluster can be decided
+                why = str(ready.get("error") or f"{len(nodes)} of 2 nodes answered")[:500]
+                for nb_cell in cells:
+                    no = {"verdict": UNDECIDED, "message": why, "answered": False}
+                    pairs.append(
+                        Pair(
+                            nb_cell.id,
+                            cluster_cell.id,
+                            ray_client=no,
+                            ray_driver=no,
+                            harness={"verdict": UNDECIDED, "reasons": [f"cluster: {why}"]},
+                        )
+                    )
+                log(f"grid: cluster {cluster_cell.id} never came up ({why}); its pairs undecided")
+                continue
             for i, nb_cell in enumerate(cells):
                 pair = Pair(notebook=nb_cell.id, cluster=cluster_cell.id)
                 with step(f"grid: notebook {nb_cell.id} -> cluster {cluster_cell.id}"):
@@ -160,8 +212,8 @@ def run(
 
 # --- outputs ------------------------------------------------------------------------------
 
-SYMBOL = {COMPATIBLE: "✅", WARN: "⚠️", INCOMPATIBLE: "❌"}
-COLOUR = {COMPATIBLE: "#2e7d32", WARN: "#f9a825", INCOMPATIBLE: "#c62828"}
+SYMBOL = {COMPATIBLE: "✅", WARN: "⚠️", INCOMPATIBLE: "❌", UNDECIDED: "⛔"}
+COLOUR = {COMPATIBLE: "#2e7d32", WARN: "#f9a825", INCOMPATIBLE: "#c62828", UNDECIDED: "#616161"}
 
 
 def write(build: Path, pairs: Sequence[Pair], policy: GridPolicy) -> None:

@@ -141,6 +141,26 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path: Path) -> None:
         remove_prefix(prefix)
 
 
+def test_build_exits_on_what_it_built_not_on_an_old_test(
+    default_images: None, tmp_path: Path
+) -> None:
+    """A no-op build after a failed test: exit 0, and the line says built (last test: failed);
+    the report keeps the test result, since the images are the ones tested."""
+    args = ("build", *CPU_ONLY, "--build-dir", str(tmp_path))
+    assert run(*args, run_id=new_run_id()).returncode == 0
+    state = json.loads((tmp_path / "state.json").read_text())
+    [cell] = state["cells"]
+    cell["checks"].append(
+        {"name": "workload:tasks", "status": "failed", "detail": "x", "stage": "test", "data": {}}
+    )
+    cell["tested_image_ids"] = {i["role"]: i["id"] for i in cell["images"]}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    r = run(*args, run_id=new_run_id())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{CELL}: built (last test: failed)" in r.stderr
+    assert report(tmp_path)[CELL]["status"] == "failed"
+
+
 # --- 3. a cluster that never forms: bounded, with logs ---------------------------------------
 
 
@@ -200,6 +220,28 @@ def test_a_cluster_that_never_forms_fails_in_bounded_time_with_logs(
     assert "client:connect" not in checks(cell)  # nothing else was attempted
     print(f"cluster that never forms: failed after {elapsed:.0f}s (ready timeout 15s)")
     assert elapsed < 15 + 120, "the failure must come from the bounded wait"
+    assert_nothing_left(run_id)
+
+
+def test_grid_without_a_cluster_has_no_verdict_and_says_so(broken_worker: Path) -> None:
+    """A cluster that never comes up gives the grid no verdict: exit 3, not incompatible."""
+    run_id = new_run_id()
+    r = run(
+        "grid",
+        "--matrix",
+        str(broken_worker),
+        *CPU_ONLY,
+        "--ready-timeout",
+        "10",
+        run_id=run_id,
+        env=WHEELHOUSE,
+    )
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert f"no verdict for {CELL} -> {CELL}" in r.stderr
+    doc = json.loads((broken_worker.parent / "build" / "grid.json").read_text())
+    [pair] = doc["pairs"]
+    assert pair["harness"]["verdict"] == "error"
+    assert "cluster" in pair["harness"]["reasons"][0]
     assert_nothing_left(run_id)
 
 

@@ -123,3 +123,28 @@ def test_grid_policy_in_matrix(write_matrix: Callable[[str], Path]) -> None:
         matrix.load(write_matrix(base + "grid:\n  warn: [nunpy]\n"))
     with pytest.raises(MatrixError, match=r"grid\.only"):
         matrix.load(write_matrix(base + "grid:\n  only: ['pyhton=3.11.*']\n"))
+
+
+def test_no_verdict_is_undecided_not_incompatible() -> None:
+    assert grid.judge(facts(), [], POLICY)["verdict"] == grid.UNDECIDED
+    no_facts = {"ok": False, "error": "probe facts exited 124: did not finish in 60s"}
+    assert grid.judge(no_facts, [facts()], POLICY) == {
+        "verdict": grid.UNDECIDED,
+        "reasons": [
+            "the notebook image gave no facts: probe facts exited 124: did not finish in 60s"
+        ],
+    }
+    crashed = grid.ray_client_verdict({"ok": False, "error": "probe cluster exited 137: "})
+    assert crashed["verdict"] == grid.UNDECIDED and crashed["answered"] is False
+    p = grid.Pair(
+        "a",
+        "b",
+        ray_client=crashed,
+        ray_driver={"verdict": "accepted"},
+        harness={"verdict": "compatible", "reasons": []},
+    )
+    assert p.undecided == ["Ray Client: probe cluster exited 137: "]
+    # Ray's own error (e.g. a protocol error across Ray versions) is a result, not undecided
+    ray_error = grid.ray_client_verdict({"connect": {"ok": False, "error": "grpc: EOF"}})
+    assert ray_error["verdict"] == "error" and "answered" not in ray_error
+    assert grid.Pair("a", "b", ray_error, ray_error, {"verdict": "incompatible"}).undecided == []
