@@ -120,7 +120,8 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
     """mmdebstrap a minbase rootfs tarball; returns its sha256."""
     if shutil.which("mmdebstrap") is None:
         raise HarnessError(
-            "mmdebstrap not found: run `sudo scripts/setup-engine.sh` (apt-get install mmdebstrap)"
+            "mmdebstrap not found: run `scripts/setup-engine.sh` as root or with sudo "
+            "(installs mmdebstrap)"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial.tar")  # mmdebstrap picks the format by extension
@@ -146,9 +147,13 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
             raise HarnessError(str(exc)) from None
         if rc != 0:
             tail = "\n".join(err.strip().splitlines()[-8:])
-            raise HarnessError(
-                f"mmdebstrap {suite} failed (is {matrix.debian_mirror} reachable?):\n{tail}"
-            )
+            hint = f"is {matrix.debian_mirror} reachable?"
+            if "is no longer valid" in err or "Valid-Until" in err:
+                hint = (
+                    f"the Release files of {matrix.debian_mirror} have expired; if it is a "
+                    "frozen snapshot on purpose, set HARNESS_DEBIAN_SNAPSHOT=1"
+                )
+            raise HarnessError(f"mmdebstrap {suite} failed ({hint}):\n{tail}")
         h = hashlib.sha256()
         with tmp.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import sys
 from collections import Counter
@@ -23,6 +22,7 @@ from types import FrameType
 from harness import (
     audit,
     children,
+    clean,
     diskspace,
     grid,
     index,
@@ -32,12 +32,13 @@ from harness import (
     release,
     report,
     reproduce,
+    runs,
 )
 from harness.backends import PROBE_SOURCE, Cluster, kube, probe_result
 from harness.base import BaseImage
 from harness.build import BuildFailed, build_cell, prepare
 from harness.children import stop_all
-from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine, new_run_id
+from harness.engine import LABEL_RUN, Engine, new_run_id
 from harness.errors import HarnessError
 from harness.paths import Paths
 from harness.progress import bar, log
@@ -51,6 +52,10 @@ to select the union. Example: --only ray=2.60.0,python=3.11.*  (quote globs in a
 exit codes: 0 passed, 1 a build or check failed, 2 bad input or environment, 130/143 interrupted;
 grid: 1 the harness called a pair compatible that Ray refuses, 3 a pair got no verdict
 """
+
+
+# Commands that write into the build directory: one run at a time per directory.
+WRITES_BUILD_DIR = ("build", "test", "verify-reproducible", "grid", "push", "manifests")
 
 
 class Interrupted(Exception):
@@ -355,8 +360,10 @@ def cmd_build(args: argparse.Namespace, run_id: str) -> int:
                 failed += broken
                 state[result.id] = result
                 kept = f" (last test: {result.status})" if result.test_checks else ""
-                log(f"[{done}/{len(cells)}] {result.id}: {'build failed' if broken else 'built'}"
-                    f"{kept}")
+                log(
+                    f"[{done}/{len(cells)}] {result.id}: {'build failed' if broken else 'built'}"
+                    f"{kept}"
+                )
                 report.write(paths.build, state, str(m.path), run_id, _excluded(m, left))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # an interrupt must not wait for cells
@@ -579,30 +586,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0 if ours["verdict"] != grid.INCOMPATIBLE and client["verdict"] != "rejected" else 1
 
 
-def cmd_clean(args: argparse.Namespace) -> int:
-    paths = Paths.for_matrix(args.matrix, args.build_dir)
-    engine = Engine()
-    engine.ping()
-    # Containers inherit their image's labels, so `managed` also marks a user's own
-    # container started from one of our images: select run objects by the run-id label,
-    # which only the harness sets, and only when it creates them.
-    counts = engine.remove_labelled({LABEL_RUN: ""}, images=True)  # images: temporary ones
-    if args.images:
-        built = engine.remove_labelled({LABEL_MANAGED: ""}, images=True)
-        counts["image"] = counts.get("image", 0) + built.get("image", 0)
-    counts["kind cluster"] = len(kube.delete_leftover_kind_clusters())
-    print("removed " + ", ".join(f"{n} {k}(s)" for k, n in counts.items()))
-    for sub in ("context", "rootfs"):
-        shutil.rmtree(paths.build / sub, ignore_errors=True)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_id = os.environ.get("HARNESS_RUN_ID") or new_run_id()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
+        if args.command not in ("plan", "matrix", "clean"):
+            runs.hold_run(run_id)  # alive until this process ends: `clean` leaves it alone
+        if args.command in WRITES_BUILD_DIR:
+            runs.own_build_dir(Paths.for_matrix(args.matrix, args.build_dir).build, args.command)
         if args.command == "plan":
             return cmd_plan(args)
         if args.command == "lock":
@@ -624,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "matrix":
             return release.cmd_matrix(args)
         if args.command == "clean":
-            return cmd_clean(args)
+            return clean.cmd_clean(args)
         raise AssertionError(args.command)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

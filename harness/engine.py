@@ -26,7 +26,10 @@ LABEL_MANAGED = f"{LABEL_NS}.managed"
 # Set only when the harness creates a container, network, volume or temporary image:
 # the selector for cleaning up a run (or, with any value, every run).
 LABEL_RUN = f"{LABEL_NS}.run"
-SETUP_HINT = "run `sudo scripts/setup-engine.sh` (installs Debian's docker.io and starts dockerd)"
+SETUP_HINT = (
+    "run `scripts/setup-engine.sh` as root or with sudo (installs Debian's docker.io, "
+    "starts dockerd)"
+)
 
 
 def new_run_id() -> str:
@@ -166,6 +169,22 @@ class Engine:
             args = [kind, "ls", "-q", *filters]
         out = self.run(args, timeout=60).stdout
         return list(dict.fromkeys(out.split()))
+
+    def label_values(self, kind: str, key: str) -> dict[str, str]:
+        """id -> value of label `key`, for every container/network/volume/image carrying it."""
+        ids = self.ids(kind, {key: ""})
+        if not ids:
+            return {}
+        where = ".Config.Labels" if kind in ("container", "image") else ".Labels"
+        ident = "{{.Name}}" if kind == "volume" else "{{.Id}}"
+        fmt = f'{ident} {{{{index {where} "{key}"}}}}'
+        r = self.run([kind, "inspect", "--format", fmt, *ids], timeout=120, check=False)
+        out: dict[str, str] = {}
+        for line in r.stdout.splitlines():
+            ident, _, value = line.partition(" ")
+            if ident:
+                out[ident] = value.strip()
+        return out
 
     def remove_labelled(self, labels: Mapping[str, str], images: bool = False) -> dict[str, int]:
         """Remove containers, networks and volumes (and images if asked) with these labels."""

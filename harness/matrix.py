@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import itertools
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -421,8 +422,23 @@ def matches(selector: Mapping[str, str], cell: Cell) -> bool:
     return all(fnmatch.fnmatchcase(values[k], pattern) for k, pattern in selector.items())
 
 
-def load(path: str | Path) -> Matrix:
-    """Read, validate and expand a matrix file."""
+SNAPSHOT_ENV = "HARNESS_DEBIAN_SNAPSHOT"
+
+
+def snapshot_from_env(env: Mapping[str, str]) -> bool:
+    """$HARNESS_DEBIAN_SNAPSHOT: this machine's mirror is a frozen snapshot, so apt may accept
+    Release files past their Valid-Until (signatures are still checked). A property of the
+    machine, not of the product: it is never a default of the committed matrix."""
+    value = env.get(SNAPSHOT_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise MatrixError(SNAPSHOT_ENV, "(environment)", f"{value!r} is not 1/true/yes or 0/false/no")
+
+
+def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
+    """Read, validate and expand a matrix file (and the environment's $HARNESS_DEBIAN_SNAPSHOT)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -509,6 +525,7 @@ def load(path: str | Path) -> Matrix:
     snapshot = data.get("debian_snapshot", False)
     if not isinstance(snapshot, bool):
         raise loader.fail("debian_snapshot", "must be true or false")
+    snapshot = snapshot or snapshot_from_env(env)
     audit = data.get("audit", "warn")
     if audit not in AUDIT_POLICIES:
         raise loader.fail("audit", f"{audit!r} is not one of {', '.join(AUDIT_POLICIES)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator, Mapping
@@ -49,9 +50,10 @@ def _entries(stream: IO[bytes]) -> Iterator[tuple[str, Entry]]:
                 yield path, ("other", mode, owner, "", str(member.type))
 
 
-def filesystem(engine: Engine, image: str) -> dict[str, Entry]:
+def filesystem(engine: Engine, image: str, run_id: str) -> dict[str, Entry]:
     """Every path of the image's filesystem with its content digest (mtimes ignored)."""
-    cid = engine.run(["create", "--label", f"{LABEL_MANAGED}=repro", image], timeout=60).stdout
+    labels = ["--label", f"{LABEL_MANAGED}=repro", "--label", f"{LABEL_RUN}={run_id}"]
+    cid = engine.run(["create", *labels, image], timeout=60).stdout
     cid = cid.strip()
     try:
         proc = subprocess.Popen([engine.cli, "export", cid], stdout=subprocess.PIPE)
@@ -105,16 +107,19 @@ def _check(name: str, diffs: list[str], what: str) -> Check:
 def verify_cell(
     engine: Engine, matrix: Matrix, paths: Paths, cell: Cell, run_id: str
 ) -> list[Check]:
-    """Rebuild `cell` from scratch under a temporary prefix and compare with its images."""
+    """Rebuild `cell` from scratch under a temporary prefix and compare with its images.
+    The rebuild's contexts, logs and build manifests go to a scratch directory, removed at
+    the end: build/manifests keeps describing the images that were built and tested."""
     temp = dataclasses.replace(matrix, prefix=f"{matrix.prefix}-repro-{run_id}")
+    scratch = dataclasses.replace(paths, build=paths.build / "repro" / run_id)
     labels = {LABEL_RUN: run_id}
     checks: list[Check] = []
     try:
         with step(f"{cell.id}: rebuild from scratch (fresh rootfs, no layer cache)"):
             base = ensure_base(
-                engine, temp, cell, paths.build / "rootfs", fresh=True, extra_labels=labels
+                engine, temp, cell, scratch.build / "rootfs", fresh=True, extra_labels=labels
             )
-            build_cell(engine, temp, paths, cell, base, no_cache=True, extra_labels=labels)
+            build_cell(engine, temp, scratch, cell, base, no_cache=True, extra_labels=labels)
         original_base = engine.image_labels(f"{matrix.prefix}/base:{base.ref.rsplit(':', 1)[1]}")
         if base.rootfs_sha256 is not None:
             before = (original_base or {}).get(L_ROOTFS)
@@ -129,11 +134,11 @@ def verify_cell(
         for role in ROLES:
             with step(f"{cell.id}: compare {role} file by file"):
                 diffs = compare(
-                    filesystem(engine, cell.tag(matrix.prefix, role)),
-                    filesystem(engine, cell.tag(temp.prefix, role)),
+                    filesystem(engine, cell.tag(matrix.prefix, role), run_id),
+                    filesystem(engine, cell.tag(temp.prefix, role), run_id),
                 )
             checks.append(_check(f"repro:{role}", diffs, f"{role} filesystem"))
     finally:
         engine.remove_labelled(labels, images=True)
-        engine.remove_labelled({LABEL_MANAGED: "repro"})
+        shutil.rmtree(scratch.build, ignore_errors=True)
     return checks

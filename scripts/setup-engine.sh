@@ -7,10 +7,15 @@
 #   - kubectl and kind, for the Kubernetes backend (kind's node image is not installed:
 #     it comes from a registry or an archive you `docker load`)
 # Safe to run again: installs only what is missing and starts dockerd only if it is down.
-# Needs root (or sudo). Used by .ci/run and by a fresh developer machine.
+# Run it as root, or as a user with sudo (it re-executes itself with sudo). Used by .ci/run
+# and by a fresh developer machine.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "setup-engine: needs root to install packages and start dockerd; run it as root" >&2
+    exit 1
+  fi
   exec sudo -E bash "$0" "$@"
 fi
 

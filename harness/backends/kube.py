@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -448,13 +449,15 @@ def close_all() -> None:
         backend.close()
 
 
-def delete_leftover_kind_clusters() -> list[str]:
-    """kind clusters a crashed run left (named raycompat-<run id>); [] without kind."""
+def delete_leftover_kind_clusters(keep: Callable[[str], bool] = lambda run_id: False) -> list[str]:
+    """kind clusters of runs that are over (named raycompat-<run id>, and `keep(run id)` is
+    False); [] without kind."""
     exe = shutil.which("kind")
     if not exe:
         return []
     rc, out, _ = children.run([exe, "get", "clusters"], timeout=60)
     names = [n for n in out.split() if n.startswith("raycompat-")] if rc == 0 else []
+    names = [n for n in names if not keep(n[len("raycompat-") :])]
     for name in names:
         children.run([exe, "delete", "cluster", "--name", name], timeout=300)
     return names

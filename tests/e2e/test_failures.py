@@ -320,30 +320,83 @@ def test_interrupt_during_build_exits_130(default_images: None, tmp_path: Path) 
     assert not list(tmp_path.glob("rootfs/*.partial.tar")), "half-built rootfs left behind"
 
 
-def test_clean_removes_only_what_the_harness_labelled(default_images: None) -> None:
+def start_killable(*args: str, run_id: str, build_dir: Path) -> subprocess.Popen[str]:
+    """The harness in its own process group, so SIGKILL takes its docker children too (as
+    when a CI machine or a session dies)."""
+    return subprocess.Popen(
+        harness_cmd(*args, "--build-dir", str(build_dir)),
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "HARNESS_RUN_ID": run_id},
+        start_new_session=True,
+        text=True,
+    )
+
+
+def wait_for_objects(run_id: str, kind: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not Engine().ids(kind, {LABEL_RUN: run_id}):
+        assert time.monotonic() < deadline, f"run {run_id} created no {kind} in {timeout}s"
+        time.sleep(1)
+
+
+def test_clean_after_sigkill_removes_dead_runs_only(default_images: None, tmp_path: Path) -> None:
     engine = Engine()
     image = "localhost/raycompat/base:debian-bookworm-py3.11.2"
-    crashed = "crashed" + uuid.uuid4().hex[:6]
-    labels = ["--label", f"{LABEL_MANAGED}=cluster", "--label", f"{LABEL_RUN}={crashed}"]
-    engine.run(["network", "create", *labels, f"rh-{crashed}"])
-    ours = engine.run(
-        ["run", "-d", *labels, "--network", f"rh-{crashed}", image, "sleep", "600"]
-    ).stdout.strip()
+    # killed mid-test: its cluster containers and network stay behind
+    tested = new_run_id()
+    proc = start_killable("test", *CPU_ONLY, run_id=tested, build_dir=tmp_path / "t")
+    wait_for_objects(tested, "container")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # killed mid-rebuild: its temporary base image (and maybe containers) stay behind
+    rebuilt = new_run_id()
+    proc = start_killable("verify-reproducible", *CPU_ONLY, run_id=rebuilt, build_dir=tmp_path)
+    wait_for_objects(rebuilt, "image")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert engine.ids("container", {LABEL_RUN: tested}), "the killed test left nothing to clean"
+    # a live run (this process holds its lock) and a user's container from our image
+    live = "live" + uuid.uuid4().hex[:6]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from harness import runs; runs.hold_run({live!r}); "
+            "print('held', flush=True); import time; time.sleep(600)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    labels = ["--label", f"{LABEL_MANAGED}=cluster", "--label", f"{LABEL_RUN}={live}"]
+    ours_live = engine.run(["run", "-d", *labels, image, "sleep", "600"]).stdout.strip()
     theirs = engine.run(
         ["run", "-d", "--label", "owner=someone-else", image, "sleep", "600"]
     ).stdout.strip()
     try:
         r = subprocess.run(
-            harness_cmd("clean"), cwd=ROOT, capture_output=True, text=True, timeout=120
+            harness_cmd("clean", "--build-dir", str(tmp_path / "clean")),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert r.returncode == 0, r.stderr
-        assert engine.inspect("container", ours) is None
-        assert engine.inspect("network", f"rh-{crashed}") is None
+        print(r.stdout)
+        assert_nothing_left(tested)
+        assert_nothing_left(rebuilt)
+        assert f"kept the objects of 1 live run(s): {live}" in r.stdout
+        assert engine.inspect("container", ours_live) is not None  # a live run's: kept
         # started from our image, so it inherits our image labels: still not ours to remove
         assert engine.inspect("container", theirs) is not None
         assert engine.inspect("image", image) is not None  # images stay without --images
     finally:
-        engine.run(["rm", "-f", theirs], check=False)
+        holder.kill()
+        holder.wait()
+        engine.run(["rm", "-f", theirs, ours_live], check=False)
 
 
 # --- 6. too little disk -----------------------------------------------------------------------

@@ -235,3 +235,15 @@ def test_forky_extra_interpreters_are_offered(write_matrix: Callable[[str], Path
     assert matrix.debian_offer("forky", "3.13.15") == matrix.DebianPython(
         "forky", "3.13.15", "python3.13"
     )
+
+
+def test_frozen_mirror_comes_from_the_environment(write_matrix: Callable[[str], Path]) -> None:
+    path = write_matrix('version: 1\nray: ["2.60.0"]\npython: ["3.11.2"]\n')
+    assert matrix.load(path, env={}).debian_snapshot is False
+    assert matrix.load(path, env={matrix.SNAPSHOT_ENV: "1"}).debian_snapshot is True
+    with pytest.raises(MatrixError, match="HARNESS_DEBIAN_SNAPSHOT: .*'maybe' is not"):
+        matrix.load(path, env={matrix.SNAPSHOT_ENV: "maybe"})
+
+
+def test_the_committed_matrix_keeps_apt_checks() -> None:
+    assert matrix.load(ROOT / "matrix.yaml", env={}).debian_snapshot is False
