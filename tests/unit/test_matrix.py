@@ -241,7 +241,7 @@ def test_frozen_mirror_comes_from_the_environment(write_matrix: Callable[[str], 
     path = write_matrix('version: 1\nray: ["2.60.0"]\npython: ["3.11.2"]\n')
     assert matrix.load(path, env={}).debian_snapshot is False
     assert matrix.load(path, env={matrix.SNAPSHOT_ENV: "1"}).debian_snapshot is True
-    with pytest.raises(MatrixError, match="HARNESS_DEBIAN_SNAPSHOT: .*'maybe' is not"):
+    with pytest.raises(MatrixError, match=r"HARNESS_DEBIAN_SNAPSHOT: .*'maybe' is not"):
         matrix.load(path, env={matrix.SNAPSHOT_ENV: "maybe"})
 
 
