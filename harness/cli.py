@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from harness import (
     audit,
@@ -45,6 +49,8 @@ from harness.progress import bar, log
 from harness.results import ERROR, FAILED, CellResult, Check
 from harness.verify import CONNECT_TIMEOUT, test_cell
 from harness.wheelhouse import Wheelhouse
+
+PROBE_TIMEOUT = 30.0
 
 EPILOG = """\
 cell selection: --only KEY=GLOB[,KEY=GLOB...] with keys ray, python, variant; repeat --only
@@ -78,6 +84,25 @@ def _ready_timeout(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _jobs_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text} must be from 1 to 64")
+    return value
+
+
+def _namespace(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", text) or len(text) > 63:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 "
+            "lower-case letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    return text
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -88,8 +113,15 @@ def _positive(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags: exit 2 with one line (no usage dump), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--matrix", default="matrix.yaml", type=Path, help="matrix file (default: ./matrix.yaml)"
     )
@@ -102,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--jobs",
-        type=int,
+        type=_jobs_count,
         default=None,
         help="cells at once (default: a build per core, a test cluster per 2 cores, "
         "bounded by memory)",
@@ -113,13 +145,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="reports, logs and contexts (default: build/ next to the matrix)",
     )
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m harness",
         description=__doc__,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("plan", parents=[common], help="list the selected cells, their tags and bases")
     s = sub.add_parser("lock", parents=[common], help="resolve hash-pinned lock files (uv)")
     s.add_argument("--check", action="store_true", help="only verify the locks are up to date")
@@ -166,6 +198,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--address", required=True, help="ray://HOST:10001 or HOST:6379")
     s.add_argument("--image", help="run the client side in this image (host network)")
+    s.add_argument(
+        "--timeout",
+        type=_positive,
+        default=PROBE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the cluster to answer (default {PROBE_TIMEOUT:.0f})",
+    )
     s = sub.add_parser(
         "push",
         parents=[common],
@@ -185,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
         help="KubeRay RayCluster and Vertex AI image refs, pinned by digest",
     )
     s.add_argument("--images-lock", type=Path, help="default: build/images.lock.json")
-    s.add_argument("--namespace", help="metadata.namespace of the RayClusters")
+    s.add_argument("--namespace", type=_namespace, help="metadata.namespace of the RayClusters")
     s = sub.add_parser("matrix", parents=[common], help="the selected cells as JSON")
     s.add_argument(
         "--github", action="store_true", help="as a GitHub Actions job matrix (cells=...)"
@@ -203,6 +242,7 @@ def _setup(
     m = matrix.load(args.matrix)
     cells, left = matrix.select(m, args.only)
     paths = Paths.for_matrix(args.matrix, args.build_dir)
+    index.index_url()  # a package index variable that points nowhere is refused up front
     validate_against_index(m, paths)
     return m, paths, cells, left
 
@@ -269,10 +309,7 @@ def _prior(paths: Paths) -> dict[str, CellResult]:
 
 
 def _jobs(args: argparse.Namespace, n: int, cores_per_job: int) -> int:
-    jobs = args.jobs or default_jobs(cores_per_job)
-    if jobs < 1:
-        raise HarnessError("--jobs must be at least 1")
-    return max(1, min(jobs, n))
+    return max(1, min(args.jobs or default_jobs(cores_per_job), n))
 
 
 def _build_one(
@@ -390,9 +427,14 @@ def _test_one(
         log(f"{c.id}: not tested, its build failed")
         return result
     ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}
-    result.test_checks, timings = test_cell(
-        engine, run_id, c, tags, paths.logs(c.id) / "cluster", ready_timeout, make_cluster
-    )
+    try:
+        result.test_checks, timings = test_cell(
+            engine, run_id, c, tags, paths.logs(c.id) / "cluster", ready_timeout, make_cluster
+        )
+    except HarnessError as exc:  # this cell's infrastructure failed: the others go on
+        result.test_checks = [Check("test:aborted", ERROR, f"testing stopped: {exc}")]
+        log(f"{c.id}: testing stopped: {exc}")
+        return result
     result.tested_image_ids = ids
     result.timings.update(timings)
     return result
@@ -543,10 +585,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
     m = matrix.load(args.matrix) if args.matrix.is_file() else None
     policy = m.grid if m else matrix.GridPolicy()
     ray_client = args.address.startswith("ray://")
+    if not re.fullmatch(r"(ray://)?[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}", args.address):
+        raise HarnessError(
+            f"--address {args.address!r}: use ray://HOST:PORT (Ray Client) or HOST:PORT (GCS)"
+        )
+    if not args.image and importlib.util.find_spec("ray") is None:
+        raise HarnessError(
+            f"Ray is not installed in {sys.executable}; run the client side in a notebook "
+            "image instead: --image <prefix>/ray-notebook:<ray>-py<python>-<variant>"
+        )
+    timeout = int(args.timeout)
     command = (
-        ["cluster", args.address, "--expect-nodes", "1", "--timeout", "60"]
+        ["cluster", args.address, "--expect-nodes", "1", "--timeout", str(timeout)]
         if ray_client
-        else ["version-check", args.address, "--timeout", "30"]
+        else ["version-check", args.address, "--timeout", str(timeout)]
+    )
+    unreachable = (
+        f"cannot reach {args.address} within {timeout}s: check the address and port, that "
+        "the cluster is up, and that this machine (or --image's container, on the host "
+        "network) can reach it"
     )
     if args.image:
         engine = Engine()
@@ -555,13 +612,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
         cmd += ["--entrypoint", "python", args.image, "-", *command]
     else:
         cmd = [sys.executable, "-", *command]
-    rc, out, err = children.run(cmd, input=PROBE_SOURCE, timeout=180)
+    try:  # the probe bounds itself; this bounds Python and Ray starting up around it
+        rc, out, err = children.run(cmd, input=PROBE_SOURCE, timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        raise HarnessError(unreachable) from None
     result = probe_result(out)
     if result is None:
         why = (err.strip().splitlines() or ["no output"])[-1][:300]
         raise HarnessError(f"the probe gave no answer (exit {rc}): {why}")
     if not result.get("ok") and "client" not in result:
-        raise HarnessError(f"cannot reach {args.address}: {result.get('message') or result}")
+        raise HarnessError(f"{unreachable} ({str(result.get('message') or result)[:200]})")
     if not ray_client:
         cluster = result.get("cluster") or {}
         node = {"python": cluster.get("python_version"), "ray": cluster.get("ray_version")}
@@ -576,8 +636,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return 0 if ours["verdict"] != grid.INCOMPATIBLE and result["verdict"] == "accepted" else 1
     client = grid.ray_client_verdict(result)
     nodes = [n.get("facts") or {} for n in result.get("nodes", [])]
-    if client["verdict"] == "error" and not nodes:
-        raise HarnessError(f"cannot reach {args.address}: {client['message'][:300]}")
+    if client["verdict"] in ("error", grid.UNDECIDED) and not nodes:
+        raise HarnessError(f"{unreachable} ({client['message'][:200]})")
     ours = grid.judge(result.get("client") or {}, nodes, policy)
     print(f"Ray Client {args.address}: {client['verdict']}: {client['message'][:500]}")
     print(f"harness: {ours['verdict']} over {len(nodes)} node(s)")

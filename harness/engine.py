@@ -60,7 +60,13 @@ def find_cli() -> str:
     """The docker CLI to use: $HARNESS_DOCKER, else the first BuildKit-capable one."""
     forced = os.environ.get("HARNESS_DOCKER")
     if forced:
-        return forced
+        found = shutil.which(forced)
+        if found is None:
+            raise EngineError(
+                f"HARNESS_DOCKER={forced}: no executable docker CLI there; point it at one "
+                "(e.g. /usr/bin/docker) or unset it"
+            )
+        return found
     candidates = [c for c in (shutil.which("docker"), "/usr/bin/docker") if c and os.path.exists(c)]
     if not candidates:
         raise EngineError(f"no docker CLI found; {SETUP_HINT}")

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,9 +26,20 @@ _WHEEL = re.compile(r"^ray-([^-]+)-(cp\d+)-[^-]+-([^-]+)\.whl$")
 
 
 def index_url() -> str:
-    return (
-        os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
-    ).rstrip("/")
+    """$UV_INDEX_URL, else $PIP_INDEX_URL, else PyPI; HarnessError when it is not a URL."""
+    for name in ("UV_INDEX_URL", "PIP_INDEX_URL"):
+        value = os.environ.get(name)
+        if value:
+            parsed = urllib.parse.urlparse(value)
+            if parsed.scheme not in ("http", "https", "file") or not (
+                parsed.netloc or parsed.scheme == "file"
+            ):
+                raise HarnessError(
+                    f"{name}={value}: not an http(s):// or file:// package index URL; fix it "
+                    "or unset it"
+                )
+            return value.rstrip("/")
+    return DEFAULT_INDEX
 
 
 def parse_files(filenames: Iterable[str]) -> dict[str, set[str]]:

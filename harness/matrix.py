@@ -160,6 +160,36 @@ class GridPolicy:
 
 
 _REGISTRY = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+$")
+# Docker's reference grammar (distribution/reference): components of lower-case
+# alphanumerics joined by one '.', '_', '__' or any run of '-'; an optional HOST[:PORT]/.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?/)"
+_REPOSITORY = re.compile(rf"{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*")
+_IMAGE_REF = re.compile(
+    rf"{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
+)
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
+# Debian suites mmdebstrap can build here (codenames and the moving aliases).
+DEBIAN_SUITES = ("bullseye", "bookworm", "trixie", "forky", "sid", "unstable", "testing")
+
+
+def requirement_problem(spec: str) -> str | None:
+    """Why `spec` is not a plain requirement (name, extras, version specifier), or None.
+    Options (`--extra-index-url ...`), URLs and environment markers reach the resolver and
+    the installer: they are never accepted from the matrix."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    hint = "write a plain requirement like 'jupyterlab' or 'numpy>=2,<3'"
+    if spec.startswith("-"):
+        return f"{spec!r} is an installer option, not a requirement; {hint}"
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement as exc:
+        return f"{spec!r} is not a requirement ({str(exc).splitlines()[0]}); {hint}"
+    if req.url or req.marker is not None:
+        return f"{spec!r} carries a URL or an environment marker; {hint}"
+    return None
 
 
 def registry_problem(value: object) -> str | None:
@@ -216,22 +246,37 @@ class Matrix:
 # --- YAML with line numbers ---------------------------------------------------------------
 
 
+MAX_BYTES = 1 << 20  # a matrix file is a few KB; refuse what could only be a mistake or an attack
+MAX_NODES = 20_000  # YAML nodes after expanding aliases ("billion laughs" stays bounded)
+
+
 class _Lines:
-    """Maps key paths ("ray", "bases.3.11.2.debian", "exclude.0") to 1-based source lines."""
+    """Maps key paths ("ray", "bases.3.11.2.debian", "exclude.0") to 1-based source lines,
+    and finds keys given twice in one mapping (YAML would silently keep the last)."""
 
     def __init__(self, root: yaml.Node | None) -> None:
         self._lines: dict[str, int] = {}
+        self.duplicates: list[tuple[str, int, int]] = []  # (key path, first line, second)
+        self._seen: set[int] = set()
         if root is not None:
             self._walk(root, "")
 
     def _walk(self, node: yaml.Node, path: str) -> None:
         self._lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self._seen:  # an alias: its lines are where the anchor is
+            return
+        self._seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
             for key_node, value_node in node.value:
                 key = f"{path}.{key_node.value}" if path else str(key_node.value)
-                self._lines[key] = key_node.start_mark.line + 1
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    self.duplicates.append((key, first[key], line))
+                first.setdefault(key, line)
+                self._lines[key] = line
                 self._walk(value_node, key)
-                self._lines[key] = key_node.start_mark.line + 1
+                self._lines[key] = line
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 self._walk(item, f"{path}.{i}" if path else str(i))
@@ -247,13 +292,48 @@ class _Lines:
         return self._lines.get("")
 
 
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has once every alias is expanded, without expanding it
+    (each distinct node is counted once and its size reused), capped at MAX_NODES + 1."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(sizes.get(id(c), 1) for c in children))
+    return sizes[id(root)]
+
+
 class _Loader:
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
         self.text = text
+        loader: yaml.SafeLoader | None = None
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data: Any = yaml.safe_load(text)
+            loader = yaml.SafeLoader(text)
+            root = loader.get_single_node()
+            if root is not None and _expanded_size(root) > MAX_NODES:
+                raise MatrixError(
+                    str(path),
+                    "(yaml)",
+                    f"expands to more than {MAX_NODES} values (aliases that multiply, e.g. a "
+                    "'billion laughs' document); write the matrix out plainly",
+                )
+            self.data: Any = loader.construct_document(root) if root is not None else None
+        except RecursionError:
+            raise MatrixError(
+                str(path), "(yaml)", "is nested too deeply to be a matrix; write it out plainly"
+            ) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line = mark.line + 1 if mark is not None else None
@@ -263,7 +343,23 @@ class _Loader:
             ) from None
         except yaml.YAMLError as exc:
             raise MatrixError(str(path), "(yaml)", f"malformed YAML: {exc}") from None
-        self.lines = _Lines(root)
+        finally:
+            if loader is not None:
+                loader.dispose()
+        try:
+            self.lines = _Lines(root)
+        except RecursionError:
+            raise MatrixError(
+                str(path), "(yaml)", "is nested too deeply to be a matrix; write it out plainly"
+            ) from None
+        for key, first, second in self.lines.duplicates:
+            raise MatrixError(
+                str(path),
+                key,
+                f"is given twice (lines {first} and {second}); YAML would keep only the last: "
+                "remove one",
+                second,
+            )
 
     def fail(self, key: str, message: str) -> MatrixError:
         return MatrixError(str(self.path), key, message, self.lines(key))
@@ -333,6 +429,16 @@ def _bases(loader: _Loader, pythons: Iterable[str]) -> dict[str, BaseSpec]:
         ((kind, ref),) = spec.items()
         if not isinstance(ref, str) or not ref:
             raise loader.fail(f"{key}.{kind}", "must be a non-empty string")
+        if kind == "image" and not _IMAGE_REF.fullmatch(ref):
+            raise loader.fail(
+                f"{key}.{kind}",
+                f"{ref!r} is not an image reference; write NAME[:TAG][@sha256:DIGEST], e.g. "
+                "python:3.11.9-slim-bookworm",
+            )
+        if kind == "debian" and ref not in DEBIAN_SUITES:
+            near = difflib.get_close_matches(ref, DEBIAN_SUITES, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(DEBIAN_SUITES)}"
+            raise loader.fail(f"{key}.{kind}", f"{ref!r} is not a Debian suite; {hint}")
         shipped = [d.micro for d in DEBIAN_PYTHONS if d.suite == ref]
         if kind == "debian" and shipped and str(micro) not in shipped:
             raise loader.fail(
@@ -409,6 +515,13 @@ def _excludes(loader: _Loader) -> list[tuple[dict[str, str], str]]:
         reason = rule.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise loader.fail(key, "needs a `reason:` saying why these cells are not built")
+        for k, v in rule.items():
+            if k != "reason" and not isinstance(v, str):
+                raise loader.fail(
+                    f"{key}.{k}",
+                    f"{v!r} must be one quoted string (a glob like '3.9.*'); write one rule "
+                    "per value",
+                )
         pattern = {k: str(v) for k, v in rule.items() if k != "reason"}
         if not pattern:
             raise loader.fail(key, "names no ray, python or variant: it would exclude everything")
@@ -441,10 +554,19 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
     """Read, validate and expand a matrix file (and the environment's $HARNESS_DEBIAN_SNAPSHOT)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise MatrixError(
+                str(path), "(file)", f"is {size} bytes; a matrix is at most {MAX_BYTES} bytes"
+            )
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise MatrixError(
             str(path), "(file)", "not found; pass --matrix PATH or create matrix.yaml"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise MatrixError(
+            str(path), "(file)", f"is not UTF-8 text (byte {exc.start}); save it as UTF-8"
         ) from None
     except OSError as exc:
         raise MatrixError(str(path), "(file)", f"cannot be read: {exc.strerror}") from None
@@ -493,17 +615,22 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
     prefix = data.get("prefix", DEFAULT_PREFIX)
     if (
         not isinstance(prefix, str)
-        or not prefix
         or prefix != prefix.lower()
-        or ":" in prefix.rsplit("/", 1)[-1]
+        or not _REPOSITORY.fullmatch(prefix)
+        or len(prefix) > 200
     ):
         raise loader.fail(
-            "prefix", "must be a lower-case image repository prefix like localhost/raycompat"
+            "prefix",
+            f"{prefix!r} is not an image repository path; write lower-case path components "
+            "(a-z, 0-9, '.', '_', '-') separated by '/', optionally after HOST[:PORT]/, with "
+            "no scheme, credentials, spaces or empty segments, like localhost/raycompat",
         )
     sde = data.get("source_date_epoch", DEFAULT_SOURCE_DATE_EPOCH)
-    if not isinstance(sde, int) or isinstance(sde, bool) or sde < 0:
+    if not isinstance(sde, int) or isinstance(sde, bool) or not 0 <= sde <= MAX_EPOCH:
         raise loader.fail(
-            "source_date_epoch", "must be a non-negative integer (seconds since 1970)"
+            "source_date_epoch",
+            f"must be an integer from 0 to {MAX_EPOCH} (seconds since 1970, at most the end "
+            "of year 9999)",
         )
     mirror = data.get("debian_mirror", DEFAULT_DEBIAN_MIRROR)
     if not isinstance(mirror, str) or not mirror.startswith(("http://", "https://", "file:/")):
@@ -515,6 +642,10 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         if "notebook_packages" in data
         else DEFAULT_NOTEBOOK_PACKAGES
     )
+    for i, spec in enumerate(packages):
+        why = requirement_problem(spec)
+        if why:
+            raise loader.fail(f"notebook_packages.{i}", why)
 
     grid = _grid(loader)
     registry = data.get("registry")
@@ -527,6 +658,8 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         raise loader.fail("debian_snapshot", "must be true or false")
     snapshot = snapshot or snapshot_from_env(env)
     audit = data.get("audit", "warn")
+    if audit is False:  # YAML 1.1 reads an unquoted `off` as false
+        audit = "off"
     if audit not in AUDIT_POLICIES:
         raise loader.fail("audit", f"{audit!r} is not one of {', '.join(AUDIT_POLICIES)}")
     gpu_e2e = data.get("gpu_e2e", "optional")
@@ -536,6 +669,17 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
     rules = _excludes(loader)
     cells: list[Cell] = []
     excluded: list[Excluded] = []
+    product = [
+        Cell(ray, python, variant, bases[python])
+        for ray, python, variant in itertools.product(rays, pythons, variants)
+    ]
+    for i, (sel, _) in enumerate(rules):
+        if not any(matches(sel, c) for c in product):
+            raise loader.fail(
+                f"exclude.{i}",
+                f"matches no cell of ray x python x variants ({sel}); it would do nothing: "
+                "fix its values or remove it",
+            )
     for ray, python, variant in itertools.product(rays, pythons, variants):
         cell = Cell(
             ray=ray,

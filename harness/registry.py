@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from harness import report
+from harness import registry_api, report
 from harness.build import structure_check_names
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
@@ -27,7 +26,6 @@ from harness.results import ERROR, FAILED, PASSED, SKIPPED, CellResult
 
 ENV = "RAYCOMPAT_REGISTRY"
 LOCK_SCHEMA = 2  # 2: gpu_e2e per entry
-_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -156,10 +154,6 @@ def gate(
                     Refusal(cell.id, role, "the report records no tested image (stale report)")
                 )
                 continue
-            problem = _structure_problem(cell, role, result, tested[role])
-            if problem:
-                refused.append(Refusal(cell.id, role, problem))
-                continue
             info = engine.inspect("image", tag)
             if info is None:
                 refused.append(Refusal(cell.id, role, f"{tag} is not in the local engine"))
@@ -174,6 +168,10 @@ def gate(
                     )
                 )
                 continue
+            problem = _structure_problem(cell, role, result, tested[role])
+            if problem:
+                refused.append(Refusal(cell.id, role, problem))
+                continue
             cell_ok.append(Approved(cell, role, tag, info["Id"], note))
         if len(cell_ok) == len(ROLES):  # a cell goes out whole or not at all
             approved += cell_ok
@@ -184,47 +182,124 @@ def _repo(registry: str, role: str) -> str:
     return f"{registry}/ray-{role}"
 
 
-def push(engine: Engine, registry: str, approved: Sequence[Approved]) -> list[Pushed]:
-    """Tag, push, pull back by digest and compare with the tested image id."""
+def push(
+    engine: Engine, registry: str, approved: Sequence[Approved], work: Path
+) -> tuple[list[Pushed], list[str]]:
+    """Push approved cells, each whole or not at all: every role's blobs and manifest go up
+    by digest (untagged), each is pulled back by digest and must be the tested image, and
+    only then are the cell's tags moved; a failed move puts back the tags already moved.
+    A cell that fails leaves its tags as they were; the others still go. Returns what was
+    pushed and why the failed cells failed."""
+    host, _, path = registry.partition("/")
+    api = registry_api.Registry(host)
+    exporter = registry_api.Exporter(engine.cli, work)
     out: list[Pushed] = []
-    for a in approved:
-        repo = _repo(registry, a.role)
-        remote = f"{repo}:{a.cell.tag_suffix}"
-        t0 = time.monotonic()
-        engine.run(["tag", a.image_id, remote], timeout=60)
-        r = engine.run(["push", remote], timeout=3600, check=False)
-        if r.returncode != 0:
-            engine.run(["rmi", remote], timeout=60, check=False)  # leave no stray tag
-            tail = " ".join((r.stderr or r.stdout).split())[-400:]
-            hint = ""
-            if "denied" in tail or "unauthorized" in tail or "authentication" in tail:
-                host = registry.split("/", 1)[0]
-                hint = (
-                    f"; authenticate Docker to {host} (`gcloud auth configure-docker {host}` "
-                    "or `docker login`)"
-                )
-            raise EngineError(f"push of {remote} failed: {tail}{hint}")
-        found = _DIGEST.search(r.stdout)
-        if not found:
-            raise EngineError(f"push of {remote} reported no digest: {r.stdout.strip()[-300:]}")
-        digest = found.group(1)
-        ref = f"{repo}@{digest}"
-        # Pull back by digest: the registry must serve a manifest with this digest whose
-        # config is the tested image. Untag first so the pull cannot be satisfied by name.
-        engine.run(["rmi", remote], timeout=60, check=False)
+    failures: list[str] = []
+    try:
+        by_cell: dict[str, list[Approved]] = {}
+        for a in approved:
+            by_cell.setdefault(a.cell.id, []).append(a)
+        for roles in by_cell.values():
+            try:
+                out += _push_cell(engine, api, exporter, registry, path, roles)
+            except EngineError as exc:
+                failures.append(str(exc))
+    finally:
+        exporter.close()
+    return out, failures
+
+
+def _push_cell(
+    engine: Engine,
+    api: registry_api.Registry,
+    exporter: registry_api.Exporter,
+    registry: str,
+    path: str,
+    roles: Sequence[Approved],
+) -> list[Pushed]:
+    cell = roles[0].cell
+    t0 = time.monotonic()
+    manifests: dict[str, registry_api.Manifest] = {}
+    uploaded: dict[str, str] = {}  # blob digest -> repo it is already in
+    for a in roles:  # 1. everything up by digest; no tag changes yet
+        repo = f"{path}/ray-{a.role}"
+        what = f"push of {_repo(registry, a.role)}:{cell.tag_suffix}"
+        try:
+            exported = exporter.export(a.image_id)
+            for blob in [*exported.layers, exported.config]:
+                api.upload(repo, blob, mount_from=uploaded.get(blob.digest))
+                uploaded.setdefault(blob.digest, repo)
+            manifest = exported.manifest()
+            api.put_manifest(repo, manifest.digest, manifest)
+        except registry_api.RegistryError as exc:
+            raise registry_api.RegistryError(
+                f"{what} failed: {exc}; no tag of {cell.id} was changed"
+            ) from None
+        manifests[a.role] = manifest
+    for a in roles:  # 2. the registry serves the tested image under that digest
+        ref = f"{_repo(registry, a.role)}@{manifests[a.role].digest}"
+        engine.run(["rmi", ref], timeout=60, check=False)  # a pull satisfied locally proves nothing
         engine.run(["pull", ref], timeout=3600)
         pulled = engine.inspect("image", ref)
         if pulled is None or pulled["Id"] != a.image_id:
             got = pulled["Id"] if pulled else "nothing"
-            raise EngineError(f"pulled {ref} back and got {got}, not the tested {a.image_id}")
-        engine.run(["tag", a.image_id, remote], timeout=60)
-        log(f"push: {remote} -> {digest} (pulled back, same image) in {time.monotonic() - t0:.1f}s")
-        c = a.cell
-        gpu = (a.note or PASSED) if c.variant == "gpu" else ""
+            raise EngineError(
+                f"pulled {ref} back and got {got}, not the tested {a.image_id}; "
+                f"no tag of {cell.id} was changed"
+            )
+    _move_tags(api, path, cell, manifests)  # 3. the tags, all or none
+    out = []
+    for a in roles:
+        digest = manifests[a.role].digest
+        gpu = (a.note or PASSED) if cell.variant == "gpu" else ""
+        remote = f"{_repo(registry, a.role)}:{cell.tag_suffix}"
         out.append(
-            Pushed(c.id, c.ray, c.python, c.variant, a.role, remote, digest, ref, a.image_id, gpu)
-        )
+            Pushed(
+                cell.id, cell.ray, cell.python, cell.variant, a.role, remote, digest,
+                f"{_repo(registry, a.role)}@{digest}", a.image_id, gpu,
+            )
+        )  # fmt: skip
+    log(
+        f"push: {cell.id}: {len(roles)} image(s) uploaded, pulled back (same images), tags "
+        f"moved in {time.monotonic() - t0:.1f}s"
+    )
     return out
+
+
+def _move_tags(
+    api: registry_api.Registry,
+    path: str,
+    cell: Cell,
+    manifests: Mapping[str, registry_api.Manifest],
+) -> None:
+    """Point the cell's tags at the new manifests; on a failure, restore those moved."""
+    before: dict[str, registry_api.Manifest | None] = {
+        role: api.manifest(f"{path}/ray-{role}", cell.tag_suffix) for role in manifests
+    }
+    moved: list[str] = []
+    try:
+        for role, manifest in manifests.items():
+            api.put_manifest(f"{path}/ray-{role}", cell.tag_suffix, manifest)
+            moved.append(role)
+    except registry_api.RegistryError as exc:
+        unrestored = []
+        for role in moved:
+            repo, old = f"{path}/ray-{role}", before[role]
+            try:
+                if old is not None:
+                    api.put_manifest(repo, cell.tag_suffix, old)
+                elif not api.delete_tag(repo, cell.tag_suffix):
+                    unrestored.append(role)
+            except registry_api.RegistryError:
+                unrestored.append(role)
+        left = (
+            f"; could not restore the {', '.join(unrestored)} tag(s)"
+            if unrestored
+            else "; the tags already moved were put back"
+        )
+        raise registry_api.RegistryError(
+            f"moving the tags of {cell.id} failed: {exc}{left}"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,13 @@ def cmd_push(args: argparse.Namespace) -> int:
         for a in approved:
             log(f"push: would push {a.local_tag} ({a.image_id[:19]}) to {target}")
         return 1 if refused else 0
-    pushed = registry.push(engine, target, approved) if approved else []
+    pushed, failures = registry.push(engine, target, approved, paths.build / "push")
     lock_path = paths.build / "images.lock.json"
     if pushed:
         registry.write_lock(lock_path, target, pushed)
         log(f"push: {len(pushed)} image(s) recorded in {lock_path}")
+    if failures:
+        raise HarnessError("; ".join(failures))
     if refused:
         print("push refused for: " + "; ".join(str(r) for r in refused), file=sys.stderr)
         return 1
@@ -112,8 +114,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         line = "cells=" + json.dumps({"include": include}, separators=(",", ":"))
         out = os.environ.get("GITHUB_OUTPUT")
         if out:
-            with Path(out).open("a") as f:
-                f.write(line + "\n")
+            try:
+                with Path(out).open("a") as f:
+                    f.write(line + "\n")
+            except OSError as exc:
+                raise HarnessError(
+                    f"GITHUB_OUTPUT={out}: cannot append to it ({exc.strerror}); unset it "
+                    "outside GitHub Actions"
+                ) from None
         print(line)
     else:
         print(json.dumps(include, indent=1))

@@ -177,6 +177,9 @@ def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
         lines += ["", f"## {c.id}", ""]
         if c.detail and c.status != "excluded":
             lines += ["```", c.detail[-2000:], "```", ""]
+        ray_logs = sorted({str(k.data["ray_logs"]) for k in c.checks if k.data.get("ray_logs")})
+        if ray_logs:
+            lines += [f"Ray's session logs of every node: `{', '.join(ray_logs)}`", ""]
         if c.checks:
             lines += ["| Check | Status | Detail |", "|---|---|---|"]
             for k in c.checks:
@@ -198,7 +201,7 @@ def junit(cells: list[CellResult]) -> ET.Element:
                 ET.SubElement(case, "skipped", message=c.detail or c.status)
         for k in checks:
             case = ET.SubElement(suite, "testcase", classname=c.id, name=k.name)
-            if k.status == FAILED:
+            if k.status in (FAILED, ERROR):
                 logs = k.data.get("logs")
                 body = k.detail + ("\n\n" + json.dumps(logs, indent=1) if logs else "")
                 ET.SubElement(case, "failure", message=k.detail[:200]).text = body

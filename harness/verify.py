@@ -8,6 +8,7 @@ needs a local raylet) and parity is checked again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -15,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from harness import checks
-from harness.backends import Cluster
+from harness.backends import Cluster, ClusterStartFailed
 from harness.backends.containers import ContainerCluster
 from harness.engine import Engine
 from harness.matrix import Cell
 from harness.progress import log, step
-from harness.results import Check
+from harness.results import ERROR, FAILED, Check
 
 CONNECT_TIMEOUT = 120  # cluster start + connect, seconds
 NOTEBOOK_PATH = "/tmp/parity.ipynb"
@@ -62,7 +63,13 @@ def test_cell(
             engine, run_id, cell.id, images, workers=1, log_dir=log_dir, gpus=gpu_host
         )
     )
-    with cluster:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(cluster)
+        except ClusterStartFailed as exc:
+            results.append(Check("cluster:start", ERROR, f"the cluster did not start: {exc}"))
+            log(f"{cell.id}: the cluster did not start: {exc}")
+            return results, timings
         # 0. Readiness, judged on the head itself (a local driver waits for every node).
         #    Connecting a Ray Client to a head that is still starting can stall ~40 s in
         #    Ray's own retry/cleanup path, so the client only connects to a ready cluster.
@@ -174,12 +181,9 @@ def test_cell(
                     f"head and {len(cluster.worker_names)} worker(s) stayed up through every check",
                 )
             )
-        if any(c.status == "failed" for c in results):
-            tails = cluster.save_logs()
-            for c in results:
-                if c.status == "failed":
-                    c.data["logs"] = tails
-            log(f"{cell.id}: a check failed; container logs in {log_dir}")
+        if any(c.status in (FAILED, ERROR) for c in results):
+            _attach_logs(cluster, results, log_dir)
+            log(f"{cell.id}: a check failed; logs in {log_dir.parent}")
     timings["test_seconds"] = round(time.monotonic() - start, 2)
     return results, timings
 
@@ -216,12 +220,23 @@ def _give_up(
     why: str,
 ) -> tuple[list[Check], dict[str, float]]:
     """Stop testing this cell: attach the node logs to the failed checks and return."""
-    tails = cluster.save_logs()
-    for c in results:
-        if c.status == "failed":
-            c.data["logs"] = tails
-    log(f"{cell.id}: cluster {why}; container logs in {log_dir}")
+    _attach_logs(cluster, results, log_dir)
+    log(f"{cell.id}: cluster {why}; logs in {log_dir.parent}")
     return results, timings
+
+
+def _attach_logs(cluster: Cluster, results: list[Check], log_dir: Path) -> None:
+    """Save every container's output (log_dir) and Ray's own session logs of every node
+    (log_dir/../ray/<node>/, where Ray says why, e.g. ray_client_server_*.err) before the
+    containers go; the failed checks carry the output's tails and where Ray's logs are."""
+    tails = cluster.save_logs()
+    ray_dir = log_dir.parent / "ray"
+    saved = cluster.save_ray_logs(ray_dir)
+    for c in results:
+        if c.status in (FAILED, ERROR):
+            c.data["logs"] = tails
+            if saved:
+                c.data["ray_logs"] = str(ray_dir)
 
 
 def _gpu_check(cluster: Cluster, gpu_host: bool) -> Check:

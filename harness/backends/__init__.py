@@ -7,7 +7,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from harness.errors import EngineError
+from harness.errors import EngineError, HarnessError
+
+RAY_LOGS = "/tmp/ray/session_latest/logs"  # Ray's own logs inside every node
+
+
+class ClusterStartFailed(HarnessError):
+    """A cell's cluster could not be started (an engine or API server refused): that cell
+    is recorded as an `error`, the others go on."""
+
 
 # The probe runs inside the images from stdin (`python - ARGS`): it is never copied into them.
 PROBE_SOURCE = (Path(__file__).resolve().parents[1] / "probe.py").read_text(encoding="utf-8")
@@ -79,6 +87,8 @@ class Cluster(Protocol):
     def dead_nodes(self) -> dict[str, str]: ...
 
     def save_logs(self) -> dict[str, str]: ...
+
+    def save_ray_logs(self, dest: Path) -> list[str]: ...
 
     def exec(
         self,

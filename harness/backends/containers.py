@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import shutil
 import threading
 from pathlib import Path
 from types import TracebackType
 
-from harness.backends import ProbeRunner
+from harness.backends import RAY_LOGS, ClusterStartFailed, ProbeRunner
 from harness.engine import LABEL_MANAGED, LABEL_NS, LABEL_RUN, Engine
 from harness.errors import EngineError
 from harness.progress import log
@@ -164,6 +165,20 @@ class ContainerCluster(ProbeRunner):
             tails[role] = "\n".join(text.strip().splitlines()[-15:])
         return tails
 
+    def save_ray_logs(self, dest: Path) -> list[str]:
+        """Copy Ray's session logs out of every node (and the notebook, when it joined as a
+        driver's node) into dest/<role>/; the roles copied."""
+        saved = []
+        for name in [*self.node_containers(), *self._client_names()]:
+            role = name.rsplit("-", 1)[-1]
+            target = dest / role
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            r = self.engine.run(["cp", f"{name}:{RAY_LOGS}", str(target)], timeout=120, check=False)
+            if r.returncode == 0:
+                saved.append(role)
+        return saved
+
     def stop(self) -> None:
         counts = self.engine.remove_labelled({LABEL_RUN: self.run_id, L_CELL: self.cell_id})
         log(
@@ -174,6 +189,9 @@ class ContainerCluster(ProbeRunner):
     def __enter__(self) -> ContainerCluster:
         try:
             self.start()
+        except EngineError as exc:
+            self.stop()
+            raise ClusterStartFailed(f"{self.cell_id}: {exc}") from None
         except BaseException:
             self.stop()
             raise

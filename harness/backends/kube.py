@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from harness import children, k8s
-from harness.backends import ProbeRunner
+from harness.backends import RAY_LOGS, ClusterStartFailed, ProbeRunner
 from harness.engine import LABEL_NS, Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
@@ -264,6 +264,11 @@ class KubeCluster(ProbeRunner):
     def __enter__(self) -> KubeCluster:
         try:
             self.start()
+        except HarnessError as exc:
+            if self.log_dir is not None:
+                self.save_logs()
+            self.stop()
+            raise ClusterStartFailed(f"{self.cell_id}: {exc}") from None
         except BaseException:
             if self.log_dir is not None:
                 self.save_logs()
@@ -328,6 +333,22 @@ class KubeCluster(ProbeRunner):
                 (self.log_dir / f"{name}.log").write_text(out + err)
             tails[name] = (out + err)[-3000:]
         return tails
+
+    def save_ray_logs(self, dest: Path) -> list[str]:
+        """Copy Ray's session logs out of every Ray pod into dest/<pod>/ (kubectl cp)."""
+        saved = []
+        for name in [*self.node_containers(), self.notebook]:
+            if not name:
+                continue
+            dest.mkdir(parents=True, exist_ok=True)
+            rc, _, _ = self.kubectl.run(
+                ["cp", f"{self.namespace}/{name}:{RAY_LOGS}", str(dest / name)],
+                check=False,
+                timeout=180,
+            )
+            if rc == 0:
+                saved.append(name)
+        return saved
 
     def exec(
         self,

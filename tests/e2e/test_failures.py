@@ -218,6 +218,14 @@ def test_a_cluster_that_never_forms_fails_in_bounded_time_with_logs(
     assert "worker refuses to join" in logs["worker1"]
     assert logs.get("head")
     assert "client:connect" not in checks(cell)  # nothing else was attempted
+    # Ray's own session logs of every node were saved before the containers went
+    ray_logs = broken_worker.parent / "build" / "logs" / CELL / "ray"
+    assert ready["data"]["ray_logs"] == str(ray_logs)
+    assert (ray_logs / "head" / "gcs_server.out").is_file()
+    assert (
+        f"Ray's session logs of every node: `{ray_logs}`"
+        in (broken_worker.parent / "build" / "report.md").read_text()
+    )
     print(f"cluster that never forms: failed after {elapsed:.0f}s (ready timeout 15s)")
     assert elapsed < 15 + 120, "the failure must come from the bounded wait"
     assert_nothing_left(run_id)
@@ -243,6 +251,50 @@ def test_grid_without_a_cluster_has_no_verdict_and_says_so(broken_worker: Path) 
     assert pair["harness"]["verdict"] == "error"
     assert "cluster" in pair["harness"]["reasons"][0]
     assert_nothing_left(run_id)
+
+
+def test_a_cell_whose_containers_cannot_start_fails_alone(
+    default_images: None, tmp_path: Path
+) -> None:
+    """The gpu cell's head cannot start (the engine refuses: its user does not exist): that
+    cell is an error with the engine's message; the cpu cell is still tested and reported."""
+    prefix = "localhost/raycompat-e2estart"
+    matrix = copy_project(tmp_path, prefix)
+    engine = Engine()
+    for flavour in ("cpu", "cu128"):
+        for role in ("head", "worker", "notebook"):
+            engine.run(
+                [
+                    "tag",
+                    f"localhost/raycompat/ray-{role}:2.60.0-py3.11.2-{flavour}",
+                    f"{prefix}/ray-{role}:2.60.0-py3.11.2-{flavour}",
+                ]
+            )
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM localhost/raycompat/ray-head:2.60.0-py3.11.2-cu128\nUSER nosuchuser\n"
+    )
+    engine.run(
+        ["build", "--network", "none", "-t", f"{prefix}/ray-head:2.60.0-py3.11.2-cu128", str(ctx)],
+        env={"DOCKER_BUILDKIT": "1"},
+        timeout=300,
+    )
+    run_id = new_run_id()
+    try:
+        only = ["--only", "ray=2.60.0,python=3.11.2", "--jobs", "1"]
+        r = run("test", "--matrix", str(matrix), *only, run_id=run_id, env=WHEELHOUSE)
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr
+        cells = report(tmp_path / "build")
+        broken = checks(cells["ray2.60.0-py3.11.2-cu128"])
+        assert broken["cluster:start"]["status"] == "error"
+        assert "unable to find user nosuchuser" in broken["cluster:start"]["detail"]
+        assert cells["ray2.60.0-py3.11.2-cu128"]["status"] == "failed"
+        assert cells[CELL]["status"] == "passed", checks(cells[CELL])
+    finally:
+        assert_nothing_left(run_id)
+        remove_prefix(prefix)
 
 
 # --- 5. a worker killed mid-test is named -----------------------------------------------------

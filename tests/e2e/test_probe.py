@@ -6,6 +6,8 @@ notebook image and from forky's (3.13.15), over Ray Client and over Ray's driver
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -71,4 +73,29 @@ def test_unreachable_address_is_a_clear_error() -> None:
     r = harness("probe", "--address", "ray://127.0.0.1:9", "--image", notebook(OLD))
     assert r.returncode == 2, r.stdout + r.stderr
     assert "cannot reach ray://127.0.0.1:9" in r.stderr
+    assert "check the address and port" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_silent_address_gives_up_within_its_timeout() -> None:
+    """A port that accepts connections and never answers: bounded by --timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        start = time.monotonic()
+        r = harness(
+            "probe",
+            "--address",
+            f"ray://127.0.0.1:{port}",
+            "--image",
+            notebook(OLD),
+            "--timeout",
+            "5",
+        )
+        elapsed = time.monotonic() - start
+    print(f"silent address: gave up after {elapsed:.1f}s (--timeout 5)")
+    assert r.returncode == 2, r.stdout + r.stderr
+    [line] = r.stderr.strip().splitlines()[-1:]
+    assert f"cannot reach ray://127.0.0.1:{port} within 5s" in line
+    assert elapsed < 5 + 30  # the container and Ray's import around the bounded wait

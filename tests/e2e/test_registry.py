@@ -4,11 +4,15 @@ registry's own manifest, and each of the gate's refusals."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,6 +24,7 @@ import yaml
 
 from harness import k8s
 from harness.engine import LABEL_RUN, Engine
+from harness.matrix import ROLES
 from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
@@ -204,6 +209,166 @@ def test_unreachable_registry_is_a_clear_failure(tested: Path, tmp_path: Path) -
     r = push_report(report, tmp_path, f"127.0.0.1:{free_port()}/nowhere")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "push of 127.0.0.1" in r.stderr and "failed" in r.stderr
+    assert "no tag of ray2.60.0-py3.11.2-cpu was changed" in r.stderr
     assert "Traceback" not in r.stderr
     listed = Engine().run(["images", "--format", "{{.Repository}}"]).stdout.split()
     assert not [repo for repo in listed if "/nowhere/" in repo]  # no stray tag left
+
+
+# --- CI shards: separate build directories, one cell each, one push ---------------------------
+
+GPU_CELL = "ray2.60.0-py3.11.2-cu128"
+GPU_ONLY = "ray=2.60.0,python=3.11.2,variant=gpu"
+
+
+def test_two_ci_shards_push_both_cells(registry: str, tested: Path, tmp_path: Path) -> None:
+    """As the workflow runs it: each shard builds and tests one cell in its own build dir
+    (its report lists every other cell as excluded); the push job gates on both reports."""
+    gpu_shard = tmp_path / "shard-gpu"
+    for command in ("build", "test"):
+        r = harness(command, "--only", GPU_ONLY, "--build-dir", str(gpu_shard))
+        assert r.returncode == 0, r.stderr[-3000:]
+    shard_reports = [str(tested / "report.json"), str(gpu_shard / "report.json")]
+    both = ("--only", "ray=2.60.0,python=3.11.2")
+    target = registry + "-shards"
+    args = ["push", *both, "--build-dir", str(tmp_path / "push")]
+    for rep in shard_reports:
+        args += ["--report", rep]
+    r = harness(*args, env={"RAYCOMPAT_REGISTRY": target})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lock = json.loads((tmp_path / "push" / "images.lock.json").read_text())
+    pushed = {(e["cell"], e["role"]): e for e in lock["images"]}
+    assert set(pushed) == {(c, role) for c in (CELL, GPU_CELL) for role in ROLES}
+    # gpu honesty: pushed (gpu_e2e: optional), saying it was not run on a GPU
+    assert pushed[(GPU_CELL, "head")]["gpu_e2e"].startswith("not run on a GPU")
+    assert "WARNING ray2.60.0-py3.11.2-cu128: not run on a GPU" in r.stderr
+    r = harness("manifests", "--build-dir", str(tmp_path / "push"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rc = yaml.safe_load((tmp_path / "push" / "deploy" / GPU_CELL / "raycluster.yaml").read_text())
+    assert rc["metadata"]["annotations"]["raycompat.io/gpu-e2e"].startswith("not run on a GPU")
+
+    # a shard whose cell failed blocks only that cell
+    failed = json.loads((gpu_shard / "report.json").read_text())
+    for c in failed["cells"]:
+        if c["id"] == GPU_CELL:
+            c["status"] = "failed"
+    (tmp_path / "failed.json").write_text(json.dumps(failed))
+    args = ["push", *both, "--build-dir", str(tmp_path / "push2"), "--dry-run"]
+    args += ["--report", shard_reports[0], "--report", str(tmp_path / "failed.json")]
+    r = harness(*args, env={"RAYCOMPAT_REGISTRY": target})
+    assert r.returncode == 1
+    assert f"refused {GPU_CELL}: status 'failed'" in r.stderr
+    assert "would push localhost/raycompat/ray-head:2.60.0-py3.11.2-cpu" in r.stderr
+
+
+# --- a cell goes out whole or not at all ------------------------------------------------------
+
+
+class FaultyProxy:
+    """A TCP proxy in front of the registry that answers 500 to requests whose first line
+    matches `fails` (one connection per request: the harness's client sends
+    `Connection: close`), and passes everything else through untouched."""
+
+    def __init__(self, upstream: int, fails: str) -> None:
+        self.upstream = upstream
+        self.fails = re.compile(fails)
+        self.hits = 0
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port: int = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            first = conn.recv(65536)
+            line = first.split(b"\r\n", 1)[0].decode(errors="replace")
+            if self.fails.search(line):
+                self.hits += 1
+                conn.sendall(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+                return
+            with socket.create_connection(("127.0.0.1", self.upstream)) as up:
+                up.sendall(first)
+
+                def pump(src: socket.socket, dst: socket.socket) -> None:
+                    try:
+                        while data := src.recv(65536):
+                            dst.sendall(data)
+                    except OSError:
+                        pass
+                    finally:
+                        with contextlib.suppress(OSError):
+                            dst.shutdown(socket.SHUT_WR)
+
+                t = threading.Thread(target=pump, args=(up, conn), daemon=True)
+                t.start()
+                pump(conn, up)
+                t.join(timeout=600)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def tag_digest(registry: str, repo: str, tag: str) -> str | None:
+    host, path = registry.split("/", 1)
+    req = urllib.request.Request(
+        f"http://{host}/v2/{path}/{repo}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(resp.headers["Docker-Content-Digest"])
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404
+        return None
+
+
+@pytest.mark.parametrize(
+    "fails",
+    [r"/ray-notebook/blobs/uploads", r"^PUT \S+/ray-notebook/manifests/[^s]"],
+    ids=["notebook-upload-fails", "notebook-tag-move-fails"],
+)
+def test_a_cell_goes_out_whole_or_not_at_all(
+    registry: str, tested: Path, tmp_path: Path, fails: str
+) -> None:
+    host, _ = registry.split("/", 1)
+    port = int(host.rsplit(":", 1)[1])
+    path = "whole-" + uuid.uuid4().hex[:6]
+    engine = Engine()
+    # what the registry held before: another image under every role's tag of the cell
+    base = "localhost/raycompat/base:debian-bookworm-py3.11.2"
+    before = {}
+    for role in ROLES:
+        ref = f"{host}/{path}/ray-{role}:2.60.0-py3.11.2-cpu"
+        engine.run(["tag", base, ref])
+        engine.run(["push", ref], timeout=600)
+        engine.run(["rmi", ref])
+        before[role] = tag_digest(f"{host}/{path}", f"ray-{role}", "2.60.0-py3.11.2-cpu")
+        assert before[role]
+    proxy = FaultyProxy(port, fails)
+    try:
+        target = f"127.0.0.1:{proxy.port}/{path}"
+        r = push_report(report_with(tested, tmp_path), tmp_path, target)
+    finally:
+        proxy.close()
+    assert proxy.hits >= 1, "the fault was never injected"
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert "failed" in r.stderr and "ray-notebook" in r.stderr
+    after = {
+        role: tag_digest(f"{host}/{path}", f"ray-{role}", "2.60.0-py3.11.2-cpu") for role in ROLES
+    }
+    assert after == before  # every tag of the cell as it was
+    assert not (tmp_path / "images.lock.json").exists()

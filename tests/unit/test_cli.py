@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,3 +117,48 @@ def test_no_permission_on_the_socket_exits_2_naming_the_fix(tmp_path: Path) -> N
     assert "Traceback" not in r.stderr
     [line] = r.stderr.strip().splitlines()
     assert "no permission to use the Docker socket" in line and "docker` group" in line
+
+
+NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        (("build", "--jobs", "0"), {}, "--jobs: 0 must be from 1 to 64"),
+        (("test", "--jobs", "-3"), {}, "--jobs: -3 must be from 1 to 64"),
+        (("build", "--jobs", "two"), {}, "'two' is not a whole number"),
+        (("test", "--ready-timeout", "-1"), {}, "must be more than 0"),
+        (("manifests", "--namespace", "Ray_NS"), {}, "not a Kubernetes namespace name"),
+        (("build",), {"HARNESS_DOCKER": "/nonexistent/docker"}, "HARNESS_DOCKER=/nonexistent"),
+        (("plan",), {"PIP_INDEX_URL": "pypi.example/simple"}, "PIP_INDEX_URL=pypi.example"),
+        (("plan",), {"UV_INDEX_URL": "ftp://x/simple"}, "UV_INDEX_URL=ftp://x/simple"),
+        (("plan",), {"HARNESS_DEBIAN_SNAPSHOT": "sometimes"}, "HARNESS_DEBIAN_SNAPSHOT"),
+        (
+            ("matrix", "--github"),
+            {"GITHUB_OUTPUT": "/nonexistent/dir/out"},
+            "GITHUB_OUTPUT=/nonexistent/dir/out: cannot append",
+        ),
+        (("probe", "--address", "not an address"), {}, "use ray://HOST:PORT"),
+        (("frobnicate",), {}, "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_flags_and_environment_exit_2_in_one_line(
+    args: tuple[str, ...], env: dict[str, str], fragment: str
+) -> None:
+    start = time.monotonic()
+    r = harness(*args, env={**NO_DOCKER, **env})
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert fragment in line
+    assert time.monotonic() - start < 5
+
+
+def test_probe_without_ray_here_says_to_use_an_image() -> None:
+    r = harness("probe", "--address", "ray://127.0.0.1:9", env={**NO_DOCKER, "PYTHONPATH": ""})
+    if r.returncode == 2 and "Ray is not installed" in r.stderr:
+        [line] = r.stderr.strip().splitlines()
+        assert "--image" in line
+    else:  # an interpreter with Ray: the address is refused at once, with what to check
+        assert r.returncode == 2 and "cannot reach ray://127.0.0.1:9" in r.stderr

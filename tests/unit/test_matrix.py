@@ -142,6 +142,77 @@ BAD = [
     ),
     ("bad prefix", MINIMAL + "prefix: Local/Ray\n", "prefix", "lower-case"),
     ("not a mapping", "- ray\n- python\n", "(top)", "must be a mapping"),
+    # hostile or mistaken YAML
+    (
+        "billion laughs",
+        MINIMAL
+        + "grid:\n  only: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"x{i}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+            f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+            for i in range(9)
+        ),
+        "(yaml)",
+        "expands to more than",
+    ),
+    ("deep nesting", MINIMAL + "grid: " + "[" * 5000 + "]" * 5000 + "\n", "(yaml)", "nested"),
+    ("duplicate key", 'ray: ["2.60.0"]\npython: ["3.11.2"]\nray: ["2.51.2"]\n', "ray", "twice"),
+    # values that reach other tools
+    (
+        "notebook option",
+        MINIMAL + 'notebook_packages: ["--extra-index-url http://evil.example/simple"]\n',
+        "notebook_packages.0",
+        "installer option",
+    ),
+    (
+        "notebook marker",
+        MINIMAL + "notebook_packages: [\"jupyterlab; os_name == 'x' or junk\"]\n",
+        "notebook_packages.0",
+        "not a requirement",
+    ),
+    (
+        "notebook url",
+        MINIMAL + 'notebook_packages: ["x @ https://evil.example/x.whl"]\n',
+        "notebook_packages.0",
+        "URL or an environment marker",
+    ),
+    ("prefix space", MINIMAL + 'prefix: "local host/ray"\n', "prefix", "not an image repository"),
+    ("prefix scheme", MINIMAL + 'prefix: "https://r.example/ray"\n', "prefix", "no scheme"),
+    ("prefix creds", MINIMAL + 'prefix: "me:pw@r.example/ray"\n', "prefix", "credentials"),
+    ("prefix empty segment", MINIMAL + 'prefix: "r.example//ray"\n', "prefix", "empty segments"),
+    (
+        "bad base image",
+        MINIMAL + "bases:\n  '3.11.2': {image: 'python:3.11 slim'}\n",
+        "bases.3.11.2.image",
+        "not an image reference",
+    ),
+    (
+        "unknown suite",
+        MINIMAL + "bases:\n  '3.11.2': {debian: bokworm}\n",
+        "bases.3.11.2.debian",
+        "did you mean 'bookworm'",
+    ),
+    # rules that silently do nothing
+    (
+        "exclude matches nothing",
+        MINIMAL + "exclude:\n  - {ray: '2.50.*', reason: old}\n",
+        "exclude.0",
+        "matches no cell",
+    ),
+    (
+        "exclude list value",
+        MINIMAL + "exclude:\n  - {python: ['3.11.2'], reason: x}\n",
+        "exclude.0.python",
+        "one quoted string",
+    ),
+    # numbers out of range, values YAML misreads
+    (
+        "epoch too large",
+        MINIMAL + "source_date_epoch: 99999999999999999\n",
+        "source_date_epoch",
+        "at most the end of year 9999",
+    ),
+    ("bad gpu_e2e", MINIMAL + "gpu_e2e: maybe\n", "gpu_e2e", "optional, required"),
 ]
 
 
@@ -247,3 +318,28 @@ def test_frozen_mirror_comes_from_the_environment(write_matrix: Callable[[str], 
 
 def test_the_committed_matrix_keeps_apt_checks() -> None:
     assert matrix.load(ROOT / "matrix.yaml", env={}).debian_snapshot is False
+
+
+def test_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "matrix.yaml"
+    path.write_bytes(MINIMAL.encode() + b"prefix: \xff\xfe\n")
+    with pytest.raises(MatrixError, match=r"is not UTF-8 text \(byte 43\)"):
+        matrix.load(path)
+
+
+def test_a_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MINIMAL + "#" * (2 << 20))
+    with pytest.raises(MatrixError, match="a matrix is at most"):
+        matrix.load(path)
+
+
+def test_unquoted_off_means_off(write_matrix: Callable[[str], Path]) -> None:
+    assert matrix.load(write_matrix(MINIMAL + "audit: off\n")).audit == "off"
+
+
+def test_plain_requirements_with_versions_and_extras_are_accepted(
+    write_matrix: Callable[[str], Path],
+) -> None:
+    text = MINIMAL + 'notebook_packages: ["jupyterlab>=4,<5", "ipywidgets[extra]==8.1.5"]\n'
+    assert matrix.load(write_matrix(text)).notebook_packages[0] == "jupyterlab>=4,<5"

@@ -1,0 +1,382 @@
+"""A registry's HTTP API (the OCI distribution API): upload a local image by digest, read
+a tag, move a tag. The docker CLI can only push tags, and a tag pushed is a tag moved; the
+push gate needs to upload a whole cell first and move its tags only when every role is
+there (see `registry.push`).
+
+Credentials come only from Docker's own configuration ($DOCKER_CONFIG/config.json, default
+~/.docker): a credential helper (`credHelpers`, `credsStore`, e.g. the one `gcloud auth
+configure-docker` installs) or a `docker login` entry (`auths`). The token handshake is
+the registry's standard one (401 + WWW-Authenticate: Bearer/Basic). Loopback registries
+(127.0.0.0/8, localhost) are spoken to over plain HTTP, as Docker does; others over HTTPS
+with the host's CA store.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from harness.errors import EngineError
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
+LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+ACCEPT = ", ".join(
+    (
+        MANIFEST_V2,
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+CHUNK = 1 << 20
+
+
+class RegistryError(EngineError):
+    """The registry refused or could not be reached (exit 2, one line)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    body: bytes
+    media_type: str
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    size: int
+    path: Path  # what to upload
+
+
+def _docker_config() -> dict[str, Any]:
+    root = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    try:
+        doc = json.loads((root / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def credentials(host: str, config: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
+    """(user, secret) for `host` from Docker's configuration, or None (anonymous)."""
+    config = _docker_config() if config is None else config
+    helper = (config.get("credHelpers") or {}).get(host) or config.get("credsStore")
+    if helper:
+        try:
+            r = subprocess.run(
+                [f"docker-credential-{helper}", "get"],
+                input=host,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if r.returncode == 0:
+                doc = json.loads(r.stdout)
+                return str(doc["Username"]), str(doc["Secret"])
+        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
+            pass  # no helper binary or no entry: try `auths`, then anonymous
+    auths = config.get("auths") or {}
+    for key in (host, f"https://{host}", f"http://{host}"):
+        auth = (auths.get(key) or {}).get("auth")
+        if auth:
+            user, _, secret = base64.b64decode(auth).decode().partition(":")
+            return user, secret
+    return None
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.partition(" ")
+    return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
+
+
+def _loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name == "localhost" or name.startswith("127.") or name == "[::1]"
+
+
+class Registry:
+    """One registry host; repositories are paths below it (e.g. `acme/ray/ray-head`)."""
+
+    def __init__(self, host: str, timeout: float = 120) -> None:
+        self.host = host
+        self.base = f"{'http' if _loopback(host) else 'https'}://{host}"
+        self.timeout = timeout
+        self.creds = credentials(host)
+        self._auth: dict[str, str] = {}  # scope -> Authorization header value
+        handlers: list[urllib.request.BaseHandler] = []
+        if _loopback(host):
+            handlers.append(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(*handlers)
+
+    # --- HTTP with the registry's auth handshake ---------------------------------------
+
+    def _login(self, header: str) -> str:
+        scheme, params = _challenge(header)
+        basic = ""
+        if self.creds:
+            basic = "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
+        if scheme == "basic":
+            if not basic:
+                raise RegistryError(f"{self.host} wants credentials: {self._hint()}")
+            return basic
+        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        url = params.get("realm", "") + "?" + urllib.parse.urlencode(query)
+        req = urllib.request.Request(url, headers={"Authorization": basic} if basic else {})
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                doc = json.loads(resp.read())
+        except (urllib.error.URLError, ValueError, OSError) as exc:
+            raise RegistryError(f"token from {url} refused: {exc}; {self._hint()}") from None
+        token = doc.get("token") or doc.get("access_token")
+        if not token:
+            raise RegistryError(f"{url} gave no token; {self._hint()}")
+        return f"Bearer {token}"
+
+    def _hint(self) -> str:
+        return (
+            f"authenticate Docker to {self.host} (`gcloud auth configure-docker {self.host}` "
+            "or `docker login`)"
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | IO[bytes] | None = None,
+        scope: str = "",
+        ok: tuple[int, ...] = (200,),
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """(status, headers, body); RegistryError on anything but `ok` (404 included unless
+        listed). One retry after an auth challenge."""
+        full = url if url.startswith("http") else self.base + url
+        for attempt in (1, 2):
+            hdrs = dict(headers or {})
+            if scope in self._auth:
+                hdrs["Authorization"] = self._auth[scope]
+            if hasattr(data, "seek"):
+                data.seek(0)  # type: ignore[union-attr]
+            req = urllib.request.Request(full, data=data, headers=hdrs, method=method)
+            try:
+                with self._opener.open(req, timeout=self.timeout) as resp:
+                    status, rh, body = resp.status, dict(resp.headers), resp.read()
+            except urllib.error.HTTPError as exc:
+                status, rh, body = exc.code, dict(exc.headers), exc.read()
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise RegistryError(f"cannot reach {self.host}: {reason}") from None
+            if status == 401 and attempt == 1 and rh.get("Www-Authenticate"):
+                self._auth[scope] = self._login(rh["Www-Authenticate"])
+                continue
+            if status in ok:
+                return status, rh, body
+            text = " ".join(body.decode(errors="replace").split())[:300]
+            hint = f"; {self._hint()}" if status in (401, 403) else ""
+            raise RegistryError(f"{method} {full} answered {status}: {text}{hint}")
+        raise AssertionError("unreachable")
+
+    # --- blobs and manifests -------------------------------------------------------------
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        status, _, _ = self.request(
+            "HEAD", f"/v2/{repo}/blobs/{digest}", scope=_scope(repo), ok=(200, 404)
+        )
+        return status == 200
+
+    def upload(self, repo: str, blob: Blob, mount_from: str | None = None) -> None:
+        """Put a blob into `repo` (mounted from another repo of this registry when it is
+        there already), unless it is present."""
+        if self.has_blob(repo, blob.digest):
+            return
+        url = f"/v2/{repo}/blobs/uploads/"
+        if mount_from:
+            url += "?" + urllib.parse.urlencode({"mount": blob.digest, "from": mount_from})
+        status, headers, _ = self.request("POST", url, scope=_scope(repo), ok=(201, 202))
+        if status == 201:
+            return  # mounted
+        location = headers.get("Location") or ""
+        location = urllib.parse.urljoin(self.base + "/", location)
+        sep = "&" if "?" in location else "?"
+        with blob.path.open("rb") as f:
+            self.request(
+                "PUT",
+                f"{location}{sep}digest={urllib.parse.quote(blob.digest)}",
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(blob.size),
+                },
+                data=f,
+                scope=_scope(repo),
+                ok=(201,),
+            )
+
+    def manifest(self, repo: str, reference: str) -> Manifest | None:
+        """The manifest a tag or digest names, or None when there is none."""
+        status, headers, body = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{reference}",
+            headers={"Accept": ACCEPT},
+            scope=_scope(repo),
+            ok=(200, 404),
+        )
+        if status == 404:
+            return None
+        return Manifest(body, headers.get("Content-Type", MANIFEST_V2).split(";")[0])
+
+    def put_manifest(self, repo: str, reference: str, m: Manifest) -> None:
+        """Store `m` under a digest (untagged) or a tag (moving it)."""
+        _, headers, _ = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            headers={"Content-Type": m.media_type},
+            data=m.body,
+            scope=_scope(repo),
+            ok=(201, 200),
+        )
+        served = headers.get("Docker-Content-Digest")
+        if served and served != m.digest:
+            raise RegistryError(f"{repo}: the registry stored {served}, not {m.digest}")
+
+    def delete_tag(self, repo: str, tag: str) -> bool:
+        """Remove a tag (OCI distribution 1.1); False where the registry does not allow it."""
+        try:
+            self.request("DELETE", f"/v2/{repo}/manifests/{tag}", scope=_scope(repo), ok=(202, 200))
+        except RegistryError:
+            return False
+        return True
+
+
+def _scope(repo: str) -> str:
+    return f"repository:{repo}:pull,push"
+
+
+# --- from the local engine to blobs ---------------------------------------------------------
+
+
+@dataclass
+class Exported:
+    """One local image as registry blobs: its config (whose digest is the image id) and
+    its layers, gzip-compressed."""
+
+    image_id: str
+    config: Blob
+    layers: list[Blob]
+
+    def manifest(self) -> Manifest:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_V2,
+            "config": {
+                "mediaType": CONFIG_V1,
+                "size": self.config.size,
+                "digest": self.config.digest,
+            },
+            "layers": [
+                {"mediaType": LAYER_GZIP, "size": b.size, "digest": b.digest} for b in self.layers
+            ],
+        }
+        return Manifest(json.dumps(doc, indent=3).encode(), MANIFEST_V2)
+
+
+class Exporter:
+    """`docker save` images into a work directory as registry blobs. Layers shared between
+    images (head and worker share all of theirs) are compressed once."""
+
+    def __init__(self, cli: str, work: Path) -> None:
+        self.cli = cli
+        self.work = work
+        self._layers: dict[str, Blob] = {}  # diff id (uncompressed sha256) -> compressed
+
+    def export(self, image_id: str, timeout: float = 1800) -> Exported:
+        self.work.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(
+            [self.cli, "save", image_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        members: dict[str, Blob] = {}  # layer path in the archive -> compressed blob
+        texts: dict[str, bytes] = {}
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    f = tar.extractfile(member) if member.isfile() else None
+                    if f is None:
+                        continue
+                    if member.name.endswith("/layer.tar"):
+                        members[member.name] = self._compress(f)
+                    elif member.name.endswith(".json"):
+                        texts[member.name] = f.read()
+            rc = proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if rc != 0:
+            raise RegistryError(
+                f"docker save {image_id[:19]} failed: {proc.stderr.read().decode()[-300:]}"
+            )
+        [entry] = json.loads(texts["manifest.json"])
+        config_bytes = texts[entry["Config"]]
+        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        if config_digest != image_id:
+            raise RegistryError(f"docker save {image_id[:19]} gave config {config_digest[:19]}")
+        config_path = self.work / config_digest.replace(":", "-")
+        config_path.write_bytes(config_bytes)
+        layers = [members[name] for name in entry["Layers"]]
+        return Exported(image_id, Blob(config_digest, len(config_bytes), config_path), layers)
+
+    def _compress(self, f: IO[bytes]) -> Blob:
+        """gzip one layer (deterministic: no name, no time) and name it by its digest."""
+        raw, packed = hashlib.sha256(), hashlib.sha256()
+        tmp = self.work / "layer.partial"
+
+        class Tee:
+            def __init__(self, out: IO[bytes]) -> None:
+                self.out = out
+                self.size = 0
+
+            def write(self, b: bytes) -> int:
+                packed.update(b)
+                self.size += len(b)
+                return self.out.write(b)
+
+            def flush(self) -> None:
+                self.out.flush()
+
+        with tmp.open("wb") as out:
+            tee = Tee(out)
+            with gzip.GzipFile(fileobj=tee, mode="wb", mtime=0, compresslevel=6) as gz:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    raw.update(chunk)
+                    gz.write(chunk)
+        diff_id = "sha256:" + raw.hexdigest()
+        if diff_id in self._layers:
+            tmp.unlink()
+            return self._layers[diff_id]
+        digest = "sha256:" + packed.hexdigest()
+        path = self.work / digest.replace(":", "-")
+        tmp.replace(path)
+        self._layers[diff_id] = Blob(digest, tee.size, path)
+        return self._layers[diff_id]
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
