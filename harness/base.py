@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -126,8 +127,7 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial.tar")  # mmdebstrap picks the format by extension
     cmd = [
-        "mmdebstrap",
-        "--quiet",
+        "mmdebstrap",  # not --quiet: it would hide apt's reasons, which the error shows
         "--variant=minbase",
         f"--include={','.join(packages(suite, python))}",
         *_hooks(suite, python),
@@ -146,9 +146,10 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
         except children.Stopped as exc:
             raise HarnessError(str(exc)) from None
         if rc != 0:
-            tail = "\n".join(err.strip().splitlines()[-8:])
+            errors = [ln for ln in err.splitlines() if ln.startswith(("E:", "W:"))]
+            tail = "\n".join((errors or err.strip().splitlines())[-8:])
             hint = f"is {matrix.debian_mirror} reachable?"
-            if "is no longer valid" in err or "Valid-Until" in err:
+            if re.search(r"Release file .* is expired", err):
                 hint = (
                     f"the Release files of {matrix.debian_mirror} have expired; if it is a "
                     "frozen snapshot on purpose, set HARNESS_DEBIAN_SNAPSHOT=1"

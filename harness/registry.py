@@ -196,6 +196,11 @@ def push(
     out: list[Pushed] = []
     failures: list[str] = []
     try:
+        api.ping()
+    except registry_api.RegistryError as exc:
+        cells = sorted({a.cell.id for a in approved})
+        return [], [f"push to {registry} failed: {exc}; no tag of {', '.join(cells)} was changed"]
+    try:
         by_cell: dict[str, list[Approved]] = {}
         for a in approved:
             by_cell.setdefault(a.cell.id, []).append(a)

@@ -25,7 +25,9 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -195,6 +197,10 @@ class Registry:
             raise RegistryError(f"{method} {full} answered {status}: {text}{hint}")
         raise AssertionError("unreachable")
 
+    def ping(self) -> None:
+        """RegistryError at once when the registry does not answer its API root."""
+        self.request("GET", "/v2/", ok=(200, 401))
+
     # --- blobs and manifests -------------------------------------------------------------
 
     def has_blob(self, repo: str, digest: str) -> bool:
@@ -314,22 +320,31 @@ class Exporter:
         )
         assert proc.stdout is not None and proc.stderr is not None
         members: dict[str, Blob] = {}  # layer path in the archive -> compressed blob
+        pending: dict[str, Future[Blob]] = {}
         texts: dict[str, bytes] = {}
-        try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                for member in tar:
-                    f = tar.extractfile(member) if member.isfile() else None
-                    if f is None:
-                        continue
-                    if member.name.endswith("/layer.tar"):
-                        members[member.name] = self._compress(f)
-                    elif member.name.endswith(".json"):
-                        texts[member.name] = f.read()
-            rc = proc.wait(timeout=timeout)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        # zlib releases the GIL: layers are compressed in parallel while the archive streams
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            try:
+                with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                    for member in tar:
+                        f = tar.extractfile(member) if member.isfile() else None
+                        if f is None:
+                            continue
+                        if member.name.endswith("/layer.tar"):
+                            raw, diff_id = self._spool(f)
+                            if diff_id in self._layers:
+                                raw.unlink()
+                                members[member.name] = self._layers[diff_id]
+                            else:
+                                pending[member.name] = pool.submit(self._compress, raw, diff_id)
+                        elif member.name.endswith(".json"):
+                            texts[member.name] = f.read()
+                rc = proc.wait(timeout=timeout)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            members.update({name: f.result() for name, f in pending.items()})
         if rc != 0:
             raise RegistryError(
                 f"docker save {image_id[:19]} failed: {proc.stderr.read().decode()[-300:]}"
@@ -344,10 +359,20 @@ class Exporter:
         layers = [members[name] for name in entry["Layers"]]
         return Exported(image_id, Blob(config_digest, len(config_bytes), config_path), layers)
 
-    def _compress(self, f: IO[bytes]) -> Blob:
+    def _spool(self, f: IO[bytes]) -> tuple[Path, str]:
+        """One layer from the archive to disk; its path and diff id (sha256 as stored)."""
+        raw = hashlib.sha256()
+        path = self.work / f"raw-{uuid.uuid4().hex}"
+        with path.open("wb") as out:
+            for chunk in iter(lambda: f.read(CHUNK), b""):
+                raw.update(chunk)
+                out.write(chunk)
+        return path, "sha256:" + raw.hexdigest()
+
+    def _compress(self, raw: Path, diff_id: str) -> Blob:
         """gzip one layer (deterministic: no name, no time) and name it by its digest."""
-        raw, packed = hashlib.sha256(), hashlib.sha256()
-        tmp = self.work / "layer.partial"
+        packed = hashlib.sha256()
+        tmp = raw.with_suffix(".gz")
 
         class Tee:
             def __init__(self, out: IO[bytes]) -> None:
@@ -362,16 +387,12 @@ class Exporter:
             def flush(self) -> None:
                 self.out.flush()
 
-        with tmp.open("wb") as out:
+        with tmp.open("wb") as out, raw.open("rb") as src:
             tee = Tee(out)
             with gzip.GzipFile(fileobj=tee, mode="wb", mtime=0, compresslevel=6) as gz:
-                for chunk in iter(lambda: f.read(CHUNK), b""):
-                    raw.update(chunk)
+                for chunk in iter(lambda: src.read(CHUNK), b""):
                     gz.write(chunk)
-        diff_id = "sha256:" + raw.hexdigest()
-        if diff_id in self._layers:
-            tmp.unlink()
-            return self._layers[diff_id]
+        raw.unlink()
         digest = "sha256:" + packed.hexdigest()
         path = self.work / digest.replace(":", "-")
         tmp.replace(path)

@@ -73,6 +73,26 @@ def copy_project(dest: Path, prefix: str) -> Path:
     return dest / "matrix.yaml"
 
 
+def alias_images(prefix: str, suffix: str, roles: tuple[str, ...]) -> None:
+    """The default project's built images, tagged again under a test prefix."""
+    for role in roles:
+        Engine().run(
+            ["tag", f"localhost/raycompat/ray-{role}:{suffix}", f"{prefix}/ray-{role}:{suffix}"]
+        )
+
+
+def derive_image(tmp_path: Path, base: str, line: str, tag: str) -> None:
+    """`tag`: `base` with one more Dockerfile line (a deliberately broken image)."""
+    ctx = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {base}\n{line}\n")
+    Engine().run(
+        ["build", "--network", "none", "-t", tag, str(ctx)],
+        env={"DOCKER_BUILDKIT": "1"},
+        timeout=300,
+    )
+
+
 def remove_prefix(prefix: str) -> None:
     """Untag everything under `prefix` by name (removing by image id would also drop the
     real tags that share those images)."""
@@ -169,25 +189,12 @@ def broken_worker(tmp_path: Path, default_images: None) -> Iterator[Path]:
     """The default cell's images under another prefix, with a worker that never joins."""
     prefix = "localhost/raycompat-e2ebroken"
     matrix = copy_project(tmp_path, prefix)
-    engine = Engine()
-    for role in ("head", "notebook"):
-        engine.run(
-            [
-                "tag",
-                f"localhost/raycompat/ray-{role}:2.60.0-py3.11.2-cpu",
-                f"{prefix}/ray-{role}:2.60.0-py3.11.2-cpu",
-            ]
-        )
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(
-        "FROM localhost/raycompat/ray-worker:2.60.0-py3.11.2-cpu\n"
-        'CMD ["sh", "-c", "echo worker refuses to join; exec sleep 3600"]\n'
-    )
-    engine.run(
-        ["build", "--network", "none", "-t", f"{prefix}/ray-worker:2.60.0-py3.11.2-cpu", str(ctx)],
-        env={"DOCKER_BUILDKIT": "1"},
-        timeout=300,
+    alias_images(prefix, "2.60.0-py3.11.2-cpu", ("head", "notebook"))
+    derive_image(
+        tmp_path,
+        "localhost/raycompat/ray-worker:2.60.0-py3.11.2-cpu",
+        'CMD ["sh", "-c", "echo worker refuses to join; exec sleep 3600"]',
+        f"{prefix}/ray-worker:2.60.0-py3.11.2-cpu",
     )
     yield matrix
     remove_prefix(prefix)
@@ -260,25 +267,13 @@ def test_a_cell_whose_containers_cannot_start_fails_alone(
     cell is an error with the engine's message; the cpu cell is still tested and reported."""
     prefix = "localhost/raycompat-e2estart"
     matrix = copy_project(tmp_path, prefix)
-    engine = Engine()
     for flavour in ("cpu", "cu128"):
-        for role in ("head", "worker", "notebook"):
-            engine.run(
-                [
-                    "tag",
-                    f"localhost/raycompat/ray-{role}:2.60.0-py3.11.2-{flavour}",
-                    f"{prefix}/ray-{role}:2.60.0-py3.11.2-{flavour}",
-                ]
-            )
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(
-        "FROM localhost/raycompat/ray-head:2.60.0-py3.11.2-cu128\nUSER nosuchuser\n"
-    )
-    engine.run(
-        ["build", "--network", "none", "-t", f"{prefix}/ray-head:2.60.0-py3.11.2-cu128", str(ctx)],
-        env={"DOCKER_BUILDKIT": "1"},
-        timeout=300,
+        alias_images(prefix, f"2.60.0-py3.11.2-{flavour}", ("head", "worker", "notebook"))
+    derive_image(
+        tmp_path,
+        "localhost/raycompat/ray-head:2.60.0-py3.11.2-cu128",
+        "USER nosuchuser",
+        f"{prefix}/ray-head:2.60.0-py3.11.2-cu128",
     )
     run_id = new_run_id()
     try:

@@ -208,7 +208,7 @@ def test_unreachable_registry_is_a_clear_failure(tested: Path, tmp_path: Path) -
     report = report_with(tested, tmp_path)
     r = push_report(report, tmp_path, f"127.0.0.1:{free_port()}/nowhere")
     assert r.returncode == 2, r.stderr[-2000:]
-    assert "push of 127.0.0.1" in r.stderr and "failed" in r.stderr
+    assert "push to 127.0.0.1" in r.stderr and "failed" in r.stderr
     assert "no tag of ray2.60.0-py3.11.2-cpu was changed" in r.stderr
     assert "Traceback" not in r.stderr
     listed = Engine().run(["images", "--format", "{{.Repository}}"]).stdout.split()

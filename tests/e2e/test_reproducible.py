@@ -38,8 +38,13 @@ def built() -> None:
 
 
 def test_rebuild_from_scratch_is_identical(built: None) -> None:
+    manifest = ROOT / "build" / "manifests" / CELL / "head.json"
+    before = manifest.read_bytes()
     r = harness("verify-reproducible", *ONLY)
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    # the rebuild's own build manifests went to a scratch dir: ours still describe our images
+    assert manifest.read_bytes() == before
+    assert not (ROOT / "build" / "repro").exists() or not any((ROOT / "build" / "repro").iterdir())
     results = json.loads((ROOT / "build" / "reproducibility.json").read_text())[CELL]
     statuses = {c["name"]: c["status"] for c in results}
     assert statuses == {

@@ -67,9 +67,9 @@ def pushed(cell: str, role: str, digest: str) -> registry.Pushed:
         "3.11.2",
         "cpu",
         role,
-        f"r/ray-{role}:t",
+        f"r.example/ray/ray-{role}:t",
         digest,
-        f"r/ray-{role}@{digest}",
+        f"r.example/ray/ray-{role}@{digest}",
         "i",
     )
 
@@ -163,3 +163,18 @@ def test_manifests_without_images_lock_is_exit_2(tmp_path: Path) -> None:
     r = harness("manifests", "--build-dir", str(tmp_path))
     assert r.returncode == 2
     assert "no images lock; run `nox -s push` first" in r.stderr
+
+
+def test_manifests_write_nothing_when_anything_is_invalid(tmp_path: Path) -> None:
+    """One complete cell and one without its notebook image: nothing is written, exit 1."""
+    lock = tmp_path / "images.lock.json"
+    entries = [
+        pushed("ray2.60.0-py3.11.2-cpu", role, "sha256:" + "a" * 64)
+        for role in ("head", "worker", "notebook")
+    ]
+    entries.append(pushed("ray2.60.0-py3.13.5-cpu", "head", "sha256:" + "b" * 64))
+    registry.write_lock(lock, "r.example/ray", entries)
+    r = harness("manifests", "--build-dir", str(tmp_path))
+    assert r.returncode == 1, r.stderr
+    assert "no pushed worker, notebook image" in r.stderr and "nothing written" in r.stderr
+    assert not (tmp_path / "deploy").exists()
