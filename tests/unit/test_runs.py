@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import clean, runs
+from harness import runs
+from harness.commands import clean
 from harness.errors import HarnessError
 from tests.conftest import ROOT
 

@@ -67,7 +67,7 @@ def remove_images(engine: Engine) -> int:
     return removed
 
 
-def cmd_clean(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, run_id: str) -> int:
     paths = Paths.for_matrix(args.matrix, args.build_dir)
     engine = Engine()
     engine.ping()

@@ -1,0 +1,107 @@
+"""`build`: bases, then each cell's head, worker and notebook images and their checks."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness import audit, diskspace, lock, report
+from harness.base import BaseImage
+from harness.build import BuildFailed, build_cell, prepare
+from harness.commands import Context, context, jobs, run_cells
+from harness.engine import Engine
+from harness.errors import HarnessError
+from harness.matrix import Cell
+from harness.progress import log
+from harness.results import ERROR, FAILED, CellResult, Check
+from harness.wheelhouse import Wheelhouse
+
+
+def run(args: argparse.Namespace, run_id: str) -> int:
+    ctx = context(args, run_id)
+    for c in ctx.cells:  # refuse stale locks before touching Docker
+        lock.check(ctx.paths.locks, c, ctx.matrix)
+    engine = Engine()
+    engine.ping()
+    return build_cells(engine, ctx, args.no_cache, jobs(args, len(ctx.cells), cores_per_job=1))
+
+
+def build_cells(engine: Engine, ctx: Context, no_cache: bool, at_once: int) -> int:
+    """Shared work once (wheels, bases), then every cell; the report after each cell.
+    Exit code 1 when a cell's build or structure checks failed."""
+    m, paths, cells = ctx.matrix, ctx.paths, ctx.cells
+    wheelhouse = Wheelhouse(paths.wheelhouse)
+    wheels_missing = {
+        c.id
+        for c in cells
+        if any(wheelhouse.missing(lock.lock_path(paths.locks, c, k), c.python) for k in lock.KINDS)
+    }
+    diskspace.check(
+        diskspace.plan(
+            engine,
+            m,
+            cells,
+            paths.build,
+            paths.wheelhouse,
+            diskspace.docker_root(engine),
+            wheels_missing,
+        )
+    )
+    state = report.load_state(paths.state)
+    bases = prepare(engine, m, paths, cells, fresh=no_cache)
+    log(f"building {len(cells)} cell(s), {at_once} at a time")
+
+    def work(c: Cell) -> CellResult:
+        return build_one(engine, ctx, c, bases[c.id], no_cache, state.get(c.id))
+
+    failed = 0
+    for done, result in run_cells(cells, work, at_once, "building cells"):
+        previous = state.get(result.id)
+        if (
+            previous
+            and previous.test_checks
+            and previous.tested_image_ids == {i.role: i.id for i in result.images}
+        ):
+            # Same images as last tested: keep those results.
+            result.test_checks = previous.test_checks
+            result.tested_image_ids = previous.tested_image_ids
+        result.settle()
+        # The exit code and the line say what this build did; the report keeps the
+        # cell's last test status when its images are the ones tested.
+        broken = any(k.status in (FAILED, ERROR) for k in result.build_checks)
+        failed += broken
+        state[result.id] = result
+        kept = f" (last test: {result.status})" if result.test_checks else ""
+        log(f"[{done}/{len(cells)}] {result.id}: {'build failed' if broken else 'built'}{kept}")
+        report.write(paths.build, state, str(m.path), ctx.run_id, ctx.excluded())
+    log(f"report: {paths.build / 'report.md'}")
+    return 1 if failed else 0
+
+
+def build_one(
+    engine: Engine,
+    ctx: Context,
+    c: Cell,
+    base: BaseImage | str,
+    no_cache: bool,
+    previous: CellResult | None,
+) -> CellResult:
+    """One cell's images, structure checks and audit; a failure is recorded, not raised."""
+    result = report.fresh(c)
+    if isinstance(base, str):
+        result.detail = base
+        result.build_checks = [Check("build:base", FAILED, base[-1500:], "build")]
+        return result
+    try:
+        result.images, result.build_checks = build_cell(
+            engine, ctx.matrix, ctx.paths, c, base, no_cache, previous
+        )
+    except BuildFailed as exc:
+        result.detail = str(exc)
+        result.build_checks = [Check(f"build:{exc.role}", FAILED, exc.tail[-1500:], "build")]
+    except HarnessError as exc:
+        result.detail = str(exc)
+        result.build_checks = [Check("build", FAILED, str(exc)[-1500:], "build")]
+    locks = [lock.lock_path(ctx.paths.locks, c, kind) for kind in lock.KINDS]
+    audit_cache = ctx.paths.root / ".cache" / "audit"
+    result.build_checks.append(audit.check(locks, audit_cache, ctx.matrix.audit))
+    return result

@@ -1,0 +1,36 @@
+"""`grid`: every notebook image of the selection against every cluster of it."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from harness import grid, matrix
+from harness.commands import context, require_built
+from harness.engine import Engine
+from harness.progress import log
+
+
+def run(args: argparse.Namespace, run_id: str) -> int:
+    ctx = context(args, run_id)
+    m, paths, cells = ctx.matrix, ctx.paths, ctx.cells
+    if not args.only and m.grid.only:
+        cells, _ = matrix.select(m, list(m.grid.only))
+    engine = Engine()
+    engine.ping()
+    for c in cells:
+        require_built(engine, m, c)
+    log(f"grid: {len(cells)} cluster(s) x {len(cells)} notebook image(s)")
+    pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"), args.ready_timeout)
+    grid.write(paths.build, pairs, m.grid)
+    counts = Counter(p.harness["verdict"] for p in pairs)
+    log(f"grid: {dict(counts)}; {paths.build / 'grid.md'}, grid.html, grid.json")
+    undecided = [p for p in pairs if p.undecided]
+    for p in undecided:
+        log(f"grid: no verdict for {p.notebook} -> {p.cluster}: {'; '.join(p.undecided)[:400]}")
+    blind = [p for p in pairs if p.blind_spot]
+    for p in blind:
+        log(f"grid: harness says compatible but Ray does not agree: {p.notebook} -> {p.cluster}")
+    if undecided:
+        return grid.EXIT_UNDECIDED
+    return grid.EXIT_BLIND_SPOT if blind else 0

@@ -1,0 +1,61 @@
+"""`manifests`: KubeRay RayCluster and Vertex AI image refs per pushed cell, by digest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import k8s, registry
+from harness.commands import context
+from harness.matrix import ROLES
+from harness.progress import log
+
+
+def _dump(docs: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+
+
+def run(args: argparse.Namespace, run_id: str) -> int:
+    """Render, pinned by digest, a RayCluster per pushed cell and Vertex AI image refs.
+    Everything is validated first: when anything is invalid, nothing is written."""
+    ctx = context(args, run_id, check_index=False)
+    m, paths = ctx.matrix, ctx.paths
+    lock = registry.read_lock(args.images_lock or paths.build / "images.lock.json")
+    gpu_notes = {e.cell: e.gpu_e2e for e in lock.images if e.gpu_e2e and e.gpu_e2e != "passed"}
+    out = paths.build / "deploy"
+    problems: list[str] = []
+    files: dict[Path, str] = {}
+    by_id = {c.id: c for c in m.cells}
+    for cell_id, images in sorted(lock.refs().items()):
+        cell = by_id.get(cell_id)
+        if cell is None:
+            log(f"manifests: {cell_id} is in the images lock but not in {m.path}; skipped")
+            continue
+        missing = [r for r in ROLES if r not in images]
+        if missing:
+            problems.append(f"{cell_id}: no pushed {', '.join(missing)} image")
+            continue
+        note = gpu_notes.get(cell_id, "")
+        rc = k8s.raycluster(cell, images, namespace=args.namespace, gpu_e2e=note)
+        problems += k8s.validate(rc)
+        d = out / cell_id
+        files[d / "raycluster.yaml"] = (
+            f"# {cell_id}: images pinned by digest from {lock.registry}\n"
+            + (f"# WARNING: {note}\n" if note else "")
+            + _dump([rc])
+        )
+        files[d / "vertex.json"] = json.dumps(k8s.vertex(cell, images, note), indent=1) + "\n"
+    if problems:
+        for p in problems:
+            log(f"manifests: invalid: {p}")
+        log("manifests: nothing written")
+        return 1
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    log(f"manifests: {len(files) // 2} cell(s) rendered and validated in {out}")
+    return 0

@@ -1,0 +1,82 @@
+"""`probe`: a cluster the harness did not start, checked from this interpreter or an image:
+Ray's own verdict for this client, and the harness's node-by-node comparison."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import subprocess
+import sys
+
+from harness import children, grid, matrix
+from harness.backends import PROBE_SOURCE, probe_result
+from harness.engine import Engine
+from harness.errors import HarnessError
+
+TIMEOUT = 30.0  # default of --timeout
+
+
+def run(args: argparse.Namespace, run_id: str) -> int:
+    m = matrix.load(args.matrix) if args.matrix.is_file() else None
+    policy = m.grid if m else matrix.GridPolicy()
+    ray_client = args.address.startswith("ray://")
+    if not re.fullmatch(r"(ray://)?[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}", args.address):
+        raise HarnessError(
+            f"--address {args.address!r}: use ray://HOST:PORT (Ray Client) or HOST:PORT (GCS)"
+        )
+    if not args.image and importlib.util.find_spec("ray") is None:
+        raise HarnessError(
+            f"Ray is not installed in {sys.executable}; run the client side in a notebook "
+            "image instead: --image <prefix>/ray-notebook:<ray>-py<python>-<variant>"
+        )
+    timeout = int(args.timeout)
+    command = (
+        ["cluster", args.address, "--expect-nodes", "1", "--timeout", str(timeout)]
+        if ray_client
+        else ["version-check", args.address, "--timeout", str(timeout)]
+    )
+    unreachable = (
+        f"cannot reach {args.address} within {timeout}s: check the address and port, that "
+        "the cluster is up, and that this machine (or --image's container, on the host "
+        "network) can reach it"
+    )
+    if args.image:
+        engine = Engine()
+        engine.ping()
+        cmd = [engine.cli, "run", "--rm", "-i", "--network", "host"]
+        cmd += ["--entrypoint", "python", args.image, "-", *command]
+    else:
+        cmd = [sys.executable, "-", *command]
+    try:  # the probe bounds itself; this bounds Python and Ray starting up around it
+        rc, out, err = children.run(cmd, input=PROBE_SOURCE, timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        raise HarnessError(unreachable) from None
+    result = probe_result(out)
+    if result is None:
+        why = (err.strip().splitlines() or ["no output"])[-1][:300]
+        raise HarnessError(f"the probe gave no answer (exit {rc}): {why}")
+    if not result.get("ok") and "client" not in result:
+        raise HarnessError(f"{unreachable} ({str(result.get('message') or result)[:200]})")
+    if not ray_client:
+        cluster = result.get("cluster") or {}
+        node = {"python": cluster.get("python_version"), "ray": cluster.get("ray_version")}
+        checked = tuple(k for k in policy.fail if k in node)
+        ours = grid.judge(result["client"], [node], matrix.GridPolicy(fail=checked, warn=()))
+        print(f"Ray's driver check against {args.address}: {result['verdict']}")
+        print(f"  {' '.join(str(result.get('message')).split())[:600]}")
+        print(f"harness: {ours['verdict']} (cluster metadata: {checked})")
+        for reason in ours["reasons"]:
+            print(f"  - {reason}")
+        print("(for node-by-node parity and wire libraries, probe ray://HOST:10001)")
+        return 0 if ours["verdict"] != grid.INCOMPATIBLE and result["verdict"] == "accepted" else 1
+    client = grid.ray_client_verdict(result)
+    nodes = [n.get("facts") or {} for n in result.get("nodes", [])]
+    if client["verdict"] == grid.UNDECIDED and not nodes:
+        raise HarnessError(f"{unreachable} ({client['message'][:200]})")
+    ours = grid.judge(result.get("client") or {}, nodes, policy)
+    print(f"Ray Client {args.address}: {client['verdict']}: {client['message'][:500]}")
+    print(f"harness: {ours['verdict']} over {len(nodes)} node(s)")
+    for reason in ours["reasons"]:
+        print(f"  - {reason}")
+    return 0 if ours["verdict"] != grid.INCOMPATIBLE and client["verdict"] != "rejected" else 1

@@ -1,0 +1,117 @@
+"""`test`: a cluster from each cell's images (containers, or Kubernetes), every check."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Callable
+
+from harness import registry, report
+from harness.backends import Cluster, kube
+from harness.commands import Context, context, jobs, require_built, run_cells
+from harness.engine import Engine
+from harness.errors import HarnessError
+from harness.matrix import Cell
+from harness.progress import log
+from harness.results import ERROR, FAILED, CellResult, Check
+from harness.verify import test_cell
+
+ClusterFor = Callable[[Cell], Callable[[], Cluster]]
+
+
+def run(args: argparse.Namespace, run_id: str) -> int:
+    ctx = context(args, run_id)
+    engine = Engine()
+    engine.ping()
+    state = report.load_state(ctx.paths.state)
+    images_of: dict[str, dict[str, str]] = {}
+    for c in ctx.cells:  # every image must exist before any cluster starts
+        previous = state.get(c.id)
+        if not (previous and any(k.status == FAILED for k in previous.build_checks)):
+            require_built(engine, ctx.matrix, c)  # a failed build is reported, not tested
+        images_of[c.id] = c.tags(ctx.matrix.prefix)
+    if args.backend != "kind":
+        at_once = jobs(args, len(ctx.cells), cores_per_job=2)
+        return test_cells(engine, ctx, images_of, args.ready_timeout, at_once)
+    backend = kube.KubeBackend(
+        engine, run_id, args.kube_context, args.kind_node_image, _pushed(args, ctx)
+    )
+    # what each cluster runs: local tags on kind, pushed digests elsewhere (checked before
+    # anything is created)
+    deploy = {c.id: backend.images_for(c, images_of[c.id]) for c in ctx.cells}
+    with backend:
+        backend.load([tag for c in ctx.cells for tag in images_of[c.id].values()])
+
+        def cluster_for(c: Cell) -> Callable[[], Cluster]:
+            return lambda: backend.cluster(c, deploy[c.id], ctx.paths.logs(c.id) / "kube")
+
+        return test_cells(engine, ctx, images_of, args.ready_timeout, 1, cluster_for)
+
+
+def test_cells(
+    engine: Engine,
+    ctx: Context,
+    images_of: dict[str, dict[str, str]],
+    ready_timeout: float,
+    at_once: int,
+    cluster_for: ClusterFor | None = None,
+) -> int:
+    """Test every cell (containers unless `cluster_for` gives another backend's clusters);
+    the report after each. Exit code 1 when a cell failed or errored."""
+    state = report.load_state(ctx.paths.state)
+    log(f"testing {len(ctx.cells)} cell(s), {at_once} at a time")
+
+    def work(c: Cell) -> CellResult:
+        make = cluster_for(c) if cluster_for else None
+        previous = state.get(c.id) or report.fresh(c)
+        return test_one(engine, ctx, c, images_of[c.id], previous, ready_timeout, make)
+
+    failed = 0
+    for done, result in run_cells(ctx.cells, work, at_once, "testing cells"):
+        result.settle()
+        failed += result.status == FAILED
+        state[result.id] = result
+        counts = Counter(k.status for k in result.test_checks)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        log(f"[{done}/{len(ctx.cells)}] {result.id}: {result.status} ({summary or 'no checks'})")
+        report.write(ctx.paths.build, state, str(ctx.matrix.path), ctx.run_id, ctx.excluded())
+    report.write(ctx.paths.build, state, str(ctx.matrix.path), ctx.run_id, ctx.excluded())
+    log(f"report: {ctx.paths.build / 'report.md'}")
+    return 1 if failed else 0
+
+
+def test_one(
+    engine: Engine,
+    ctx: Context,
+    c: Cell,
+    tags: dict[str, str],
+    result: CellResult,
+    ready_timeout: float,
+    make_cluster: Callable[[], Cluster] | None = None,
+) -> CellResult:
+    """One cell's cluster checks; an infrastructure failure stops only this cell."""
+    if any(k.status == FAILED for k in result.build_checks):
+        result.test_checks = []
+        log(f"{c.id}: not tested, its build failed")
+        return result
+    ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}
+    log_dir = ctx.paths.logs(c.id) / "cluster"
+    try:
+        result.test_checks, timings = test_cell(
+            engine, ctx.run_id, c, tags, log_dir, ready_timeout, make_cluster
+        )
+    except HarnessError as exc:  # this cell's infrastructure failed: the others go on
+        result.test_checks = [Check("test:aborted", ERROR, f"testing stopped: {exc}")]
+        log(f"{c.id}: testing stopped: {exc}")
+        return result
+    result.tested_image_ids = ids
+    result.timings.update(timings)
+    return result
+
+
+def _pushed(args: argparse.Namespace, ctx: Context) -> dict[str, dict[str, str]]:
+    """Pushed image refs by cell and role, for a kube context that pulls from a registry."""
+    lock_path = ctx.paths.build / "images.lock.json"
+    if args.kube_context and lock_path.is_file():
+        return registry.read_lock(lock_path).refs()
+    return {}
