@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import children
-from harness.engine import LABEL_MANAGED, LABEL_NS, Engine
+from harness import children, labels
+from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.matrix import Cell, Matrix, debian_offer
 
@@ -61,9 +61,6 @@ DPKG_OPTS = (
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
 )
-L_ROOTFS = f"{LABEL_NS}.base.rootfs.sha256"
-L_KEY = f"{LABEL_NS}.base.key"
-L_PYTHON = f"{LABEL_NS}.python.version"
 MICRO_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
 
 
@@ -180,18 +177,18 @@ def ensure(
     suite = spec.ref
     key = debian_key(matrix, suite, cell.python)
     ref = f"{matrix.prefix}/base:debian-{suite}-py{cell.python}"
-    labels = engine.image_labels(ref)
-    if not fresh and labels and labels.get(L_KEY) == key:
+    have = engine.image_labels(ref)
+    if not fresh and have and have.get(labels.BASE_KEY) == key:
         info = engine.inspect("image", ref) or {}
-        return BaseImage(ref, str(info.get("Id")), cell.python, labels.get(L_ROOTFS), spec.label)
+        return BaseImage(ref, str(info.get("Id")), cell.python, have.get(labels.ROOTFS), spec.label)
     tarball = work / f"debian-{suite}-{key}.tar"
     digest = build_rootfs(matrix, suite, cell.python, tarball)
     changes = [
-        f"LABEL {LABEL_MANAGED}=base",
-        f"LABEL {L_KEY}={key}",
-        f"LABEL {L_ROOTFS}={digest}",
-        f"LABEL {L_PYTHON}={cell.python}",
-        f"LABEL {LABEL_NS}.base.source=debian:{suite}",
+        f"LABEL {labels.MANAGED}=base",
+        f"LABEL {labels.BASE_KEY}={key}",
+        f"LABEL {labels.ROOTFS}={digest}",
+        f"LABEL {labels.PYTHON}={cell.python}",
+        f"LABEL {labels.NS}.base.source=debian:{suite}",
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
         'CMD ["python3"]',
         *(f"LABEL {k}={v}" for k, v in (extra_labels or {}).items()),

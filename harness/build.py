@@ -18,27 +18,19 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import lock
-from harness.backends import PROBE_SOURCE, probe_result
-from harness.base import L_ROOTFS, BaseImage
+from harness import labels, lock
+from harness.backends import probe_result
+from harness.base import BaseImage
 from harness.base import ensure as ensure_base
-from harness.engine import LABEL_MANAGED, LABEL_NS, Engine
+from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
+from harness.inside import PROBE_SOURCE
 from harness.matrix import ROLES, Cell, Matrix
 from harness.paths import Paths
 from harness.progress import log, step
 from harness.results import CellResult, Check, Image
 from harness.wheelhouse import Wheelhouse, link_into
 
-L_ROLE = f"{LABEL_NS}.role"
-L_CELL = f"{LABEL_NS}.cell"
-L_RAY = f"{LABEL_NS}.ray.version"
-L_COMMIT = f"{LABEL_NS}.ray.commit"
-L_PYTHON = f"{LABEL_NS}.python.version"
-L_VARIANT = f"{LABEL_NS}.variant"
-L_LOCK = f"{LABEL_NS}.lock.sha256"
-L_KEY = f"{LABEL_NS}.build.key"
-L_CUDA = f"{LABEL_NS}.cuda.version"
 EXPECTED_CMD = {
     "head": "ray start --head",
     "worker": "ray start --block",
@@ -130,17 +122,17 @@ def labels_for(
         "org.opencontainers.image.version": cell.tag_suffix,
         "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "org.opencontainers.image.base.name": base.ref,
-        LABEL_MANAGED: "image",
-        L_ROLE: role,
-        L_CELL: cell.id,
-        L_RAY: cell.ray,
-        L_COMMIT: commit,
-        L_PYTHON: cell.python,
-        L_VARIANT: cell.variant,
-        L_LOCK: lock_sha,
-        L_KEY: key,
-        L_ROOTFS: base.rootfs_sha256 or "",
-        **({L_CUDA: cell.cuda} if cell.cuda else {}),
+        labels.MANAGED: "image",
+        labels.ROLE: role,
+        labels.CELL: cell.id,
+        labels.RAY: cell.ray,
+        labels.COMMIT: commit,
+        labels.PYTHON: cell.python,
+        labels.VARIANT: cell.variant,
+        labels.LOCK: lock_sha,
+        labels.BUILD_KEY: key,
+        labels.ROOTFS: base.rootfs_sha256 or "",
+        **({labels.CUDA: cell.cuda} if cell.cuda else {}),
     }
 
 
@@ -150,7 +142,7 @@ def _docker_build(
     role: str,
     tag: str,
     args: dict[str, str],
-    labels: dict[str, str],
+    image_labels: dict[str, str],
     log_path: Path,
     no_cache: bool,
 ) -> None:
@@ -159,7 +151,7 @@ def _docker_build(
         cmd.append("--no-cache")
     for k, v in args.items():
         cmd += ["--build-arg", f"{k}={v}"]
-    for k, v in labels.items():
+    for k, v in image_labels.items():
         cmd += ["--label", f"{k}={v}"]
     cmd.append(str(ctx))
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +211,8 @@ def secret_check(engine: Engine, role: str, tag: str, config: dict[str, object])
         ["history", "--no-trunc", "--format", "{{.CreatedBy}}", tag], timeout=60
     ).stdout.splitlines()
     env = [str(e) for e in config.get("Env") or []]  # type: ignore[attr-defined]
-    labels = [f"{k}={v}" for k, v in (config.get("Labels") or {}).items()]  # type: ignore[attr-defined]
-    hits = find_secrets([*history, *env, *labels])
+    label_lines = [f"{k}={v}" for k, v in (config.get("Labels") or {}).items()]  # type: ignore[attr-defined]
+    hits = find_secrets([*history, *env, *label_lines])
     return Check.of(
         f"image:{role}:no-secrets",
         not hits,
@@ -236,31 +228,32 @@ def structure_checks(
     """container-structure-test style checks of one built image, and what was measured."""
     info = engine.inspect("image", tag) or {}
     config = info.get("Config") or {}
-    labels: dict[str, str] = dict(config.get("Labels") or {})
+    found: dict[str, str] = dict(config.get("Labels") or {})
     facts = run_probe(engine, tag, "structure")
     name = f"image:{role}"
     checks = [
         Check.of(
             f"{name}:python",
-            facts.get("python") == cell.python == labels.get(L_PYTHON),
-            f"measured {facts.get('python')}, label {labels.get(L_PYTHON)}, asked {cell.python}",
+            facts.get("python") == cell.python == found.get(labels.PYTHON),
+            f"measured {facts.get('python')}, label {found.get(labels.PYTHON)}, "
+            f"asked {cell.python}",
             stage="build",
         ),
         Check.of(
             f"{name}:ray",
-            facts.get("ray") == cell.ray == labels.get(L_RAY)
-            and facts.get("commit") == labels.get(L_COMMIT),
+            facts.get("ray") == cell.ray == found.get(labels.RAY)
+            and facts.get("commit") == found.get(labels.COMMIT),
             f"measured {facts.get('ray')} ({facts.get('commit')}), label "
-            f"{labels.get(L_RAY)} ({labels.get(L_COMMIT)})",
+            f"{found.get(labels.RAY)} ({found.get(labels.COMMIT)})",
             stage="build",
         ),
         Check.of(
             f"{name}:labels",
-            labels.get(L_VARIANT) == cell.variant
-            and bool(labels.get(L_LOCK))
-            and labels.get(L_ROLE) == role,
-            f"variant={labels.get(L_VARIANT)} role={labels.get(L_ROLE)} "
-            f"lock={str(labels.get(L_LOCK))[:12]}",
+            found.get(labels.VARIANT) == cell.variant
+            and bool(found.get(labels.LOCK))
+            and found.get(labels.ROLE) == role,
+            f"variant={found.get(labels.VARIANT)} role={found.get(labels.ROLE)} "
+            f"lock={str(found.get(labels.LOCK))[:12]}",
             stage="build",
         ),
         Check.of(
@@ -290,7 +283,7 @@ def structure_checks(
         ),
     ]
     checks.append(bytecode_check(name, facts))
-    checks.append(base_layer_check(name, info, labels))
+    checks.append(base_layer_check(name, info, found))
     checks.append(kuberay_check(cell, name, facts))
     checks.append(secret_check(engine, role, tag, config))
     if cell.cuda:
@@ -301,11 +294,12 @@ def structure_checks(
             Check.of(
                 f"{name}:cuda",
                 bool(measured.get("ok"))
-                and measured.get("runtime") == cell.cuda == labels.get(L_CUDA)
+                and measured.get("runtime") == cell.cuda == found.get(labels.CUDA)
                 and env.get("NVIDIA_VISIBLE_DEVICES") == "all"
                 and "compute" in env.get("NVIDIA_DRIVER_CAPABILITIES", ""),
-                f"libcudart reports CUDA {measured.get('runtime')}, label {labels.get(L_CUDA)}, "
-                f"asked {cell.cuda}; NVIDIA_VISIBLE_DEVICES={env.get('NVIDIA_VISIBLE_DEVICES')}"
+                f"libcudart reports CUDA {measured.get('runtime')}, "
+                f"label {found.get(labels.CUDA)}, asked {cell.cuda}; "
+                f"NVIDIA_VISIBLE_DEVICES={env.get('NVIDIA_VISIBLE_DEVICES')}"
                 + ("" if measured.get("ok") else f"; {measured.get('error')}"),
                 stage="build",
             )
@@ -331,10 +325,10 @@ def bytecode_check(name: str, facts: Mapping[str, object]) -> Check:
     return Check.of(f"{name}:bytecode", good > 0 and bad == 0, detail, stage="build")
 
 
-def base_layer_check(name: str, info: Mapping[str, object], labels: Mapping[str, str]) -> Check:
+def base_layer_check(name: str, info: Mapping[str, object], found: Mapping[str, str]) -> Check:
     """A Debian base is one imported rootfs tarball: the image's first layer (its diff id)
     is that tarball, whose sha256 the label records. A registry base records none."""
-    rootfs = labels.get(L_ROOTFS) or ""
+    rootfs = found.get(labels.ROOTFS) or ""
     layers = (info.get("RootFS") or {}).get("Layers") or []  # type: ignore[attr-defined]
     first = str(layers[0]) if layers else ""
     if not rootfs:
@@ -464,7 +458,9 @@ def build_cell(
         key = build_key(base, lock_sha, dockerfile_sha, role, args)
         existing = engine.inspect("image", tag)
         existing_labels = (existing or {}).get("Config", {}).get("Labels") or {}
-        cached = not no_cache and existing is not None and existing_labels.get(L_KEY) == key
+        cached = (
+            not no_cache and existing is not None and existing_labels.get(labels.BUILD_KEY) == key
+        )
         start = time.monotonic()
         if cached:
             log(f"{cell.id}: {role} cached ({tag})")

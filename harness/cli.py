@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from harness import runs
+from harness import labels, runs
 from harness.backends import kube
 from harness.children import stop_all
 from harness.commands import (
@@ -32,7 +32,7 @@ from harness.commands import (
     reproduce,
     test,
 )
-from harness.engine import LABEL_RUN, Engine, new_run_id
+from harness.engine import Engine, new_run_id
 from harness.errors import HarnessError
 from harness.paths import Paths
 from harness.verify import CONNECT_TIMEOUT
@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except HarnessError as cleanup_error:
             print(f"cleanup failed: {cleanup_error}", file=sys.stderr)
         try:
-            counts = Engine(cleanup=True).remove_labelled({LABEL_RUN: run_id}, images=True)
+            counts = Engine(cleanup=True).remove_labelled({labels.RUN: run_id}, images=True)
             print(f"removed {counts}", file=sys.stderr)
         except HarnessError as cleanup_error:
             print(f"cleanup failed: {cleanup_error}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The Docker engine, reached through the docker CLI with a timeout on every call.
 
-Every object the harness creates carries LABEL_MANAGED and LABEL_RUN so that a run,
+Every object the harness creates carries labels.MANAGED and labels.RUN so that a run,
 or `python -m harness clean` after a crash, removes exactly what it created.
 """
 
@@ -19,13 +19,6 @@ from typing import Any
 from harness import children
 from harness.errors import EngineError
 
-LABEL_NS = "io.raycompat"
-# Set on everything the harness builds (images) or creates; images pass it on to
-# containers started from them, so it alone does not mean "created by the harness".
-LABEL_MANAGED = f"{LABEL_NS}.managed"
-# Set only when the harness creates a container, network, volume or temporary image:
-# the selector for cleaning up a run (or, with any value, every run).
-LABEL_RUN = f"{LABEL_NS}.run"
 SETUP_HINT = (
     "run `scripts/setup-engine.sh` as root or with sudo (installs Debian's docker.io, "
     "starts dockerd)"

@@ -16,10 +16,10 @@ import tarfile
 from collections.abc import Iterator, Mapping
 from typing import IO
 
-from harness.base import L_ROOTFS
+from harness import labels
 from harness.base import ensure as ensure_base
 from harness.build import build_cell
-from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine
+from harness.engine import Engine
 from harness.errors import EngineError
 from harness.matrix import ROLES, Cell, Matrix
 from harness.paths import Paths
@@ -52,8 +52,8 @@ def _entries(stream: IO[bytes]) -> Iterator[tuple[str, Entry]]:
 
 def filesystem(engine: Engine, image: str, run_id: str) -> dict[str, Entry]:
     """Every path of the image's filesystem with its content digest (mtimes ignored)."""
-    labels = ["--label", f"{LABEL_MANAGED}=repro", "--label", f"{LABEL_RUN}={run_id}"]
-    cid = engine.run(["create", *labels, image], timeout=60).stdout
+    label_args = ["--label", f"{labels.MANAGED}=repro", "--label", f"{labels.RUN}={run_id}"]
+    cid = engine.run(["create", *label_args, image], timeout=60).stdout
     cid = cid.strip()
     try:
         proc = subprocess.Popen([engine.cli, "export", cid], stdout=subprocess.PIPE)
@@ -112,17 +112,17 @@ def verify_cell(
     the end: build/manifests keeps describing the images that were built and tested."""
     temp = dataclasses.replace(matrix, prefix=f"{matrix.prefix}-repro-{run_id}")
     scratch = dataclasses.replace(paths, build=paths.build / "repro" / run_id)
-    labels = {LABEL_RUN: run_id}
+    run_labels = {labels.RUN: run_id}
     checks: list[Check] = []
     try:
         with step(f"{cell.id}: rebuild from scratch (fresh rootfs, no layer cache)"):
             base = ensure_base(
-                engine, temp, cell, scratch.build / "rootfs", fresh=True, extra_labels=labels
+                engine, temp, cell, scratch.build / "rootfs", fresh=True, extra_labels=run_labels
             )
-            build_cell(engine, temp, scratch, cell, base, no_cache=True, extra_labels=labels)
+            build_cell(engine, temp, scratch, cell, base, no_cache=True, extra_labels=run_labels)
         original_base = engine.image_labels(f"{matrix.prefix}/base:{base.ref.rsplit(':', 1)[1]}")
         if base.rootfs_sha256 is not None:
-            before = (original_base or {}).get(L_ROOTFS)
+            before = (original_base or {}).get(labels.ROOTFS)
             checks.append(
                 Check.of(
                     "repro:base-rootfs",
@@ -139,6 +139,6 @@ def verify_cell(
                 )
             checks.append(_check(f"repro:{role}", diffs, f"{role} filesystem"))
     finally:
-        engine.remove_labelled(labels, images=True)
+        engine.remove_labelled(run_labels, images=True)
         shutil.rmtree(scratch.build, ignore_errors=True)
     return checks

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from harness.errors import EngineError, HarnessError
+from harness.inside import PROBE_SOURCE
 
 RAY_LOGS = "/tmp/ray/session_latest/logs"  # Ray's own logs inside every node
 
@@ -15,10 +16,6 @@ RAY_LOGS = "/tmp/ray/session_latest/logs"  # Ray's own logs inside every node
 class ClusterStartFailed(HarnessError):
     """A cell's cluster could not be started (an engine or API server refused): that cell
     is recorded as an `error`, the others go on."""
-
-
-# The probe runs inside the images from stdin (`python - ARGS`): it is never copied into them.
-PROBE_SOURCE = (Path(__file__).resolve().parents[1] / "probe.py").read_text(encoding="utf-8")
 
 
 def probe_result(out: str) -> dict[str, Any] | None:

@@ -15,14 +15,14 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from harness import labels
 from harness.backends import RAY_LOGS, ClusterStartFailed, ProbeRunner
-from harness.engine import LABEL_MANAGED, LABEL_NS, LABEL_RUN, Engine
+from harness.engine import Engine
 from harness.errors import EngineError
 from harness.progress import log
 
 HEAD_ALIAS = "ray-head"
 WATCH_SECONDS = 2.0
-L_CELL = f"{LABEL_NS}.cell"
 
 
 class ContainerCluster(ProbeRunner):
@@ -53,7 +53,7 @@ class ContainerCluster(ProbeRunner):
         self.notebook = f"{self.prefix}-notebook"
         self.head_host = HEAD_ALIAS
         self.jupyter_token = secrets.token_hex(16)
-        self.labels = {LABEL_MANAGED: "cluster", LABEL_RUN: run_id, L_CELL: cell_id}
+        self.labels = {labels.MANAGED: "cluster", labels.RUN: run_id, labels.CELL: cell_id}
         # A watchdog marks node containers that die and cancels the probe in flight.
         self.dead: dict[str, str] = {}
         self.cancel = threading.Event()
@@ -180,7 +180,7 @@ class ContainerCluster(ProbeRunner):
         return saved
 
     def stop(self) -> None:
-        counts = self.engine.remove_labelled({LABEL_RUN: self.run_id, L_CELL: self.cell_id})
+        counts = self.engine.remove_labelled({labels.RUN: self.run_id, labels.CELL: self.cell_id})
         log(
             f"{self.cell_id}: removed {counts.get('container', 0)} containers, "
             f"{counts.get('network', 0)} network"

@@ -25,15 +25,14 @@ from typing import Any
 
 import yaml
 
-from harness import children, k8s
+from harness import children, k8s, labels
 from harness.backends import RAY_LOGS, ClusterStartFailed, ProbeRunner
-from harness.engine import LABEL_NS, Engine
+from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.progress import log
 
 NODE_IMAGE_ENV = "RAYCOMPAT_KIND_NODE_IMAGE"
-L_RUN = f"{LABEL_NS}.run"
 INSTALL_HINT = "run scripts/setup-engine.sh (installs kubectl and kind)"
 
 
@@ -210,7 +209,7 @@ class KubeCluster(ProbeRunner):
         ns = {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": self.namespace, "labels": {L_RUN: self.run_id}},
+            "metadata": {"name": self.namespace, "labels": {labels.RUN: self.run_id}},
         }
         docs = [ns, *self.manifests(self.kuberay)]
         for d in docs:
@@ -450,7 +449,7 @@ class KubeBackend:
             self.kind.delete()
             return
         self.kubectl.run(
-            ["delete", "namespace", "-l", f"{L_RUN}={self.run_id}", "--timeout=180s"],
+            ["delete", "namespace", "-l", f"{labels.RUN}={self.run_id}", "--timeout=180s"],
             check=False,
             timeout=240,
         )

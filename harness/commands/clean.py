@@ -17,28 +17,23 @@ import shutil
 from collections import Counter
 from collections.abc import Mapping
 
-from harness import runs
+from harness import labels, runs
 from harness.backends import kube
-from harness.engine import LABEL_MANAGED, LABEL_NS, LABEL_RUN, Engine
+from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.paths import Paths
 
-L_ROLE = f"{LABEL_NS}.role"
-L_VERSION = "org.opencontainers.image.version"
-L_BASE_SOURCE = f"{LABEL_NS}.base.source"
-L_PYTHON = f"{LABEL_NS}.python.version"
 
-
-def harness_tags(tags: list[str], labels: Mapping[str, str]) -> list[str]:
+def harness_tags(tags: list[str], found: Mapping[str, str]) -> list[str]:
     """The tags of an image that are the names the harness gave it, judged from its labels:
     `<prefix>/ray-<role>:<version>` for role images, `<prefix>/base:debian-<suite>-py<micro>`
     for bases. A derived image's own names (`me/notebook:latest`) are not among them."""
-    role, version = labels.get(L_ROLE), labels.get(L_VERSION)
-    source, python = labels.get(L_BASE_SOURCE, ""), labels.get(L_PYTHON)
+    role, version = found.get(labels.ROLE), found.get(labels.OCI_VERSION)
+    source, python = found.get(labels.BASE_SOURCE, ""), found.get(labels.PYTHON)
     wanted: list[str] = []
-    if labels.get(LABEL_MANAGED) == "image" and role and version:
+    if found.get(labels.MANAGED) == "image" and role and version:
         wanted.append(f"/ray-{role}:{version}")
-    if labels.get(LABEL_MANAGED) == "base" and source.startswith("debian:") and python:
+    if found.get(labels.MANAGED) == "base" and source.startswith("debian:") and python:
         wanted.append(f"/base:debian-{source[len('debian:') :]}-py{python}")
     return [t for t in tags if any(t.endswith(w) for w in wanted)]
 
@@ -47,7 +42,7 @@ def dead_runs(engine: Engine) -> dict[str, Counter[str]]:
     """Run ids with objects in the engine whose run is over, and what each left (by kind)."""
     found: dict[str, Counter[str]] = {}
     for kind in ("container", "network", "volume", "image"):
-        for run_id in engine.label_values(kind, LABEL_RUN).values():
+        for run_id in engine.label_values(kind, labels.RUN).values():
             found.setdefault(run_id, Counter())[kind] += 1
     return {rid: kinds for rid, kinds in found.items() if not runs.alive(rid)}
 
@@ -55,12 +50,12 @@ def dead_runs(engine: Engine) -> dict[str, Counter[str]]:
 def remove_images(engine: Engine) -> int:
     """Untag every image the harness built, by the tags it gave them; the count removed."""
     removed = 0
-    for image_id in engine.ids("image", {LABEL_MANAGED: ""}):
+    for image_id in engine.ids("image", {labels.MANAGED: ""}):
         info = engine.inspect("image", image_id) or {}
-        labels = (info.get("Config") or {}).get("Labels") or {}
-        if labels.get(LABEL_RUN):
+        image_labels = (info.get("Config") or {}).get("Labels") or {}
+        if image_labels.get(labels.RUN):
             continue  # a run's temporary image: removed with its run
-        tags = harness_tags(list(info.get("RepoTags") or []), labels)
+        tags = harness_tags(list(info.get("RepoTags") or []), image_labels)
         if tags:
             r = engine.run(["rmi", *tags], timeout=300, check=False)
             removed += len(tags) if r.returncode == 0 else 0
@@ -74,7 +69,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     counts: Counter[str] = Counter()
     dead = dead_runs(engine)
     for run_id in dead:
-        removed = engine.remove_labelled({LABEL_RUN: run_id}, images=True)
+        removed = engine.remove_labelled({labels.RUN: run_id}, images=True)
         counts.update({k: n for k, n in removed.items() if n})
     live = sorted({rid for rid in _run_ids(engine) if rid not in dead})
     kind_clusters = kube.delete_leftover_kind_clusters(keep=runs.alive)
@@ -101,5 +96,5 @@ def _run_ids(engine: Engine) -> set[str]:
     return {
         rid
         for kind in ("container", "network", "volume")
-        for rid in engine.label_values(kind, LABEL_RUN).values()
+        for rid in engine.label_values(kind, labels.RUN).values()
     }

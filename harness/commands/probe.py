@@ -10,9 +10,10 @@ import subprocess
 import sys
 
 from harness import children, grid, matrix
-from harness.backends import PROBE_SOURCE, probe_result
+from harness.backends import probe_result
 from harness.engine import Engine
 from harness.errors import HarnessError
+from harness.inside import PROBE_SOURCE
 
 TIMEOUT = 30.0  # default of --timeout
 

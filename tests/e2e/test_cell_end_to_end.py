@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from harness.engine import LABEL_RUN, Engine
+from harness.engine import Engine
+from harness.labels import RUN as LABEL_RUN
 from tests.conftest import ROOT
 from tests.e2e.cli import harness
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from harness.engine import LABEL_MANAGED, LABEL_RUN, Engine
+from harness.engine import Engine
+from harness.labels import MANAGED as LABEL_MANAGED
+from harness.labels import RUN as LABEL_RUN
 from tests.conftest import ROOT
 from tests.e2e.cli import harness
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from harness.backends.containers import ContainerCluster
-from harness.engine import LABEL_RUN, Engine
+from harness.engine import Engine
+from harness.labels import RUN as LABEL_RUN
 from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e

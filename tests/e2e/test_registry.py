@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from harness import k8s
-from harness.engine import LABEL_RUN, Engine
+from harness.engine import Engine
+from harness.labels import RUN as LABEL_RUN
 from harness.matrix import ROLES
 from tests.e2e.cli import harness
 
@@ -363,6 +364,7 @@ def test_a_cell_goes_out_whole_or_not_at_all(
         r = push_report(report_with(tested, tmp_path), tmp_path, target)
     finally:
         proxy.close()
+        untag(f"127.0.0.1:{proxy.port}/")  # what the push pulled back by digest
     assert proxy.hits >= 1, "the fault was never injected"
     assert r.returncode == 2, r.stderr[-3000:]
     assert "Traceback" not in r.stderr

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.build import BuildFailed, _docker_build
-from harness.engine import LABEL_RUN, Engine
+from harness.engine import Engine
+from harness.labels import RUN as LABEL_RUN
 from tests.conftest import ROOT
 from tests.e2e.cli import harness as run_harness
 

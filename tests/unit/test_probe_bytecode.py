@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import probe
 from harness.build import bytecode_check
+from harness.inside import probe
 
 MODES = {
     py_compile.PycInvalidationMode.CHECKED_HASH: "checked-hash",
