@@ -28,7 +28,7 @@ from harness.inside import PROBE_SOURCE
 from harness.matrix import ROLES, Cell, Matrix
 from harness.paths import Paths
 from harness.progress import log, step
-from harness.results import CellResult, Check, Image
+from harness.results import SKIPPED, CellResult, Check, Image
 from harness.wheelhouse import Wheelhouse, link_into
 
 EXPECTED_CMD = {
@@ -334,7 +334,7 @@ def base_layer_check(name: str, info: Mapping[str, object], found: Mapping[str, 
     if not rootfs:
         return Check(
             f"{name}:base-layer",
-            "skipped",
+            SKIPPED,
             "registry base: no rootfs tarball to compare",
             stage="build",
         )
@@ -354,7 +354,7 @@ def kuberay_check(cell: Cell, name: str, facts: Mapping[str, object]) -> Check:
     if not ok and cell.base.kind == "image":
         return Check(
             f"{name}:kuberay-shell",
-            "skipped",
+            SKIPPED,
             f"registry base {cell.base.ref}: KubeRay's default probes need bash and wget "
             f"in the base (found {found})",
             stage="build",

@@ -20,6 +20,7 @@ from harness.backends.containers import ContainerCluster
 from harness.engine import Engine
 from harness.matrix import Cell, GridPolicy, Matrix
 from harness.progress import log, step
+from harness.results import Status
 from harness.verify import join_as_driver
 
 COMPATIBLE, WARN, INCOMPATIBLE = "compatible", "warn", "incompatible"
@@ -27,38 +28,66 @@ COMPATIBLE, WARN, INCOMPATIBLE = "compatible", "warn", "incompatible"
 # out): not a result about the pair. Ray's own `error` verdicts, by contrast, are results.
 UNDECIDED = "error"
 EXIT_BLIND_SPOT, EXIT_UNDECIDED = 1, 3
+OUTCOME = {
+    COMPATIBLE: Status.PASSED,
+    WARN: Status.WARNING,
+    INCOMPATIBLE: Status.FAILED,
+    "accepted": Status.PASSED,
+    "warned": Status.WARNING,
+    "rejected": Status.FAILED,
+    "error": Status.FAILED,  # answered: Ray's own error is a result about the pair
+}
+
+
+@dataclass
+class Verdict:
+    """One verdict on a pair. The harness's: compatible, warn, incompatible, or error (it
+    could not decide). Ray's, per client path: accepted, warned, rejected, or error (Ray
+    failed with a message that names no version)."""
+
+    verdict: str
+    message: str = ""
+    reasons: list[str] = field(default_factory=list)  # the harness's differences
+    warnings: list[str] = field(default_factory=list)  # Ray's version warnings
+    answered: bool = True  # False: the probe itself gave no answer
+    stage: str = ""  # the driver path: `ray start` or `ray.init`
+
+    @property
+    def outcome(self) -> Status:
+        """The verdict in the harness's one vocabulary of outcomes: no answer is `error`;
+        a refusal by Ray, with or without a version message, is `failed`."""
+        return OUTCOME[self.verdict] if self.answered else Status.ERROR
 
 
 @dataclass
 class Pair:
     notebook: str  # cell id of the notebook image
     cluster: str  # cell id of the head/worker images
-    ray_client: dict[str, Any] = field(default_factory=dict)  # verdict, message, warnings
-    ray_driver: dict[str, Any] = field(default_factory=dict)  # verdict, message
-    harness: dict[str, Any] = field(default_factory=dict)  # verdict, reasons
+    ray_client: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
+    ray_driver: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
+    harness: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
 
     @property
     def ray_objects(self) -> bool:
         """Ray refuses on either path: a version message, or an error that names none."""
-        verdicts = (self.ray_client.get("verdict"), self.ray_driver.get("verdict"))
-        return any(v in ("rejected", "error") for v in verdicts)
+        return any(v.verdict in ("rejected", "error") for v in (self.ray_client, self.ray_driver))
 
     @property
     def undecided(self) -> list[str]:
         """Where the harness got no answer for this pair (empty when every verdict is one)."""
         out = []
-        if self.harness.get("verdict") == UNDECIDED:
-            out.append("harness: " + "; ".join(self.harness.get("reasons", [])))
+        if not self.harness.answered:
+            out.append("harness: " + "; ".join(self.harness.reasons))
         for path, verdict in (("Ray Client", self.ray_client), ("driver", self.ray_driver)):
-            if verdict.get("answered") is False:
-                out.append(f"{path}: {verdict.get('message')}")
+            if not verdict.answered:
+                out.append(f"{path}: {verdict.message}")
         return out
 
     @property
     def blind_spot(self) -> bool:
         """Ray refuses, or only warns about a Python micro mismatch, and we said compatible."""
-        warned = self.ray_client.get("verdict") == "warned"
-        return (self.ray_objects or warned) and self.harness.get("verdict") == COMPATIBLE
+        warned = self.ray_client.verdict == "warned"
+        return (self.ray_objects or warned) and self.harness.verdict == COMPATIBLE
 
 
 def _value(facts: Mapping[str, Any], key: str) -> Any:
@@ -69,15 +98,19 @@ def _value(facts: Mapping[str, Any], key: str) -> Any:
 
 def judge(
     client: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], policy: GridPolicy
-) -> dict[str, Any]:
+) -> Verdict:
     """The harness's verdict: every node compared with the client, key by key."""
     reasons: list[str] = []
     level = COMPATIBLE
     if not nodes:
-        return {"verdict": UNDECIDED, "reasons": ["no node facts: the cluster never answered"]}
+        return Verdict(
+            UNDECIDED, reasons=["no node facts: the cluster never answered"], answered=False
+        )
     if not client.get("python") or not client.get("ray"):
         why = client.get("error") or "no facts"
-        return {"verdict": UNDECIDED, "reasons": [f"the notebook image gave no facts: {why}"]}
+        return Verdict(
+            UNDECIDED, reasons=[f"the notebook image gave no facts: {why}"], answered=False
+        )
     for severity, keys in ((INCOMPATIBLE, policy.fail), (WARN, policy.warn)):
         for key in keys:
             mine = _value(client, key)
@@ -86,18 +119,18 @@ def judge(
                 reasons.append(f"{key}: notebook {mine} vs cluster {', '.join(theirs)}")
                 if level != INCOMPATIBLE:
                     level = severity
-    return {"verdict": level, "reasons": reasons}
+    return Verdict(level, reasons=reasons)
 
 
-def _no_answer(result: Mapping[str, Any]) -> dict[str, Any] | None:
+def _no_answer(result: Mapping[str, Any], stage: str = "") -> Verdict | None:
     """The probe itself gave no answer (crashed, timed out): the harness could not decide."""
     if "connect" in result:
         return None
     message = str(result.get("error") or "the probe gave no answer")[:2000]
-    return {"verdict": UNDECIDED, "message": message, "warnings": [], "answered": False}
+    return Verdict(UNDECIDED, message, answered=False, stage=stage)
 
 
-def ray_client_verdict(result: Mapping[str, Any]) -> dict[str, Any]:
+def ray_client_verdict(result: Mapping[str, Any]) -> Verdict:
     missing = _no_answer(result)
     if missing:
         return missing
@@ -105,11 +138,11 @@ def ray_client_verdict(result: Mapping[str, Any]) -> dict[str, Any]:
     warnings = [w for w in conn.get("warnings") or [] if "mismatch" in w.lower()]
     if conn.get("ok"):
         if warnings:
-            return {"verdict": "warned", "message": warnings[0], "warnings": warnings}
-        return {"verdict": "accepted", "message": "connected", "warnings": []}
+            return Verdict("warned", warnings[0], warnings=warnings)
+        return Verdict("accepted", "connected")
     message = str(conn.get("error") or result.get("error") or "no answer")
     verdict = "rejected" if "mismatch" in message.lower() else "error"
-    return {"verdict": verdict, "message": message[:2000], "warnings": warnings}
+    return Verdict(verdict, message[:2000], warnings=warnings)
 
 
 def _mismatch_lines(text: str) -> str:
@@ -121,22 +154,22 @@ def _mismatch_lines(text: str) -> str:
     return " ".join(lines[-8:])[:2000]
 
 
-def driver_verdict(cluster: ContainerCluster, client: str) -> dict[str, Any]:
+def driver_verdict(cluster: ContainerCluster, client: str) -> Verdict:
     """Ray's verdict on the client as a driver/joining node: Ray refuses a mismatch at
     `ray start --address` with "Version mismatch"; a client that joins runs a real driver."""
     refused, r = join_as_driver(cluster, client)
     if refused is not None:
         verdict = "rejected" if "mismatch" in refused.lower() else "error"
-        return {"verdict": verdict, "message": _mismatch_lines(refused), "stage": "ray start"}
-    missing = _no_answer(r)
+        return Verdict(verdict, _mismatch_lines(refused), stage="ray start")
+    missing = _no_answer(r, stage="ray.init")
     if missing:
-        return {**missing, "stage": "ray.init"}
+        return missing
     conn = r.get("connect") or {}
     if conn.get("ok"):
-        return {"verdict": "accepted", "message": "joined and connected", "stage": "ray.init"}
+        return Verdict("accepted", "joined and connected", stage="ray.init")
     message = str(conn.get("error") or r.get("error") or "no answer")
     verdict = "rejected" if "mismatch" in message.lower() else "error"
-    return {"verdict": verdict, "message": message[:2000], "stage": "ray.init"}
+    return Verdict(verdict, message[:2000], stage="ray.init")
 
 
 def run(
@@ -166,16 +199,9 @@ def run(
             if len(nodes) < 2:  # never came up: no pair of this cluster can be decided
                 why = str(ready.get("error") or f"{len(nodes)} of 2 nodes answered")[:500]
                 for nb_cell in cells:
-                    no = {"verdict": UNDECIDED, "message": why, "answered": False}
-                    pairs.append(
-                        Pair(
-                            nb_cell.id,
-                            cluster_cell.id,
-                            ray_client=no,
-                            ray_driver=no,
-                            harness={"verdict": UNDECIDED, "reasons": [f"cluster: {why}"]},
-                        )
-                    )
+                    no = Verdict(UNDECIDED, why, answered=False)
+                    harness = Verdict(UNDECIDED, reasons=[f"cluster: {why}"], answered=False)
+                    pairs.append(Pair(nb_cell.id, cluster_cell.id, no, no, harness))
                 log(f"grid: cluster {cluster_cell.id} never came up ({why}); its pairs undecided")
                 continue
             for i, nb_cell in enumerate(cells):
@@ -202,9 +228,8 @@ def run(
                     finally:
                         cluster.remove(client)
                 log(
-                    f"grid: {nb_cell.id} -> {cluster_cell.id}: harness {pair.harness['verdict']}"
-                    f", Ray Client {pair.ray_client['verdict']}"
-                    f", driver {pair.ray_driver.get('verdict')}"
+                    f"grid: {nb_cell.id} -> {cluster_cell.id}: harness {pair.harness.verdict}"
+                    f", Ray Client {pair.ray_client.verdict}, driver {pair.ray_driver.verdict}"
                 )
                 pairs.append(pair)
     return pairs
@@ -251,20 +276,17 @@ def markdown(pairs: Sequence[Pair], policy: GridPolicy) -> str:
         for cl in clusters:
             p = by[(nb, cl)]
             row.append(
-                f"{SYMBOL[p.harness['verdict']]} {p.harness['verdict']} / "
-                f"client {p.ray_client['verdict']} / driver {p.ray_driver.get('verdict')}"
+                f"{SYMBOL[p.harness.verdict]} {p.harness.verdict} / "
+                f"client {p.ray_client.verdict} / driver {p.ray_driver.verdict}"
             )
         lines.append(f"| {nb} | " + " | ".join(row) + " |")
     lines += ["", "## Why", ""]
     for p in pairs:
-        if p.harness["verdict"] == COMPATIBLE and not p.ray_objects:
+        if p.harness.verdict == COMPATIBLE and not p.ray_objects:
             continue
-        lines.append(f"- **{p.notebook} -> {p.cluster}**: {'; '.join(p.harness['reasons'])}")
-        lines.append(f"  - Ray Client ({p.ray_client['verdict']}): {p.ray_client['message'][:300]}")
-        lines.append(
-            f"  - Ray driver ({p.ray_driver.get('verdict')}): "
-            f"{str(p.ray_driver.get('message'))[:300]}"
-        )
+        lines.append(f"- **{p.notebook} -> {p.cluster}**: {'; '.join(p.harness.reasons)}")
+        lines.append(f"  - Ray Client ({p.ray_client.verdict}): {p.ray_client.message[:300]}")
+        lines.append(f"  - Ray driver ({p.ray_driver.verdict}): {str(p.ray_driver.message)[:300]}")
     return "\n".join(lines) + "\n"
 
 
@@ -278,18 +300,18 @@ def page(pairs: Sequence[Pair], policy: GridPolicy) -> str:
         cells = []
         for cl in clusters:
             p = by[(nb, cl)]
-            verdict = p.harness["verdict"]
+            verdict = p.harness.verdict
             tip = "\n".join(
                 [
-                    *p.harness["reasons"],
-                    f"Ray Client: {p.ray_client['message']}",
-                    f"Ray driver: {p.ray_driver.get('message')}",
+                    *p.harness.reasons,
+                    f"Ray Client: {p.ray_client.message}",
+                    f"Ray driver: {p.ray_driver.message}",
                 ]
             )
             cells.append(
                 f'<td style="background:{COLOUR[verdict]}" title="{html.escape(tip)}">'
-                f"<b>{verdict}</b><br>client: {html.escape(str(p.ray_client['verdict']))}"
-                f"<br>driver: {html.escape(str(p.ray_driver.get('verdict')))}</td>"
+                f"<b>{verdict}</b><br>client: {html.escape(str(p.ray_client.verdict))}"
+                f"<br>driver: {html.escape(str(p.ray_driver.verdict))}</td>"
             )
         rows.append(f"<tr><th>{html.escape(nb)}</th>{''.join(cells)}</tr>")
     return f"""<!doctype html>

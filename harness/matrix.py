@@ -21,9 +21,32 @@ from packaging.version import InvalidVersion, Version
 
 from harness.errors import MatrixError
 from harness.inside.probe import WIRE_LIBS  # what the probe measures is what can be judged
+from harness.results import Word
 
 ROLES: tuple[str, ...] = ("head", "worker", "notebook")
-VARIANTS: tuple[str, ...] = ("cpu", "gpu")
+
+
+class Variant(Word):
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class AuditPolicy(Word):
+    """What a known vulnerability (or an incomplete audit) in a cell's locks means."""
+
+    WARN = "warn"
+    FAIL = "fail"
+    OFF = "off"
+
+
+class GpuE2E(Word):
+    """Whether a gpu cell whose `gpu:e2e` was skipped (no GPU on the test host) may be pushed."""
+
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+VARIANTS: tuple[str, ...] = tuple(v.value for v in Variant)
 # CUDA 12 runtimes NVIDIA publishes as `nvidia-cuda-runtime-cu12` wheels on PyPI.
 CUDA_VERSIONS: tuple[str, ...] = tuple(f"12.{n}" for n in range(10))
 DEFAULT_CUDA = "12.8"
@@ -78,9 +101,8 @@ TOP_KEYS = (
 )
 GRID_KEYS = ("only", "fail", "warn")
 IDENTITY_KEYS = ("python", "ray", "commit")
-AUDIT_POLICIES = ("warn", "fail", "off")
-# Whether a gpu cell whose `gpu:e2e` was skipped (no GPU on the test host) may be pushed.
-GPU_E2E_POLICIES = ("optional", "required")
+AUDIT_POLICIES: tuple[str, ...] = tuple(a.value for a in AuditPolicy)
+GPU_E2E_POLICIES: tuple[str, ...] = tuple(g.value for g in GpuE2E)
 REQUIRED_KEYS = ("ray", "python")
 EXCLUDE_KEYS = ("ray", "python", "variant", "reason")
 BASE_KEYS = ("debian", "image")
@@ -105,7 +127,7 @@ class Cell:
 
     ray: str
     python: str
-    variant: str
+    variant: Variant
     base: BaseSpec
     cuda: str | None = None  # CUDA runtime (major.minor) of a gpu cell
 
@@ -220,11 +242,11 @@ class Matrix:
     excluded: tuple[Excluded, ...] = ()
     notebook_packages: tuple[str, ...] = DEFAULT_NOTEBOOK_PACKAGES
     ray_versions: tuple[str, ...] = field(default=())
-    audit: str = "warn"  # what a known vulnerability in a lock means: warn | fail | off
+    audit: AuditPolicy = AuditPolicy.WARN
     debian_snapshot: bool = False  # mirror is a frozen snapshot: do not enforce Valid-Until
     grid: GridPolicy = GridPolicy()
     registry: str | None = None  # push target, e.g. europe-west4-docker.pkg.dev/proj/ray
-    gpu_e2e: str = "optional"  # required: a skipped gpu:e2e blocks the push of a gpu cell
+    gpu_e2e: GpuE2E = GpuE2E.OPTIONAL
     lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line, for later errors
 
     def fail(self, key: str, message: str) -> MatrixError:
@@ -670,7 +692,7 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
     cells: list[Cell] = []
     excluded: list[Excluded] = []
     product = [
-        Cell(ray, python, variant, bases[python])
+        Cell(ray, python, Variant(variant), bases[python])
         for ray, python, variant in itertools.product(rays, pythons, variants)
     ]
     for i, (sel, _) in enumerate(rules):
@@ -684,7 +706,7 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         cell = Cell(
             ray=ray,
             python=python,
-            variant=variant,
+            variant=Variant(variant),
             base=bases[python],
             cuda=cuda if variant == "gpu" else None,
         )
@@ -709,11 +731,11 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         excluded=tuple(excluded),
         notebook_packages=packages,
         ray_versions=tuple(rays),
-        audit=audit,
+        audit=AuditPolicy(audit),
         debian_snapshot=snapshot,
         grid=grid,
         registry=registry,
-        gpu_e2e=gpu_e2e,
+        gpu_e2e=GpuE2E(gpu_e2e),
         lines=loader.lines.as_dict(),
     )
 

@@ -22,7 +22,7 @@ from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.matrix import ROLES, Cell, Matrix, registry_problem
 from harness.progress import log
-from harness.results import ERROR, FAILED, PASSED, SKIPPED, CellResult
+from harness.results import ERROR, FAILED, PASSED, SKIPPED, CellResult, CellStatus
 
 ENV = "RAYCOMPAT_REGISTRY"
 LOCK_SCHEMA = 2  # 2: gpu_e2e per entry
@@ -132,10 +132,10 @@ def gate(
         if result is None:
             refused.append(Refusal(cell.id, "", "no result in the report; run `nox -s build test`"))
             continue
-        if result.status != PASSED:
+        if result.status != CellStatus.PASSED:
             bad = [c.name for c in result.checks if c.status in (FAILED, ERROR)]
             why = f"status {result.status!r}" + (f" (failed: {', '.join(bad[:5])})" if bad else "")
-            if result.status == "built":
+            if result.status == CellStatus.BUILT:
                 why += "; built but not tested: run `nox -s test`"
             refused.append(Refusal(cell.id, "", why))
             continue

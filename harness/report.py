@@ -16,7 +16,7 @@ from xml.etree import ElementTree as ET
 
 from harness.errors import HarnessError
 from harness.matrix import Cell, Excluded
-from harness.results import ERROR, FAILED, PASSED, SKIPPED, WARNING, CellResult
+from harness.results import ERROR, FAILED, PASSED, SKIPPED, WARNING, CellResult, CellStatus
 
 SCHEMA = 2  # 2: checks carry image_id; statuses include error
 
@@ -60,7 +60,7 @@ def load_state(path: Path) -> dict[str, CellResult]:
         return {}
 
 
-NOT_A_RESULT = ("excluded", "pending")
+NOT_A_RESULT = (CellStatus.EXCLUDED, CellStatus.PENDING)
 
 
 def merge(reports: Iterable[Report]) -> tuple[dict[str, CellResult], dict[str, str]]:
@@ -94,7 +94,7 @@ def excluded(items: Iterable[Excluded]) -> list[CellResult]:
     out = []
     for item in items:
         r = fresh(item.cell)
-        r.status, r.detail = "excluded", item.reason
+        r.status, r.detail = CellStatus.EXCLUDED, item.reason
         out.append(r)
     return out
 
@@ -139,9 +139,9 @@ ICON = {
     SKIPPED: "⏭️",
     ERROR: "⛔",
     WARNING: "⚠️",
-    "excluded": "➖",
-    "built": "🔨",
-    "pending": "…",
+    CellStatus.EXCLUDED: "➖",
+    CellStatus.BUILT: "🔨",
+    CellStatus.PENDING: "…",
 }
 
 
@@ -165,7 +165,7 @@ def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
         skipped = sum(1 for k in checks if k.status == SKIPPED)
         images = "<br>".join(f"`{i.tag}` {_mb(i.size_bytes)}" for i in c.images) or "–"
         status = f"{ICON.get(c.status, '')} {c.status}"
-        if c.status == "excluded":
+        if c.status == CellStatus.EXCLUDED:
             status += f": {c.detail}"
         lines.append(
             f"| {c.id} | {c.ray} | {c.python} | {c.variant} | {status} | "
@@ -175,7 +175,7 @@ def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
         if not c.checks and not c.detail:
             continue
         lines += ["", f"## {c.id}", ""]
-        if c.detail and c.status != "excluded":
+        if c.detail and c.status != CellStatus.EXCLUDED:
             lines += ["```", c.detail[-2000:], "```", ""]
         ray_logs = sorted({str(k.data["ray_logs"]) for k in c.checks if k.data.get("ray_logs")})
         if ray_logs:
@@ -193,9 +193,9 @@ def junit(cells: list[CellResult]) -> ET.Element:
     for c in cells:
         suite = ET.SubElement(root, "testsuite", name=c.id)
         checks = c.checks
-        if c.status in ("excluded", SKIPPED) or (c.detail and not checks):
+        if c.status in (CellStatus.EXCLUDED, CellStatus.SKIPPED) or (c.detail and not checks):
             case = ET.SubElement(suite, "testcase", classname=c.id, name="cell")
-            if c.status == FAILED:
+            if c.status == CellStatus.FAILED:
                 ET.SubElement(case, "failure", message=c.detail[:200]).text = c.detail
             else:
                 ET.SubElement(case, "skipped", message=c.detail or c.status)

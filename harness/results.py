@@ -2,25 +2,67 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-# `error`: the harness could not decide (blocks a push like a failure); `warning`: a finding
-# that the matrix's policy reports without failing the cell.
-ERROR, WARNING = "error", "warning"
-CHECK_STATUSES = (PASSED, FAILED, SKIPPED, ERROR, WARNING)
-CELL_STATUSES = (PASSED, FAILED, SKIPPED, "excluded", "built", "pending")
+
+class Word(str, enum.Enum):
+    """A str enum that reads, prints and serialises as its value ("passed", not
+    "Status.PASSED"), so reports, logs and comparisons with plain strings all agree."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    __hash__ = str.__hash__  # a member and its plain string are one dict key
+
+
+class Status(Word):
+    """The one vocabulary of outcomes: checks, cells, grid verdicts and the gate."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # the image (or the pair) is wrong
+    SKIPPED = "skipped"  # did not run here; the detail says why
+    ERROR = "error"  # the harness could not decide; blocks a push like a failure
+    WARNING = "warning"  # a finding the matrix's policy reports without failing the cell
+
+
+class CellStatus(Word):
+    """Where a cell stands: an outcome, or not (yet) one."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    EXCLUDED = "excluded"  # named by the matrix, or left out by --only: not built
+    BUILT = "built"  # built and checked, not tested
+    PENDING = "pending"
+
+
+PASSED, FAILED, SKIPPED, ERROR, WARNING = (
+    Status.PASSED,
+    Status.FAILED,
+    Status.SKIPPED,
+    Status.ERROR,
+    Status.WARNING,
+)
+CHECK_STATUSES = tuple(Status)
+CELL_STATUSES = tuple(CellStatus)
 
 
 @dataclass
 class Check:
     name: str
-    status: str  # passed | failed | skipped | error | warning
+    status: Status
     detail: str = ""
     stage: str = "test"  # build | test
     data: dict[str, Any] = field(default_factory=dict)
     image_id: str = ""  # structure checks: the image they ran on (the gate compares it)
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)  # a plain "passed" is read as the enum
 
     @classmethod
     def of(cls, name: str, ok: bool, detail: str, stage: str = "test", **data: Any) -> Check:
@@ -44,7 +86,7 @@ class CellResult:
     ray: str
     python: str
     variant: str
-    status: str = "pending"  # passed | failed | skipped | excluded | built
+    status: CellStatus = CellStatus.PENDING
     detail: str = ""
     images: list[Image] = field(default_factory=list)
     build_checks: list[Check] = field(default_factory=list)
@@ -58,17 +100,17 @@ class CellResult:
 
     def settle(self) -> None:
         """Derive the status from the checks (excluded/skipped cells keep theirs)."""
-        if self.status in ("excluded", "skipped"):
+        if self.status in (CellStatus.EXCLUDED, CellStatus.SKIPPED):
             return
         checks = self.checks
         if any(c.status in (FAILED, ERROR) for c in checks) or (self.detail and not checks):
-            self.status = FAILED
+            self.status = CellStatus.FAILED
         elif self.test_checks:
-            self.status = PASSED
+            self.status = CellStatus.PASSED
         elif self.build_checks:
-            self.status = "built"
+            self.status = CellStatus.BUILT
         else:
-            self.status = "pending"
+            self.status = CellStatus.PENDING
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -81,13 +123,13 @@ class CellResult:
         """Read one cell back; ValueError naming the field when it is not what `to_json`
         writes (a hand-edited or foreign report)."""
         _shape(doc)
-        checks = [Check(**c) for c in doc.get("checks", [])]
+        checks = [Check(**{**c, "status": Status(c["status"])}) for c in doc.get("checks", [])]
         return cls(
             id=doc["id"],
             ray=doc["ray"],
             python=doc["python"],
             variant=doc["variant"],
-            status=doc.get("status", "pending"),
+            status=CellStatus(doc.get("status", "pending")),
             detail=doc.get("detail", ""),
             images=[Image(**i) for i in doc.get("images", [])],
             build_checks=[c for c in checks if c.stage == "build"],

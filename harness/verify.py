@@ -21,7 +21,7 @@ from harness.backends.containers import ContainerCluster
 from harness.engine import Engine
 from harness.matrix import Cell
 from harness.progress import log, step
-from harness.results import ERROR, FAILED, Check
+from harness.results import ERROR, FAILED, SKIPPED, Check
 
 CONNECT_TIMEOUT = 120  # cluster start + connect, seconds
 NOTEBOOK_PATH = "/tmp/parity.ipynb"
@@ -243,7 +243,7 @@ def _gpu_check(cluster: Cluster, gpu_host: bool) -> Check:
     if not gpu_host:
         return Check(
             "gpu:e2e",
-            "skipped",
+            SKIPPED,
             "no NVIDIA container runtime on this Docker host (`docker info` lists no "
             "'nvidia' runtime): Ray GPU resources and CUDA_VISIBLE_DEVICES not checked",
         )

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     log(f"grid: {len(cells)} cluster(s) x {len(cells)} notebook image(s)")
     pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"), args.ready_timeout)
     grid.write(paths.build, pairs, m.grid)
-    counts = Counter(p.harness["verdict"] for p in pairs)
+    counts = Counter(p.harness.verdict for p in pairs)
     log(f"grid: {dict(counts)}; {paths.build / 'grid.md'}, grid.html, grid.json")
     undecided = [p for p in pairs if p.undecided]
     for p in undecided:

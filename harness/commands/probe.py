@@ -66,18 +66,18 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         ours = grid.judge(result["client"], [node], matrix.GridPolicy(fail=checked, warn=()))
         print(f"Ray's driver check against {args.address}: {result['verdict']}")
         print(f"  {' '.join(str(result.get('message')).split())[:600]}")
-        print(f"harness: {ours['verdict']} (cluster metadata: {checked})")
-        for reason in ours["reasons"]:
+        print(f"harness: {ours.verdict} (cluster metadata: {checked})")
+        for reason in ours.reasons:
             print(f"  - {reason}")
         print("(for node-by-node parity and wire libraries, probe ray://HOST:10001)")
-        return 0 if ours["verdict"] != grid.INCOMPATIBLE and result["verdict"] == "accepted" else 1
+        return 0 if ours.verdict != grid.INCOMPATIBLE and result["verdict"] == "accepted" else 1
     client = grid.ray_client_verdict(result)
     nodes = [n.get("facts") or {} for n in result.get("nodes", [])]
-    if client["verdict"] == grid.UNDECIDED and not nodes:
-        raise HarnessError(f"{unreachable} ({client['message'][:200]})")
+    if client.verdict == grid.UNDECIDED and not nodes:
+        raise HarnessError(f"{unreachable} ({client.message[:200]})")
     ours = grid.judge(result.get("client") or {}, nodes, policy)
-    print(f"Ray Client {args.address}: {client['verdict']}: {client['message'][:500]}")
-    print(f"harness: {ours['verdict']} over {len(nodes)} node(s)")
-    for reason in ours["reasons"]:
+    print(f"Ray Client {args.address}: {client.verdict}: {client.message[:500]}")
+    print(f"harness: {ours.verdict} over {len(nodes)} node(s)")
+    for reason in ours.reasons:
         print(f"  - {reason}")
-    return 0 if ours["verdict"] != grid.INCOMPATIBLE and client["verdict"] != "rejected" else 1
+    return 0 if ours.verdict != grid.INCOMPATIBLE and client.verdict != "rejected" else 1

@@ -13,7 +13,7 @@ from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.progress import log
-from harness.results import ERROR, FAILED, CellResult, Check
+from harness.results import ERROR, FAILED, CellResult, CellStatus, Check
 from harness.verify import test_cell
 
 ClusterFor = Callable[[Cell], Callable[[], Cluster]]
@@ -69,7 +69,7 @@ def test_cells(
     failed = 0
     for done, result in run_cells(ctx.cells, work, at_once, "testing cells"):
         result.settle()
-        failed += result.status == FAILED
+        failed += result.status == CellStatus.FAILED
         state[result.id] = result
         counts = Counter(k.status for k in result.test_checks)
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

@@ -14,7 +14,7 @@ from harness import matrix, registry, report
 from harness.build import structure_check_names
 from harness.engine import Engine
 from harness.matrix import ROLES, Cell, Matrix
-from harness.results import ERROR, PASSED, SKIPPED, CellResult, Check
+from harness.results import ERROR, PASSED, SKIPPED, CellResult, Check, Status
 
 TWO_CELLS = 'version: 1\nray: ["2.60.0"]\npython: ["3.11.2"]\nvariants: [cpu, gpu]\n'
 
@@ -33,7 +33,7 @@ def image_id(cell: Cell, role: str) -> str:
     return "sha256:" + f"{cell.id}-{role}".encode().hex()[:64].ljust(64, "0")
 
 
-def passed_result(cell: Cell, gpu: str = SKIPPED) -> CellResult:
+def passed_result(cell: Cell, gpu: Status = SKIPPED) -> CellResult:
     """A cell as `build` then `test` in one build directory leave it."""
     r = report.fresh(cell)
     for role in ROLES:
@@ -94,7 +94,7 @@ def test_a_failed_shard_blocks_only_its_cell(m: Matrix, tmp_path: Path) -> None:
 def test_disagreeing_shards_are_a_conflict(m: Matrix, tmp_path: Path) -> None:
     cpu, _ = m.cells
     failed = passed_result(cpu)
-    failed.test_checks.append(Check("workload:actor", "failed", "state lost"))
+    failed.test_checks.append(Check("workload:actor", Status("failed"), "state lost"))
     failed.settle()
     a = shard(tmp_path, "a", m, {cpu.id: passed_result(cpu)})
     b = shard(tmp_path, "b", m, {cpu.id: failed})

@@ -20,10 +20,8 @@ def facts(python: str = "3.13.5", ray: str = "2.60.0", **libs: str) -> dict[str,
 
 
 def test_matching_pair_is_compatible_no_false_alarm() -> None:
-    assert grid.judge(facts(), [facts(), facts()], POLICY) == {
-        "verdict": "compatible",
-        "reasons": [],
-    }
+    verdict = grid.judge(facts(), [facts(), facts()], POLICY)
+    assert (verdict.verdict, verdict.reasons, verdict.outcome) == ("compatible", [], "passed")
 
 
 @pytest.mark.parametrize(
@@ -31,37 +29,38 @@ def test_matching_pair_is_compatible_no_false_alarm() -> None:
 )
 def test_micro_mismatch_is_incompatible_in_both_directions(client: str, cluster: str) -> None:
     verdict = grid.judge(facts(client), [facts(cluster), facts(cluster)], POLICY)
-    assert verdict["verdict"] == "incompatible"
-    assert verdict["reasons"] == [f"python: notebook {client} vs cluster {cluster}"]
+    assert verdict.verdict == "incompatible" and verdict.outcome == "failed"
+    assert verdict.reasons == [f"python: notebook {client} vs cluster {cluster}"]
 
 
 def test_wire_library_difference_only_warns() -> None:
     verdict = grid.judge(facts(grpcio="1.71.0"), [facts()], POLICY)
-    assert verdict == {"verdict": "warn", "reasons": ["grpcio: notebook 1.71.0 vs cluster 1.70.0"]}
+    assert (verdict.verdict, verdict.outcome) == ("warn", "warning")
+    assert verdict.reasons == ["grpcio: notebook 1.71.0 vs cluster 1.70.0"]
 
 
 def test_ray_version_mismatch_names_version_and_commit() -> None:
     verdict = grid.judge(facts(ray="2.51.2"), [facts()], POLICY)
-    assert verdict["verdict"] == "incompatible"
-    assert [r.split(":")[0] for r in verdict["reasons"]] == ["ray", "commit"]
+    assert verdict.verdict == "incompatible"
+    assert [r.split(":")[0] for r in verdict.reasons] == ["ray", "commit"]
 
 
 def test_ray_client_verdicts() -> None:
     ok = {"connect": {"ok": True, "warnings": []}}
-    assert grid.ray_client_verdict(ok)["verdict"] == "accepted"
+    assert grid.ray_client_verdict(ok).verdict == "accepted"
     warned = {"connect": {"ok": True, "warnings": ["Python patch version mismatch: 3.13.15"]}}
-    assert grid.ray_client_verdict(warned)["verdict"] == "warned"
+    assert grid.ray_client_verdict(warned).verdict == "warned"
     rejected = {"connect": {"ok": False, "error": "RuntimeError: Version mismatch: Ray 2.51.2"}}
-    assert grid.ray_client_verdict(rejected)["verdict"] == "rejected"
+    assert grid.ray_client_verdict(rejected).verdict == "rejected"
 
 
 def pair(nb: str, cl: str, ours: str, client: str, driver: str) -> grid.Pair:
     return grid.Pair(
         notebook=nb,
         cluster=cl,
-        ray_client={"verdict": client, "message": f"client {client}", "warnings": []},
-        ray_driver={"verdict": driver, "message": f"driver {driver}"},
-        harness={"verdict": ours, "reasons": [] if ours == "compatible" else ["python: x"]},
+        ray_client=grid.Verdict(client, f"client {client}"),
+        ray_driver=grid.Verdict(driver, f"driver {driver}"),
+        harness=grid.Verdict(ours, reasons=[] if ours == "compatible" else ["python: x"]),
     )
 
 
@@ -126,25 +125,19 @@ def test_grid_policy_in_matrix(write_matrix: Callable[[str], Path]) -> None:
 
 
 def test_no_verdict_is_undecided_not_incompatible() -> None:
-    assert grid.judge(facts(), [], POLICY)["verdict"] == grid.UNDECIDED
+    assert grid.judge(facts(), [], POLICY).outcome == "error"
     no_facts = {"ok": False, "error": "probe facts exited 124: did not finish in 60s"}
-    assert grid.judge(no_facts, [facts()], POLICY) == {
-        "verdict": grid.UNDECIDED,
-        "reasons": [
-            "the notebook image gave no facts: probe facts exited 124: did not finish in 60s"
-        ],
-    }
+    undecided = grid.judge(no_facts, [facts()], POLICY)
+    assert (undecided.verdict, undecided.answered, undecided.outcome) == ("error", False, "error")
+    assert undecided.reasons == [
+        "the notebook image gave no facts: probe facts exited 124: did not finish in 60s"
+    ]
     crashed = grid.ray_client_verdict({"ok": False, "error": "probe cluster exited 137: "})
-    assert crashed["verdict"] == grid.UNDECIDED and crashed["answered"] is False
-    p = grid.Pair(
-        "a",
-        "b",
-        ray_client=crashed,
-        ray_driver={"verdict": "accepted"},
-        harness={"verdict": "compatible", "reasons": []},
-    )
+    assert crashed.verdict == grid.UNDECIDED and crashed.answered is False
+    accepted = grid.Verdict("accepted")
+    p = grid.Pair("a", "b", crashed, accepted, grid.Verdict("compatible"))
     assert p.undecided == ["Ray Client: probe cluster exited 137: "]
     # Ray's own error (e.g. a protocol error across Ray versions) is a result, not undecided
     ray_error = grid.ray_client_verdict({"connect": {"ok": False, "error": "grpc: EOF"}})
-    assert ray_error["verdict"] == "error" and "answered" not in ray_error
-    assert grid.Pair("a", "b", ray_error, ray_error, {"verdict": "incompatible"}).undecided == []
+    assert ray_error.verdict == "error" and ray_error.answered and ray_error.outcome == "failed"
+    assert grid.Pair("a", "b", ray_error, ray_error, grid.Verdict("incompatible")).undecided == []

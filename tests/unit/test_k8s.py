@@ -7,10 +7,10 @@ import copy
 import pytest
 
 from harness import k8s
-from harness.matrix import BaseSpec, Cell
+from harness.matrix import BaseSpec, Cell, Variant
 
-CELL = Cell("2.60.0", "3.11.2", "cpu", BaseSpec("debian", "bookworm"))
-GPU = Cell("2.60.0", "3.11.2", "gpu", BaseSpec("debian", "bookworm"), cuda="12.8")
+CELL = Cell("2.60.0", "3.11.2", Variant.CPU, BaseSpec("debian", "bookworm"))
+GPU = Cell("2.60.0", "3.11.2", Variant.GPU, BaseSpec("debian", "bookworm"), cuda="12.8")
 D = "sha256:" + "ab" * 32
 IMAGES = {r: f"europe-west4-docker.pkg.dev/p/r/ray-{r}@{D}" for r in ("head", "worker", "notebook")}
 

@@ -6,9 +6,9 @@ import pytest
 
 from harness import k8s
 from harness.backends import kube
-from harness.matrix import BaseSpec, Cell
+from harness.matrix import BaseSpec, Cell, Variant
 
-CELL = Cell("2.60.0", "3.11.2", "cpu", BaseSpec("debian", "bookworm"))
+CELL = Cell("2.60.0", "3.11.2", Variant.CPU, BaseSpec("debian", "bookworm"))
 IMAGES = {
     r: f"localhost/raycompat/ray-{r}:2.60.0-py3.11.2-cpu" for r in ("head", "worker", "notebook")
 }
@@ -45,7 +45,7 @@ def test_plain_backend_names_the_head_service_ray_head() -> None:
 def test_namespace_is_dns_safe_and_per_cell() -> None:
     c = cluster()
     other = kube.KubeCluster(
-        kube.Kubectl("unused"), "r1", Cell("2.51.2", "3.11.2", "cpu", CELL.base), IMAGES
+        kube.Kubectl("unused"), "r1", Cell("2.51.2", "3.11.2", Variant.CPU, CELL.base), IMAGES
     )
     assert c.namespace != other.namespace
     assert len(c.namespace) <= 63 and c.namespace == c.namespace.lower()

@@ -22,7 +22,7 @@ from harness.engine import Engine
 from harness.errors import EngineError
 from harness.matrix import ROLES, Cell
 from harness.paths import Paths
-from harness.results import PASSED, SKIPPED, Check, Image
+from harness.results import PASSED, SKIPPED, Check, Image, Status
 from tests.conftest import ROOT
 
 TEXT = 'version: 1\nray: ["2.60.0"]\npython: ["3.11.2", "3.13.5"]\nvariants: [cpu]\n'
@@ -117,7 +117,7 @@ def test_build_keeps_the_last_test_of_the_same_images_and_exits_on_the_build(
     assert build_cmd.build_cells(as_engine(engine), ctx, False, 1) == 0
     state = report.load_state(ctx.paths.state)
     cell = state["ray2.60.0-py3.13.5-cpu"]
-    cell.test_checks = [Check("workload:tasks", "failed", "wrong results")]
+    cell.test_checks = [Check("workload:tasks", Status("failed"), "wrong results")]
     cell.tested_image_ids = {i.role: i.id for i in cell.images}
     report.write(ctx.paths.build, state, "m", "run0")
     assert build_cmd.build_cells(as_engine(engine), ctx, False, 1) == 0  # the build is fine

@@ -35,7 +35,7 @@ def test_tags_one_repository_per_role(write_matrix: Callable[[str], Path]) -> No
 
 def test_gpu_cells_carry_cuda_in_tags(write_matrix: Callable[[str], Path]) -> None:
     m = matrix.load(write_matrix(MINIMAL + 'variants: [cpu, gpu]\ncuda: "12.6"\n'))
-    by_variant = {c.variant: c for c in m.cells}
+    by_variant: dict[str, matrix.Cell] = {c.variant: c for c in m.cells}
     assert by_variant["gpu"].cuda == "12.6" and by_variant["cpu"].cuda is None
     assert by_variant["gpu"].id == "ray2.60.0-py3.11.2-cu126"
     assert by_variant["gpu"].tag("p", "worker") == "p/ray-worker:2.60.0-py3.11.2-cu126"

@@ -7,14 +7,14 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from harness import report
-from harness.results import CellResult, Check, Image
+from harness.results import CellResult, Check, Image, Status
 
 
 def cell(status_checks: list[tuple[str, str]]) -> CellResult:
     c = CellResult(id="ray2.60.0-py3.11.2-cpu", ray="2.60.0", python="3.11.2", variant="cpu")
     c.images = [Image("head", "p/ray-head:t", "sha256:1", 500_000_000)]
-    c.build_checks = [Check("image:head:python", "passed", "ok", "build")]
-    c.test_checks = [Check(n, s, f"{n} detail | pipe") for n, s in status_checks]
+    c.build_checks = [Check("image:head:python", Status("passed"), "ok", "build")]
+    c.test_checks = [Check(n, Status(s), f"{n} detail | pipe") for n, s in status_checks]
     c.settle()
     return c
 
