@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from harness import registry_api, report
-from harness.build import structure_check_names
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
+from harness.image_checks import structure_check_names
 from harness.matrix import ROLES, Cell, Matrix, registry_problem
 from harness.progress import log
 from harness.results import ERROR, FAILED, PASSED, SKIPPED, CellResult, CellStatus

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import checks
+from harness import cluster_checks as checks
 from harness.backends import Cluster, ClusterStartFailed
 from harness.backends.containers import ContainerCluster
 from harness.engine import Engine

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from harness import matrix, registry, report
-from harness.build import structure_check_names
 from harness.engine import Engine
+from harness.image_checks import structure_check_names
 from harness.matrix import ROLES, Cell, Matrix
 from harness.results import ERROR, PASSED, SKIPPED, CellResult, Check, Status
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import bytecode_check
+from harness.image_checks import bytecode_check
 from harness.inside import probe
 
 MODES = {

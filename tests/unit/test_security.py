@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness import diskspace
-from harness.build import find_secrets
 from harness.errors import HarnessError
+from harness.image_checks import find_secrets
 
 CLEAN = [
     '/bin/sh -c set -eu; "${PYTHON}" -m venv --without-pip "${VIRTUAL_ENV}"; pip install '

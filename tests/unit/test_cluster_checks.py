@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import checks
+from harness import cluster_checks as checks
 
 CLIENT = {"python": "3.11.2", "ray": "2.60.0", "commit": "abc"}
 

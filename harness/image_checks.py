@@ -1,0 +1,247 @@
+"""Structure checks of one built image (in the manner of container-structure-test): what
+is measured inside it (Python micro, Ray version and commit, uid, leftovers, bytecode,
+KubeRay's login shell) against its labels and the cell, and what its metadata says (user,
+command, base layer, no credentials). Every check records the image id it ran on: the
+push gate accepts a role only when all of them ran on the tested image."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from harness import labels
+from harness.backends import probe_result
+from harness.engine import Engine
+from harness.errors import HarnessError
+from harness.inside import PROBE_SOURCE
+from harness.matrix import Cell
+from harness.results import SKIPPED, Check
+
+EXPECTED_CMD = {
+    "head": "ray start --head",
+    "worker": "ray start --block",
+    "notebook": "jupyter lab",
+}
+RUNTIME_USER = "1000:1000"
+# The structure checks every image gets (`image:<role>:<name>`); the gate refuses a cell
+# unless each ran on the very image id that was tested.
+STRUCTURE_CHECKS = (
+    "python",
+    "ray",
+    "labels",
+    "non-root",
+    "cmd",
+    "ray-cli",
+    "no-leftovers",
+    "bytecode",
+    "base-layer",
+    "kuberay-shell",
+    "no-secrets",
+)
+
+
+def structure_check_names(cell: Cell, role: str) -> list[str]:
+    """Names of the structure checks an image of `cell` in `role` must carry."""
+    names = [*STRUCTURE_CHECKS, *(["cuda"] if cell.cuda else [])]
+    return [f"image:{role}:{n}" for n in names]
+
+
+def run_probe(engine: Engine, image: str, command: str, timeout: float = 180) -> dict[str, object]:
+    """Run probe.py COMMAND in a throwaway container of `image`, with no network."""
+    r = engine.run(
+        ["run", "--rm", "-i", "--network", "none", "--entrypoint", "python", image, "-", command],
+        input=PROBE_SOURCE,
+        timeout=timeout,
+        check=False,
+    )
+    result = probe_result(r.stdout)
+    if r.returncode != 0 or result is None:
+        raise HarnessError(f"probe {command} in {image} failed: {r.stderr.strip()[-500:]}")
+    return result
+
+
+SECRET_PATTERNS = (
+    re.compile(
+        r"(?i)\b[\w.-]*(password|passwd|secret|token|api[_-]?key|access[_-]?key)"
+        r"[\w.-]*\s*[=:]\s*['\"]?[^\s'\"$]{6,}"
+    ),
+    re.compile(r"AKIA[0-9A-Z]{16}"),  # AWS access key id
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"),  # GitHub tokens
+    re.compile(r"ya29\.[\w-]{20,}"),  # Google OAuth access token
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),  # credentials in a URL
+)
+
+
+def find_secrets(texts: list[str]) -> list[str]:
+    """Lines that look like they carry a credential (shown truncated)."""
+    hits = []
+    for text in texts:
+        for pattern in SECRET_PATTERNS:
+            m = pattern.search(text)
+            if m:
+                hits.append(m.group(0)[:24] + "...")
+                break  # one hit per line is enough to flag it
+    return hits
+
+
+def secret_check(engine: Engine, role: str, tag: str, config: dict[str, object]) -> Check:
+    """`docker history`, env and labels of the image must not carry credentials."""
+    history = engine.run(
+        ["history", "--no-trunc", "--format", "{{.CreatedBy}}", tag], timeout=60
+    ).stdout.splitlines()
+    env = [str(e) for e in config.get("Env") or []]  # type: ignore[attr-defined]
+    label_lines = [f"{k}={v}" for k, v in (config.get("Labels") or {}).items()]  # type: ignore[attr-defined]
+    hits = find_secrets([*history, *env, *label_lines])
+    return Check.of(
+        f"image:{role}:no-secrets",
+        not hits,
+        f"{len(history)} history entries, env and labels scanned: "
+        + (", ".join(hits) if hits else "no credentials or tokens"),
+        stage="build",
+    )
+
+
+def structure_checks(
+    engine: Engine, cell: Cell, role: str, tag: str
+) -> tuple[list[Check], dict[str, object]]:
+    """container-structure-test style checks of one built image, and what was measured."""
+    info = engine.inspect("image", tag) or {}
+    config = info.get("Config") or {}
+    found: dict[str, str] = dict(config.get("Labels") or {})
+    facts = run_probe(engine, tag, "structure")
+    name = f"image:{role}"
+    checks = [
+        Check.of(
+            f"{name}:python",
+            facts.get("python") == cell.python == found.get(labels.PYTHON),
+            f"measured {facts.get('python')}, label {found.get(labels.PYTHON)}, "
+            f"asked {cell.python}",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:ray",
+            facts.get("ray") == cell.ray == found.get(labels.RAY)
+            and facts.get("commit") == found.get(labels.COMMIT),
+            f"measured {facts.get('ray')} ({facts.get('commit')}), label "
+            f"{found.get(labels.RAY)} ({found.get(labels.COMMIT)})",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:labels",
+            found.get(labels.VARIANT) == cell.variant
+            and bool(found.get(labels.LOCK))
+            and found.get(labels.ROLE) == role,
+            f"variant={found.get(labels.VARIANT)} role={found.get(labels.ROLE)} "
+            f"lock={str(found.get(labels.LOCK))[:12]}",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:non-root",
+            config.get("User") == RUNTIME_USER and facts.get("uid") == 1000,
+            f"User={config.get('User')!r}, uid inside={facts.get('uid')}",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:cmd",
+            EXPECTED_CMD[role] in " ".join(config.get("Cmd") or []),
+            f"Cmd={config.get('Cmd')}",
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:ray-cli",
+            facts.get("ray_cli_rc") == 0 and cell.ray in str(facts.get("ray_cli")),
+            str(facts.get("ray_cli"))[:200],
+            stage="build",
+        ),
+        Check.of(
+            f"{name}:no-leftovers",
+            not facts.get("wheel_files") and not facts.get("pip_caches"),
+            f"wheel files: {facts.get('wheel_files') or 'none'}; pip caches: "
+            f"{facts.get('pip_caches') or 'none'}",
+            stage="build",
+        ),
+    ]
+    checks.append(bytecode_check(name, facts))
+    checks.append(base_layer_check(name, info, found))
+    checks.append(kuberay_check(cell, name, facts))
+    checks.append(secret_check(engine, role, tag, config))
+    if cell.cuda:
+        env = dict(e.split("=", 1) for e in config.get("Env") or [])
+        measured = facts.get("cuda") or {}
+        assert isinstance(measured, dict)
+        checks.append(
+            Check.of(
+                f"{name}:cuda",
+                bool(measured.get("ok"))
+                and measured.get("runtime") == cell.cuda == found.get(labels.CUDA)
+                and env.get("NVIDIA_VISIBLE_DEVICES") == "all"
+                and "compute" in env.get("NVIDIA_DRIVER_CAPABILITIES", ""),
+                f"libcudart reports CUDA {measured.get('runtime')}, "
+                f"label {found.get(labels.CUDA)}, asked {cell.cuda}; "
+                f"NVIDIA_VISIBLE_DEVICES={env.get('NVIDIA_VISIBLE_DEVICES')}"
+                + ("" if measured.get("ok") else f"; {measured.get('error')}"),
+                stage="build",
+            )
+        )
+    for c in checks:
+        c.image_id = str(info.get("Id"))
+    return checks, facts
+
+
+def bytecode_check(name: str, facts: Mapping[str, object]) -> Check:
+    """Every .pyc in the venv (all the layers the harness builds) is checked-hash, so
+    bytecode does not depend on when the image was built."""
+    found = facts.get("bytecode")
+    counts = found if isinstance(found, dict) else {}
+    good = int(counts.get("checked-hash") or 0)
+    bad = int(counts.get("unchecked-hash") or 0) + int(counts.get("timestamp") or 0)
+    detail = (
+        f"{good} checked-hash .pyc, {counts.get('timestamp')} timestamp, "
+        f"{counts.get('unchecked-hash')} unchecked-hash under /opt/ray"
+    )
+    if bad:
+        detail += f"; e.g. {', '.join(counts.get('examples') or [])}"
+    return Check.of(f"{name}:bytecode", good > 0 and bad == 0, detail, stage="build")
+
+
+def base_layer_check(name: str, info: Mapping[str, object], found: Mapping[str, str]) -> Check:
+    """A Debian base is one imported rootfs tarball: the image's first layer (its diff id)
+    is that tarball, whose sha256 the label records. A registry base records none."""
+    rootfs = found.get(labels.ROOTFS) or ""
+    layers = (info.get("RootFS") or {}).get("Layers") or []  # type: ignore[attr-defined]
+    first = str(layers[0]) if layers else ""
+    if not rootfs:
+        return Check(
+            f"{name}:base-layer",
+            SKIPPED,
+            "registry base: no rootfs tarball to compare",
+            stage="build",
+        )
+    return Check.of(
+        f"{name}:base-layer",
+        first == f"sha256:{rootfs}",
+        f"first layer {first[:19]}, rootfs label sha256:{rootfs[:12]}",
+        stage="build",
+    )
+
+
+def kuberay_check(cell: Cell, name: str, facts: Mapping[str, object]) -> Check:
+    """KubeRay runs `bash -lc 'ray start ...'` and probes nodes with `wget`."""
+    shell = facts.get("login_shell")
+    found = [str(p) for p in shell] if isinstance(shell, list) else []
+    ok = "/opt/ray/bin/ray" in found and any(p.endswith("/wget") for p in found)
+    if not ok and cell.base.kind == "image":
+        return Check(
+            f"{name}:kuberay-shell",
+            SKIPPED,
+            f"registry base {cell.base.ref}: KubeRay's default probes need bash and wget "
+            f"in the base (found {found})",
+            stage="build",
+        )
+    return Check.of(
+        f"{name}:kuberay-shell",
+        ok,
+        f"`bash -lc` finds {', '.join(found) or 'neither ray nor wget'}",
+        stage="build",
+    )
