@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from harness import labels, runs
+from harness import labels, runs, timeouts
 from harness.backends import kube
 from harness.children import stop_all
 from harness.commands import (
@@ -35,7 +35,6 @@ from harness.commands import (
 from harness.engine import Engine, new_run_id
 from harness.errors import HarnessError
 from harness.paths import Paths
-from harness.verify import CONNECT_TIMEOUT
 
 PROBE_TIMEOUT = probe.TIMEOUT
 
@@ -75,13 +74,20 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(128 + signum)
 
 
-def _ready_timeout(p: argparse.ArgumentParser) -> None:
+def _ready_timeout(p: argparse.ArgumentParser, defaults: timeouts.Timeouts) -> None:
     p.add_argument(
         "--ready-timeout",
         type=_positive,
-        default=CONNECT_TIMEOUT,
         metavar="SECONDS",
-        help=f"how long a cluster may take to come up (default {CONNECT_TIMEOUT:.0f})",
+        help="how long a cluster's nodes may take to come up and register (default "
+        f"{defaults.ready:.0f}; {timeouts.KUBE.ready:.0f} with --backend kind)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=_positive,
+        metavar="SECONDS",
+        help="how long a client may take to connect, probe every node and run its work "
+        f"(default {defaults.connect:.0f})",
     )
 
 
@@ -165,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "test", parents=[common], help="start clusters from the images and check them"
     )
-    _ready_timeout(s)
+    _ready_timeout(s, timeouts.DEFAULT)
     s.add_argument(
         "--backend",
         choices=("containers", "kind"),
@@ -191,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="every notebook image against every cluster: Ray's verdicts and ours",
     )
-    _ready_timeout(s)
+    _ready_timeout(s, timeouts.GRID)
     s = sub.add_parser(
         "probe",
         parents=[common],

@@ -21,6 +21,7 @@ from harness.engine import Engine
 from harness.matrix import Cell, GridPolicy, Matrix
 from harness.progress import log, step
 from harness.results import Status
+from harness.timeouts import DEFAULT, Timeouts
 from harness.verify import join_as_driver
 
 COMPATIBLE, WARN, INCOMPATIBLE = "compatible", "warn", "incompatible"
@@ -154,10 +155,10 @@ def _mismatch_lines(text: str) -> str:
     return " ".join(lines[-8:])[:2000]
 
 
-def driver_verdict(cluster: ContainerCluster, client: str) -> Verdict:
+def driver_verdict(cluster: ContainerCluster, client: str, timeouts: Timeouts = DEFAULT) -> Verdict:
     """Ray's verdict on the client as a driver/joining node: Ray refuses a mismatch at
     `ray start --address` with "Version mismatch"; a client that joins runs a real driver."""
-    refused, r = join_as_driver(cluster, client)
+    refused, r = join_as_driver(cluster, client, timeouts)
     if refused is not None:
         verdict = "rejected" if "mismatch" in refused.lower() else "error"
         return Verdict(verdict, _mismatch_lines(refused), stage="ray start")
@@ -178,7 +179,7 @@ def run(
     cells: Sequence[Cell],
     run_id: str,
     log_dir: Path,
-    ready_timeout: float = 120,
+    timeouts: Timeouts = DEFAULT,
 ) -> list[Pair]:
     """Start each cluster once; connect every notebook image to it."""
     pairs: list[Pair] = []
@@ -192,8 +193,8 @@ def run(
             with step(f"grid: cluster {cluster_cell.id} up"):
                 ready = cluster.probe(
                     cluster.head,
-                    ["cluster", "auto", "--expect-nodes", "2", "--timeout", str(ready_timeout)],
-                    timeout=ready_timeout + 60,
+                    ["cluster", "auto", "--expect-nodes", "2", "--timeout", str(timeouts.ready)],
+                    timeout=timeouts.host(timeouts.ready),
                 )
             nodes = [n.get("facts") or {} for n in ready.get("nodes", [])]
             if len(nodes) < 2:  # never came up: no pair of this cluster can be decided
@@ -209,7 +210,7 @@ def run(
                 with step(f"grid: notebook {nb_cell.id} -> cluster {cluster_cell.id}"):
                     client = cluster.add_client(nb_cell.tag(matrix.prefix, "notebook"), str(i))
                     try:
-                        facts = cluster.probe(client, ["facts"], timeout=60)
+                        facts = cluster.probe(client, ["facts"], timeout=timeouts.facts)
                         r = cluster.probe(
                             client,
                             [
@@ -218,12 +219,12 @@ def run(
                                 "--expect-nodes",
                                 "2",
                                 "--timeout",
-                                "60",
+                                str(timeouts.connect),
                             ],
-                            timeout=150,
+                            timeout=timeouts.host(timeouts.connect),
                         )
                         pair.ray_client = ray_client_verdict(r)
-                        pair.ray_driver = driver_verdict(cluster, client)
+                        pair.ray_driver = driver_verdict(cluster, client, timeouts)
                         pair.harness = judge(facts, nodes, matrix.grid)
                     finally:
                         cluster.remove(client)

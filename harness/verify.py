@@ -22,8 +22,8 @@ from harness.engine import Engine
 from harness.matrix import Cell
 from harness.progress import log, step
 from harness.results import ERROR, FAILED, SKIPPED, Check
+from harness.timeouts import DEFAULT, Timeouts
 
-CONNECT_TIMEOUT = 120  # cluster start + connect, seconds
 NOTEBOOK_PATH = "/tmp/parity.ipynb"
 
 
@@ -47,7 +47,7 @@ def test_cell(
     cell: Cell,
     images: dict[str, str],
     log_dir: Path,
-    ready_timeout: float = CONNECT_TIMEOUT,
+    timeouts: Timeouts = DEFAULT,
     make_cluster: Callable[[], Cluster] | None = None,
 ) -> tuple[list[Check], dict[str, float]]:
     """All runtime checks of a cell, each recorded separately; never raises for a failed check."""
@@ -82,9 +82,9 @@ def test_cell(
                     "--expect-nodes",
                     "2",
                     "--timeout",
-                    str(ready_timeout),
+                    str(timeouts.ready),
                 ],
-                timeout=ready_timeout + 60,
+                timeout=timeouts.host(timeouts.ready),
             )
         timings["cluster_ready"] = round(time.monotonic() - start, 2)
         published = {k: v for k, v in cluster.published_ports().items() if v}
@@ -113,10 +113,10 @@ def test_cell(
                     "--expect-nodes",
                     "2",
                     "--timeout",
-                    str(CONNECT_TIMEOUT),
+                    str(timeouts.connect),
                     "--workload",
                 ],
-                timeout=CONNECT_TIMEOUT + 90,
+                timeout=timeouts.host(timeouts.connect),
             )
         timings["cluster_up_and_client"] = round(time.monotonic() - start, 2)
         connect_checks = checks.connect("client:connect", r, expect_nodes=2)
@@ -135,15 +135,15 @@ def test_cell(
             cluster.put_file(cluster.notebook, NOTEBOOK_PATH, _notebook_source())
             r = cluster.probe(
                 cluster.notebook,
-                ["notebook", NOTEBOOK_PATH, "--timeout", "120"],
-                timeout=240,
+                ["notebook", NOTEBOOK_PATH, "--timeout", str(int(timeouts.notebook))],
+                timeout=timeouts.host(timeouts.notebook),
                 env={"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"},
             )
             results.append(checks.notebook(r))
             r = cluster.probe(
                 cluster.notebook,
-                ["jupyter", "--token", cluster.jupyter_token, "--timeout", "60"],
-                timeout=90,
+                ["jupyter", "--token", cluster.jupyter_token, "--timeout", str(timeouts.jupyter)],
+                timeout=timeouts.host(timeouts.jupyter),
             )
             results.append(checks.jupyterlab(r))
 
@@ -152,12 +152,12 @@ def test_cell(
 
         # GPU end to end: only where the Docker host can hand GPUs to containers.
         if cell.variant == "gpu":
-            results.append(_gpu_check(cluster, gpu_host))
+            results.append(_gpu_check(cluster, gpu_host, timeouts))
 
         # 3. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
         #    Last, because it changes the cluster's membership.
         with step(f"{cell.id}: driver connect and parity"):
-            refused, r = join_as_driver(cluster, cluster.notebook)
+            refused, r = join_as_driver(cluster, cluster.notebook, timeouts)
             if refused is not None:
                 results.append(
                     Check.of(
@@ -188,7 +188,9 @@ def test_cell(
     return results, timings
 
 
-def join_as_driver(cluster: Cluster, client: str) -> tuple[str | None, dict[str, Any]]:
+def join_as_driver(
+    cluster: Cluster, client: str, timeouts: Timeouts = DEFAULT
+) -> tuple[str | None, dict[str, Any]]:
     """Run a real driver in `client`: it needs a raylet on its own machine, so the client
     first joins as a 0-CPU node (`ray start --address`, where Ray compares its Ray and
     Python versions with the cluster's), then `ray.init(address="head:6379")` probes every
@@ -201,14 +203,14 @@ def join_as_driver(cluster: Cluster, client: str) -> tuple[str | None, dict[str,
         rc, out, err = cluster.exec(
             client,
             ["ray", "start", f"--address={address}", "--num-cpus=0", "--disable-usage-stats"],
-            timeout=120,
+            timeout=timeouts.join,
         )
         if rc != 0:
             return out + err, {}
-        probe = ["cluster", address, "--expect-nodes", "3", "--timeout", "60"]
-        return None, cluster.probe(client, probe, timeout=150)
+        probe = ["cluster", address, "--expect-nodes", "3", "--timeout", str(timeouts.driver)]
+        return None, cluster.probe(client, probe, timeout=timeouts.host(timeouts.driver))
     finally:
-        cluster.exec(client, ["ray", "stop", "--force"], timeout=60)
+        cluster.exec(client, ["ray", "stop", "--force"], timeout=timeouts.join)
 
 
 def _give_up(
@@ -239,7 +241,7 @@ def _attach_logs(cluster: Cluster, results: list[Check], log_dir: Path) -> None:
                 c.data["ray_logs"] = str(ray_dir)
 
 
-def _gpu_check(cluster: Cluster, gpu_host: bool) -> Check:
+def _gpu_check(cluster: Cluster, gpu_host: bool, timeouts: Timeouts) -> Check:
     if not gpu_host:
         return Check(
             "gpu:e2e",
@@ -248,7 +250,8 @@ def _gpu_check(cluster: Cluster, gpu_host: bool) -> Check:
             "'nvidia' runtime): Ray GPU resources and CUDA_VISIBLE_DEVICES not checked",
         )
     with step(f"{cluster.cell_id}: GPU resources and a num_gpus=1 task"):
-        r = cluster.probe(cluster.head, ["gpu", "auto", "--timeout", "120"], timeout=200)
+        gpu = ["gpu", "auto", "--timeout", str(timeouts.gpu)]
+        r = cluster.probe(cluster.head, gpu, timeout=timeouts.host(timeouts.gpu))
     task = r.get("task") or {}
     return Check.of(
         "gpu:e2e",

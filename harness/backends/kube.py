@@ -31,6 +31,7 @@ from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.progress import log
+from harness.timeouts import DEFAULT
 
 NODE_IMAGE_ENV = "RAYCOMPAT_KIND_NODE_IMAGE"
 INSTALL_HINT = "run scripts/setup-engine.sh (installs kubectl and kind)"
@@ -159,8 +160,10 @@ class KubeCluster(ProbeRunner):
         workers: int = 1,
         log_dir: Path | None = None,
         pull: str = "IfNotPresent",
+        ready_timeout: float = DEFAULT.ready,
     ) -> None:
         self.kubectl = kubectl
+        self.ready_timeout = ready_timeout  # bounds each wait for pods to be ready
         self.run_id = run_id
         self.cell = cell
         self.cell_id = cell.id
@@ -225,7 +228,8 @@ class KubeCluster(ProbeRunner):
         self.worker_names = self._wait_pods("worker", self.workers)
         self.notebook = next(iter(self._wait_pods("notebook", 1)), "")
 
-    def _wait_pods(self, component: str, count: int, timeout: float = 300) -> list[str]:
+    def _wait_pods(self, component: str, count: int) -> list[str]:
+        timeout = self.ready_timeout
         selector = f"app.kubernetes.io/component={component}"
         deadline = time.monotonic() + timeout
         while True:
@@ -437,9 +441,11 @@ class KubeBackend:
             if rc != 0:
                 raise HarnessError(f"kind load docker-image {image} failed: {err.strip()[-400:]}")
 
-    def cluster(self, cell: Cell, images: dict[str, str], log_dir: Path) -> KubeCluster:
+    def cluster(
+        self, cell: Cell, images: dict[str, str], log_dir: Path, ready_timeout: float
+    ) -> KubeCluster:
         pull = "Never" if self.kind_name is not None else "IfNotPresent"
-        return KubeCluster(self.kubectl, self.run_id, cell, images, log_dir=log_dir, pull=pull)
+        return KubeCluster(self.kubectl, self.run_id, cell, images, 1, log_dir, pull, ready_timeout)
 
     def close(self) -> None:
         """Delete what this run created: its namespaces, and a kind cluster it made."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from harness import grid, matrix
+from harness import grid, matrix, timeouts
 from harness.commands import context, require_built
 from harness.engine import Engine
 from harness.progress import log
@@ -21,7 +21,8 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     for c in cells:
         require_built(engine, m, c)
     log(f"grid: {len(cells)} cluster(s) x {len(cells)} notebook image(s)")
-    pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"), args.ready_timeout)
+    waits = timeouts.from_args(args, timeouts.GRID)
+    pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"), waits)
     grid.write(paths.build, pairs, m.grid)
     counts = Counter(p.harness.verdict for p in pairs)
     log(f"grid: {dict(counts)}; {paths.build / 'grid.md'}, grid.html, grid.json")

@@ -6,7 +6,7 @@ import argparse
 from collections import Counter
 from collections.abc import Callable
 
-from harness import registry, report
+from harness import registry, report, timeouts
 from harness.backends import Cluster, kube
 from harness.commands import Context, context, jobs, require_built, run_cells
 from harness.engine import Engine
@@ -32,7 +32,9 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         images_of[c.id] = c.tags(ctx.matrix.prefix)
     if args.backend != "kind":
         at_once = jobs(args, len(ctx.cells), cores_per_job=2)
-        return test_cells(engine, ctx, images_of, args.ready_timeout, at_once)
+        waits = timeouts.from_args(args, timeouts.DEFAULT)
+        return test_cells(engine, ctx, images_of, waits, at_once)
+    waits = timeouts.from_args(args, timeouts.KUBE)
     backend = kube.KubeBackend(
         engine, run_id, args.kube_context, args.kind_node_image, _pushed(args, ctx)
     )
@@ -43,16 +45,17 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         backend.load([tag for c in ctx.cells for tag in images_of[c.id].values()])
 
         def cluster_for(c: Cell) -> Callable[[], Cluster]:
-            return lambda: backend.cluster(c, deploy[c.id], ctx.paths.logs(c.id) / "kube")
+            log_dir = ctx.paths.logs(c.id) / "kube"
+            return lambda: backend.cluster(c, deploy[c.id], log_dir, waits.ready)
 
-        return test_cells(engine, ctx, images_of, args.ready_timeout, 1, cluster_for)
+        return test_cells(engine, ctx, images_of, waits, 1, cluster_for)
 
 
 def test_cells(
     engine: Engine,
     ctx: Context,
     images_of: dict[str, dict[str, str]],
-    ready_timeout: float,
+    waits: timeouts.Timeouts,
     at_once: int,
     cluster_for: ClusterFor | None = None,
 ) -> int:
@@ -64,7 +67,7 @@ def test_cells(
     def work(c: Cell) -> CellResult:
         make = cluster_for(c) if cluster_for else None
         previous = state.get(c.id) or report.fresh(c)
-        return test_one(engine, ctx, c, images_of[c.id], previous, ready_timeout, make)
+        return test_one(engine, ctx, c, images_of[c.id], previous, waits, make)
 
     failed = 0
     for done, result in run_cells(ctx.cells, work, at_once, "testing cells"):
@@ -86,7 +89,7 @@ def test_one(
     c: Cell,
     tags: dict[str, str],
     result: CellResult,
-    ready_timeout: float,
+    waits: timeouts.Timeouts,
     make_cluster: Callable[[], Cluster] | None = None,
 ) -> CellResult:
     """One cell's cluster checks; an infrastructure failure stops only this cell."""
@@ -98,7 +101,7 @@ def test_one(
     log_dir = ctx.paths.logs(c.id) / "cluster"
     try:
         result.test_checks, timings = test_cell(
-            engine, ctx.run_id, c, tags, log_dir, ready_timeout, make_cluster
+            engine, ctx.run_id, c, tags, log_dir, waits, make_cluster
         )
     except HarnessError as exc:  # this cell's infrastructure failed: the others go on
         result.test_checks = [Check("test:aborted", ERROR, f"testing stopped: {exc}")]

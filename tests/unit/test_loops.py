@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness import audit, diskspace, matrix, report
+from harness import audit, diskspace, matrix, report, timeouts
 from harness.base import BaseImage
 from harness.build import BuildFailed
 from harness.commands import Context
@@ -142,7 +142,7 @@ def test_test_loop_records_tested_ids_and_an_aborted_cell_stops_only_itself(
 
     monkeypatch.setattr(test_cmd, "test_cell", test_cell)
     images = {c.id: c.tags(ctx.matrix.prefix) for c in ctx.cells}
-    rc = test_cmd.test_cells(as_engine(engine), ctx, images, ready_timeout=5, at_once=1)
+    rc = test_cmd.test_cells(as_engine(engine), ctx, images, timeouts.DEFAULT, at_once=1)
     assert rc == 1 and peak.most == 1
     cells = report.read(ctx.paths.build / "report.json").cells
     aborted = cells["ray2.60.0-py3.11.2-cpu"]

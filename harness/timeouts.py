@@ -1,0 +1,46 @@
+"""How long each wait may take, in seconds: every bound the test, grid and probe paths use
+comes from here. `--ready-timeout` and `--connect-timeout` set the first two; the others
+are fixed bounds on single steps. A probe bounds itself with `--timeout` inside the image;
+the host waits `PROBE_MARGIN` longer for the interpreter and Ray's import around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+PROBE_MARGIN = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeouts:
+    ready: float = 120.0  # a cluster's nodes registered: containers, kube pods, grid clusters
+    connect: float = 120.0  # a client connects, probes every node and runs the workload
+    notebook: float = 120.0  # nbclient executes parity.ipynb
+    jupyter: float = 60.0  # JupyterLab answers /api/status and /lab
+    join: float = 120.0  # `ray start --address` of a node joining to run a driver
+    driver: float = 60.0  # ray.init as a driver, then parity on every node
+    gpu: float = 120.0  # Ray's GPU resources and a num_gpus=1 task
+    facts: float = 60.0  # an idle client container reports its interpreter
+
+    def host(self, inside: float) -> float:
+        """The host's bound around a probe that bounds itself to `inside` seconds."""
+        return inside + PROBE_MARGIN
+
+
+DEFAULT = Timeouts()
+# The grid's clients only connect and probe (no workload), and across Ray versions a Ray
+# Client waits out its whole bound before it gives up: a shorter default keeps the grid short.
+GRID = Timeouts(connect=60.0)
+# Pods on Kubernetes are scheduled and their containers created before Ray starts.
+KUBE = Timeouts(ready=300.0)
+
+
+def from_args(args: argparse.Namespace, defaults: Timeouts) -> Timeouts:
+    """`defaults`, with what --ready-timeout and --connect-timeout set."""
+    given = {
+        "ready": getattr(args, "ready_timeout", None),
+        "connect": getattr(args, "connect_timeout", None),
+    }
+    return dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
