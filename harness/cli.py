@@ -91,6 +91,24 @@ def _ready_timeout(p: argparse.ArgumentParser, defaults: timeouts.Timeouts) -> N
     )
 
 
+def _backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=("containers", "kind"),
+        default="containers",
+        help="where clusters run: plain containers (default) or Kubernetes",
+    )
+    p.add_argument(
+        "--kube-context",
+        help="with --backend kind: use this existing context instead of creating a kind "
+        "cluster (non-kind contexts pull the pushed images by digest)",
+    )
+    p.add_argument(
+        "--kind-node-image",
+        help=f"kindest/node image in the local engine (default ${kube.NODE_IMAGE_ENV})",
+    )
+
+
 def _jobs_count(text: str) -> int:
     try:
         value = int(text)
@@ -172,21 +190,7 @@ def _parser() -> argparse.ArgumentParser:
         "test", parents=[common], help="start clusters from the images and check them"
     )
     _ready_timeout(s, timeouts.DEFAULT)
-    s.add_argument(
-        "--backend",
-        choices=("containers", "kind"),
-        default="containers",
-        help="where clusters run: plain containers (default) or Kubernetes",
-    )
-    s.add_argument(
-        "--kube-context",
-        help="with --backend kind: use this existing context instead of creating a kind "
-        "cluster (non-kind contexts pull the pushed images by digest)",
-    )
-    s.add_argument(
-        "--kind-node-image",
-        help=f"kindest/node image in the local engine (default ${kube.NODE_IMAGE_ENV})",
-    )
+    _backend(s)
     sub.add_parser(
         "verify-reproducible",
         parents=[common],
@@ -198,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
         help="every notebook image against every cluster: Ray's verdicts and ours",
     )
     _ready_timeout(s, timeouts.GRID)
+    _backend(s)
     s = sub.add_parser(
         "probe",
         parents=[common],

@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.backends.containers import ContainerCluster
-from harness.engine import Engine
+from harness.backends import Backend, Cluster
 from harness.matrix import Cell, GridPolicy, Matrix
 from harness.progress import log, step
 from harness.results import Status
@@ -155,7 +154,7 @@ def _mismatch_lines(text: str) -> str:
     return " ".join(lines[-8:])[:2000]
 
 
-def driver_verdict(cluster: ContainerCluster, client: str, timeouts: Timeouts = DEFAULT) -> Verdict:
+def driver_verdict(cluster: Cluster, client: str, timeouts: Timeouts = DEFAULT) -> Verdict:
     """Ray's verdict on the client as a driver/joining node: Ray refuses a mismatch at
     `ray start --address` with "Version mismatch"; a client that joins runs a real driver."""
     refused, r = join_as_driver(cluster, client, timeouts)
@@ -174,20 +173,24 @@ def driver_verdict(cluster: ContainerCluster, client: str, timeouts: Timeouts = 
 
 
 def run(
-    engine: Engine,
+    backend: Backend,
     matrix: Matrix,
     cells: Sequence[Cell],
-    run_id: str,
     log_dir: Path,
     timeouts: Timeouts = DEFAULT,
 ) -> list[Pair]:
-    """Start each cluster once; connect every notebook image to it."""
+    """Start each cluster once (head and worker, from the backend); connect every notebook
+    image of the selection to it as a client of its own."""
     pairs: list[Pair] = []
     for cluster_cell in cells:
-        tags = cluster_cell.tags(matrix.prefix)
-        images = {"head": tags["head"], "worker": tags["worker"]}
-        cluster = ContainerCluster(
-            engine, run_id, f"grid-{cluster_cell.id}", images, log_dir=log_dir / cluster_cell.id
+        images = backend.images_for(cluster_cell, cluster_cell.tags(matrix.prefix))
+        cluster = backend.cluster(
+            cluster_cell,
+            images,
+            log_dir / cluster_cell.id,
+            timeouts,
+            name=f"grid-{cluster_cell.id}",
+            client=False,
         )
         with cluster:
             with step(f"grid: cluster {cluster_cell.id} up"):

@@ -17,7 +17,6 @@ from typing import Any
 
 from harness import cluster_checks as checks
 from harness.backends import Cluster, ClusterStartFailed
-from harness.backends.containers import ContainerCluster
 from harness.engine import Engine
 from harness.matrix import Cell
 from harness.progress import log, step
@@ -47,22 +46,16 @@ def test_cell(
     cell: Cell,
     images: dict[str, str],
     log_dir: Path,
-    timeouts: Timeouts = DEFAULT,
-    make_cluster: Callable[[], Cluster] | None = None,
+    timeouts: Timeouts,
+    make_cluster: Callable[[], Cluster],
 ) -> tuple[list[Check], dict[str, float]]:
     """All runtime checks of a cell, each recorded separately; never raises for a failed check."""
     expected = {"python": cell.python, "ray": cell.ray}
     results: list[Check] = []
     timings: dict[str, float] = {}
     start = time.monotonic()
-    gpu_host = cell.variant == "gpu" and make_cluster is None and engine.nvidia_runtime()
-    cluster: Cluster = (
-        make_cluster()
-        if make_cluster is not None
-        else ContainerCluster(
-            engine, run_id, cell.id, images, workers=1, log_dir=log_dir, gpus=gpu_host
-        )
-    )
+    cluster = make_cluster()
+    gpu_host = cluster.gpus
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(cluster)

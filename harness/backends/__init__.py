@@ -7,8 +7,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.inside import PROBE_SOURCE
+from harness.matrix import Cell
+from harness.timeouts import Timeouts
 
 RAY_LOGS = "/tmp/ray/session_latest/logs"  # Ray's own logs inside every node
 
@@ -67,6 +70,7 @@ class Cluster(Protocol):
     cell_id: str
     head: str
     notebook: str
+    gpus: bool  # the host's GPUs are handed to the nodes (NVIDIA runtime)
     worker_names: list[str]
     jupyter_token: str
     head_host: str  # how the notebook reaches the head (network alias or Service name)
@@ -101,3 +105,60 @@ class Cluster(Protocol):
     ) -> dict[str, Any]: ...
 
     def put_file(self, container: str, path: str, content: str) -> None: ...
+
+    def add_client(self, image: str, suffix: str) -> str:
+        """Another idle client (a notebook image) next to the cluster; removed with it."""
+        ...
+
+    def remove(self, container: str) -> None: ...
+
+
+class Backend(Protocol):
+    """Where clusters run. `test` and `grid` get every cluster from one, made by `open`."""
+
+    def images_for(self, cell: Cell, local: dict[str, str]) -> dict[str, str]:
+        """What the cluster runs: the local tags, or pushed digests where it pulls."""
+        ...
+
+    def load(self, images: list[str]) -> None:
+        """Make the local images available to the clusters (kind: `kind load`)."""
+        ...
+
+    def cluster(
+        self,
+        cell: Cell,
+        images: dict[str, str],
+        log_dir: Path,
+        waits: Timeouts,
+        *,
+        name: str = "",
+        client: bool = True,
+    ) -> Cluster:
+        """A cluster of `cell` (head and one worker) and, with `client`, its notebook."""
+        ...
+
+    def __enter__(self) -> Backend: ...
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def open_backend(
+    kind: str,
+    engine: Engine,
+    run_id: str,
+    kube_context: str | None = None,
+    node_image: str | None = None,
+    pushed: dict[str, dict[str, str]] | None = None,
+) -> Backend:
+    """The one factory: `containers` (plain containers on a private network) or `kind`
+    (a kind cluster made for the run, or `kube_context`). Refuses before creating
+    anything what it can know is missing (kind's node image, an unknown context)."""
+    if kind == "kind":
+        from harness.backends.kube import KubeBackend
+
+        return KubeBackend(engine, run_id, kube_context, node_image, pushed)
+    from harness.backends.containers import ContainersBackend
+
+    return ContainersBackend(engine, run_id)

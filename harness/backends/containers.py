@@ -19,7 +19,9 @@ from harness import labels
 from harness.backends import RAY_LOGS, ClusterStartFailed, ProbeRunner
 from harness.engine import Engine
 from harness.errors import EngineError
+from harness.matrix import Cell
 from harness.progress import log
+from harness.timeouts import Timeouts
 
 HEAD_ALIAS = "ray-head"
 WATCH_SECONDS = 2.0
@@ -271,3 +273,41 @@ class ContainerCluster(ProbeRunner):
         except EngineError as exc:
             return 124, "", str(exc)
         return r.returncode, r.stdout, r.stderr
+
+
+class ContainersBackend:
+    """Clusters as plain containers in the local engine; nothing to set up or load."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.engine = engine
+        self.run_id = run_id
+
+    def images_for(self, cell: Cell, local: dict[str, str]) -> dict[str, str]:
+        return local
+
+    def load(self, images: list[str]) -> None:
+        return None
+
+    def cluster(
+        self,
+        cell: Cell,
+        images: dict[str, str],
+        log_dir: Path,
+        waits: Timeouts,
+        *,
+        name: str = "",
+        client: bool = True,
+    ) -> ContainerCluster:
+        nodes = images if client else {r: i for r, i in images.items() if r != "notebook"}
+        gpus = cell.variant == "gpu" and self.engine.nvidia_runtime()
+        return ContainerCluster(
+            self.engine, self.run_id, name or cell.id, nodes, log_dir=log_dir, gpus=gpus
+        )
+
+    def __enter__(self) -> ContainersBackend:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None

@@ -31,7 +31,7 @@ from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.progress import log
-from harness.timeouts import DEFAULT
+from harness.timeouts import DEFAULT, Timeouts
 
 NODE_IMAGE_ENV = "RAYCOMPAT_KIND_NODE_IMAGE"
 INSTALL_HINT = "run scripts/setup-engine.sh (installs kubectl and kind)"
@@ -161,9 +161,12 @@ class KubeCluster(ProbeRunner):
         log_dir: Path | None = None,
         pull: str = "IfNotPresent",
         ready_timeout: float = DEFAULT.ready,
+        client: bool = True,
     ) -> None:
         self.kubectl = kubectl
         self.ready_timeout = ready_timeout  # bounds each wait for pods to be ready
+        self.client = client  # start the notebook Pod (the grid brings its own clients)
+        self.gpus = False
         self.run_id = run_id
         self.cell = cell
         self.cell_id = cell.id
@@ -185,16 +188,19 @@ class KubeCluster(ProbeRunner):
 
     def manifests(self, kuberay: bool) -> list[dict[str, Any]]:
         ns = self.namespace
-        pod = k8s.notebook_pod(self.cell, self.images["notebook"], namespace=ns, pull=self.pull)
-        pod["spec"]["containers"][0].pop("command")  # JupyterLab, the image's own command
-        pod["spec"]["containers"][0]["env"] = [
-            {"name": "JUPYTER_TOKEN", "value": self.jupyter_token}
-        ]
+        pods = []
+        if self.client:
+            pod = k8s.notebook_pod(self.cell, self.images["notebook"], namespace=ns, pull=self.pull)
+            pod["spec"]["containers"][0].pop("command")  # JupyterLab, the image's own command
+            pod["spec"]["containers"][0]["env"] = [
+                {"name": "JUPYTER_TOKEN", "value": self.jupyter_token}
+            ]
+            pods.append(pod)
         if kuberay:
             rc = k8s.raycluster(
                 self.cell, self.images, workers=self.workers, namespace=ns, pull=self.pull
             )
-            return [rc, pod]
+            return [rc, *pods]
         docs = k8s.plain(
             self.cell,
             self.images,
@@ -203,7 +209,7 @@ class KubeCluster(ProbeRunner):
             pull=self.pull,
             head_service="ray-head",
         )
-        return [*docs, pod]
+        return [*docs, *pods]
 
     def start(self) -> None:
         self.kuberay = self.kubectl.has_kuberay()
@@ -226,7 +232,27 @@ class KubeCluster(ProbeRunner):
         # fails like any other check, with the pods' logs attached.
         self.head = next(iter(self._wait_pods("head", 1)), "")
         self.worker_names = self._wait_pods("worker", self.workers)
-        self.notebook = next(iter(self._wait_pods("notebook", 1)), "")
+        if self.client:
+            self.notebook = next(iter(self._wait_pods("notebook", 1)), "")
+
+    def add_client(self, image: str, suffix: str) -> str:
+        """An idle client Pod of `image` in the cluster's namespace; deleted with it."""
+        pod = k8s.notebook_pod(self.cell, image, namespace=self.namespace, pull=self.pull)
+        pod["metadata"]["name"] = f"{pod['metadata']['name']}-client-{suffix}"
+        component = f"client-{suffix}"
+        pod["metadata"]["labels"]["app.kubernetes.io/component"] = component
+        self.kubectl.apply([pod])
+        name = next(iter(self._wait_pods(component, 1)), "")
+        if not name:
+            raise HarnessError(f"{self.cell_id}: client pod {component} did not become ready")
+        return name
+
+    def remove(self, container: str) -> None:
+        self.kubectl.run(
+            ["delete", "pod", "-n", self.namespace, container, "--wait=false"],
+            check=False,
+            timeout=60,
+        )
 
     def _wait_pods(self, component: str, count: int) -> list[str]:
         timeout = self.ready_timeout
@@ -442,10 +468,19 @@ class KubeBackend:
                 raise HarnessError(f"kind load docker-image {image} failed: {err.strip()[-400:]}")
 
     def cluster(
-        self, cell: Cell, images: dict[str, str], log_dir: Path, ready_timeout: float
+        self,
+        cell: Cell,
+        images: dict[str, str],
+        log_dir: Path,
+        waits: Timeouts,
+        *,
+        name: str = "",
+        client: bool = True,
     ) -> KubeCluster:
         pull = "Never" if self.kind_name is not None else "IfNotPresent"
-        return KubeCluster(self.kubectl, self.run_id, cell, images, 1, log_dir, pull, ready_timeout)
+        return KubeCluster(
+            self.kubectl, self.run_id, cell, images, 1, log_dir, pull, waits.ready, client
+        )
 
     def close(self) -> None:
         """Delete what this run created: its namespaces, and a kind cluster it made."""

@@ -6,7 +6,9 @@ import argparse
 from collections import Counter
 
 from harness import grid, matrix, timeouts
+from harness.backends import open_backend
 from harness.commands import context, require_built
+from harness.commands.test import pushed
 from harness.engine import Engine
 from harness.progress import log
 
@@ -20,9 +22,17 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     engine.ping()
     for c in cells:
         require_built(engine, m, c)
+    kube = args.backend == "kind"
+    waits = timeouts.from_args(args, timeouts.KUBE if kube else timeouts.GRID)
+    backend = open_backend(
+        args.backend, engine, run_id, args.kube_context, args.kind_node_image, pushed(args, ctx)
+    )
+    for c in cells:  # pushed digests exist for every cell where the cluster pulls
+        backend.images_for(c, c.tags(m.prefix))
     log(f"grid: {len(cells)} cluster(s) x {len(cells)} notebook image(s)")
-    waits = timeouts.from_args(args, timeouts.GRID)
-    pairs = grid.run(engine, m, cells, run_id, paths.logs("grid"), waits)
+    with backend:
+        backend.load([tag for c in cells for tag in c.tags(m.prefix).values()])
+        pairs = grid.run(backend, m, cells, paths.logs("grid"), waits)
     grid.write(paths.build, pairs, m.grid)
     counts = Counter(p.harness.verdict for p in pairs)
     log(f"grid: {dict(counts)}; {paths.build / 'grid.md'}, grid.html, grid.json")

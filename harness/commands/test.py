@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from harness import registry, report, timeouts
-from harness.backends import Cluster, kube
+from harness.backends import Cluster, open_backend
 from harness.commands import Context, context, jobs, require_built, run_cells
 from harness.engine import Engine
 from harness.errors import HarnessError
@@ -30,25 +30,23 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         if not (previous and any(k.status == FAILED for k in previous.build_checks)):
             require_built(engine, ctx.matrix, c)  # a failed build is reported, not tested
         images_of[c.id] = c.tags(ctx.matrix.prefix)
-    if args.backend != "kind":
-        at_once = jobs(args, len(ctx.cells), cores_per_job=2)
-        waits = timeouts.from_args(args, timeouts.DEFAULT)
-        return test_cells(engine, ctx, images_of, waits, at_once)
-    waits = timeouts.from_args(args, timeouts.KUBE)
-    backend = kube.KubeBackend(
-        engine, run_id, args.kube_context, args.kind_node_image, _pushed(args, ctx)
+    kube = args.backend == "kind"
+    waits = timeouts.from_args(args, timeouts.KUBE if kube else timeouts.DEFAULT)
+    backend = open_backend(
+        args.backend, engine, run_id, args.kube_context, args.kind_node_image, pushed(args, ctx)
     )
-    # what each cluster runs: local tags on kind, pushed digests elsewhere (checked before
+    # what each cluster runs: local tags, or pushed digests where it pulls (checked before
     # anything is created)
     deploy = {c.id: backend.images_for(c, images_of[c.id]) for c in ctx.cells}
+    at_once = 1 if kube else jobs(args, len(ctx.cells), cores_per_job=2)
     with backend:
         backend.load([tag for c in ctx.cells for tag in images_of[c.id].values()])
 
         def cluster_for(c: Cell) -> Callable[[], Cluster]:
-            log_dir = ctx.paths.logs(c.id) / "kube"
-            return lambda: backend.cluster(c, deploy[c.id], log_dir, waits.ready)
+            log_dir = ctx.paths.logs(c.id) / ("kube" if kube else "cluster")
+            return lambda: backend.cluster(c, deploy[c.id], log_dir, waits)
 
-        return test_cells(engine, ctx, images_of, waits, 1, cluster_for)
+        return test_cells(engine, ctx, images_of, waits, at_once, cluster_for)
 
 
 def test_cells(
@@ -57,17 +55,16 @@ def test_cells(
     images_of: dict[str, dict[str, str]],
     waits: timeouts.Timeouts,
     at_once: int,
-    cluster_for: ClusterFor | None = None,
+    cluster_for: ClusterFor,
 ) -> int:
-    """Test every cell (containers unless `cluster_for` gives another backend's clusters);
-    the report after each. Exit code 1 when a cell failed or errored."""
+    """Test every cell on the clusters `cluster_for` makes; the report after each. Exit
+    code 1 when a cell failed or errored."""
     state = report.load_state(ctx.paths.state)
     log(f"testing {len(ctx.cells)} cell(s), {at_once} at a time")
 
     def work(c: Cell) -> CellResult:
-        make = cluster_for(c) if cluster_for else None
         previous = state.get(c.id) or report.fresh(c)
-        return test_one(engine, ctx, c, images_of[c.id], previous, waits, make)
+        return test_one(engine, ctx, c, images_of[c.id], previous, waits, cluster_for(c))
 
     failed = 0
     for done, result in run_cells(ctx.cells, work, at_once, "testing cells"):
@@ -90,7 +87,7 @@ def test_one(
     tags: dict[str, str],
     result: CellResult,
     waits: timeouts.Timeouts,
-    make_cluster: Callable[[], Cluster] | None = None,
+    make_cluster: Callable[[], Cluster],
 ) -> CellResult:
     """One cell's cluster checks; an infrastructure failure stops only this cell."""
     if any(k.status == FAILED for k in result.build_checks):
@@ -112,7 +109,7 @@ def test_one(
     return result
 
 
-def _pushed(args: argparse.Namespace, ctx: Context) -> dict[str, dict[str, str]]:
+def pushed(args: argparse.Namespace, ctx: Context) -> dict[str, dict[str, str]]:
     """Pushed image refs by cell and role, for a kube context that pulls from a registry."""
     lock_path = ctx.paths.build / "images.lock.json"
     if args.kube_context and lock_path.is_file():

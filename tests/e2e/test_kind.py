@@ -64,6 +64,29 @@ def test_kind_without_node_image_is_exit_2(built: None, tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
+def test_grid_on_kind_without_node_image_is_exit_2_before_anything(
+    built: None, tmp_path: Path
+) -> None:
+    """The grid gets its clusters from the same backend factory as `test`."""
+    before = Engine().run(["ps", "-aq"]).stdout.split()
+    r = harness(
+        "grid",
+        "--backend",
+        "kind",
+        "--only",
+        ONLY,
+        "--build-dir",
+        str(tmp_path),
+        "--kind-node-image",
+        "kindest/node:v0.0.0-not-here",
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "kind node image kindest/node:v0.0.0-not-here is not in the local engine" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "grid.json").exists()
+    assert set(Engine().run(["ps", "-aq"]).stdout.split()) <= set(before)
+
+
 def _node_image() -> str | None:
     image = os.environ.get(NODE_IMAGE_ENV)
     if not image or not shutil.which("kind") or not shutil.which("kubectl"):

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness import audit, diskspace, matrix, report, timeouts
+from harness.backends import Cluster
 from harness.base import BaseImage
 from harness.build import BuildFailed
 from harness.commands import Context
@@ -125,6 +126,13 @@ def test_build_keeps_the_last_test_of_the_same_images_and_exits_on_the_build(
     assert kept.status == "failed" and kept.test_checks[0].name == "workload:tasks"
 
 
+def no_cluster(c: Cell) -> Callable[[], Cluster]:
+    def make() -> Cluster:
+        raise AssertionError("the fake test_cell starts no cluster")
+
+    return make
+
+
 def test_test_loop_records_tested_ids_and_an_aborted_cell_stops_only_itself(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -142,7 +150,7 @@ def test_test_loop_records_tested_ids_and_an_aborted_cell_stops_only_itself(
 
     monkeypatch.setattr(test_cmd, "test_cell", test_cell)
     images = {c.id: c.tags(ctx.matrix.prefix) for c in ctx.cells}
-    rc = test_cmd.test_cells(as_engine(engine), ctx, images, timeouts.DEFAULT, at_once=1)
+    rc = test_cmd.test_cells(as_engine(engine), ctx, images, timeouts.DEFAULT, 1, no_cluster)
     assert rc == 1 and peak.most == 1
     cells = report.read(ctx.paths.build / "report.json").cells
     aborted = cells["ray2.60.0-py3.11.2-cpu"]
