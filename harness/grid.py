@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.backends import Backend, Cluster
 from harness.matrix import Cell, GridPolicy, Matrix
+from harness.probe_client import Probe
 from harness.progress import log, step
 from harness.results import Status
 from harness.timeouts import DEFAULT, Timeouts
@@ -194,10 +195,8 @@ def run(
         )
         with cluster:
             with step(f"grid: cluster {cluster_cell.id} up"):
-                ready = cluster.probe(
-                    cluster.head,
-                    ["cluster", "auto", "--expect-nodes", "2", "--timeout", str(timeouts.ready)],
-                    timeout=timeouts.host(timeouts.ready),
+                ready = Probe(cluster, cluster.head).cluster(
+                    "auto", nodes=2, timeout=timeouts.ready
                 )
             nodes = [n.get("facts") or {} for n in ready.get("nodes", [])]
             if len(nodes) < 2:  # never came up: no pair of this cluster can be decided
@@ -213,18 +212,10 @@ def run(
                 with step(f"grid: notebook {nb_cell.id} -> cluster {cluster_cell.id}"):
                     client = cluster.add_client(nb_cell.tag(matrix.prefix, "notebook"), str(i))
                     try:
-                        facts = cluster.probe(client, ["facts"], timeout=timeouts.facts)
-                        r = cluster.probe(
-                            client,
-                            [
-                                "cluster",
-                                f"ray://{cluster.head_host}:10001",
-                                "--expect-nodes",
-                                "2",
-                                "--timeout",
-                                str(timeouts.connect),
-                            ],
-                            timeout=timeouts.host(timeouts.connect),
+                        probe = Probe(cluster, client)
+                        facts = probe.facts(timeouts.facts)
+                        r = probe.cluster(
+                            f"ray://{cluster.head_host}:10001", nodes=2, timeout=timeouts.connect
                         )
                         pair.ray_client = ray_client_verdict(r)
                         pair.ray_driver = driver_verdict(cluster, client, timeouts)

@@ -15,6 +15,7 @@ from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
 from harness.matrix import Cell
+from harness.probe_client import STRUCTURE_ARGS
 from harness.results import SKIPPED, Check
 
 EXPECTED_CMD = {
@@ -46,17 +47,19 @@ def structure_check_names(cell: Cell, role: str) -> list[str]:
     return [f"image:{role}:{n}" for n in names]
 
 
-def run_probe(engine: Engine, image: str, command: str, timeout: float = 180) -> dict[str, object]:
-    """Run probe.py COMMAND in a throwaway container of `image`, with no network."""
+def run_probe(
+    engine: Engine, image: str, args: list[str], timeout: float = 180
+) -> dict[str, object]:
+    """Run the probe with `args` in a throwaway container of `image`, with no network."""
     r = engine.run(
-        ["run", "--rm", "-i", "--network", "none", "--entrypoint", "python", image, "-", command],
+        ["run", "--rm", "-i", "--network", "none", "--entrypoint", "python", image, "-", *args],
         input=PROBE_SOURCE,
         timeout=timeout,
         check=False,
     )
     result = probe_result(r.stdout)
     if r.returncode != 0 or result is None:
-        raise HarnessError(f"probe {command} in {image} failed: {r.stderr.strip()[-500:]}")
+        raise HarnessError(f"probe {' '.join(args)} in {image} failed: {r.stderr.strip()[-500:]}")
     return result
 
 
@@ -109,7 +112,7 @@ def structure_checks(
     info = engine.inspect("image", tag) or {}
     config = info.get("Config") or {}
     found: dict[str, str] = dict(config.get("Labels") or {})
-    facts = run_probe(engine, tag, "structure")
+    facts = run_probe(engine, tag, STRUCTURE_ARGS)
     name = f"image:{role}"
     checks = [
         Check.of(

@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-PROBE_MARGIN = 60.0
+PROBE_MARGIN = 90.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,10 +23,6 @@ class Timeouts:
     driver: float = 60.0  # ray.init as a driver, then parity on every node
     gpu: float = 120.0  # Ray's GPU resources and a num_gpus=1 task
     facts: float = 60.0  # an idle client container reports its interpreter
-
-    def host(self, inside: float) -> float:
-        """The host's bound around a probe that bounds itself to `inside` seconds."""
-        return inside + PROBE_MARGIN
 
 
 DEFAULT = Timeouts()

@@ -19,6 +19,7 @@ from harness import cluster_checks as checks
 from harness.backends import Cluster, ClusterStartFailed
 from harness.engine import Engine
 from harness.matrix import Cell
+from harness.probe_client import Probe
 from harness.progress import log, step
 from harness.results import ERROR, FAILED, SKIPPED, Check
 from harness.timeouts import DEFAULT, Timeouts
@@ -67,18 +68,7 @@ def test_cell(
         #    Connecting a Ray Client to a head that is still starting can stall ~40 s in
         #    Ray's own retry/cleanup path, so the client only connects to a ready cluster.
         with step(f"{cell.id}: waiting for head + worker"):
-            r = cluster.probe(
-                cluster.head,
-                [
-                    "cluster",
-                    "auto",
-                    "--expect-nodes",
-                    "2",
-                    "--timeout",
-                    str(timeouts.ready),
-                ],
-                timeout=timeouts.host(timeouts.ready),
-            )
+            r = Probe(cluster, cluster.head).cluster("auto", nodes=2, timeout=timeouts.ready)
         timings["cluster_ready"] = round(time.monotonic() - start, 2)
         published = {k: v for k, v in cluster.published_ports().items() if v}
         results.append(
@@ -98,18 +88,11 @@ def test_cell(
 
         # 1. Ray Client, the notebook user's path.
         with step(f"{cell.id}: Ray Client connect, parity, workload"):
-            r = cluster.probe(
-                cluster.notebook,
-                [
-                    "cluster",
-                    f"ray://{cluster.head_host}:10001",
-                    "--expect-nodes",
-                    "2",
-                    "--timeout",
-                    str(timeouts.connect),
-                    "--workload",
-                ],
-                timeout=timeouts.host(timeouts.connect),
+            r = Probe(cluster, cluster.notebook).cluster(
+                f"ray://{cluster.head_host}:10001",
+                nodes=2,
+                timeout=timeouts.connect,
+                workload=True,
             )
         timings["cluster_up_and_client"] = round(time.monotonic() - start, 2)
         connect_checks = checks.connect("client:connect", r, expect_nodes=2)
@@ -126,18 +109,11 @@ def test_cell(
         # 2. A real notebook, executed by nbclient inside the notebook image.
         with step(f"{cell.id}: notebook parity.ipynb"):
             cluster.put_file(cluster.notebook, NOTEBOOK_PATH, _notebook_source())
-            r = cluster.probe(
-                cluster.notebook,
-                ["notebook", NOTEBOOK_PATH, "--timeout", str(int(timeouts.notebook))],
-                timeout=timeouts.host(timeouts.notebook),
-                env={"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"},
-            )
+            notebook = Probe(cluster, cluster.notebook)
+            address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
+            r = notebook.notebook(NOTEBOOK_PATH, timeouts.notebook, env=address)
             results.append(checks.notebook(r))
-            r = cluster.probe(
-                cluster.notebook,
-                ["jupyter", "--token", cluster.jupyter_token, "--timeout", str(timeouts.jupyter)],
-                timeout=timeouts.host(timeouts.jupyter),
-            )
+            r = notebook.jupyter(cluster.jupyter_token, timeouts.jupyter)
             results.append(checks.jupyterlab(r))
 
         if _lost_node(cluster, results, "the notebook checks"):
@@ -200,8 +176,7 @@ def join_as_driver(
         )
         if rc != 0:
             return out + err, {}
-        probe = ["cluster", address, "--expect-nodes", "3", "--timeout", str(timeouts.driver)]
-        return None, cluster.probe(client, probe, timeout=timeouts.host(timeouts.driver))
+        return None, Probe(cluster, client).cluster(address, nodes=3, timeout=timeouts.driver)
     finally:
         cluster.exec(client, ["ray", "stop", "--force"], timeout=timeouts.join)
 
@@ -243,8 +218,7 @@ def _gpu_check(cluster: Cluster, gpu_host: bool, timeouts: Timeouts) -> Check:
             "'nvidia' runtime): Ray GPU resources and CUDA_VISIBLE_DEVICES not checked",
         )
     with step(f"{cluster.cell_id}: GPU resources and a num_gpus=1 task"):
-        gpu = ["gpu", "auto", "--timeout", str(timeouts.gpu)]
-        r = cluster.probe(cluster.head, gpu, timeout=timeouts.host(timeouts.gpu))
+        r = Probe(cluster, cluster.head).gpu(timeouts.gpu)
     task = r.get("task") or {}
     return Check.of(
         "gpu:e2e",

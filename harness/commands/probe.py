@@ -14,6 +14,8 @@ from harness.backends import probe_result
 from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
+from harness.probe_client import cluster_args, version_check_args
+from harness.timeouts import PROBE_MARGIN
 
 TIMEOUT = 30.0  # default of --timeout
 
@@ -33,9 +35,9 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         )
     timeout = int(args.timeout)
     command = (
-        ["cluster", args.address, "--expect-nodes", "1", "--timeout", str(timeout)]
+        cluster_args(args.address, nodes=1, timeout=timeout)
         if ray_client
-        else ["version-check", args.address, "--timeout", str(timeout)]
+        else version_check_args(args.address, timeout)
     )
     unreachable = (
         f"cannot reach {args.address} within {timeout}s: check the address and port, that "
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     else:
         cmd = [sys.executable, "-", *command]
     try:  # the probe bounds itself; this bounds Python and Ray starting up around it
-        rc, out, err = children.run(cmd, input=PROBE_SOURCE, timeout=timeout + 60)
+        rc, out, err = children.run(cmd, input=PROBE_SOURCE, timeout=timeout + PROBE_MARGIN)
     except subprocess.TimeoutExpired:
         raise HarnessError(unreachable) from None
     result = probe_result(out)

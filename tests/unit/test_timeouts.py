@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness import timeouts
+from harness.probe_client import Probe
 
 
 def test_flags_override_the_defaults_of_each_path() -> None:
@@ -18,4 +19,24 @@ def test_flags_override_the_defaults_of_each_path() -> None:
 
 
 def test_the_host_waits_longer_than_a_probe_that_bounds_itself() -> None:
-    assert timeouts.DEFAULT.host(30) == 30 + timeouts.PROBE_MARGIN
+    seen: list[tuple[list[str], float]] = []
+
+    class Runner:
+        def probe(
+            self, container: str, args: list[str], timeout: float, env: object = None
+        ) -> dict[str, object]:
+            seen.append((args, timeout))
+            return {}
+
+    probe = Probe(Runner(), "c")
+    probe.cluster("ray://h:10001", nodes=2, timeout=30, workload=True)
+    probe.notebook("/tmp/x.ipynb", 120)
+    probe.jupyter("t0k", 60)
+    assert seen == [
+        (
+            ["cluster", "ray://h:10001", "--expect-nodes", "2", "--timeout", "30", "--workload"],
+            30 + timeouts.PROBE_MARGIN,
+        ),
+        (["notebook", "/tmp/x.ipynb", "--timeout", "120"], 240),  # nbclient's bound is per cell
+        (["jupyter", "--token", "t0k", "--timeout", "60"], 60 + timeouts.PROBE_MARGIN),
+    ]

@@ -1,0 +1,79 @@
+"""The host side of the in-image probe (`harness/inside/probe.py`): one typed call per
+probe command, so no caller builds an argument list by hand. Each call bounds the probe
+inside the image (`--timeout`) and waits `timeouts.PROBE_MARGIN` longer on the host for
+the interpreter and Ray's import around it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from harness.timeouts import PROBE_MARGIN
+
+Result = dict[str, Any]
+
+
+class Runner(Protocol):
+    """Runs the probe in a container (a cluster of either backend)."""
+
+    def probe(
+        self, container: str, args: list[str], timeout: float, env: dict[str, str] | None = None
+    ) -> Result: ...
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def cluster_args(address: str, nodes: int, timeout: float, workload: bool = False) -> list[str]:
+    """`cluster ADDRESS`: connect (ray://, host:port or auto), wait for `nodes` alive nodes,
+    probe every node; with `workload`, tasks, an actor and a cross-node object."""
+    args = ["cluster", address, "--expect-nodes", str(nodes), "--timeout", _seconds(timeout)]
+    return [*args, "--workload"] if workload else args
+
+
+def version_check_args(address: str, timeout: float) -> list[str]:
+    """`version-check HOST:PORT`: Ray's own driver check against the cluster's GCS."""
+    return ["version-check", address, "--timeout", _seconds(timeout)]
+
+
+STRUCTURE_ARGS = ["structure"]  # facts + what the structure checks measure
+
+
+class Probe:
+    """The probe's commands, run in one container through a runner."""
+
+    def __init__(self, runner: Runner, container: str) -> None:
+        self.runner = runner
+        self.container = container
+
+    def _run(self, args: list[str], inside: float, env: dict[str, str] | None = None) -> Result:
+        return self.runner.probe(self.container, args, timeout=inside + PROBE_MARGIN, env=env)
+
+    def facts(self, timeout: float) -> Result:
+        """Python micro, Ray version and commit, wire libraries of this interpreter."""
+        return self.runner.probe(self.container, ["facts"], timeout=timeout)
+
+    def cluster(
+        self,
+        address: str,
+        *,
+        nodes: int,
+        timeout: float,
+        workload: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Result:
+        return self._run(cluster_args(address, nodes, timeout, workload), timeout, env)
+
+    def notebook(self, path: str, timeout: float, env: dict[str, str] | None = None) -> Result:
+        """Execute an .ipynb with nbclient (`timeout` bounds each cell); what it printed."""
+        args = ["notebook", path, "--timeout", str(int(timeout))]
+        return self.runner.probe(self.container, args, timeout=2 * timeout, env=env)
+
+    def jupyter(self, token: str, timeout: float) -> Result:
+        """JupyterLab's /api/status and /lab on this container."""
+        return self._run(["jupyter", "--token", token, "--timeout", _seconds(timeout)], timeout)
+
+    def gpu(self, timeout: float) -> Result:
+        """Ray's GPU resources and a num_gpus=1 task, from this node."""
+        return self._run(["gpu", "auto", "--timeout", _seconds(timeout)], timeout)
