@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
@@ -33,9 +34,47 @@ def probe_result(out: str) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
-class ProbeRunner:
-    """`probe` and `put_file` for any backend, on top of its `exec`."""
+class Cluster(ABC):
+    """A cell's Ray cluster on some backend: what verify.py and the grid need, so that one
+    probe and one set of checks serve every backend. `probe` and `put_file` are built on
+    the backend's `exec`; a backend provides the rest. A context manager: entering starts
+    the cluster, leaving removes it."""
 
+    cell_id: str
+    head: str
+    notebook: str
+    gpus: bool  # the host's GPUs are handed to the nodes (NVIDIA runtime)
+    worker_names: list[str]
+    jupyter_token: str
+    head_host: str  # how the notebook reaches the head (network alias or Service name)
+
+    @abstractmethod
+    def __enter__(self) -> Cluster: ...
+
+    @abstractmethod
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    @abstractmethod
+    def node_containers(self) -> list[str]: ...
+
+    @abstractmethod
+    def published_ports(self) -> dict[str, list[str]]: ...
+
+    @abstractmethod
+    def dead_nodes(self) -> dict[str, str]:
+        """Node containers that stopped during the test (name -> why), checked just now."""
+
+    @abstractmethod
+    def save_logs(self) -> dict[str, str]:
+        """Every container's output to the log dir; their tails for the report."""
+
+    @abstractmethod
+    def save_ray_logs(self, dest: Path) -> list[str]:
+        """Ray's own session logs of every node into dest/<node>/; the nodes copied."""
+
+    @abstractmethod
     def exec(
         self,
         container: str,
@@ -44,7 +83,14 @@ class ProbeRunner:
         input: str | None = None,
         env: dict[str, str] | None = None,
     ) -> tuple[int, str, str]:
-        raise NotImplementedError
+        """(exit code, stdout, stderr) of `command` in `container`, bounded by `timeout`."""
+
+    @abstractmethod
+    def add_client(self, image: str, suffix: str) -> str:
+        """Another idle client (a notebook image) next to the cluster; removed with it."""
+
+    @abstractmethod
+    def remove(self, container: str) -> None: ...
 
     def probe(
         self, container: str, args: list[str], timeout: float, env: dict[str, str] | None = None
@@ -64,66 +110,19 @@ class ProbeRunner:
             raise EngineError(f"cannot write {path} in {container}: {err.strip()}")
 
 
-class Cluster(Protocol):
-    """What verify.py needs from a backend: one probe and one set of checks for both."""
-
-    cell_id: str
-    head: str
-    notebook: str
-    gpus: bool  # the host's GPUs are handed to the nodes (NVIDIA runtime)
-    worker_names: list[str]
-    jupyter_token: str
-    head_host: str  # how the notebook reaches the head (network alias or Service name)
-
-    def __enter__(self) -> Cluster: ...
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-    def node_containers(self) -> list[str]: ...
-
-    def published_ports(self) -> dict[str, list[str]]: ...
-
-    def dead_nodes(self) -> dict[str, str]: ...
-
-    def save_logs(self) -> dict[str, str]: ...
-
-    def save_ray_logs(self, dest: Path) -> list[str]: ...
-
-    def exec(
-        self,
-        container: str,
-        command: list[str],
-        timeout: float = 120,
-        input: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> tuple[int, str, str]: ...
-
-    def probe(
-        self, container: str, args: list[str], timeout: float, env: dict[str, str] | None = None
-    ) -> dict[str, Any]: ...
-
-    def put_file(self, container: str, path: str, content: str) -> None: ...
-
-    def add_client(self, image: str, suffix: str) -> str:
-        """Another idle client (a notebook image) next to the cluster; removed with it."""
-        ...
-
-    def remove(self, container: str) -> None: ...
-
-
-class Backend(Protocol):
-    """Where clusters run. `test` and `grid` get every cluster from one, made by `open`."""
+class Backend(ABC):
+    """Where clusters run. `test` and `grid` get every cluster from one, made by
+    `open_backend`. The defaults suit a backend that runs the local images as they are."""
 
     def images_for(self, cell: Cell, local: dict[str, str]) -> dict[str, str]:
         """What the cluster runs: the local tags, or pushed digests where it pulls."""
-        ...
+        return local
 
     def load(self, images: list[str]) -> None:
         """Make the local images available to the clusters (kind: `kind load`)."""
-        ...
+        return None  # the local engine has them
 
+    @abstractmethod
     def cluster(
         self,
         cell: Cell,
@@ -135,13 +134,18 @@ class Backend(Protocol):
         client: bool = True,
     ) -> Cluster:
         """A cluster of `cell` (head and one worker) and, with `client`, its notebook."""
-        ...
 
-    def __enter__(self) -> Backend: ...
+    def close(self) -> None:
+        """Remove what the backend set up for the run."""
+        return None  # nothing set up: each cluster removes itself
+
+    def __enter__(self) -> Backend:
+        return self
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+    ) -> None:
+        self.close()
 
 
 def open_backend(

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from harness import labels
-from harness.backends import RAY_LOGS, ClusterStartFailed, ProbeRunner
+from harness.backends import RAY_LOGS, Backend, Cluster, ClusterStartFailed
 from harness.engine import Engine
 from harness.errors import EngineError
 from harness.matrix import Cell
@@ -27,7 +27,7 @@ HEAD_ALIAS = "ray-head"
 WATCH_SECONDS = 2.0
 
 
-class ContainerCluster(ProbeRunner):
+class ContainerCluster(Cluster):
     """Context manager: `with ContainerCluster(...) as cluster:` starts, exit removes."""
 
     def __init__(
@@ -275,18 +275,12 @@ class ContainerCluster(ProbeRunner):
         return r.returncode, r.stdout, r.stderr
 
 
-class ContainersBackend:
+class ContainersBackend(Backend):
     """Clusters as plain containers in the local engine; nothing to set up or load."""
 
     def __init__(self, engine: Engine, run_id: str) -> None:
         self.engine = engine
         self.run_id = run_id
-
-    def images_for(self, cell: Cell, local: dict[str, str]) -> dict[str, str]:
-        return local
-
-    def load(self, images: list[str]) -> None:
-        return None
 
     def cluster(
         self,
@@ -303,11 +297,3 @@ class ContainersBackend:
         return ContainerCluster(
             self.engine, self.run_id, name or cell.id, nodes, log_dir=log_dir, gpus=gpus
         )
-
-    def __enter__(self) -> ContainersBackend:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from harness import children, k8s, labels
-from harness.backends import RAY_LOGS, ClusterStartFailed, ProbeRunner
+from harness.backends import RAY_LOGS, Backend, Cluster, ClusterStartFailed
 from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
@@ -148,7 +148,7 @@ class KindCluster:
             self.created = False
 
 
-class KubeCluster(ProbeRunner):
+class KubeCluster(Cluster):
     """Context manager: a cell's Ray cluster and notebook client in their own namespace."""
 
     def __init__(
@@ -394,7 +394,7 @@ class KubeCluster(ProbeRunner):
         return self.kubectl.run([*args, *command], timeout=timeout, input=input, check=False)
 
 
-class KubeBackend:
+class KubeBackend(Backend):
     """The run's Kubernetes: a given context, or a kind cluster created (and deleted) here.
 
     Images reach the cluster by `kind load docker-image` on kind; on any other context the
@@ -494,11 +494,6 @@ class KubeBackend:
             check=False,
             timeout=240,
         )
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 ACTIVE: list[KubeBackend] = []
