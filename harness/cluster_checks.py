@@ -95,7 +95,16 @@ def workload(result: Mapping[str, Any], node_ids: Sequence[str]) -> list[Check]:
         return [Check.of("workload", False, str(wl.get("error")))]
     tasks, actor, obj = wl["tasks"], wl["actor"], wl["object"]
     spread = set(tasks["nodes"]) >= set(node_ids) and bool(node_ids)
+    pg = wl.get("placement_group") or {"ok": False, "error": "not run"}
     return [
+        Check.of(
+            "workload:placement-group",
+            bool(pg.get("ok")) and bool(pg.get("spread")),
+            f"STRICT_SPREAD: {pg.get('bundles')} bundle(s) ran on "
+            f"{len(set(pg.get('nodes') or []))} node(s)"
+            if pg.get("ok")
+            else plain(pg.get("error"))[-600:],
+        ),
         Check.of(
             "workload:tasks",
             tasks["sum_ok"] and spread,
@@ -112,6 +121,77 @@ def workload(result: Mapping[str, Any], node_ids: Sequence[str]) -> list[Check]:
             else str(obj.get("error", obj)),
         ),
     ]
+
+
+def runtime_env(result: Mapping[str, Any], node_ids: Sequence[str]) -> Check:
+    """The job's runtime_env (env_vars, and a working_dir holding a module) reached a task
+    pinned to every node."""
+    job = result.get("job") or {}
+    tasks = (job.get("facts") or {}).get("tasks") or []
+    if not tasks:
+        why = result.get("error") or f"job {job.get('status')}: no task ran"
+        return Check.of("workload:runtime-env", False, plain(why)[-600:])
+    token = job.get("token")
+    env_ok = [t.get("node") for t in tasks if t.get("env") == token]
+    module_ok = [t.get("node") for t in tasks if t.get("module") == token]
+    reached = set(env_ok) & set(module_ok)
+    ok = bool(node_ids) and reached >= set(node_ids)
+    wrong = [str(t.get("module")) for t in tasks if t.get("module") != token][:1]
+    return Check.of(
+        "workload:runtime-env",
+        ok,
+        f"env_vars reached {len(env_ok)}, the working_dir module {len(module_ok)} of "
+        f"{len(node_ids)} node(s)" + (f"; {plain(wrong[0])[:300]}" if wrong else ""),
+    )
+
+
+def dashboard(result: Mapping[str, Any], ray_version: str) -> Check:
+    """The dashboard answers /api/version with the cell's Ray version (and commit)."""
+    doc = result.get("dashboard") or {}
+    if not doc:
+        return Check.of("dashboard:api", False, plain(result.get("error") or "no answer")[-600:])
+    ok = doc.get("ray_version") == ray_version
+    return Check.of(
+        "dashboard:api",
+        ok,
+        f"/api/version: Ray {doc.get('ray_version')} ({str(doc.get('ray_commit'))[:12]}), "
+        f"API {doc.get('version')}" + ("" if ok else f"; the cell is Ray {ray_version}"),
+        dashboard=dict(doc),
+    )
+
+
+def jobs(result: Mapping[str, Any], expected: Mapping[str, str], node_ids: Sequence[str]) -> Check:
+    """A job through the Jobs API reached SUCCEEDED; its driver and a task on every node
+    report the cell's Python micro, Ray version and commit; its runtime_env reached them."""
+    job = result.get("job") or {}
+    if not result.get("ok") or not job:
+        return Check.of("jobs:submit", False, plain(result.get("error") or "no job")[-800:])
+    status = job.get("status")
+    tail = plain(job.get("log_tail") or "")[-800:]
+    if status != "SUCCEEDED":
+        return Check.of("jobs:submit", False, f"job {job.get('id')} {status}: {tail}", job=job)
+    found = job.get("facts") or {}
+    tasks = found.get("tasks") or []
+    everyone = [found.get("driver") or {}, *tasks]
+    commit = (result.get("client") or {}).get("commit")
+    wrong = [
+        f"{k} {f.get(k)}"
+        for f in everyone
+        for k in ("python", "ray")
+        if f.get(k) != expected.get(k)
+    ] + [f"commit {f.get('commit')}" for f in everyone if commit and f.get("commit") != commit]
+    reached = {t.get("node") for t in tasks}
+    env_ok = all(t.get("env") == job.get("token") for t in tasks)
+    ok = bool(tasks) and not wrong and reached >= set(node_ids) and env_ok
+    detail = (
+        f"job {job.get('id')} SUCCEEDED: driver and {len(tasks)} node task(s) on Python "
+        f"{expected.get('python')}, Ray {expected.get('ray')}; runtime_env reached "
+        f"{len(reached)} node(s)"
+        if ok
+        else f"job {job.get('id')} SUCCEEDED but: {', '.join(wrong) or 'not every node'}"
+        f"{'' if env_ok else '; env_vars did not reach every task'}; {tail}"
+    )
+    return Check.of("jobs:submit", ok, detail, job=job)
 
 
 def notebook(result: Mapping[str, Any], marker: str = "PARITY_OK") -> Check:

@@ -74,6 +74,12 @@ class Probe:
         """JupyterLab's /api/status and /lab on this container."""
         return self._run(["jupyter", "--token", token, "--timeout", _seconds(timeout)], timeout)
 
+    def jobs(self, address: str, timeout: float, fail: bool = False) -> Result:
+        """The dashboard's /api/version and a job through the Jobs API at `address`
+        (http://HOST:8265); with `fail`, a job that raises."""
+        args = ["jobs", address, "--timeout", _seconds(timeout), *(["--fail"] if fail else [])]
+        return self._run(args, timeout)
+
     def gpu(self, timeout: float) -> Result:
         """Ray's GPU resources and a num_gpus=1 task, from this node."""
         return self._run(["gpu", "auto", "--timeout", _seconds(timeout)], timeout)

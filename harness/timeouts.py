@@ -22,6 +22,7 @@ class Timeouts:
     join: float = 120.0  # `ray start --address` of a node joining to run a driver
     driver: float = 60.0  # ray.init as a driver, then parity on every node
     gpu: float = 120.0  # Ray's GPU resources and a num_gpus=1 task
+    jobs: float = 120.0  # the dashboard answers and a job runs to a terminal status
     facts: float = 60.0  # an idle client container reports its interpreter
 
 

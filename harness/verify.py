@@ -1,9 +1,10 @@
 """End-to-end test of one cell: start a cluster from its images, run every check, tear down.
 
-Order: Ray Client (`ray://`) from the notebook container with parity and the workload;
-a real .ipynb executed with nbclient and JupyterLab's /api/status; last, the notebook
-container joins as a 0-CPU node so a real driver can run (`ray.init(address="ray-head:6379")`
-needs a local raylet) and parity is checked again.
+Order: Ray Client (`ray://`) from the notebook container with parity and the workload
+(tasks, actor, object, placement group, runtime env); a real .ipynb executed with nbclient
+and JupyterLab's /api/status; the dashboard and a job through the Jobs API; last, the
+notebook container joins as a 0-CPU node so a real driver can run
+(`ray.init(address="ray-head:6379")` needs a local raylet) and parity is checked again.
 """
 
 from __future__ import annotations
@@ -98,10 +99,12 @@ def test_cell(
         connect_checks = checks.connect("client:connect", r, expect_nodes=2)
         connect_checks[0].data["timings"] = r.get("timings", {})
         results += connect_checks
+        node_ids: list[str] = []
         if r.get("connect", {}).get("ok"):
             nodes = r.get("nodes", [])
+            node_ids = [n["node_id"] for n in nodes]
             results.append(checks.parity("client:parity", r["client"], nodes, expected))
-            results += checks.workload(r, [n["node_id"] for n in nodes])
+            results += checks.workload(r, node_ids)
 
         if _lost_node(cluster, results, "the Ray Client checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
@@ -119,11 +122,24 @@ def test_cell(
         if _lost_node(cluster, results, "the notebook checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
+        # 3. The dashboard and the Jobs API, as KubeRay's RayJob and Vertex AI use them.
+        with step(f"{cell.id}: dashboard and a job through the Jobs API"):
+            r = Probe(cluster, cluster.notebook).jobs(
+                f"http://{cluster.head_host}:8265", timeouts.jobs
+            )
+            results.append(checks.dashboard(r, cell.ray))
+            results.append(checks.jobs(r, expected, node_ids))
+            results.append(checks.runtime_env(r, node_ids))
+        timings["jobs"] = round(time.monotonic() - start, 2)
+
+        if _lost_node(cluster, results, "the Jobs API checks"):
+            return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
+
         # GPU end to end: only where the Docker host can hand GPUs to containers.
         if cell.variant == "gpu":
             results.append(_gpu_check(cluster, gpu_host, timeouts))
 
-        # 3. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
+        # 4. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
         #    Last, because it changes the cluster's membership.
         with step(f"{cell.id}: driver connect and parity"):
             refused, r = join_as_driver(cluster, cluster.notebook, timeouts)

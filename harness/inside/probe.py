@@ -12,6 +12,7 @@ Commands:
                              tasks, an actor and a cross-node object transfer
   notebook PATH              execute an .ipynb with nbclient, return what its cells printed
   jupyter                    wait for JupyterLab's /api/status and /lab on this host
+  jobs http://HOST:8265      the dashboard's /api/version and a job through the Jobs API
 """
 
 from __future__ import annotations
@@ -375,6 +376,116 @@ def _workload(nodes: list[Json], timeout: float) -> Json:
         }
     else:
         out["object"] = {"ok": False, "error": "fewer than two nodes: nothing crosses a node"}
+    out["placement_group"] = _section(lambda: _placement_group(node_ids, timeout))
+    return out
+
+
+def _placement_group(node_ids: list[str], timeout: float) -> Json:
+    """A STRICT_SPREAD placement group over two nodes: its bundles' tasks land apart."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    @ray.remote(num_cpus=0.1)
+    def where() -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+    bundles = [{"CPU": 0.1} for _ in range(min(2, len(node_ids)))]
+    pg = placement_group(bundles, strategy="STRICT_SPREAD")
+    try:
+        ray.get(pg.ready(), timeout=timeout)
+        refs = [
+            where.options(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=pg, placement_group_bundle_index=i
+                )
+            ).remote()
+            for i in range(len(bundles))
+        ]
+        landed = ray.get(refs, timeout=timeout)
+    finally:
+        remove_placement_group(pg)
+    return {"bundles": len(bundles), "nodes": landed, "spread": len(set(landed)) == 2}
+
+
+# The job's working_dir holds this module; its tasks import it (a job-level runtime_env, as
+# RayJob's runtimeEnvYAML and submit_job set it: Ray takes local directories only there).
+RUNTIME_ENV_MODULE = "raycompat_env_probe"
+
+JOB_SCRIPT = """
+import json, sys
+import ray
+ray.init()
+def facts():
+    return {"python": "%d.%d.%d" % sys.version_info[:3], "ray": ray.__version__,
+            "commit": ray.__commit__}
+@ray.remote(num_cpus=0.1)
+def node_facts():
+    import importlib, os
+    out = facts()
+    out["node"] = ray.get_runtime_context().get_node_id()
+    out["env"] = os.environ.get("RAYCOMPAT_ENV")
+    try:
+        out["module"] = importlib.import_module("__MODULE__").VALUE
+    except Exception as exc:
+        out["module"] = "%s: %s" % (type(exc).__name__, exc)
+    return out
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Pin
+nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+tasks = ray.get([node_facts.options(scheduling_strategy=Pin(node_id=n, soft=False)).remote()
+                 for n in nodes], timeout=120)
+print("RAYCOMPAT_JOB " + json.dumps({"driver": facts(), "tasks": tasks}))
+"""
+JOB_SCRIPT = JOB_SCRIPT.replace("__MODULE__", RUNTIME_ENV_MODULE)
+FAILING_JOB = "raise SystemExit('raycompat: this job fails on purpose')"
+
+
+def jobs(args: argparse.Namespace) -> Json:
+    """The dashboard's /api/version, then a job through the Jobs API (JobSubmissionClient,
+    as KubeRay's RayJob and Vertex AI submit): a runtime_env with env_vars and a
+    working_dir, its driver's and every node's facts in its logs. With --fail, a job that
+    raises instead (its status and log tail are the result)."""
+    import tempfile
+
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(args.timeout) + 20)
+    out: Json = {"client": facts(), "address": args.address}
+    try:
+        deadline = time.time() + args.timeout
+        with urllib.request.urlopen(args.address + "/api/version", timeout=30) as resp:
+            out["dashboard"] = json.loads(resp.read().decode())
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        client = JobSubmissionClient(args.address)
+        work = tempfile.mkdtemp(prefix="raycompat-job-")
+        token = hashlib.sha256(str(time.time()).encode()).hexdigest()[:12]
+        with open(os.path.join(work, "rcjob.py"), "w") as f:
+            f.write(FAILING_JOB if args.fail else JOB_SCRIPT)
+        with open(os.path.join(work, RUNTIME_ENV_MODULE + ".py"), "w") as f:
+            f.write("VALUE = %r\n" % token)
+        job_id = client.submit_job(
+            entrypoint="python rcjob.py",
+            runtime_env={"working_dir": work, "env_vars": {"RAYCOMPAT_ENV": token}},
+        )
+        out["job"] = {"id": job_id, "token": token}
+        terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+        status = client.get_job_status(job_id)
+        while status not in terminal and time.time() < deadline:
+            time.sleep(1)
+            status = client.get_job_status(job_id)
+        out["job"]["status"] = str(status.value if hasattr(status, "value") else status)
+        logs = client.get_job_logs(job_id)
+        out["job"]["log_tail"] = "\n".join(logs.strip().splitlines()[-15:])
+        for line in logs.splitlines():
+            if line.startswith("RAYCOMPAT_JOB "):
+                out["job"]["facts"] = json.loads(line[len("RAYCOMPAT_JOB ") :])
+        out["ok"] = True
+    except _Deadline as exc:
+        out["ok"], out["error"] = False, str(exc)
+    except Exception as exc:
+        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        signal.alarm(0)
     return out
 
 
@@ -563,6 +674,10 @@ def main(argv: list[str]) -> int:
     p = sub.add_parser("notebook")
     p.add_argument("path")
     p.add_argument("--timeout", type=int, default=120)
+    p = sub.add_parser("jobs")
+    p.add_argument("address")  # http://HOST:8265
+    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--fail", action="store_true")
     p = sub.add_parser("jupyter")
     p.add_argument("--port", type=int, default=8888)
     p.add_argument("--token", required=True)
@@ -576,6 +691,7 @@ def main(argv: list[str]) -> int:
         "gpu": lambda: gpu(args),
         "notebook": lambda: notebook(args),
         "jupyter": lambda: jupyter(args),
+        "jobs": lambda: jobs(args),
     }
     result = handlers[args.command]()
     sys.stdout.write("\n" + json.dumps(result, sort_keys=True) + "\n")

@@ -64,10 +64,67 @@ def test_workload_requires_tasks_on_every_node() -> None:
             "object": {"ok": True, "bytes": 4, "writer": "a", "reader": "b"},
         }
     }
-    tasks, actor, obj = checks.workload(r, ["a", "b"])
+    by_name = {c.name: c for c in checks.workload(r, ["a", "b"])}
+    tasks, actor, obj = (by_name[f"workload:{n}"] for n in ("tasks", "actor", "object"))
     assert tasks.status == "failed" and "1 of 2 nodes" in tasks.detail
     assert actor.status == "passed" and obj.status == "passed"
+    # a probe that did not run these parts never passes them
+    assert by_name["workload:placement-group"].status == "failed"
     assert checks.workload({}, ["a"])[0].status == "failed"
+
+
+def test_placement_group() -> None:
+    base: dict[str, Any] = {
+        "ok": True,
+        "tasks": {"count": 24, "sum_ok": True, "nodes": ["a", "b"]},
+        "actor": {"ok": True, "values": [1, 3, 6]},
+        "object": {"ok": True, "bytes": 4, "writer": "a", "reader": "b"},
+    }
+    pg: dict[str, Any] = {"ok": True, "bundles": 2, "nodes": ["a", "b"], "spread": True}
+    good = {**base, "placement_group": pg}
+    by_name = {c.name: c for c in checks.workload({"workload": good}, ["a", "b"])}
+    assert by_name["workload:placement-group"].status == "passed"
+    packed = {**good, "placement_group": {**pg, "nodes": ["a", "a"], "spread": False}}
+    assert {c.name: c for c in checks.workload({"workload": packed}, ["a", "b"])}[
+        "workload:placement-group"
+    ].status == "failed"
+
+
+FACTS = {"python": "3.11.2", "ray": "2.60.0", "commit": "c1"}
+
+
+def job_result(status: str, facts: dict[str, object] | None = None) -> dict[str, object]:
+    return {
+        "ok": True,
+        "client": FACTS,
+        "dashboard": {"ray_version": "2.60.0", "ray_commit": "c1", "version": "4"},
+        "job": {
+            "id": "raysubmit_1",
+            "token": "t",
+            "status": status,
+            "log_tail": "Traceback\nboom",
+            "facts": facts or {},
+        },
+    }
+
+
+def test_jobs_and_dashboard() -> None:
+    expected = {"python": "3.11.2", "ray": "2.60.0"}
+    tasks = [{**FACTS, "node": n, "env": "t", "module": "t"} for n in ("a", "b")]
+    ok = checks.jobs(
+        job_result("SUCCEEDED", {"driver": FACTS, "tasks": tasks}), expected, ["a", "b"]
+    )
+    assert ok.status == "passed" and "SUCCEEDED" in ok.detail
+    failed = checks.jobs(job_result("FAILED"), expected, ["a", "b"])
+    assert failed.status == "failed" and "FAILED" in failed.detail and "boom" in failed.detail
+    drifted = [{**tasks[0], "python": "3.11.7"}, tasks[1]]
+    wrong = checks.jobs(
+        job_result("SUCCEEDED", {"driver": FACTS, "tasks": drifted}), expected, ["a", "b"]
+    )
+    assert wrong.status == "failed" and "python 3.11.7" in wrong.detail
+    assert checks.dashboard(job_result("SUCCEEDED"), "2.60.0").status == "passed"
+    assert checks.dashboard(job_result("SUCCEEDED"), "2.51.2").status == "failed"
+    assert checks.dashboard({"ok": False, "error": "refused"}, "2.60.0").status == "failed"
 
 
 def test_notebook_needs_the_marker_and_strips_colour() -> None:
@@ -81,3 +138,15 @@ def test_notebook_needs_the_marker_and_strips_colour() -> None:
 def test_jupyterlab() -> None:
     assert checks.jupyterlab({"ok": True, "lab_page": True, "status": {}}).status == "passed"
     assert checks.jupyterlab({"ok": False, "error": "refused"}).status == "failed"
+
+
+def test_runtime_env_must_reach_every_node() -> None:
+    tasks = [{**FACTS, "node": n, "env": "t", "module": "t"} for n in ("a", "b")]
+    good = job_result("SUCCEEDED", {"driver": FACTS, "tasks": tasks})
+    assert checks.runtime_env(good, ["a", "b"]).status == "passed"
+    missing = [tasks[0], {**tasks[1], "module": "ModuleNotFoundError: No module named 'x'"}]
+    bad = checks.runtime_env(
+        job_result("SUCCEEDED", {"driver": FACTS, "tasks": missing}), ["a", "b"]
+    )
+    assert bad.status == "failed" and "ModuleNotFoundError" in bad.detail
+    assert checks.runtime_env(job_result("FAILED"), ["a", "b"]).status == "failed"

@@ -1,0 +1,47 @@
+"""The Jobs API path against a real cluster: a job that raises is reported FAILED with its
+log tail, and the check built from it fails (the negative case of `jobs:submit`)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import cluster_checks, matrix, timeouts
+from harness.backends import open_backend
+from harness.engine import Engine
+from harness.labels import RUN as LABEL_RUN
+from harness.probe_client import Probe
+from tests.conftest import ROOT
+from tests.e2e.cli import harness
+
+pytestmark = pytest.mark.e2e
+ONLY = "ray=2.60.0,python=3.11.2,variant=cpu"
+
+
+@pytest.fixture(scope="module")
+def cell() -> matrix.Cell:
+    r = harness("build", "--only", ONLY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = matrix.load(ROOT / "matrix.yaml")
+    return next(c for c in m.cells if c.id == "ray2.60.0-py3.11.2-cpu")
+
+
+def test_a_failing_job_is_failed_with_its_log(cell: matrix.Cell, tmp_path: Path) -> None:
+    engine = Engine()
+    run_id = "jobs" + uuid.uuid4().hex[:8]
+    backend = open_backend("containers", engine, run_id)
+    images = cell.tags("localhost/raycompat")
+    with backend, backend.cluster(cell, images, tmp_path, timeouts.DEFAULT) as cluster:
+        ready = Probe(cluster, cluster.head).cluster("auto", nodes=2, timeout=120)
+        node_ids = [n["node_id"] for n in ready.get("nodes", [])]
+        assert len(node_ids) == 2, ready
+        r = Probe(cluster, cluster.notebook).jobs(
+            f"http://{cluster.head_host}:8265", 120, fail=True
+        )
+    assert r["job"]["status"] == "FAILED", r
+    check = cluster_checks.jobs(r, {"python": cell.python, "ray": cell.ray}, node_ids)
+    assert check.status == "failed"
+    assert "FAILED" in check.detail and "this job fails on purpose" in check.detail
+    assert engine.ids("container", {LABEL_RUN: run_id}) == []
