@@ -18,7 +18,6 @@ from typing import Any
 
 from harness import cluster_checks as checks
 from harness.backends import Cluster, ClusterStartFailed
-from harness.engine import Engine
 from harness.matrix import Cell
 from harness.probe_client import Probe
 from harness.progress import log, step
@@ -43,15 +42,10 @@ def _lost_node(cluster: Cluster, results: list[Check], phase: str) -> bool:
 
 
 def test_cell(
-    engine: Engine,
-    run_id: str,
-    cell: Cell,
-    images: dict[str, str],
-    log_dir: Path,
-    timeouts: Timeouts,
-    make_cluster: Callable[[], Cluster],
+    cell: Cell, log_dir: Path, timeouts: Timeouts, make_cluster: Callable[[], Cluster]
 ) -> tuple[list[Check], dict[str, float]]:
-    """All runtime checks of a cell, each recorded separately; never raises for a failed check."""
+    """All runtime checks of a cell on the cluster `make_cluster` starts (from whichever
+    backend), each recorded separately; never raises for a failed check."""
     expected = {"python": cell.python, "ray": cell.ray}
     results: list[Check] = []
     timings: dict[str, float] = {}

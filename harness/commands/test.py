@@ -97,9 +97,7 @@ def test_one(
     ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}
     log_dir = ctx.paths.logs(c.id) / "cluster"
     try:
-        result.test_checks, timings = test_cell(
-            engine, ctx.run_id, c, tags, log_dir, waits, make_cluster
-        )
+        result.test_checks, timings = test_cell(c, log_dir, waits, make_cluster)
     except HarnessError as exc:  # this cell's infrastructure failed: the others go on
         result.test_checks = [Check("test:aborted", ERROR, f"testing stopped: {exc}")]
         log(f"{c.id}: testing stopped: {exc}")

@@ -142,7 +142,7 @@ def test_test_loop_records_tested_ids_and_an_aborted_cell_stops_only_itself(
             engine.images[c.tag(ctx.matrix.prefix, role)] = f"sha256:{c.id}-{role}"
     peak = Peak()
 
-    def test_cell(eng: Any, run_id: str, c: Cell, *rest: Any) -> Any:
+    def test_cell(c: Cell, *rest: Any) -> Any:
         with peak:
             if "3.11.2" in c.id:
                 raise EngineError("`docker network create ...` failed: pool overlaps")
