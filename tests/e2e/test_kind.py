@@ -47,30 +47,14 @@ def test_missing_kube_context_is_exit_2(built: None, tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
-def test_kind_without_node_image_is_exit_2(built: None, tmp_path: Path) -> None:
-    r = harness(
-        "test",
-        "--backend",
-        "kind",
-        "--only",
-        ONLY,
-        "--build-dir",
-        str(tmp_path),
-        "--kind-node-image",
-        "kindest/node:v0.0.0-not-here",
-    )
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert "kind node image kindest/node:v0.0.0-not-here is not in the local engine" in r.stderr
-    assert "Traceback" not in r.stderr
-
-
-def test_grid_on_kind_without_node_image_is_exit_2_before_anything(
-    built: None, tmp_path: Path
+@pytest.mark.parametrize(("command", "output"), [("test", "report.json"), ("grid", "grid.json")])
+def test_kind_without_node_image_is_exit_2_before_anything(
+    built: None, tmp_path: Path, command: str, output: str
 ) -> None:
-    """The grid gets its clusters from the same backend factory as `test`."""
+    """`test` and `grid` get their clusters from one backend factory: both refuse alike."""
     before = Engine().run(["ps", "-aq"]).stdout.split()
     r = harness(
-        "grid",
+        command,
         "--backend",
         "kind",
         "--only",
@@ -83,7 +67,7 @@ def test_grid_on_kind_without_node_image_is_exit_2_before_anything(
     assert r.returncode == 2, r.stderr[-2000:]
     assert "kind node image kindest/node:v0.0.0-not-here is not in the local engine" in r.stderr
     assert "Traceback" not in r.stderr
-    assert not (tmp_path / "grid.json").exists()
+    assert not (tmp_path / output).exists()
     assert set(Engine().run(["ps", "-aq"]).stdout.split()) <= set(before)
 
 
