@@ -14,6 +14,9 @@ class Word(str, enum.Enum):
     def __str__(self) -> str:
         return str(self.value)
 
+    def __repr__(self) -> str:
+        return repr(self.value)  # f"{status!r}" in messages reads 'failed'
+
     def __format__(self, spec: str) -> str:
         return format(str(self.value), spec)
 

@@ -52,3 +52,21 @@ def test_status_rules() -> None:
     assert cell([]).status == "built"
     assert cell([("x", "skipped"), ("y", "passed")]).status == "passed"
     assert cell([("x", "failed")]).status == "failed"
+
+
+def test_the_vocabulary_reads_as_its_value_everywhere() -> None:
+    import json
+
+    from harness.matrix import Variant
+    from harness.results import CellStatus
+
+    for word in (Status.FAILED, CellStatus.BUILT, Variant.GPU):
+        value = word.value
+        assert (str(word), f"{word}", f"{word!r}", f"{word:<8}") == (
+            value,
+            value,
+            repr(value),
+            f"{value:<8}",
+        )
+        assert json.dumps(word) == json.dumps(value)
+        assert word == value and {value: 1}[word] == 1
