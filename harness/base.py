@@ -104,11 +104,7 @@ def debian_key(matrix: Matrix, suite: str, python: str) -> str:
 
 
 def measure_python(engine: Engine, ref: str) -> str:
-    r = engine.run(
-        ["run", "--rm", "--network", "none", "--entrypoint", "python3", ref, "-c", MICRO_PROBE],
-        timeout=120,
-        check=False,
-    )
+    r = engine.run_once(ref, ["-c", MICRO_PROBE], entrypoint=["python3"], timeout=120)
     if r.returncode != 0:
         raise HarnessError(f"base {ref}: cannot run python3 in it: {r.stderr.strip()[-300:]}")
     return r.stdout.strip()
@@ -193,16 +189,13 @@ def ensure(
         'CMD ["python3"]',
         *(f"LABEL {k}={v}" for k, v in (extra_labels or {}).items()),
     ]
-    args = ["import"]
-    for change in changes:
-        args += ["--change", change]
     try:
-        engine.run([*args, str(tarball), ref], timeout=600)
+        engine.import_rootfs(tarball, ref, changes)
     finally:
         tarball.unlink(missing_ok=True)
     measured = measure_python(engine, ref)
     if measured != cell.python:
-        engine.run(["rmi", "-f", ref], check=False)
+        engine.untag(ref, force=True)
         raise HarnessError(
             f"Debian {suite} now ships Python {measured}, not {cell.python}; set "
             f'`bases: {{"{cell.python}": ...}}` in {matrix.path} to a suite or image that has it'
@@ -214,7 +207,7 @@ def ensure(
 def _registry_base(engine: Engine, ref: str, python: str) -> BaseImage:
     if engine.inspect("image", ref) is None:
         try:
-            engine.run(["pull", ref], timeout=900)
+            engine.pull(ref, timeout=900)
         except EngineError as exc:
             raise HarnessError(
                 f"base image {ref} is not present and cannot be pulled ({exc}); `docker load` it "

@@ -98,6 +98,8 @@ def docker_root(engine: Engine) -> Path | None:
     host = os.environ.get("DOCKER_HOST", "unix://")
     if not host.startswith("unix://"):
         return None
-    r = engine.run(["info", "--format", "{{.DockerRootDir}}"], timeout=30, check=False)
-    path = Path(r.stdout.strip())
-    return path if r.returncode == 0 and path.is_absolute() and path.exists() else None
+    try:
+        path = Path(str(engine.info().get("DockerRootDir") or ""))
+    except Exception:  # an engine that does not answer is reported by ping, not here
+        return None
+    return path if path.is_absolute() and path.exists() else None

@@ -1,4 +1,10 @@
-"""The Docker engine, reached through the docker CLI with a timeout on every call.
+"""The Docker engine, through the Docker SDK for Python, with a bound on every call.
+
+Containers, networks, volumes, images, exec, logs and copies go through the SDK. The
+docker CLI serves one purpose: `build`, because images are built with BuildKit and the
+engine here (Debian's 20.10) has no buildx, so BuildKit is reachable only through a CLI
+that still carries it (20.10-22.x, or one with the buildx plugin); the SDK's build is the
+legacy builder.
 
 Every object the harness creates carries labels.MANAGED and labels.RUN so that a run,
 or `python -m harness clean` after a crash, removes exactly what it created.
@@ -6,23 +12,36 @@ or `python -m harness clean` after a crash, removes exactly what it created.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import os
 import shutil
+import socket
+import struct
 import subprocess
+import tarfile
 import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Literal
 
-from harness import children
+import docker
+import docker.errors
+import requests.exceptions
+
+from harness import children, labels
 from harness.errors import EngineError
 
 SETUP_HINT = (
     "run `scripts/setup-engine.sh` as root or with sudo (installs Debian's docker.io, "
     "starts dockerd)"
 )
+API_TIMEOUT = 120  # seconds an ordinary API call may take
+EXEC_GRACE = 15  # after `timeout` inside the container, how long the host still waits
+STAGING = "/tmp/.raycompat"  # where files handed to a command are put inside a container
 
 
 def new_run_id() -> str:
@@ -50,7 +69,7 @@ def _has_buildkit(cli: str) -> bool:
 
 
 def find_cli() -> str:
-    """The docker CLI to use: $HARNESS_DOCKER, else the first BuildKit-capable one."""
+    """The docker CLI for builds: $HARNESS_DOCKER, else the first BuildKit-capable one."""
     forced = os.environ.get("HARNESS_DOCKER")
     if forced:
         found = shutil.which(forced)
@@ -62,7 +81,7 @@ def find_cli() -> str:
         return found
     candidates = [c for c in (shutil.which("docker"), "/usr/bin/docker") if c and os.path.exists(c)]
     if not candidates:
-        raise EngineError(f"no docker CLI found; {SETUP_HINT}")
+        raise EngineError(f"no docker CLI found (needed to build with BuildKit); {SETUP_HINT}")
     for cli in dict.fromkeys(candidates):
         if _has_buildkit(cli):
             return cli
@@ -79,12 +98,116 @@ class Result:
     stderr: str
 
 
+def tar_of(files: Mapping[str, str | bytes]) -> bytes:
+    """An uncompressed tar holding `files` (name -> content), for put_archive."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs = {str(p) for name in files for p in PurePosixPath(name).parents if str(p) != "."}
+        for name in sorted(dirs):  # world-writable, sticky: any user may drop its files
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777
+            tar.addfile(info)
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def demux(raw: bytes) -> tuple[str, str]:
+    """Split Docker's multiplexed stream (8-byte frame headers) into stdout and stderr."""
+    out, err, pos = bytearray(), bytearray(), 0
+    while pos + 8 <= len(raw):
+        kind, size = struct.unpack(">BxxxL", raw[pos : pos + 8])
+        frame = raw[pos + 8 : pos + 8 + size]
+        (err if kind == 2 else out).extend(frame)
+        pos += 8 + size
+    return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (the SDK's streamed responses)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            try:
+                self._rest = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+def _safe_members(tar: tarfile.TarFile, top: str) -> Iterator[tarfile.TarInfo]:
+    """Regular files and directories under `top`, with no absolute or `..` paths."""
+    for member in tar:
+        path = PurePosixPath(member.name)
+        if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
+            continue
+        if path.parts and path.parts[0] == top:
+            yield member
+
+
 class Engine:
-    """Thin, typed wrapper over the docker CLI."""
+    """The local Docker engine: typed calls over the SDK (the CLI only for builds)."""
 
     def __init__(self, cli: str | None = None, cleanup: bool = False) -> None:
-        self.cli = cli or find_cli()
+        self._cli = cli
         self.cleanup = cleanup  # may run while the run is stopping
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    # --- connection ----------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The SDK client, connected on first use (EngineError naming the fix if it cannot)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self, timeout: float = API_TIMEOUT) -> docker.DockerClient:
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        try:
+            return docker.from_env(timeout=int(timeout))
+        except docker.errors.DockerException as exc:
+            text = str(exc).lower()
+            if "permission denied" in text:
+                raise EngineError(
+                    "no permission to use the Docker socket; run as root or add your user "
+                    "to the `docker` group"
+                ) from None
+            raise EngineError(f"Docker engine not reachable at {host}; {SETUP_HINT}") from None
+
+    def _api(self, timeout: float) -> docker.APIClient:
+        """A low-level client whose socket reads give up after `timeout` seconds."""
+        version = self.client.api.api_version
+        return docker.from_env(version=version, timeout=max(1, int(timeout))).api
+
+    @property
+    def cli(self) -> str:
+        """The docker CLI used for BuildKit builds (found on first use)."""
+        if self._cli is None:
+            self._cli = find_cli()
+        return self._cli
+
+    def guard(self, what: str) -> None:
+        if children.stopping() and not self.cleanup:
+            raise EngineError(f"{what} not started: the run is stopping")
 
     def run(
         self,
@@ -93,61 +216,59 @@ class Engine:
         timeout: float = 120,
         check: bool = True,
         env: Mapping[str, str] | None = None,
-        input: str | None = None,
-        cancel: threading.Event | None = None,
     ) -> Result:
-        """Run `docker ARGS`; EngineError on timeout, on `cancel` being set, or (with
-        check) on a non-zero exit."""
+        """Run `docker ARGS` with the build CLI (only `build` needs it); EngineError on
+        timeout or (with check) on a non-zero exit."""
         what = f"`docker {' '.join(args[:3])} ...`"
         try:
             rc, out, err = children.run(
-                [self.cli, *args],
-                timeout=timeout,
-                input=input,
-                env=env,
-                cancel=cancel,
-                during_stop=self.cleanup,
+                [self.cli, *args], timeout=timeout, env=env, during_stop=self.cleanup
             )
         except subprocess.TimeoutExpired:
             raise EngineError(f"{what} did not finish in {timeout:.0f}s") from None
-        except children.Cancelled:
-            raise EngineError(f"{what} cancelled") from None
         except children.Stopped:
             raise EngineError(f"{what} not started: the run is stopping") from None
-        result = Result(rc, out, err)
         if check and rc != 0:
             msg = err.strip().splitlines()[-1:] or ["(no output)"]
             raise EngineError(f"{what} failed: {msg[0]}")
-        return result
+        return Result(rc, out, err)
 
     def ping(self) -> str:
         """Server version, or EngineError naming the cause and the fix."""
         try:
-            r = self.run(["version", "--format", "{{.Server.Version}}"], timeout=20, check=False)
-        except EngineError:
-            raise EngineError(f"Docker engine did not answer within 20s; {SETUP_HINT}") from None
-        if r.returncode != 0 or not r.stdout.strip():
-            err = " ".join(r.stderr.split())
-            if "permission denied" in err.lower():
-                raise EngineError(
-                    "no permission to use the Docker socket; run as root or add your user "
-                    "to the `docker` group"
-                )
+            return str(self.client.version()["Version"])
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
             host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-            raise EngineError(f"Docker engine not reachable at {host}; {SETUP_HINT}")
-        return r.stdout.strip()
+            raise EngineError(f"Docker engine not reachable at {host}; {SETUP_HINT}") from None
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.client.info())
 
     def nvidia_runtime(self) -> bool:
-        """True when the engine has the NVIDIA container runtime (so `--gpus` can work)."""
-        r = self.run(["info", "--format", "{{json .Runtimes}}"], timeout=30, check=False)
-        return r.returncode == 0 and "nvidia" in r.stdout
+        """True when the engine has the NVIDIA container runtime (so GPUs can be handed out)."""
+        try:
+            return "nvidia" in (self.info().get("Runtimes") or {})
+        except docker.errors.DockerException:
+            return False
+
+    # --- objects by label ----------------------------------------------------------------
 
     def inspect(self, kind: str, ref: str) -> dict[str, Any] | None:
-        r = self.run([kind, "inspect", ref], check=False, timeout=60)
-        if r.returncode != 0:
+        api = self.client.api
+        get = {
+            "image": api.inspect_image,
+            "container": api.inspect_container,
+            "network": api.inspect_network,
+            "volume": api.inspect_volume,
+        }[kind]
+        try:
+            return dict(get(ref))
+        except docker.errors.NotFound:
             return None
-        data = json.loads(r.stdout)
-        return data[0] if data else None
+        except docker.errors.APIError as exc:
+            if exc.status_code in (400, 404):
+                return None  # e.g. an invalid reference: no such object
+            raise EngineError(f"inspecting {kind} {ref}: {exc.explanation}") from None
 
     def image_labels(self, ref: str) -> dict[str, str] | None:
         info = self.inspect("image", ref)
@@ -155,49 +276,320 @@ class Engine:
             return None
         return dict((info.get("Config") or {}).get("Labels") or {})
 
-    def ids(self, kind: str, labels: Mapping[str, str]) -> list[str]:
+    def _listing(self, kind: str, labels_: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
+        """(id, labels) of every object of `kind` carrying all the labels."""
+        filters = {"label": [f"{k}={v}" if v else k for k, v in labels_.items()]}
+        api = self.client.api
+        try:
+            if kind == "container":
+                found = api.containers(all=True, filters=filters)
+                rows = [(c["Id"], c.get("Labels")) for c in found]
+            elif kind == "image":
+                rows = [(i["Id"], i.get("Labels")) for i in api.images(filters=filters)]
+            elif kind == "network":
+                rows = [(n["Id"], n.get("Labels")) for n in api.networks(filters=filters)]
+            else:
+                vols = api.volumes(filters=filters).get("Volumes") or []
+                rows = [(v["Name"], v.get("Labels")) for v in vols]
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"listing {kind}s: {exc}") from None
+        return list({ident: dict(lab or {}) for ident, lab in rows}.items())
+
+    def ids(self, kind: str, labels_: Mapping[str, str]) -> list[str]:
         """IDs of containers/networks/volumes/images carrying all the labels."""
-        filters = [
-            f"--filter=label={k}={v}" if v else f"--filter=label={k}" for k, v in labels.items()
-        ]
-        if kind == "container":
-            args = ["ps", "-a", "-q", *filters]
-        elif kind == "image":
-            args = ["images", "-q", "--no-trunc", *filters]
-        else:
-            args = [kind, "ls", "-q", *filters]
-        out = self.run(args, timeout=60).stdout
-        return list(dict.fromkeys(out.split()))
+        return [ident for ident, _ in self._listing(kind, labels_)]
 
     def label_values(self, kind: str, key: str) -> dict[str, str]:
         """id -> value of label `key`, for every container/network/volume/image carrying it."""
-        ids = self.ids(kind, {key: ""})
-        if not ids:
-            return {}
-        where = ".Config.Labels" if kind in ("container", "image") else ".Labels"
-        ident = "{{.Name}}" if kind == "volume" else "{{.Id}}"
-        fmt = f'{ident} {{{{index {where} "{key}"}}}}'
-        r = self.run([kind, "inspect", "--format", fmt, *ids], timeout=120, check=False)
-        out: dict[str, str] = {}
-        for line in r.stdout.splitlines():
-            ident, _, value = line.partition(" ")
-            if ident:
-                out[ident] = value.strip()
-        return out
+        return {ident: lab.get(key, "") for ident, lab in self._listing(kind, {key: ""})}
 
-    def remove_labelled(self, labels: Mapping[str, str], images: bool = False) -> dict[str, int]:
+    def remove(self, kind: str, ident: str) -> bool:
+        api = self.client.api
+        try:
+            if kind == "container":
+                api.remove_container(ident, force=True, v=True)
+            elif kind == "network":
+                api.remove_network(ident)
+            elif kind == "volume":
+                api.remove_volume(ident, force=True)
+            else:
+                api.remove_image(ident, force=True)
+        except docker.errors.NotFound:
+            return True
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        return True
+
+    def remove_labelled(self, labels_: Mapping[str, str], images: bool = False) -> dict[str, int]:
         """Remove containers, networks and volumes (and images if asked) with these labels."""
         counts: dict[str, int] = {}
         kinds = ["container", "network", "volume"] + (["image"] if images else [])
         for kind in kinds:
-            ids = self.ids(kind, labels)
-            if ids:
-                rm = {
-                    "container": ["rm", "-f", "-v"],
-                    "network": ["network", "rm"],
-                    "volume": ["volume", "rm", "-f"],
-                    "image": ["rmi", "-f"],
-                }[kind]
-                self.run([*rm, *ids], timeout=120, check=False)
+            ids = self.ids(kind, labels_)
+            for ident in ids:
+                self.remove(kind, ident)
             counts[kind] = len(ids)
         return counts
+
+    # --- images --------------------------------------------------------------------------
+
+    def tag(self, image: str, ref: str) -> None:
+        """Give `image` (an id or reference) the tag `ref` (repository:tag)."""
+        repo, _, tag = ref.rpartition(":")
+        if not repo or "/" in tag:
+            repo, tag = ref, "latest"
+        try:
+            self.client.api.tag(image, repo, tag)
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"tag {image} as {ref}: {exc}") from None
+
+    def untag(self, ref: str, force: bool = False) -> bool:
+        """Remove one tag (or image reference); False if the engine refused."""
+        try:
+            self.client.api.remove_image(ref, force=force)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError:
+            return False
+        return True
+
+    def pull(self, ref: str, timeout: float = 900) -> None:
+        """Pull `ref` (credentials from the Docker config, as the CLI uses them)."""
+        self.guard(f"pull {ref}")
+        repo, _, digest = ref.partition("@")
+        tag = None
+        if not digest:
+            name, sep, maybe_tag = ref.rpartition(":")
+            if sep and "/" not in maybe_tag:
+                repo, tag = name, maybe_tag
+
+        def pull() -> None:
+            events = self.client.api.pull(repo, tag=digest or tag, stream=True, decode=True)
+            for event in events:
+                if isinstance(event, dict) and event.get("error"):
+                    raise EngineError(f"pull {ref}: {event['error']}")
+
+        _bounded(pull, timeout, f"pull {ref}")
+
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> None:
+        """`docker import` a rootfs tarball as `ref` with Dockerfile `changes`."""
+        self.guard(f"import {ref}")
+        repo, _, tag = ref.rpartition(":")
+        out: list[object] = []
+
+        def load() -> None:
+            api = self.client.api
+            out.append(api.import_image_from_file(str(tarball), repo, tag, changes=changes))
+
+        _bounded(load, 900, f"import {ref}")
+        if self.inspect("image", ref) is None:
+            raise EngineError(f"import {ref}: {str(out)[-300:]}")
+
+    def history(self, ref: str) -> list[str]:
+        """The `CreatedBy` of every layer of an image, newest first."""
+        entries: list[dict[str, Any]] = self.client.api.history(ref)  # type: ignore[no-untyped-call]
+        return [str(h.get("CreatedBy") or "") for h in entries]
+
+    def save(self, image_id: str, timeout: float = 1800) -> IO[bytes]:
+        """`docker save` as a readable stream."""
+        return io.BufferedReader(ChunkReader(iter(self._api(timeout).get_image(image_id))))
+
+    # --- containers ----------------------------------------------------------------------
+
+    def create(
+        self,
+        image: str,
+        command: Sequence[str] | None = None,
+        *,
+        labels_: Mapping[str, str],
+        entrypoint: Sequence[str] | None = None,
+        network_mode: str = "none",
+        files: Mapping[str, str | bytes] | None = None,
+    ) -> str:
+        """Create (not start) a container; `files` are put under STAGING first."""
+        self.guard(f"create a container of {image}")
+        api = self.client.api
+        try:
+            cid = api.create_container(
+                image,
+                command=list(command) if command is not None else None,
+                entrypoint=list(entrypoint) if entrypoint is not None else None,
+                labels={labels.MANAGED: "scratch", **labels_},
+                host_config=api.create_host_config(network_mode=network_mode),
+            )["Id"]
+            if files:
+                staged = {f".raycompat/{n}": c for n, c in files.items()}
+                api.put_archive(cid, "/tmp", tar_of(staged))
+        except docker.errors.ImageNotFound:
+            raise EngineError(f"image {image} is not in the engine") from None
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"creating a container of {image}: {exc}") from None
+        return str(cid)
+
+    def run_once(
+        self,
+        image: str,
+        command: Sequence[str],
+        *,
+        labels_: Mapping[str, str] | None = None,
+        entrypoint: Sequence[str] | None = None,
+        network_mode: str = "none",
+        files: Mapping[str, str | bytes] | None = None,
+        timeout: float = 120,
+    ) -> Result:
+        """Run `command` in a throwaway container of `image` and remove it; the command's
+        input files go to STAGING/<name>. Exit 124 when it outlives `timeout`."""
+        cid = self.create(
+            image,
+            command,
+            labels_={labels.RUN: os.environ.get("HARNESS_RUN_ID", ""), **(labels_ or {})},
+            entrypoint=entrypoint,
+            network_mode=network_mode,
+            files=files,
+        )
+        api = self.client.api
+        try:
+            api.start(cid)
+            try:
+                code = int(api.wait(cid, timeout=max(1, int(timeout)))["StatusCode"])
+            except requests.exceptions.RequestException:
+                api.kill(cid)
+                out, err = self._logs(cid)
+                return Result(124, out, err + f"\n(did not finish in {timeout:.0f}s)")
+            out, err = self._logs(cid)
+            return Result(code, out, err)
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"running {image}: {exc}") from None
+        finally:
+            self.remove("container", cid)
+
+    def _logs(self, container: str, tail: int | Literal["all"] = "all") -> tuple[str, str]:
+        api = self.client.api
+        out = api.logs(container, stdout=True, stderr=False, tail=tail)
+        err = api.logs(container, stdout=False, stderr=True, tail=tail)
+        return out.decode(errors="replace"), err.decode(errors="replace")
+
+    def logs(self, container: str, tail: int = 400) -> str:
+        """The container's last `tail` lines of output (stdout and stderr interleaved)."""
+        try:
+            data = self.client.api.logs(container, stdout=True, stderr=True, tail=tail)
+        except docker.errors.DockerException as exc:
+            return f"(no logs: {exc})"
+        return bytes(data).decode(errors="replace")
+
+    def kill(self, container: str) -> None:
+        self.client.api.kill(container)
+
+    def export(self, container: str, timeout: float = 600) -> IO[bytes]:
+        """The container's filesystem as a tar stream."""
+        return io.BufferedReader(ChunkReader(iter(self._api(timeout).export(container))))
+
+    def copy_out(self, container: str, path: str, dest: Path, timeout: float = 120) -> bool:
+        """Copy directory `path` out of the container into `dest` (like `docker cp`)."""
+        try:
+            chunks, _ = self._api(timeout).get_archive(container, path)
+        except docker.errors.DockerException:
+            return False
+        top = PurePosixPath(path).name
+        staging = dest.parent / f".{dest.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            with tarfile.open(fileobj=ChunkReader(iter(chunks)), mode="r|") as tar:
+                for member in _safe_members(tar, top):
+                    tar.extract(member, staging, set_attrs=False)
+            if not (staging / top).is_dir():
+                return False
+            shutil.rmtree(dest, ignore_errors=True)
+            (staging / top).rename(dest)
+            return True
+        except (tarfile.TarError, OSError, requests.exceptions.RequestException):
+            return False
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def exec(
+        self,
+        container: str,
+        command: Sequence[str],
+        *,
+        timeout: float = 120,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Result:
+        """`command` in a running container, bounded twice: coreutils `timeout` inside
+        (the SDK's exec has no timeout, so the process itself must end) and a deadline on
+        the host-side socket, which `cancel` also ends at once. `input` is handed over as a
+        file and fed on stdin. Exit 124 on timeout or cancel."""
+        self.guard(f"exec in {container}")
+        api = self.client.api
+        bounded = ["timeout", "-k", "5", str(max(1, int(timeout))), *command]
+        try:
+            if input is not None:
+                name = f"stdin-{uuid.uuid4().hex[:8]}"
+                api.put_archive(container, "/tmp", tar_of({f".raycompat/{name}": input}))
+                staged = f"{STAGING}/{name}"
+                bounded = ["sh", "-c", f'"$@" < {staged}; rc=$?; rm -f {staged}; exit $rc', "sh"]
+                bounded += ["timeout", "-k", "5", str(max(1, int(timeout))), *command]
+            exec_id = api.exec_create(container, bounded, environment=dict(env or {}))["Id"]
+            sock = api.exec_start(exec_id, socket=True)
+        except docker.errors.DockerException as exc:
+            return Result(125, "", f"exec in {container}: {exc}")
+        raw = _read_socket(sock, time.monotonic() + timeout + EXEC_GRACE, cancel)
+        if raw is None:
+            why = "cancelled" if cancel is not None and cancel.is_set() else "timed out"
+            return Result(124, "", f"exec in {container} {why} after {timeout:.0f}s")
+        out, err = demux(raw)
+        try:
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except docker.errors.DockerException as exc:
+            return Result(125, out, err + f"\nexec in {container}: {exc}")
+        return Result(int(code if code is not None else 125), out, err)
+
+
+def _bounded(call: Callable[[], None], timeout: float, what: str) -> None:
+    """`call()` within `timeout` seconds, for SDK calls that set no socket timeout of their
+    own (pull, import): EngineError when it does not return in time (it is abandoned)."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True, name=what)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise EngineError(f"{what} did not finish in {timeout:.0f}s")
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, EngineError):
+            raise exc
+        if isinstance(exc, (docker.errors.DockerException, requests.exceptions.RequestException)):
+            raise EngineError(f"{what}: {exc}") from None
+        raise exc
+
+
+def _read_socket(sock: Any, deadline: float, cancel: threading.Event | None) -> bytes | None:
+    """Everything an exec socket sends until it closes; None at the deadline or on cancel."""
+    raw_sock: socket.socket = getattr(sock, "_sock", sock)
+    data = bytearray()
+    try:
+        raw_sock.settimeout(0.5)
+        while True:
+            if (cancel is not None and cancel.is_set()) or time.monotonic() > deadline:
+                return None
+            try:
+                chunk = raw_sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return bytes(data)
+            data.extend(chunk)
+    except OSError:
+        return bytes(data)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from harness import labels
 from harness.backends import probe_result
-from harness.engine import Engine
+from harness.engine import STAGING, Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
 from harness.matrix import Cell
@@ -51,11 +51,12 @@ def run_probe(
     engine: Engine, image: str, args: list[str], timeout: float = 180
 ) -> dict[str, object]:
     """Run the probe with `args` in a throwaway container of `image`, with no network."""
-    r = engine.run(
-        ["run", "--rm", "-i", "--network", "none", "--entrypoint", "python", image, "-", *args],
-        input=PROBE_SOURCE,
+    r = engine.run_once(
+        image,
+        [f"{STAGING}/probe.py", *args],
+        entrypoint=["python"],
+        files={"probe.py": PROBE_SOURCE},
         timeout=timeout,
-        check=False,
     )
     result = probe_result(r.stdout)
     if r.returncode != 0 or result is None:
@@ -90,9 +91,7 @@ def find_secrets(texts: list[str]) -> list[str]:
 
 def secret_check(engine: Engine, role: str, tag: str, config: dict[str, object]) -> Check:
     """`docker history`, env and labels of the image must not carry credentials."""
-    history = engine.run(
-        ["history", "--no-trunc", "--format", "{{.CreatedBy}}", tag], timeout=60
-    ).stdout.splitlines()
+    history = [line for entry in engine.history(tag) for line in entry.splitlines()]
     env = [str(e) for e in config.get("Env") or []]  # type: ignore[attr-defined]
     label_lines = [f"{k}={v}" for k, v in (config.get("Labels") or {}).items()]  # type: ignore[attr-defined]
     hits = find_secrets([*history, *env, *label_lines])

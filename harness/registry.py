@@ -192,7 +192,7 @@ def push(
     pushed and why the failed cells failed."""
     host, _, path = registry.partition("/")
     api = registry_api.Registry(host)
-    exporter = registry_api.Exporter(engine.cli, work)
+    exporter = registry_api.Exporter(engine, work)
     out: list[Pushed] = []
     failures: list[str] = []
     try:
@@ -243,8 +243,8 @@ def _push_cell(
         manifests[a.role] = manifest
     for a in roles:  # 2. the registry serves the tested image under that digest
         ref = f"{_repo(registry, a.role)}@{manifests[a.role].digest}"
-        engine.run(["rmi", ref], timeout=60, check=False)  # a pull satisfied locally proves nothing
-        engine.run(["pull", ref], timeout=3600)
+        engine.untag(ref)  # a pull satisfied locally proves nothing
+        engine.pull(ref, timeout=3600)
         pulled = engine.inspect("image", ref)
         if pulled is None or pulled["Id"] != a.image_id:
             got = pulled["Id"] if pulled else "nothing"

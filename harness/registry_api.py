@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from harness.engine import Engine
 from harness.errors import EngineError
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -308,24 +309,20 @@ class Exporter:
     """`docker save` images into a work directory as registry blobs. Layers shared between
     images (head and worker share all of theirs) are compressed once."""
 
-    def __init__(self, cli: str, work: Path) -> None:
-        self.cli = cli
+    def __init__(self, engine: Engine, work: Path) -> None:
+        self.engine = engine
         self.work = work
         self._layers: dict[str, Blob] = {}  # diff id (uncompressed sha256) -> compressed
 
     def export(self, image_id: str, timeout: float = 1800) -> Exported:
         self.work.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(
-            [self.cli, "save", image_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert proc.stdout is not None and proc.stderr is not None
         members: dict[str, Blob] = {}  # layer path in the archive -> compressed blob
         pending: dict[str, Future[Blob]] = {}
         texts: dict[str, bytes] = {}
         # zlib releases the GIL: layers are compressed in parallel while the archive streams
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             try:
-                with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                with tarfile.open(fileobj=self.engine.save(image_id, timeout), mode="r|") as tar:
                     for member in tar:
                         f = tar.extractfile(member) if member.isfile() else None
                         if f is None:
@@ -339,16 +336,9 @@ class Exporter:
                                 pending[member.name] = pool.submit(self._compress, raw, diff_id)
                         elif member.name.endswith(".json"):
                             texts[member.name] = f.read()
-                rc = proc.wait(timeout=timeout)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            except (OSError, tarfile.TarError, EngineError) as exc:
+                raise RegistryError(f"docker save {image_id[:19]} failed: {exc}") from None
             members.update({name: f.result() for name, f in pending.items()})
-        if rc != 0:
-            raise RegistryError(
-                f"docker save {image_id[:19]} failed: {proc.stderr.read().decode()[-300:]}"
-            )
         [entry] = json.loads(texts["manifest.json"])
         config_bytes = texts[entry["Config"]]
         config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
-import subprocess
 import tarfile
 from collections.abc import Iterator, Mapping
 from typing import IO
@@ -52,21 +51,18 @@ def _entries(stream: IO[bytes]) -> Iterator[tuple[str, Entry]]:
 
 def filesystem(engine: Engine, image: str, run_id: str) -> dict[str, Entry]:
     """Every path of the image's filesystem with its content digest (mtimes ignored)."""
-    label_args = ["--label", f"{labels.MANAGED}=repro", "--label", f"{labels.RUN}={run_id}"]
-    cid = engine.run(["create", *label_args, image], timeout=60).stdout
-    cid = cid.strip()
+    cid = engine.create(image, labels_={labels.MANAGED: "repro", labels.RUN: run_id})
     try:
-        proc = subprocess.Popen([engine.cli, "export", cid], stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        out = dict(_entries(proc.stdout))
-        if proc.wait(timeout=600) != 0:
-            raise EngineError(f"docker export of {image} failed")
+        try:
+            out = dict(_entries(engine.export(cid)))
+        except (OSError, tarfile.TarError) as exc:
+            raise EngineError(f"export of {image} failed: {exc}") from None
         # Files Docker itself writes into every container, not part of the image.
         for path in ("/.dockerenv", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"):
             out.pop(path, None)
         return out
     finally:
-        engine.run(["rm", "-f", cid], timeout=60, check=False)
+        engine.remove("container", cid)
 
 
 def compare(before: Mapping[str, Entry], after: Mapping[str, Entry]) -> list[str]:

@@ -7,13 +7,21 @@ carries the run-id label and is removed on exit, pass or fail.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
+import os
 import secrets
-import shutil
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from docker.errors import DockerException
+from docker.types import DeviceRequest
+from testcontainers.core.config import testcontainers_config as tc_config
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from harness import labels
 from harness.backends import RAY_LOGS, Backend, Cluster, ClusterStartFailed
@@ -24,11 +32,16 @@ from harness.progress import log
 from harness.timeouts import Timeouts
 
 HEAD_ALIAS = "ray-head"
+HEAD_READY = "Ray runtime started"  # what `ray start --head` prints once it serves
 WATCH_SECONDS = 2.0
 
 
 class ContainerCluster(Cluster):
-    """Context manager: `with ContainerCluster(...) as cluster:` starts, exit removes."""
+    """Context manager: `with ContainerCluster(...) as cluster:` starts, exit removes.
+
+    testcontainers runs the lifecycle (network, containers, the head's wait strategy);
+    everything carries the run's labels, so the label sweep removes what a killed run
+    left where testcontainers' reaper cannot run (its image is not in the engine)."""
 
     def __init__(
         self,
@@ -39,6 +52,7 @@ class ContainerCluster(Cluster):
         workers: int = 1,
         log_dir: Path | None = None,
         gpus: bool = False,
+        ready_timeout: float = 120,
     ) -> None:
         self.engine = engine
         self.run_id = run_id
@@ -47,6 +61,7 @@ class ContainerCluster(Cluster):
         self.workers = workers
         self.log_dir = log_dir
         self.gpus = gpus  # give head and workers the host GPUs (NVIDIA runtime)
+        self.ready_timeout = ready_timeout
         short = hashlib.sha256(cell_id.encode()).hexdigest()[:6]
         self.prefix = f"rh-{run_id}-{short}"
         self.network = self.prefix
@@ -56,7 +71,9 @@ class ContainerCluster(Cluster):
         self.head_host = HEAD_ALIAS
         self.jupyter_token = secrets.token_hex(16)
         self.labels = {labels.MANAGED: "cluster", labels.RUN: run_id, labels.CELL: cell_id}
-        # A watchdog marks node containers that die and cancels the probe in flight.
+        self._net: Network | None = None
+        self._containers: list[DockerContainer] = []
+        # A watchdog marks node containers that die and cancels the exec in flight.
         self.dead: dict[str, str] = {}
         self.cancel = threading.Event()
         self._stop_watch = threading.Event()
@@ -64,55 +81,51 @@ class ContainerCluster(Cluster):
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def _label_args(self) -> list[str]:
-        return [arg for k, v in self.labels.items() for arg in ("--label", f"{k}={v}")]
-
-    def _run(
+    def _container(
         self,
         name: str,
         image: str,
         alias: str | None = None,
         env: dict[str, str] | None = None,
         gpus: bool = False,
-    ) -> None:
-        args = [
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--hostname",
-            name,
-            "--network",
-            self.network,
-            "--shm-size",
-            "1g",
-            "--init",
-            *self._label_args(),
-        ]
-        if alias:
-            args += ["--network-alias", alias]
+        **kwargs: Any,
+    ) -> DockerContainer:
+        assert self._net is not None
+        self.engine.guard(f"starting {name}")  # an interrupted run starts nothing more
+        extra: dict[str, Any] = {"shm_size": "1g", "init": True, "labels": dict(self.labels)}
         if gpus:
-            args += ["--gpus", "all"]
-        for k, v in (env or {}).items():
-            args += ["--env", f"{k}={v}"]
-        self.engine.run([*args, image], timeout=60)
+            extra["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        container = DockerContainer(
+            image,
+            name=name,
+            env=env or {},
+            network=self._net,
+            network_aliases=[alias] if alias else None,
+            hostname=name,
+            **extra,
+            **kwargs,
+        )
+        self._containers.append(container)
+        return container
 
     def start(self) -> None:
         clients = ", notebook" if "notebook" in self.images else ""
         log(f"{self.cell_id}: starting {self.prefix}: head, {self.workers} worker(s){clients}")
-        self.engine.run(["network", "create", *self._label_args(), self.network], timeout=60)
-        self._run(self.head, self.images["head"], alias=HEAD_ALIAS, gpus=self.gpus)
+        use_reaper(self.engine)
+        self._net = Network(docker_network_kw={"labels": dict(self.labels)})
+        self._net.name = self.network
+        self._net.create()
+        head = self._container(self.head, self.images["head"], alias=HEAD_ALIAS, gpus=self.gpus)
+        head.waiting_for(
+            LogMessageWaitStrategy(HEAD_READY).with_startup_timeout(int(self.ready_timeout))
+        )
+        head.start()
         for name in self.worker_names:
-            self._run(
-                name,
-                self.images["worker"],
-                env={"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"},
-                gpus=self.gpus,
-            )
+            env = {"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"}
+            self._container(name, self.images["worker"], env=env, gpus=self.gpus).start()
         if "notebook" in self.images:  # a grid brings its own clients instead
-            self._run(
-                self.notebook, self.images["notebook"], env={"JUPYTER_TOKEN": self.jupyter_token}
-            )
+            env = {"JUPYTER_TOKEN": self.jupyter_token}
+            self._container(self.notebook, self.images["notebook"], env=env).start()
 
     def _client_names(self) -> list[str]:
         return [self.notebook] if "notebook" in self.images else []
@@ -120,35 +133,32 @@ class ContainerCluster(Cluster):
     def add_client(self, image: str, suffix: str) -> str:
         """Another client container (idle) on this cluster's network; removed with it."""
         name = f"{self.prefix}-client-{suffix}"
-        args = ["run", "-d", "--name", name, "--hostname", name, "--network", self.network]
-        args += ["--init", *self._label_args(), "--entrypoint", "sleep", image, "infinity"]
-        self.engine.run(args, timeout=60)
+        client = self._container(name, image, entrypoint=["sleep"], command=["infinity"])
+        try:
+            client.start()
+        except Exception as exc:
+            raise EngineError(f"starting client {name}: {exc}") from None
         return name
 
     def remove(self, container: str) -> None:
-        self.engine.run(["rm", "-f", container], timeout=60, check=False)
+        self.engine.remove("container", container)
 
     def published_ports(self) -> dict[str, list[str]]:
         """Host port bindings of every container of this cluster (should be none)."""
-        names = [*self.node_containers(), *self._client_names()]
-        r = self.engine.run(
-            [
-                "inspect",
-                "-f",
-                "{{.Name}} {{json .HostConfig.PortBindings}} {{json .NetworkSettings.Ports}}",
-                *names,
-            ],
-            timeout=30,
-        )
         out: dict[str, list[str]] = {}
-        for line in r.stdout.splitlines():
-            name, bindings, ports = line.split(" ", 2)
-            found = []
-            for doc in (json.loads(bindings) or {}, json.loads(ports) or {}):
-                for port, binds in doc.items():
-                    for b in binds or []:
-                        found.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}")
-            out[name.lstrip("/")] = sorted(set(found))
+        for name in [*self.node_containers(), *self._client_names()]:
+            info = self.engine.inspect("container", name) or {}
+            docs = (
+                (info.get("HostConfig") or {}).get("PortBindings") or {},
+                (info.get("NetworkSettings") or {}).get("Ports") or {},
+            )
+            found = [
+                f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}"
+                for doc in docs
+                for port, binds in doc.items()
+                for b in binds or []
+            ]
+            out[name] = sorted(set(found))
         return out
 
     def node_containers(self) -> list[str]:
@@ -158,8 +168,7 @@ class ContainerCluster(Cluster):
         """Write every container's log to log_dir; return their tails for the report."""
         tails: dict[str, str] = {}
         for name in [*self.node_containers(), *self._client_names()]:
-            r = self.engine.run(["logs", "--tail", "400", name], timeout=30, check=False)
-            text = r.stdout + r.stderr
+            text = self.engine.logs(name, tail=400)
             role = name.rsplit("-", 1)[-1]
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -173,27 +182,37 @@ class ContainerCluster(Cluster):
         saved = []
         for name in [*self.node_containers(), *self._client_names()]:
             role = name.rsplit("-", 1)[-1]
-            target = dest / role
-            shutil.rmtree(target, ignore_errors=True)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            r = self.engine.run(["cp", f"{name}:{RAY_LOGS}", str(target)], timeout=120, check=False)
-            if r.returncode == 0:
+            dest.mkdir(parents=True, exist_ok=True)
+            if self.engine.copy_out(name, RAY_LOGS, dest / role):
                 saved.append(role)
         return saved
 
     def stop(self) -> None:
+        stopped = 0
+        for container in self._containers:
+            with contextlib.suppress(Exception):  # gone already; the sweep below is the net
+                container.stop()
+                stopped += 1
+        self._containers.clear()
+        if self._net is not None:
+            with contextlib.suppress(Exception):
+                self._net.remove()
+            self._net = None
         counts = self.engine.remove_labelled({labels.RUN: self.run_id, labels.CELL: self.cell_id})
         log(
-            f"{self.cell_id}: removed {counts.get('container', 0)} containers, "
-            f"{counts.get('network', 0)} network"
+            f"{self.cell_id}: removed {stopped + counts.get('container', 0)} containers, "
+            "the network"
         )
 
     def __enter__(self) -> ContainerCluster:
         try:
             self.start()
-        except EngineError as exc:
+        except (EngineError, DockerException, TimeoutError, RuntimeError) as exc:
+            if self.log_dir is not None:
+                self.save_logs()
             self.stop()
-            raise ClusterStartFailed(f"{self.cell_id}: {exc}") from None
+            why = " ".join(str(exc).split())[:600]
+            raise ClusterStartFailed(f"{self.cell_id}: {why}") from None
         except BaseException:
             self.stop()
             raise
@@ -213,27 +232,17 @@ class ContainerCluster(Cluster):
     # --- watching the nodes ---------------------------------------------------------------
 
     def _poll_nodes(self) -> None:
-        names = self.node_containers()
-        r = self.engine.run(
-            [
-                "inspect",
-                "-f",
-                "{{.Name}} {{.State.Running}} {{.State.ExitCode}} {{.State.OOMKilled}}",
-                *names,
-            ],
-            timeout=20,
-            check=False,
-        )
-        seen = set()
-        for line in r.stdout.splitlines():
-            name, running, code, oom = [*line.strip().lstrip("/").split(), "", "", ""][:4]
-            seen.add(name)
-            if running != "true" and name not in self.dead:
-                why = f"exited with code {code}" + (" (OOM-killed)" if oom == "true" else "")
-                self.dead[name] = why
-        for name in names:
-            if name not in seen and name not in self.dead:
+        for name in self.node_containers():
+            if name in self.dead:
+                continue
+            info = self.engine.inspect("container", name)
+            if info is None:
                 self.dead[name] = "disappeared (container removed)"
+                continue
+            state = info.get("State") or {}
+            if not state.get("Running"):
+                why = f"exited with code {state.get('ExitCode')}"
+                self.dead[name] = why + (" (OOM-killed)" if state.get("OOMKilled") else "")
         if self.dead:
             self.cancel.set()
 
@@ -259,20 +268,22 @@ class ContainerCluster(Cluster):
         input: str | None = None,
         env: dict[str, str] | None = None,
     ) -> tuple[int, str, str]:
-        args = ["exec", "-i"] if input is not None else ["exec"]
-        for k, v in (env or {}).items():
-            args += ["--env", f"{k}={v}"]
         try:
-            r = self.engine.run(
-                [*args, container, *command],
-                timeout=timeout,
-                check=False,
-                input=input,
-                cancel=self.cancel,
+            r = self.engine.exec(
+                container, command, timeout=timeout, input=input, env=env, cancel=self.cancel
             )
         except EngineError as exc:
-            return 124, "", str(exc)
+            return 125, "", str(exc)
         return r.returncode, r.stdout, r.stderr
+
+
+def use_reaper(engine: Engine) -> None:
+    """testcontainers' reaper (Ryuk) removes a killed run's containers, but it is an image
+    of its own: use it when the engine has it, else fall back on the label sweep (`clean`)
+    instead of failing on a pull. An explicit TESTCONTAINERS_RYUK_DISABLED wins."""
+    if os.environ.get("TESTCONTAINERS_RYUK_DISABLED") is not None:
+        return
+    tc_config.ryuk_disabled = engine.inspect("image", tc_config.ryuk_image) is None
 
 
 class ContainersBackend(Backend):
@@ -295,5 +306,11 @@ class ContainersBackend(Backend):
         nodes = images if client else {r: i for r, i in images.items() if r != "notebook"}
         gpus = cell.variant == "gpu" and self.engine.nvidia_runtime()
         return ContainerCluster(
-            self.engine, self.run_id, name or cell.id, nodes, log_dir=log_dir, gpus=gpus
+            self.engine,
+            self.run_id,
+            name or cell.id,
+            nodes,
+            log_dir=log_dir,
+            gpus=gpus,
+            ready_timeout=waits.ready,
         )

@@ -8,7 +8,7 @@ from harness import audit, diskspace, lock, report
 from harness.base import BaseImage
 from harness.build import BuildFailed, build_cell, prepare
 from harness.commands import Context, context, jobs, run_cells
-from harness.engine import Engine
+from harness.engine import Engine, find_cli
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.progress import log
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     ctx = context(args, run_id)
     for c in ctx.cells:  # refuse stale locks before touching Docker
         lock.check(ctx.paths.locks, c, ctx.matrix)
-    engine = Engine()
+    engine = Engine(find_cli())  # the BuildKit CLI must exist before anything is built
     engine.ping()
     return build_cells(engine, ctx, args.no_cache, jobs(args, len(ctx.cells), cores_per_job=1))
 

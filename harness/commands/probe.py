@@ -11,7 +11,7 @@ import sys
 
 from harness import children, grid, matrix
 from harness.backends import probe_result
-from harness.engine import Engine
+from harness.engine import STAGING, Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
 from harness.probe_client import cluster_args, version_check_args
@@ -44,17 +44,28 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         "the cluster is up, and that this machine (or --image's container, on the host "
         "network) can reach it"
     )
+    # the probe bounds itself; the outer bound covers Python and Ray starting up around it
     if args.image:
         engine = Engine()
         engine.ping()
-        cmd = [engine.cli, "run", "--rm", "-i", "--network", "host"]
-        cmd += ["--entrypoint", "python", args.image, "-", *command]
+        r = engine.run_once(
+            args.image,
+            [f"{STAGING}/probe.py", *command],
+            entrypoint=["python"],
+            network_mode="host",
+            files={"probe.py": PROBE_SOURCE},
+            timeout=timeout + PROBE_MARGIN,
+        )
+        if r.returncode == 124:
+            raise HarnessError(unreachable)
+        rc, out, err = r.returncode, r.stdout, r.stderr
     else:
-        cmd = [sys.executable, "-", *command]
-    try:  # the probe bounds itself; this bounds Python and Ray starting up around it
-        rc, out, err = children.run(cmd, input=PROBE_SOURCE, timeout=timeout + PROBE_MARGIN)
-    except subprocess.TimeoutExpired:
-        raise HarnessError(unreachable) from None
+        try:
+            rc, out, err = children.run(
+                [sys.executable, "-", *command], input=PROBE_SOURCE, timeout=timeout + PROBE_MARGIN
+            )
+        except subprocess.TimeoutExpired:
+            raise HarnessError(unreachable) from None
     result = probe_result(out)
     if result is None:
         why = (err.strip().splitlines() or ["no output"])[-1][:300]

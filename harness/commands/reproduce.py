@@ -8,7 +8,7 @@ import json
 
 from harness import lock, reproduce
 from harness.commands import context, require_built
-from harness.engine import Engine
+from harness.engine import Engine, find_cli
 from harness.progress import log
 from harness.results import FAILED, Check
 
@@ -17,7 +17,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     """Each selected cell's images must already exist (run `build` first)."""
     ctx = context(args, run_id)
     m, paths = ctx.matrix, ctx.paths
-    engine = Engine()
+    engine = Engine(find_cli())  # the BuildKit CLI must exist before anything is rebuilt
     engine.ping()
     for c in ctx.cells:
         lock.check(paths.locks, c, m)

@@ -78,9 +78,7 @@ def copy_project(dest: Path, prefix: str) -> Path:
 def alias_images(prefix: str, suffix: str, roles: tuple[str, ...]) -> None:
     """The default project's built images, tagged again under a test prefix."""
     for role in roles:
-        Engine().run(
-            ["tag", f"localhost/raycompat/ray-{role}:{suffix}", f"{prefix}/ray-{role}:{suffix}"]
-        )
+        Engine().tag(f"localhost/raycompat/ray-{role}:{suffix}", f"{prefix}/ray-{role}:{suffix}")
 
 
 def derive_image(tmp_path: Path, base: str, line: str, tag: str) -> None:
@@ -99,11 +97,14 @@ def remove_prefix(prefix: str) -> None:
     """Untag everything under `prefix` by name (removing by image id would also drop the
     real tags that share those images)."""
     engine = Engine()
-    names = engine.run(
-        ["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={prefix}/*"]
-    ).stdout.split()
-    if names:
-        engine.run(["rmi", *names], check=False, timeout=300)
+    for name in tags_under(prefix):
+        engine.untag(name)
+
+
+def tags_under(prefix: str) -> list[str]:
+    """Every tag in the engine under `prefix`."""
+    found = Engine().client.api.images(filters={"reference": f"{prefix}/*"})
+    return [tag for image in found for tag in image.get("RepoTags") or [] if tag.startswith(prefix)]
 
 
 @pytest.fixture(scope="module")
@@ -308,13 +309,13 @@ def test_a_worker_killed_mid_test_is_named(default_images: None, tmp_path: Path)
     for line in proc.stderr:
         lines.append(line)
         if killed_at is None and "waiting for head + worker: done" in line:
-            names = (
-                Engine()
-                .run(["ps", "--filter", f"label={LABEL_RUN}={run_id}", "--format", "{{.Names}}"])
-                .stdout.split()
-            )
+            engine = Engine()
+            names = [
+                str((engine.inspect("container", c) or {}).get("Name", "")).lstrip("/")
+                for c in engine.ids("container", {LABEL_RUN: run_id})
+            ]
             [worker] = [n for n in names if n.endswith("-worker1")]
-            Engine().run(["kill", worker])
+            engine.kill(worker)
             killed_at = time.monotonic()
         if killed_at is not None and noticed_at is None and "lost a node" in line:
             noticed_at = time.monotonic()
@@ -420,11 +421,12 @@ def test_clean_after_sigkill_removes_dead_runs_only(default_images: None, tmp_pa
         text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    labels = ["--label", f"{LABEL_MANAGED}=cluster", "--label", f"{LABEL_RUN}={live}"]
-    ours_live = engine.run(["run", "-d", *labels, image, "sleep", "600"]).stdout.strip()
-    theirs = engine.run(
-        ["run", "-d", "--label", "owner=someone-else", image, "sleep", "600"]
-    ).stdout.strip()
+    labels = {LABEL_MANAGED: "cluster", LABEL_RUN: live}
+    ours_live = engine.client.containers.run(image, "sleep 600", detach=True, labels=labels).id
+    theirs = engine.client.containers.run(
+        image, "sleep 600", detach=True, labels={"owner": "someone-else"}
+    ).id
+    assert ours_live and theirs
     try:
         r = subprocess.run(
             harness_cmd("clean", "--build-dir", str(tmp_path / "clean")),
@@ -445,7 +447,8 @@ def test_clean_after_sigkill_removes_dead_runs_only(default_images: None, tmp_pa
     finally:
         holder.kill()
         holder.wait()
-        engine.run(["rm", "-f", theirs, ours_live], check=False)
+        engine.remove("container", theirs)
+        engine.remove("container", ours_live)
 
 
 # --- 6. too little disk -----------------------------------------------------------------------
@@ -480,5 +483,5 @@ def test_too_little_disk_is_refused_up_front(tiny_disk: Path, tmp_path: Path) ->
     [line] = r.stderr.strip().splitlines()
     assert "not enough disk" in line and str(tiny_disk) in line and "GiB is free" in line
     assert not (tiny_disk / "wheelhouse").exists() or not any((tiny_disk / "wheelhouse").iterdir())
-    assert Engine().run(["images", "-q", "--filter", f"reference={prefix}/*"]).stdout == ""
+    assert tags_under(prefix) == []
     assert_nothing_left(run_id)

@@ -10,7 +10,7 @@ import pytest
 
 from harness import matrix
 from harness.base import ensure as ensure_base
-from harness.engine import Engine
+from harness.engine import STAGING, Engine
 from harness.inside import PROBE_SOURCE
 from tests.conftest import ROOT
 
@@ -26,12 +26,9 @@ def bullseye(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def run(image: str, *args: str) -> tuple[int, str, str]:
-    r = Engine().run(
-        ["run", "--rm", "-i", "--network", "none", "--entrypoint", "python3", image, *args],
-        input=PROBE_SOURCE,
-        timeout=120,
-        check=False,
-    )
+    """python3 ARGS in a throwaway container, the probe's source on its stdin."""
+    command = ["sh", "-c", f'exec python3 "$@" < {STAGING}/probe.py', "sh", *args]
+    r = Engine().run_once(image, command, files={"probe.py": PROBE_SOURCE}, timeout=120)
     return r.returncode, r.stdout, r.stderr
 
 

@@ -52,7 +52,7 @@ def test_kind_without_node_image_is_exit_2_before_anything(
     built: None, tmp_path: Path, command: str, output: str
 ) -> None:
     """`test` and `grid` get their clusters from one backend factory: both refuse alike."""
-    before = Engine().run(["ps", "-aq"]).stdout.split()
+    before = all_containers()
     r = harness(
         command,
         "--backend",
@@ -68,7 +68,11 @@ def test_kind_without_node_image_is_exit_2_before_anything(
     assert "kind node image kindest/node:v0.0.0-not-here is not in the local engine" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / output).exists()
-    assert set(Engine().run(["ps", "-aq"]).stdout.split()) <= set(before)
+    assert all_containers() <= before
+
+
+def all_containers() -> set[str]:
+    return {c["Id"] for c in Engine().client.api.containers(all=True)}
 
 
 def _node_image() -> str | None:

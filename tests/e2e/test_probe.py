@@ -40,8 +40,8 @@ def head_ip() -> Iterator[str]:
             cluster.head, ["cluster", "auto", "--expect-nodes", "2", "--timeout", "120"], 180
         )
         assert ready.get("connect", {}).get("ok"), ready
-        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
-        ip = engine.run(["inspect", "-f", fmt, cluster.head]).stdout.strip()
+        networks = (engine.inspect("container", cluster.head) or {})["NetworkSettings"]["Networks"]
+        [ip] = [n["IPAddress"] for n in networks.values()]
         yield ip
     assert engine.ids("container", {LABEL_RUN: run_id}) == []
 

@@ -80,13 +80,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def untag(prefix: str) -> None:
     """Drop the local references the push made (tags and digests); images stay."""
     engine = Engine()
-    fmt = "{{.Repository}} {{.Tag}} {{.Digest}}"
-    out = engine.run(["images", "--digests", "--format", fmt]).stdout
-    for line in out.splitlines():
-        repo, tag, digest = line.split()
-        if repo.startswith(prefix):
-            ref = f"{repo}:{tag}" if tag != "<none>" else f"{repo}@{digest}"
-            engine.run(["rmi", ref], check=False)
+    for image in engine.client.api.images():
+        for ref in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]:
+            if ref.startswith(prefix):
+                engine.untag(ref)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +185,7 @@ def test_retagged_image_is_refused(registry: str, tested: Path, tmp_path: Path) 
     tag = "localhost/raycompat/ray-head:2.60.0-py3.11.2-cpu"
     original = (engine.inspect("image", tag) or {})["Id"]
     other = engine.inspect("image", "localhost/raycompat/ray-worker:2.60.0-py3.11.2-cpu") or {}
-    engine.run(["tag", other["Id"], tag])
+    engine.tag(other["Id"], tag)
     try:
         r = harness(
             "push",
@@ -200,7 +197,7 @@ def test_retagged_image_is_refused(registry: str, tested: Path, tmp_path: Path) 
             env={"RAYCOMPAT_REGISTRY": registry},
         )
     finally:
-        engine.run(["tag", original, tag])
+        engine.tag(original, tag)
     assert r.returncode == 1
     assert f"{CELL}/head: {tag} changed after the test" in r.stderr
 
@@ -212,8 +209,8 @@ def test_unreachable_registry_is_a_clear_failure(tested: Path, tmp_path: Path) -
     assert "push to 127.0.0.1" in r.stderr and "failed" in r.stderr
     assert "no tag of ray2.60.0-py3.11.2-cpu was changed" in r.stderr
     assert "Traceback" not in r.stderr
-    listed = Engine().run(["images", "--format", "{{.Repository}}"]).stdout.split()
-    assert not [repo for repo in listed if "/nowhere/" in repo]  # no stray tag left
+    listed = [t for i in Engine().client.api.images() for t in i.get("RepoTags") or []]
+    assert not [ref for ref in listed if "/nowhere/" in ref]  # no stray tag left
 
 
 # --- CI shards: separate build directories, one cell each, one push ---------------------------
@@ -353,9 +350,10 @@ def test_a_cell_goes_out_whole_or_not_at_all(
     before = {}
     for role in ROLES:
         ref = f"{host}/{path}/ray-{role}:2.60.0-py3.11.2-cpu"
-        engine.run(["tag", base, ref])
-        engine.run(["push", ref], timeout=600)
-        engine.run(["rmi", ref])
+        engine.tag(base, ref)
+        for event in engine.client.api.push(ref, stream=True, decode=True):
+            assert "error" not in event, event
+        assert engine.untag(ref)
         before[role] = tag_digest(f"{host}/{path}", f"ray-{role}", "2.60.0-py3.11.2-cpu")
         assert before[role]
     proxy = FaultyProxy(port, fails)

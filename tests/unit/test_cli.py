@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,21 +101,39 @@ def test_every_bad_matrix_exits_2_before_docker(
     assert line.startswith(f"error: {path}") and fragment in line
 
 
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to become a user without access to a socket",
+)
 def test_no_permission_on_the_socket_exits_2_naming_the_fix(tmp_path: Path) -> None:
-    """A docker CLI that is refused by the socket (as for a user outside the docker group)."""
-    fake = tmp_path / "docker"
-    fake.write_text(
-        "#!/bin/sh\n"
-        'case "$*" in\n'
-        '  "version --format {{.Server.Version}}")\n'
-        "    echo 'permission denied while trying to connect to the Docker daemon socket at "
-        'unix:///var/run/docker.sock: Get "http://%2Fvar%2Frun%2Fdocker.sock/v1.24/version": '
-        "dial unix /var/run/docker.sock: connect: permission denied' >&2; exit 1;;\n"
-        "  *) exit 0;;\n"
-        "esac\n"
-    )
-    fake.chmod(0o755)
-    r = harness("build", env={"HARNESS_DOCKER": str(fake)})
+    """A user outside the docker group: the socket refuses the connection (EACCES)."""
+    sock_dir = tmp_path / "private"
+    sock_dir.mkdir(mode=0o700)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_dir / "docker.sock"))
+    server.listen()
+    runs = Path(tempfile.mkdtemp(prefix="runs-", dir="/tmp"))
+    runs.chmod(0o777)
+    try:
+        r = subprocess.run(
+            [*AS_NOBODY, sys.executable, "-m", "harness", "build", "--build-dir", str(runs)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                **os.environ,
+                "DOCKER_HOST": f"unix://{sock_dir}/docker.sock",
+                "HARNESS_RUNS_DIR": str(runs),
+                "HOME": str(runs),
+            },
+        )
+    finally:
+        server.close()
+        shutil.rmtree(runs, ignore_errors=True)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     [line] = r.stderr.strip().splitlines()

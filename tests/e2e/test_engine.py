@@ -1,0 +1,97 @@
+"""The engine layer against the real engine: exec bounded inside and cancellable from the
+host, input and environment handed over, copies and throwaway containers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.wait_strategies import ExecWaitStrategy
+
+from harness import labels, matrix
+from harness.backends.containers import use_reaper
+from harness.base import ensure as ensure_base
+from harness.engine import Engine
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> str:
+    m = matrix.load(ROOT / "matrix.yaml")
+    cell = next(c for c in m.cells if c.python == "3.11.2")
+    return ensure_base(Engine(), m, cell, tmp_path_factory.mktemp("rootfs")).ref
+
+
+@pytest.fixture
+def box(base: str) -> Iterator[str]:
+    """An idle container of the base image, removed afterwards (label sweep as the net)."""
+    run_id = "eng" + uuid.uuid4().hex[:8]
+    engine = Engine()
+    use_reaper(engine)
+    container = DockerContainer(
+        base,
+        command="sleep infinity",
+        labels={labels.MANAGED: "test", labels.RUN: run_id},
+        network_mode="none",
+    ).waiting_for(ExecWaitStrategy(["true"]).with_startup_timeout(30))
+    with container:
+        yield str(container.get_wrapped_container().name)
+    engine.remove_labelled({labels.RUN: run_id})
+    assert engine.ids("container", {labels.RUN: run_id}) == []
+
+
+def test_exec_feeds_input_and_environment(box: str) -> None:
+    r = Engine().exec(
+        box,
+        ["sh", "-c", 'read line; echo "$line $GREETING"; echo oops >&2; exit 3'],
+        input="hello\n",
+        env={"GREETING": "world"},
+        timeout=30,
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (3, "hello world\n", "oops\n")
+
+
+def test_exec_is_bounded_inside_the_container(box: str) -> None:
+    """The SDK's exec has no timeout: `timeout` inside ends the process itself."""
+    engine = Engine()
+    r = engine.exec(box, ["sleep", "300"], timeout=2)
+    assert r.returncode == 124
+    left = engine.exec(box, ["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"], timeout=10)
+    assert "sleep 300" not in left.stdout, left.stdout
+
+
+def test_exec_is_cancelled_from_the_host(box: str) -> None:
+    """The watchdog's cancel ends the wait at once, long before the timeout."""
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    started = time.monotonic()
+    r = Engine().exec(box, ["sleep", "300"], timeout=300, cancel=cancel)
+    waited = time.monotonic() - started
+    assert r.returncode == 124 and "cancelled" in r.stderr
+    print(f"cancelled after {waited:.1f}s")
+    assert waited < 300
+
+
+def test_copy_out_a_directory(box: str, tmp_path: Path) -> None:
+    engine = Engine()
+    engine.exec(box, ["sh", "-c", "mkdir -p /tmp/d/sub && echo x > /tmp/d/sub/f"], timeout=10)
+    assert engine.copy_out(box, "/tmp/d", tmp_path / "copy")
+    assert (tmp_path / "copy" / "sub" / "f").read_text() == "x\n"
+    assert not engine.copy_out(box, "/tmp/not-there", tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
+def test_run_once_hands_over_files_and_is_bounded(base: str) -> None:
+    engine = Engine()
+    r = engine.run_once(base, ["cat", "/tmp/.raycompat/note"], files={"note": "hi"}, timeout=30)
+    assert (r.returncode, r.stdout) == (0, "hi")
+    slow = engine.run_once(base, ["sleep", "300"], timeout=3)
+    assert slow.returncode == 124
+    assert engine.ids("container", {labels.MANAGED: "scratch"}) == []  # both removed

@@ -1,0 +1,79 @@
+"""The engine layer's pure parts: stream framing, archives in and out, the reaper choice."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tarfile
+from typing import Any
+
+import pytest
+from testcontainers.core.config import testcontainers_config
+
+from harness.backends.containers import use_reaper
+from harness.engine import ChunkReader, Engine, _safe_members, demux, tar_of
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return struct.pack(">BxxxL", stream, len(data)) + data
+
+
+def test_demux_splits_stdout_and_stderr_in_order() -> None:
+    raw = frame(1, b"a") + frame(2, b"E1") + frame(1, b"bc") + frame(2, b"\n")
+    assert demux(raw) == ("abc", "E1\n")
+    assert demux(raw + b"\x01\x00") == ("abc", "E1\n")  # a cut-off header is dropped
+
+
+def test_tar_of_makes_shared_directories_writable_for_any_user() -> None:
+    data = tar_of({".raycompat/probe.py": "print(1)", ".raycompat/x": b"\x00"})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert members[".raycompat"].isdir() and members[".raycompat"].mode == 0o1777
+        f = tar.extractfile(members[".raycompat/probe.py"])
+        assert f is not None and f.read() == b"print(1)"
+
+
+def test_chunk_reader_reads_across_chunks() -> None:
+    reader = io.BufferedReader(ChunkReader(iter([b"ab", b"", b"cde", b"f"])))
+    assert reader.read(4) == b"abcd" and reader.read() == b"ef" and reader.read() == b""
+
+
+def test_copies_out_keep_only_plain_files_below_the_top() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("logs/ok.txt", "logs/../../etc/passwd", "/abs", "other/x"):
+            info = tarfile.TarInfo(name)
+            tar.addfile(info, io.BytesIO(b""))
+        link = tarfile.TarInfo("logs/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        tar.addfile(link)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        assert [m.name for m in _safe_members(tar, "logs")] == ["logs/ok.txt"]
+
+
+class Images:
+    def __init__(self, present: bool) -> None:
+        self.present = present
+
+    def inspect(self, kind: str, ref: str) -> dict[str, Any] | None:
+        return {"Id": "sha256:x"} if self.present and kind == "image" else None
+
+
+@pytest.mark.parametrize(("present", "disabled"), [(True, False), (False, True)])
+def test_reaper_only_where_its_image_is(
+    monkeypatch: pytest.MonkeyPatch, present: bool, disabled: bool
+) -> None:
+    monkeypatch.delenv("TESTCONTAINERS_RYUK_DISABLED", raising=False)
+    monkeypatch.setattr(testcontainers_config, "_ryuk_disabled", None)
+    fake: Any = Images(present)
+    use_reaper(fake)
+    assert testcontainers_config.ryuk_disabled is disabled
+
+
+def test_the_engine_connects_only_when_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constructing an Engine touches nothing: commands refuse bad input before Docker."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    engine = Engine(cli="/bin/true")
+    with pytest.raises(Exception, match="Docker engine not reachable"):
+        engine.ping()
