@@ -1,9 +1,11 @@
 """Hash-pinned lock files per cell, resolved on the host with `uv pip compile`.
 
 Each cell has two locks under `locks/<cell-id>/`:
-- `notebook.txt`: Ray with the client extra, JupyterLab, nbclient, ipykernel (the superset);
-- `runtime.txt`: what head and worker install, constrained to the notebook pins so the
-  libraries that cross the wire are the same versions on both sides.
+- `notebook.txt`: Ray with `ray_extras` and the client extra, JupyterLab, nbclient,
+  ipykernel and the user's `runtime_packages` (the superset);
+- `runtime.txt`: what head and worker install (Ray with `ray_extras`, default `default` and
+  `serve`, and `runtime_packages`), constrained to the notebook pins so the libraries that
+  cross the wire are the same versions on both sides.
 A header line records the sha256 of the resolver inputs; `check()` refuses a lock whose
 inputs no longer match matrix.yaml, so a build never resolves on its own.
 """
@@ -50,10 +52,15 @@ def requirements(cell: Cell, matrix: Matrix, kind: str) -> list[str]:
     # pip is locked too: the image bootstraps it from its own (hash-checked) wheel.
     # A gpu cell adds NVIDIA's CUDA runtime wheel for its CUDA major.minor.
     cuda = [f"nvidia-cuda-runtime-cu12=={cell.cuda}.*"] if cell.cuda else []
+    # The notebook stays the superset: what the extras bring (Serve brings numpy, a library
+    # that crosses the wire) is pinned there first, so the nodes get the same versions.
+    own = list(matrix.runtime_packages)  # the user's own: on the nodes and in the notebook
+    extras = list(matrix.ray_extras)
     if kind == "runtime":
-        return [f"ray[default]=={cell.ray}", "pip", *cuda]
+        return [f"ray[{','.join(extras)}]=={cell.ray}", "pip", *cuda, *own]
     if kind == "notebook":
-        return [f"ray[default,client]=={cell.ray}", "pip", *cuda, *matrix.notebook_packages]
+        ray = f"ray[{','.join([*extras, 'client'])}]=={cell.ray}"
+        return [ray, "pip", *cuda, *own, *matrix.notebook_packages]
     raise ValueError(kind)
 
 

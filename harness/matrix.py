@@ -79,6 +79,11 @@ def debian_offer(suite: str, micro: str) -> DebianPython | None:
 DEFAULT_PREFIX = "localhost/raycompat"
 DEFAULT_SOURCE_DATE_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
 DEFAULT_NOTEBOOK_PACKAGES: tuple[str, ...] = ("jupyterlab", "nbclient", "ipykernel")
+# Ray's extras in head and worker: `default` (dashboard, Jobs API) and `serve` (Serve, as
+# RayService and `serve.run` need it). The notebook deploys through the Jobs API: no Serve.
+DEFAULT_RAY_EXTRAS: tuple[str, ...] = ("default", "serve")
+REQUIRED_RAY_EXTRAS = ("default",)
+_EXTRA = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 TOP_KEYS = (
@@ -93,6 +98,8 @@ TOP_KEYS = (
     "cuda",
     "bases",
     "notebook_packages",
+    "ray_extras",
+    "runtime_packages",
     "exclude",
     "audit",
     "grid",
@@ -241,6 +248,8 @@ class Matrix:
     cells: tuple[Cell, ...]
     excluded: tuple[Excluded, ...] = ()
     notebook_packages: tuple[str, ...] = DEFAULT_NOTEBOOK_PACKAGES
+    ray_extras: tuple[str, ...] = DEFAULT_RAY_EXTRAS
+    runtime_packages: tuple[str, ...] = ()  # the user's own, in every image of a cell
     ray_versions: tuple[str, ...] = field(default=())
     audit: AuditPolicy = AuditPolicy.WARN
     debian_snapshot: bool = False  # mirror is a frozen snapshot: do not enforce Valid-Until
@@ -668,6 +677,8 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         why = requirement_problem(spec)
         if why:
             raise loader.fail(f"notebook_packages.{i}", why)
+    extras = _ray_extras(loader) if "ray_extras" in data else DEFAULT_RAY_EXTRAS
+    runtime_packages = _runtime_packages(loader) if "runtime_packages" in data else ()
 
     grid = _grid(loader)
     registry = data.get("registry")
@@ -730,6 +741,8 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         cells=tuple(cells),
         excluded=tuple(excluded),
         notebook_packages=packages,
+        ray_extras=extras,
+        runtime_packages=runtime_packages,
         ray_versions=tuple(rays),
         audit=AuditPolicy(audit),
         debian_snapshot=snapshot,
@@ -738,6 +751,37 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         gpu_e2e=GpuE2E(gpu_e2e),
         lines=loader.lines.as_dict(),
     )
+
+
+def _ray_extras(loader: _Loader) -> tuple[str, ...]:
+    extras = loader.str_list("ray_extras")
+    for i, extra in enumerate(extras):
+        if not _EXTRA.match(extra):
+            raise loader.fail(
+                f"ray_extras.{i}", f"{extra!r} is not an extra's name; e.g. serve, tune, data"
+            )
+    for needed in REQUIRED_RAY_EXTRAS:
+        if needed not in extras:
+            raise loader.fail(
+                "ray_extras", f"must include {needed!r}: the dashboard and the Jobs API need it"
+            )
+    return tuple(dict.fromkeys(extras))
+
+
+def _runtime_packages(loader: _Loader) -> tuple[str, ...]:
+    value = loader.data.get("runtime_packages")
+    if value == []:
+        return ()
+    packages = loader.str_list("runtime_packages")
+    for i, spec in enumerate(packages):
+        why = requirement_problem(spec)
+        if why:
+            raise loader.fail(f"runtime_packages.{i}", why)
+        if re.split(r"[\s\[<>=!~;]", spec, maxsplit=1)[0].lower() == "ray":
+            raise loader.fail(
+                f"runtime_packages.{i}", "Ray comes from `ray:`; add its extras to `ray_extras`"
+            )
+    return tuple(packages)
 
 
 def parse_selector(text: str) -> dict[str, str]:

@@ -49,7 +49,23 @@ def test_input_digest_tracks_what_the_resolver_is_given(
     ca, cb = a.cells[0], b.cells[0]
     assert lock.input_digest(ca, a, "runtime") == lock.input_digest(cb, b, "runtime")
     assert lock.input_digest(ca, a, "notebook") != lock.input_digest(cb, b, "notebook")
-    assert lock.requirements(ca, a, "runtime") == ["ray[default]==2.60.0", "pip"]
+    assert lock.requirements(ca, a, "runtime") == ["ray[default,serve]==2.60.0", "pip"]
+
+
+def test_extras_and_the_users_packages_reach_both_locks(
+    write_matrix: Callable[[str], Path],
+) -> None:
+    m = matrix.load(
+        write_matrix(
+            'ray: ["2.60.0"]\npython: ["3.11.2"]\nray_extras: [default, tune]\n'
+            'runtime_packages: ["torch==2.9.1"]\n'
+        )
+    )
+    c = m.cells[0]
+    runtime = lock.requirements(c, m, "runtime")
+    assert runtime == ["ray[default,tune]==2.60.0", "pip", "torch==2.9.1"]
+    notebook = lock.requirements(c, m, "notebook")
+    assert notebook[0] == "ray[default,tune,client]==2.60.0" and "torch==2.9.1" in notebook
 
 
 def test_check_refuses_missing_and_stale_locks(
