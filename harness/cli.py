@@ -208,7 +208,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="check a running cluster against this interpreter or a notebook image",
     )
-    s.add_argument("--address", required=True, help="ray://HOST:10001 or HOST:6379")
+    s.add_argument(
+        "--address",
+        required=True,
+        help="ray://HOST:10001 (Ray Client), http://HOST:8265 (Jobs API) or HOST:6379 (GCS)",
+    )
     s.add_argument("--image", help="run the client side in this image (host network)")
     s.add_argument(
         "--timeout",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from harness.inside.probe import SERVE_APP
 from harness.results import Check
 
 PARITY_KEYS = ("python", "ray", "commit")
@@ -192,6 +194,137 @@ def jobs(result: Mapping[str, Any], expected: Mapping[str, str], node_ids: Seque
         f"{'' if env_ok else '; env_vars did not reach every task'}; {tail}"
     )
     return Check.of("jobs:submit", ok, detail, job=job)
+
+
+SERVE_PORT = 8000  # Serve's HTTP proxy on the head, as RayService's serve Service exposes
+SERVE_ROUTE = "/" + SERVE_APP  # the route the probe's application is deployed at
+
+
+def serve(result: Mapping[str, Any], expected: Mapping[str, str], route: str) -> Check:
+    """A Serve application deployed through the Jobs API answered HTTP at `route` from the
+    notebook, every answer from a replica on the cell's Python micro and Ray version; the
+    proxy's /-/healthz and /-/routes answered (listing the route); Serve shut down after."""
+    name = "serve:http"
+    deploy = result.get("deploy") or {}
+    if not result.get("ok") or not deploy:
+        return Check.of(name, False, plain(result.get("error") or "no deployment")[-800:])
+    if deploy.get("status") != "SUCCEEDED":
+        tail = plain(deploy.get("log_tail") or "")[-800:]
+        return Check.of(name, False, f"deploy job {deploy.get('status')}: {tail}", serve=result)
+    replies = result.get("replies") or []
+    answers = result.get("answers") or []
+    problems = []
+    if not answers:
+        first = replies[0] if replies else {}
+        problems.append(
+            f"GET {route} answered {first.get('status')}: {plain(first.get('body'))[:200]}"
+        )
+    wrong = sorted(
+        {f"{k} {a.get(k)}" for a in answers for k in ("python", "ray") if a.get(k) != expected[k]}
+    )
+    problems += [f"a replica reports {w}" for w in wrong]
+    healthz, routes = result.get("healthz") or {}, result.get("routes") or {}
+    if healthz.get("status") != 200:
+        problems.append(f"/-/healthz answered {healthz.get('status')}")
+    if routes.get("status") != 200 or route not in str(routes.get("body")):
+        problems.append(f"/-/routes ({routes.get('status')}) does not list {route}")
+    shutdown = result.get("shutdown") or {}
+    if shutdown.get("status") != 200:
+        problems.append(f"shutting Serve down answered {shutdown.get('status')}")
+    nodes = {a.get("node") for a in answers}
+    detail = (
+        f"GET :{SERVE_PORT}{route} answered {len(answers)} time(s) from {len(nodes)} replica "
+        f"node(s), all Python {expected['python']}, Ray {expected['ray']}; /-/healthz and "
+        "/-/routes answered; Serve shut down through the REST API"
+        if not problems
+        else "; ".join(problems)
+    )
+    return Check.of(name, not problems, detail, serve=dict(result))
+
+
+AUTH_PATHS = ("http", "jobs", "gcs", "ray_client")  # as the `auth` probe names them
+AUTH_PATH_NAMES = {
+    "http": "Jobs API over HTTP",
+    "jobs": "JobSubmissionClient",
+    "gcs": "GCS",
+    "ray_client": "Ray Client",
+    "driver": "a node joining to run a driver",
+}
+
+
+def _accepted(path: str, answer: Mapping[str, Any]) -> bool:
+    if path == "http":
+        return answer.get("status") == 200
+    return bool(answer.get("ok"))
+
+
+def files_with(secret: str, roots: Sequence[Path]) -> list[str]:
+    """Every file under `roots` whose bytes contain `secret` (paths relative to a root)."""
+    needle = secret.encode()
+    found = []
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if needle in path.read_bytes():
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+def auth_token(
+    answers: Mapping[str, Mapping[str, Any]],
+    driver_refused: str | None,
+    leaks: Sequence[str],
+    scanned: int,
+    token: str,
+) -> Check:
+    """Token authentication, per client path: with the cluster's token every path is
+    accepted; without it and with a wrong one every path is refused (a path that lets such
+    a client in is a finding, with Ray's answer as the evidence); the token is in none of
+    the containers' output or Ray's session logs. `answers`: the `auth` probe's result for
+    the keys "token", "none" and "wrong"."""
+
+    def say(answer: Mapping[str, Any]) -> str:
+        if "status" in answer:  # a plain HTTP answer
+            text = f"HTTP {answer.get('status')} {answer.get('body') or ''}".strip()
+        else:
+            text = str(answer.get("detail") or "no answer")
+        return plain(text).replace(token, "<token>")[:160]
+
+    problems: list[str] = []
+    for who in ("token", "none", "wrong"):
+        result = answers.get(who) or {}
+        if not result.get("ok"):
+            problems.append(f"the {who} round gave no answer: {say(result)}")
+            continue
+        for path in AUTH_PATHS:
+            answer = result.get(path) or {}
+            accepted = _accepted(path, answer)
+            if who == "token" and not accepted:
+                problems.append(
+                    f"{AUTH_PATH_NAMES[path]} refused the cluster's token: {say(answer)}"
+                )
+            elif who != "token" and accepted:
+                problems.append(
+                    f"finding: {AUTH_PATH_NAMES[path]} accepts a client with {who} token: "
+                    f"{say(answer)}"
+                )
+    if driver_refused is None:
+        problems.append("finding: a node without the token joined the cluster")
+    if leaks:
+        problems.append(f"the token is written in {', '.join(leaks[:5])}")
+    refusal = say((answers.get("none") or {}).get("jobs") or {})
+    detail = (
+        "with the cluster's token: Jobs API (HTTP and JobSubmissionClient), GCS and Ray "
+        "Client accepted; with no token and with a wrong one all refused, and so was a node "
+        f"joining without it (Jobs API said: {refusal}); the token is in none of "
+        f"{scanned} log file(s)"
+        if not problems
+        else "; ".join(problems)
+    )
+    evidence = {
+        who: {p: say((answers.get(who) or {}).get(p) or {}) for p in AUTH_PATHS}
+        for who in ("token", "none", "wrong")
+    }
+    return Check.of("auth:token", not problems, detail, paths=evidence)
 
 
 def notebook(result: Mapping[str, Any], marker: str = "PARITY_OK") -> Check:

@@ -405,6 +405,7 @@ class Engine:
         entrypoint: Sequence[str] | None = None,
         network_mode: str = "none",
         files: Mapping[str, str | bytes] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> str:
         """Create (not start) a container; `files` are put under STAGING first."""
         self.guard(f"create a container of {image}")
@@ -415,6 +416,7 @@ class Engine:
                 command=list(command) if command is not None else None,
                 entrypoint=list(entrypoint) if entrypoint is not None else None,
                 labels={labels.MANAGED: "scratch", **labels_},
+                environment=dict(env or {}),
                 host_config=api.create_host_config(network_mode=network_mode),
             )["Id"]
             if files:
@@ -435,6 +437,7 @@ class Engine:
         entrypoint: Sequence[str] | None = None,
         network_mode: str = "none",
         files: Mapping[str, str | bytes] | None = None,
+        env: Mapping[str, str] | None = None,
         timeout: float = 120,
     ) -> Result:
         """Run `command` in a throwaway container of `image` and remove it; the command's
@@ -446,6 +449,7 @@ class Engine:
             entrypoint=entrypoint,
             network_mode=network_mode,
             files=files,
+            env=env,
         )
         api = self.client.api
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from harness.timeouts import DEFAULT, Timeouts
 from harness.verify import join_as_driver
 
 COMPATIBLE, WARN, INCOMPATIBLE = "compatible", "warn", "incompatible"
+_VERSION_REFUSAL = re.compile(r"mismatch|not compatible|incompatible", re.IGNORECASE)
 # The harness could not decide (a cluster that never came up, a probe that crashed or timed
 # out): not a result about the pair. Ray's own `error` verdicts, by contrast, are results.
 UNDECIDED = "error"
@@ -60,6 +62,58 @@ class Verdict:
         return OUTCOME[self.verdict] if self.answered else Status.ERROR
 
 
+RELAX_NAME = "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL"  # ray PR #57552
+RELAX_ENV = {RELAX_NAME: "minor"}
+
+
+@dataclass
+class Relaxation:
+    """With RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor (how users dodge the micro check):
+    whether the driver got in, and which round trips then worked. `safe` only when it got
+    in and every round trip came back equal."""
+
+    joined: bool
+    message: str = ""
+    roundtrips: dict[str, str] = field(default_factory=dict)  # name -> "ok" or Ray's error
+
+    @property
+    def safe(self) -> bool:
+        return (
+            self.joined
+            and bool(self.roundtrips)
+            and all(v == "ok" for v in self.roundtrips.values())
+        )
+
+
+def micro_only(client: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> bool:
+    """Same Ray and Python minor, another Python micro: what the relaxation is about."""
+    mine = str(client.get("python", ""))
+    return bool(nodes) and all(
+        n.get("ray") == client.get("ray")
+        and str(n.get("python", "")).split(".")[:2] == mine.split(".")[:2]
+        and n.get("python") != mine
+        for n in nodes
+    )
+
+
+def relaxation(cluster: Cluster, client: str, timeouts: Timeouts = DEFAULT) -> Relaxation:
+    """Force the driver path past Ray's micro check and try the round trips."""
+    refused, r = join_as_driver(cluster, client, timeouts, env=RELAX_ENV, roundtrip=True)
+    if refused is not None:
+        return Relaxation(False, _mismatch_lines(refused))
+    conn = r.get("connect") or {}
+    if not conn.get("ok"):
+        return Relaxation(False, str(conn.get("error") or r.get("error") or "no answer")[:2000])
+    trips = {
+        name: "ok" if t.get("ok") else str(t.get("detail"))[:600]
+        for name, t in (r.get("roundtrips") or {}).items()
+    }
+    if r.get("error"):
+        trips["(probe)"] = str(r["error"])[:600]
+    note = str(r.get("array") or "")
+    return Relaxation(True, "joined and connected" + (f"; {note}" if note else ""), trips)
+
+
 @dataclass
 class Pair:
     notebook: str  # cell id of the notebook image
@@ -67,6 +121,13 @@ class Pair:
     ray_client: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
     ray_driver: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
     harness: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
+    ray_jobs: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
+    # The harness's verdict for the Jobs path alone: the job's driver runs on the cluster's
+    # interpreter, so only what the submitting client itself must share with the cluster
+    # (its Ray version, the REST API it speaks) decides it.
+    harness_jobs: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
+    # Only for a Python micro-only mismatch: what forcing Ray past its check does.
+    relaxed: Relaxation | None = None
 
     @property
     def ray_objects(self) -> bool:
@@ -74,12 +135,23 @@ class Pair:
         return any(v.verdict in ("rejected", "error") for v in (self.ray_client, self.ray_driver))
 
     @property
+    def safe_paths(self) -> list[str]:
+        """The client paths a user of this pair can rely on, by the harness's verdicts."""
+        safe = []
+        if self.harness.verdict in (COMPATIBLE, WARN):
+            safe += ["Ray Client", "driver"]
+        if self.harness_jobs.verdict in (COMPATIBLE, WARN):
+            safe.append("Jobs API")
+        return safe
+
+    @property
     def undecided(self) -> list[str]:
         """Where the harness got no answer for this pair (empty when every verdict is one)."""
         out = []
         if not self.harness.answered:
             out.append("harness: " + "; ".join(self.harness.reasons))
-        for path, verdict in (("Ray Client", self.ray_client), ("driver", self.ray_driver)):
+        paths = (("Ray Client", self.ray_client), ("driver", self.ray_driver))
+        for path, verdict in (*paths, ("Jobs API", self.ray_jobs)):
             if not verdict.answered:
                 out.append(f"{path}: {verdict.message}")
         return out
@@ -173,6 +245,35 @@ def driver_verdict(cluster: Cluster, client: str, timeouts: Timeouts = DEFAULT) 
     return Verdict(verdict, message[:2000], stage="ray.init")
 
 
+def jobs_verdicts(result: Mapping[str, Any], cluster: Mapping[str, Any]) -> tuple[Verdict, Verdict]:
+    """Ray's verdict on the Jobs path (what JobSubmissionClient from the notebook got from
+    the cluster's dashboard) and the harness's verdict for that path. The job's driver and
+    tasks run on the cluster, so the notebook's Python micro does not enter; the client's
+    Ray version does (JobSubmissionClient and the dashboard's REST API are one release)."""
+    job = result.get("job") or {}
+    if not result.get("ok") and not job:
+        message = str(result.get("error") or "the probe gave no answer")[:2000]
+        if "probe deadline" in message or not result.get("client"):
+            return (
+                Verdict(UNDECIDED, message, answered=False),
+                Verdict(UNDECIDED, reasons=[message[:300]], answered=False),
+            )
+        verdict = "rejected" if _VERSION_REFUSAL.search(message) else "error"
+        return Verdict(verdict, message), Verdict(INCOMPATIBLE, reasons=[message[:300]])
+    status = str(job.get("status"))
+    tail = " ".join(str(job.get("log_tail") or "").split())[-600:]
+    if status != "SUCCEEDED":
+        why = f"job {status}: {tail}"
+        return Verdict("error", why[:2000]), Verdict(INCOMPATIBLE, reasons=[why[:300]])
+    client = result.get("client") or {}
+    ours, theirs = client.get("ray"), cluster.get("ray")
+    ray_msg = f"job SUCCEEDED on the cluster's interpreter (Ray {theirs})"
+    if ours != theirs:
+        reason = f"ray: notebook {ours} vs cluster {theirs} (JobSubmissionClient of another Ray)"
+        return Verdict("accepted", ray_msg), Verdict(WARN, reasons=[reason])
+    return Verdict("accepted", ray_msg), Verdict(COMPATIBLE)
+
+
 def run(
     backend: Backend,
     matrix: Matrix,
@@ -204,7 +305,7 @@ def run(
                 for nb_cell in cells:
                     no = Verdict(UNDECIDED, why, answered=False)
                     harness = Verdict(UNDECIDED, reasons=[f"cluster: {why}"], answered=False)
-                    pairs.append(Pair(nb_cell.id, cluster_cell.id, no, no, harness))
+                    pairs.append(Pair(nb_cell.id, cluster_cell.id, no, no, harness, no, harness))
                 log(f"grid: cluster {cluster_cell.id} never came up ({why}); its pairs undecided")
                 continue
             for i, nb_cell in enumerate(cells):
@@ -219,12 +320,19 @@ def run(
                         )
                         pair.ray_client = ray_client_verdict(r)
                         pair.ray_driver = driver_verdict(cluster, client, timeouts)
+                        dashboard = f"http://{cluster.head_host}:8265"
+                        jobs = probe.jobs(dashboard, timeouts.jobs)
+                        pair.ray_jobs, pair.harness_jobs = jobs_verdicts(jobs, nodes[0])
                         pair.harness = judge(facts, nodes, matrix.grid)
+                        if micro_only(facts, nodes):
+                            pair.relaxed = relaxation(cluster, client, timeouts)
                     finally:
                         cluster.remove(client)
                 log(
                     f"grid: {nb_cell.id} -> {cluster_cell.id}: harness {pair.harness.verdict}"
-                    f", Ray Client {pair.ray_client.verdict}, driver {pair.ray_driver.verdict}"
+                    f" (Jobs path {pair.harness_jobs.verdict}), Ray Client "
+                    f"{pair.ray_client.verdict}, driver {pair.ray_driver.verdict}, Jobs API "
+                    f"{pair.ray_jobs.verdict}"
                 )
                 pairs.append(pair)
     return pairs
@@ -257,8 +365,14 @@ def markdown(pairs: Sequence[Pair], policy: GridPolicy) -> str:
         "# Compatibility grid: notebook (rows) x cluster (columns)",
         "",
         f"Harness policy: fail on {', '.join(policy.fail)}; warn on {', '.join(policy.warn)}.",
-        "Each cell: harness verdict / Ray Client (`ray://head:10001`) / Ray driver check"
-        ' (the client joins as a 0-CPU node, then `ray.init(address="head:6379")`).',
+        "Each cell: the harness's verdict for Ray Client and driver (parity of the notebook"
+        " with every node) and for the Jobs API (`JobSubmissionClient`: the job runs on the"
+        " cluster's interpreter, so only the client's Ray version counts); then Ray's own"
+        " verdict on each path: Ray Client (`ray://head:10001`), the driver (the client joins"
+        ' as a 0-CPU node, then `ray.init(address="head:6379")`) and a job submitted to'
+        " `http://head:8265`. `safe:` lists the paths a user of the pair can rely on.",
+        "Clusters of a Ray with token authentication run with a token, and every notebook is"
+        " given its cluster's token, as `test` does.",
         "Ray's verdicts: accepted; warned (connected, logged a version mismatch); rejected"
         ' (Ray\'s "Version mismatch" error); error (Ray failed with a message that names no'
         " version, e.g. a protocol error between Ray versions).",
@@ -271,18 +385,41 @@ def markdown(pairs: Sequence[Pair], policy: GridPolicy) -> str:
         for cl in clusters:
             p = by[(nb, cl)]
             row.append(
-                f"{SYMBOL[p.harness.verdict]} {p.harness.verdict} / "
-                f"client {p.ray_client.verdict} / driver {p.ray_driver.verdict}"
+                f"{SYMBOL[p.harness.verdict]} {p.harness.verdict}, jobs "
+                f"{SYMBOL[p.harness_jobs.verdict]} {p.harness_jobs.verdict} / "
+                f"client {p.ray_client.verdict} / driver {p.ray_driver.verdict} / "
+                f"jobs {p.ray_jobs.verdict} / safe: {', '.join(p.safe_paths) or 'none'}"
             )
         lines.append(f"| {nb} | " + " | ".join(row) + " |")
     lines += ["", "## Why", ""]
     for p in pairs:
-        if p.harness.verdict == COMPATIBLE and not p.ray_objects:
+        quiet = p.harness.verdict == COMPATIBLE and p.harness_jobs.verdict == COMPATIBLE
+        if quiet and not p.ray_objects:
             continue
         lines.append(f"- **{p.notebook} -> {p.cluster}**: {'; '.join(p.harness.reasons)}")
         lines.append(f"  - Ray Client ({p.ray_client.verdict}): {p.ray_client.message[:300]}")
         lines.append(f"  - Ray driver ({p.ray_driver.verdict}): {str(p.ray_driver.message)[:300]}")
+        if p.relaxed is not None:
+            lines += relaxation_lines(p.relaxed)
+        jobs_why = "; ".join(p.harness_jobs.reasons) or "same Ray"
+        lines.append(
+            f"  - Jobs API ({p.ray_jobs.verdict}; harness {p.harness_jobs.verdict}: "
+            f"{jobs_why}): {p.ray_jobs.message[:300]}"
+        )
     return "\n".join(lines) + "\n"
+
+
+def relaxation_lines(r: Relaxation) -> list[str]:
+    """What forcing the pair past Ray's micro check did, as markdown list lines."""
+    verdict = "safe" if r.safe else "NOT safe"
+    if r.joined:
+        trips = ", ".join(f"{k} {'ok' if v == 'ok' else 'FAILED'}" for k, v in r.roundtrips.items())
+        what = f"the driver joins; round trips: {trips or 'none ran'}"
+    else:
+        what = f"still refused: {r.message[:200]}"
+    lines = [f"  - forced past the micro check with {RELAX_NAME}=minor ({verdict}): {what}"]
+    lines += [f"    - {k}: {v[:300]}" for k, v in r.roundtrips.items() if v != "ok"]
+    return lines
 
 
 def page(pairs: Sequence[Pair], policy: GridPolicy) -> str:
@@ -301,12 +438,18 @@ def page(pairs: Sequence[Pair], policy: GridPolicy) -> str:
                     *p.harness.reasons,
                     f"Ray Client: {p.ray_client.message}",
                     f"Ray driver: {p.ray_driver.message}",
+                    f"Jobs API: {p.ray_jobs.message}",
+                    *(f"Jobs path: {r}" for r in p.harness_jobs.reasons),
+                    *(relaxation_lines(p.relaxed) if p.relaxed else []),
                 ]
             )
             cells.append(
                 f'<td style="background:{COLOUR[verdict]}" title="{html.escape(tip)}">'
                 f"<b>{verdict}</b><br>client: {html.escape(str(p.ray_client.verdict))}"
-                f"<br>driver: {html.escape(str(p.ray_driver.verdict))}</td>"
+                f"<br>driver: {html.escape(str(p.ray_driver.verdict))}"
+                f"<br>jobs: {html.escape(str(p.ray_jobs.verdict))} "
+                f"({html.escape(str(p.harness_jobs.verdict))})"
+                f"<br>safe: {html.escape(', '.join(p.safe_paths) or 'none')}</td>"
             )
         rows.append(f"<tr><th>{html.escape(nb)}</th>{''.join(cells)}</tr>")
     return f"""<!doctype html>

@@ -37,6 +37,12 @@ def version_check_args(address: str, timeout: float) -> list[str]:
     return ["version-check", address, "--timeout", _seconds(timeout)]
 
 
+def jobs_args(address: str, timeout: float, fail: bool = False) -> list[str]:
+    """`jobs http://HOST:8265`: the dashboard's /api/version and a job through the Jobs
+    API; with `fail`, a job that raises."""
+    return ["jobs", address, "--timeout", _seconds(timeout), *(["--fail"] if fail else [])]
+
+
 STRUCTURE_ARGS = ["structure"]  # facts + what the structure checks measure
 
 
@@ -77,8 +83,26 @@ class Probe:
     def jobs(self, address: str, timeout: float, fail: bool = False) -> Result:
         """The dashboard's /api/version and a job through the Jobs API at `address`
         (http://HOST:8265); with `fail`, a job that raises."""
-        args = ["jobs", address, "--timeout", _seconds(timeout), *(["--fail"] if fail else [])]
-        return self._run(args, timeout)
+        return self._run(jobs_args(address, timeout, fail), timeout)
+
+    def serve(self, address: str, http: str, timeout: float, route: str | None = None) -> Result:
+        """Deploy the probe's Serve application through the Jobs API at `address`, ask it
+        at `http` + `route` (default: its own route), /-/healthz and /-/routes, then shut
+        Serve down through the dashboard's REST API."""
+        args = ["serve", address, "--http", http, "--timeout", _seconds(timeout)]
+        return self._run([*args, *(["--route", route] if route else [])], timeout)
+
+    def auth(self, head: str, timeout: float, env: dict[str, str] | None = None) -> Result:
+        """What the cluster at `head` answers this container under `env` (its token, none
+        or a wrong one): Jobs API over HTTP and JobSubmissionClient, GCS, Ray Client."""
+        args = ["auth", "--dashboard", f"http://{head}:8265", "--client", f"ray://{head}:10001"]
+        args += ["--gcs", f"{head}:6379", "--timeout", _seconds(timeout)]
+        return self._run(args, timeout, env)
+
+    def roundtrip(self, address: str, timeout: float, env: dict[str, str] | None = None) -> Result:
+        """As a driver at `address` (HOST:6379; this container joined as a node): a function,
+        a class instance, a closure, an array and an actor's state, each through the cluster."""
+        return self._run(["roundtrip", address, "--timeout", _seconds(timeout)], timeout, env)
 
     def gpu(self, timeout: float) -> Result:
         """Ray's GPU resources and a num_gpus=1 task, from this node."""

@@ -2,7 +2,8 @@
 
 Order: Ray Client (`ray://`) from the notebook container with parity and the workload
 (tasks, actor, object, placement group, runtime env); a real .ipynb executed with nbclient
-and JupyterLab's /api/status; the dashboard and a job through the Jobs API; last, the
+and JupyterLab's /api/status; the dashboard and a job through the Jobs API; a Serve
+application deployed through the Jobs API and asked over HTTP; last, the
 notebook container joins as a 0-CPU node so a real driver can run
 (`ray.init(address="ray-head:6379")` needs a local raylet) and parity is checked again.
 """
@@ -10,6 +11,8 @@ notebook container joins as a 0-CPU node so a real driver can run
 from __future__ import annotations
 
 import contextlib
+import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -129,11 +132,30 @@ def test_cell(
         if _lost_node(cluster, results, "the Jobs API checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
+        # 4. A Serve application, deployed through the Jobs API as operators deploy it.
+        with step(f"{cell.id}: Serve application over HTTP"):
+            r = Probe(cluster, cluster.notebook).serve(
+                f"http://{cluster.head_host}:8265",
+                f"http://{cluster.head_host}:{checks.SERVE_PORT}",
+                timeouts.serve,
+            )
+            results.append(checks.serve(r, expected, checks.SERVE_ROUTE))
+        timings["serve"] = round(time.monotonic() - start, 2)
+
+        if _lost_node(cluster, results, "the Serve check"):
+            return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
+
         # GPU end to end: only where the Docker host can hand GPUs to containers.
         if cell.variant == "gpu":
             results.append(_gpu_check(cluster, gpu_host, timeouts))
 
-        # 4. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
+        # 5. Token authentication, where the cell's Ray has it: no token, a wrong one, ours.
+        results.append(_auth_check(cluster, timeouts, log_dir))
+
+        if _lost_node(cluster, results, "the token checks"):
+            return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
+
+        # 6. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
         #    Last, because it changes the cluster's membership.
         with step(f"{cell.id}: driver connect and parity"):
             refused, r = join_as_driver(cluster, cluster.notebook, timeouts)
@@ -167,13 +189,46 @@ def test_cell(
     return results, timings
 
 
+NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}  # a client that sends no token
+
+
+def _auth_check(cluster: Cluster, timeouts: Timeouts, log_dir: Path) -> Check:
+    """`auth:token`: the notebook asks every path with the cluster's token, with none and
+    with a wrong one; a node tries to join without it; then every log is searched for the
+    token. Skipped, with the reason, on a cluster started without a token."""
+    token = cluster.auth_token
+    if token is None:
+        return Check("auth:token", SKIPPED, cluster.auth_skip)
+    with step(f"{cluster.cell_id}: token authentication"):
+        probe = Probe(cluster, cluster.notebook)
+        wrong = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-" + secrets.token_hex(16)}
+        answers = {
+            "token": probe.auth(cluster.head_host, timeouts.auth),
+            "none": probe.auth(cluster.head_host, timeouts.auth, env=NO_TOKEN),
+            "wrong": probe.auth(cluster.head_host, timeouts.auth, env=wrong),
+        }
+        refused, _ = join_as_driver(cluster, cluster.notebook, timeouts, env=NO_TOKEN)
+        with tempfile.TemporaryDirectory(prefix="raycompat-auth-") as tmp:
+            cluster.save_logs()
+            cluster.save_ray_logs(Path(tmp))
+            roots = [r for r in (log_dir, Path(tmp)) if r.is_dir()]
+            scanned = sum(1 for r in roots for p in r.rglob("*") if p.is_file())
+            leaks = checks.files_with(token, roots)
+        return checks.auth_token(answers, refused, leaks, scanned, token)
+
+
 def join_as_driver(
-    cluster: Cluster, client: str, timeouts: Timeouts = DEFAULT
+    cluster: Cluster,
+    client: str,
+    timeouts: Timeouts = DEFAULT,
+    env: dict[str, str] | None = None,
+    roundtrip: bool = False,
 ) -> tuple[str | None, dict[str, Any]]:
     """Run a real driver in `client`: it needs a raylet on its own machine, so the client
     first joins as a 0-CPU node (`ray start --address`, where Ray compares its Ray and
     Python versions with the cluster's), then `ray.init(address="head:6379")` probes every
-    node; the client always leaves the cluster again.
+    node (with `roundtrip`: sends functions, instances, closures and arrays through tasks
+    and an actor instead); the client always leaves the cluster again. `env` reaches both.
 
     Returns the output of a refused `ray start` (None when it joined) and the probe's result
     ({} when it did not join)."""
@@ -183,12 +238,16 @@ def join_as_driver(
             client,
             ["ray", "start", f"--address={address}", "--num-cpus=0", "--disable-usage-stats"],
             timeout=timeouts.join,
+            env=env,
         )
         if rc != 0:
             return out + err, {}
-        return None, Probe(cluster, client).cluster(address, nodes=3, timeout=timeouts.driver)
+        probe = Probe(cluster, client)
+        if roundtrip:
+            return None, probe.roundtrip(address, timeouts.driver, env=env)
+        return None, probe.cluster(address, nodes=3, timeout=timeouts.driver, env=env)
     finally:
-        cluster.exec(client, ["ray", "stop", "--force"], timeout=timeouts.join)
+        cluster.exec(client, ["ray", "stop", "--force"], timeout=timeouts.join, env=env)
 
 
 def _give_up(

@@ -15,6 +15,7 @@ from harness.matrix import Cell
 from harness.timeouts import Timeouts
 
 RAY_LOGS = "/tmp/ray/session_latest/logs"  # Ray's own logs inside every node
+TOKEN_PATH = "/run/raycompat/auth_token"  # where a cluster's containers find Ray's token
 
 
 class ClusterStartFailed(HarnessError):
@@ -47,6 +48,10 @@ class Cluster(ABC):
     worker_names: list[str]
     jupyter_token: str
     head_host: str  # how the notebook reaches the head (network alias or Service name)
+    # Ray's token (RAY_AUTH_MODE=token) every container of the cluster was given, or None
+    # when the cluster runs without one; `auth_skip` then says why.
+    auth_token: str | None = None
+    auth_skip: str = "this backend does not start clusters with a token yet"
 
     @abstractmethod
     def __enter__(self) -> Cluster: ...

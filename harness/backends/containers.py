@@ -24,7 +24,7 @@ from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from harness import labels
-from harness.backends import RAY_LOGS, Backend, Cluster, ClusterStartFailed
+from harness.backends import RAY_LOGS, TOKEN_PATH, Backend, Cluster, ClusterStartFailed
 from harness.engine import Engine
 from harness.errors import EngineError
 from harness.matrix import Cell
@@ -33,6 +33,11 @@ from harness.timeouts import Timeouts
 
 HEAD_ALIAS = "ray-head"
 HEAD_READY = "Ray runtime started"  # what `ray start --head` prints once it serves
+TOKEN_AUTH_PROBE = (  # exit 0 when the image's Ray has token authentication; imports nothing
+    "import importlib.util, os, sys; ray = importlib.util.find_spec('ray'); "
+    "sys.exit(0 if ray and ray.origin and os.path.exists(os.path.join(os.path.dirname("
+    "ray.origin), '_private', 'authentication', 'authentication_token_setup.py'))) else 3)"
+)
 WATCH_SECONDS = 2.0
 
 
@@ -53,6 +58,8 @@ class ContainerCluster(Cluster):
         log_dir: Path | None = None,
         gpus: bool = False,
         ready_timeout: float = 120,
+        auth_token: str | None = None,
+        auth_skip: str = "",
     ) -> None:
         self.engine = engine
         self.run_id = run_id
@@ -62,6 +69,8 @@ class ContainerCluster(Cluster):
         self.log_dir = log_dir
         self.gpus = gpus  # give head and workers the host GPUs (NVIDIA runtime)
         self.ready_timeout = ready_timeout
+        self.auth_token = auth_token  # every container gets it as a file, never in its env
+        self.auth_skip = auth_skip
         short = hashlib.sha256(cell_id.encode()).hexdigest()[:6]
         self.prefix = f"rh-{run_id}-{short}"
         self.network = self.prefix
@@ -95,16 +104,21 @@ class ContainerCluster(Cluster):
         extra: dict[str, Any] = {"shm_size": "1g", "init": True, "labels": dict(self.labels)}
         if gpus:
             extra["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        env = dict(env or {})
+        if self.auth_token:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=TOKEN_PATH)
         container = DockerContainer(
             image,
             name=name,
-            env=env or {},
+            env=env,
             network=self._net,
             network_aliases=[alias] if alias else None,
             hostname=name,
             **extra,
             **kwargs,
         )
+        if self.auth_token:
+            container.with_copy_into_container(self.auth_token.encode(), TOKEN_PATH, 0o444)
         self._containers.append(container)
         return container
 
@@ -292,6 +306,15 @@ class ContainersBackend(Backend):
     def __init__(self, engine: Engine, run_id: str) -> None:
         self.engine = engine
         self.run_id = run_id
+        self._token_auth: dict[str, bool] = {}
+
+    def token_auth(self, image: str) -> bool:
+        """Whether the Ray in `image` has token authentication (RAY_AUTH_MODE=token): its
+        package carries Ray's authentication module. Asked once per image."""
+        if image not in self._token_auth:
+            r = self.engine.run_once(image, ["-c", TOKEN_AUTH_PROBE], entrypoint=["python"])
+            self._token_auth[image] = r.returncode == 0
+        return self._token_auth[image]
 
     def cluster(
         self,
@@ -305,6 +328,7 @@ class ContainersBackend(Backend):
     ) -> ContainerCluster:
         nodes = images if client else {r: i for r, i in images.items() if r != "notebook"}
         gpus = cell.variant == "gpu" and self.engine.nvidia_runtime()
+        token = secrets.token_urlsafe(32) if self.token_auth(images["head"]) else None
         return ContainerCluster(
             self.engine,
             self.run_id,
@@ -313,4 +337,6 @@ class ContainersBackend(Backend):
             log_dir=log_dir,
             gpus=gpus,
             ready_timeout=waits.ready,
+            auth_token=token,
+            auth_skip="" if token else f"Ray {cell.ray} has no token authentication",
         )

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from harness import children, grid, matrix
 from harness.backends import probe_result
 from harness.engine import STAGING, Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
-from harness.probe_client import cluster_args, version_check_args
+from harness.probe_client import cluster_args, jobs_args, version_check_args
 from harness.timeouts import PROBE_MARGIN
 
 TIMEOUT = 30.0  # default of --timeout
@@ -24,9 +26,11 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     m = matrix.load(args.matrix) if args.matrix.is_file() else None
     policy = m.grid if m else matrix.GridPolicy()
     ray_client = args.address.startswith("ray://")
-    if not re.fullmatch(r"(ray://)?[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}", args.address):
+    jobs_api = args.address.startswith(("http://", "https://"))
+    if not re.fullmatch(r"(ray://|https?://)?[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}", args.address):
         raise HarnessError(
-            f"--address {args.address!r}: use ray://HOST:PORT (Ray Client) or HOST:PORT (GCS)"
+            f"--address {args.address!r}: use ray://HOST:PORT (Ray Client), "
+            "http://HOST:PORT (the dashboard's Jobs API) or HOST:PORT (GCS)"
         )
     if not args.image and importlib.util.find_spec("ray") is None:
         raise HarnessError(
@@ -34,11 +38,12 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             "image instead: --image <prefix>/ray-notebook:<ray>-py<python>-<variant>"
         )
     timeout = int(args.timeout)
-    command = (
-        cluster_args(args.address, nodes=1, timeout=timeout)
-        if ray_client
-        else version_check_args(args.address, timeout)
-    )
+    if ray_client:
+        command = cluster_args(args.address, nodes=1, timeout=timeout)
+    elif jobs_api:
+        command = jobs_args(args.address, timeout)
+    else:
+        command = version_check_args(args.address, timeout)
     unreachable = (
         f"cannot reach {args.address} within {timeout}s: check the address and port, that "
         "the cluster is up, and that this machine (or --image's container, on the host "
@@ -48,12 +53,18 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     if args.image:
         engine = Engine()
         engine.ping()
+        files, env = {"probe.py": PROBE_SOURCE}, {}
+        token = _token()
+        if token:  # the cluster wants Ray's token: handed over as a file, as `test` does
+            files["auth_token"] = token
+            env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": f"{STAGING}/auth_token"}
         r = engine.run_once(
             args.image,
             [f"{STAGING}/probe.py", *command],
             entrypoint=["python"],
             network_mode="host",
-            files={"probe.py": PROBE_SOURCE},
+            files=files,
+            env=env,
             timeout=timeout + PROBE_MARGIN,
         )
         if r.returncode == 124:
@@ -70,6 +81,8 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     if result is None:
         why = (err.strip().splitlines() or ["no output"])[-1][:300]
         raise HarnessError(f"the probe gave no answer (exit {rc}): {why}")
+    if jobs_api:
+        return _jobs(args.address, result, unreachable)
     if not result.get("ok") and "client" not in result:
         raise HarnessError(f"{unreachable} ({str(result.get('message') or result)[:200]})")
     if not ray_client:
@@ -94,3 +107,40 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     for reason in ours.reasons:
         print(f"  - {reason}")
     return 0 if ours.verdict != grid.INCOMPATIBLE and client.verdict != "rejected" else 1
+
+
+def _jobs(address: str, result: dict[str, object], unreachable: str) -> int:
+    """The Jobs path, judged as the grid judges it: Ray's answer to a job submitted from
+    here, and the harness's verdict (the job runs on the cluster's interpreter)."""
+    job = result.get("job") or {}
+    if not job and "Connection refused" in str(result.get("error")):
+        raise HarnessError(f"{unreachable} ({str(result.get('error'))[:200]})")
+    facts = (job.get("facts") or {}) if isinstance(job, dict) else {}
+    cluster = facts.get("driver") or {}
+    ray_verdict, ours = grid.jobs_verdicts(result, cluster)
+    print(f"Jobs API {address}: {ray_verdict.verdict}: {ray_verdict.message[:500]}")
+    print(f"harness (Jobs path): {ours.verdict}")
+    for reason in ours.reasons:
+        print(f"  - {reason}")
+    if cluster:
+        print(f"  the job's driver ran on Python {cluster.get('python')}, Ray {cluster.get('ray')}")
+    ok = ours.verdict in (grid.COMPATIBLE, grid.WARN) and ray_verdict.verdict == "accepted"
+    return 0 if ok else 1
+
+
+def _token() -> str:
+    """Ray's token from this environment (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, as Ray
+    reads them) when RAY_AUTH_MODE=token, for the probe in --image; else ""."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return ""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if not token:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError:
+            raise HarnessError(
+                f"RAY_AUTH_MODE=token but no token: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
+                f"({path} cannot be read)"
+            ) from None
+    return token

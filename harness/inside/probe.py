@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable
@@ -253,8 +254,10 @@ def _connect(address: str, deadline: float, captured: _Captured) -> Json:
                 ray.shutdown()
             except Exception:
                 pass
-            # A version mismatch is Ray's verdict, not a cluster still starting: stop at once.
-            if "mismatch" in last.lower() or time.time() > deadline:
+            # A version mismatch or a refused token is Ray's verdict, not a cluster still
+            # starting: stop at once.
+            verdict = "mismatch" in last.lower() or "authenticat" in last.lower()
+            if verdict or time.time() > deadline:
                 return {
                     "ok": False,
                     "attempts": attempts,
@@ -452,9 +455,13 @@ def jobs(args: argparse.Namespace) -> Json:
     out: Json = {"client": facts(), "address": args.address}
     try:
         deadline = time.time() + args.timeout
-        with urllib.request.urlopen(args.address + "/api/version", timeout=30) as resp:
-            out["dashboard"] = json.loads(resp.read().decode())
-        from ray.job_submission import JobStatus, JobSubmissionClient
+        version = _http(args.address + "/api/version", timeout=30)
+        if version["status"] != 200:
+            raise RuntimeError(
+                "/api/version answered %s: %s" % (version["status"], version["body"])
+            )
+        out["dashboard"] = json.loads(version["body"])
+        from ray.job_submission import JobSubmissionClient
 
         client = JobSubmissionClient(args.address)
         work = tempfile.mkdtemp(prefix="raycompat-job-")
@@ -467,18 +474,259 @@ def jobs(args: argparse.Namespace) -> Json:
             entrypoint="python rcjob.py",
             runtime_env={"working_dir": work, "env_vars": {"RAYCOMPAT_ENV": token}},
         )
-        out["job"] = {"id": job_id, "token": token}
-        terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
-        status = client.get_job_status(job_id)
-        while status not in terminal and time.time() < deadline:
-            time.sleep(1)
-            status = client.get_job_status(job_id)
-        out["job"]["status"] = str(status.value if hasattr(status, "value") else status)
-        logs = client.get_job_logs(job_id)
-        out["job"]["log_tail"] = "\n".join(logs.strip().splitlines()[-15:])
-        for line in logs.splitlines():
+        out["job"] = dict(_wait_job(client, job_id, deadline), token=token)
+        for line in client.get_job_logs(job_id).splitlines():
             if line.startswith("RAYCOMPAT_JOB "):
                 out["job"]["facts"] = json.loads(line[len("RAYCOMPAT_JOB ") :])
+        out["ok"] = True
+    except _Deadline as exc:
+        out["ok"], out["error"] = False, str(exc)
+    except Exception as exc:
+        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        signal.alarm(0)
+    return out
+
+
+# A Serve application deployed the way operators deploy it: a job through the Jobs API
+# (as RayJob and `ray job submit` do) runs serve.run; the notebook needs no Serve itself.
+SERVE_APP = "raycompat"
+SERVE_SCRIPT = """
+import sys
+import ray
+from ray import serve
+ray.init()
+@serve.deployment(num_replicas=2, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0.1})
+class Facts:
+    def __call__(self, request):
+        ctx = ray.get_runtime_context()
+        return {"python": "%d.%d.%d" % sys.version_info[:3], "ray": ray.__version__,
+                "commit": ray.__commit__, "node": ctx.get_node_id()}
+serve.start(http_options={"host": "0.0.0.0", "port": __PORT__})
+serve.run(Facts.bind(), name="__APP__", route_prefix="/__APP__", blocking=False)
+print("RAYCOMPAT_SERVE deployed")
+"""
+
+
+def _token_headers() -> dict[str, str]:
+    """The bearer header Ray's own clients send when this process has a token (token
+    auth: RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH). The token is
+    read here and never printed."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN", "")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
+    if not token and path:
+        try:
+            with open(path) as f:
+                token = f.read().strip()
+        except OSError:
+            token = ""
+    return {"Authorization": "Bearer " + token} if token else {}
+
+
+def _http(url: str, method: str = "GET", timeout: float = 10, token: bool = True) -> Json:
+    """status and body of one HTTP request (errors are answers too); with `token`, the
+    process's token as Ray's clients send it."""
+    req = urllib.request.Request(url, method=method, headers=_token_headers() if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return {"status": resp.status, "body": resp.read().decode(errors="replace")}
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, "body": exc.read().decode(errors="replace")[:500]}
+    except Exception as exc:
+        return {"status": None, "body": "%s: %s" % (type(exc).__name__, exc)}
+
+
+def _wait_job(client: Any, job_id: str, deadline: float) -> Json:
+    from ray.job_submission import JobStatus
+
+    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    status = client.get_job_status(job_id)
+    while status not in terminal and time.time() < deadline:
+        time.sleep(1)
+        status = client.get_job_status(job_id)
+    logs = client.get_job_logs(job_id)
+    return {
+        "id": job_id,
+        "status": str(status.value if hasattr(status, "value") else status),
+        "log_tail": "\n".join(logs.strip().splitlines()[-15:]),
+    }
+
+
+def serve(args: argparse.Namespace) -> Json:
+    """Deploy a two-replica Serve application through the Jobs API, ask it over HTTP from
+    here (GET --route, as many times as it takes to hear both replicas), ask the proxy's
+    /-/healthz and /-/routes, then shut Serve down through the dashboard's Serve REST API."""
+    import tempfile
+
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(args.timeout) + 20)
+    out: Json = {"client": facts(), "address": args.address, "http": args.http}
+    deadline = time.time() + args.timeout
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(args.address)
+        work = tempfile.mkdtemp(prefix="raycompat-serve-")
+        port = int(args.http.rsplit(":", 1)[1].split("/")[0])
+        script = SERVE_SCRIPT.replace("__APP__", SERVE_APP).replace("__PORT__", str(port))
+        with open(os.path.join(work, "rcserve.py"), "w") as f:
+            f.write(script)
+        job_id = client.submit_job(
+            entrypoint="python rcserve.py", runtime_env={"working_dir": work}
+        )
+        out["deploy"] = _wait_job(client, job_id, deadline)
+        if out["deploy"]["status"] == "SUCCEEDED":
+            replies: list[Json] = []
+            nodes: set[str] = set()
+            for _ in range(40):  # the proxy picks a replica: ask until both have answered
+                reply = _http(args.http + args.route)
+                replies.append(reply)
+                if reply["status"] != 200:
+                    break
+                try:
+                    nodes.add(str(json.loads(reply["body"]).get("node")))
+                except ValueError:
+                    break
+                if len(nodes) >= 2 or time.time() > deadline:
+                    break
+            out["replies"] = replies[:1] + [r for r in replies[1:] if r != replies[0]][:5]
+            out["answers"] = [json.loads(r["body"]) for r in replies if r["status"] == 200]
+            out["healthz"] = _http(args.http + "/-/healthz")
+            out["routes"] = _http(args.http + "/-/routes")
+            out["applications"] = _http(args.address + "/api/serve/applications/")
+        out["ok"] = True
+    except _Deadline as exc:
+        out["ok"], out["error"] = False, str(exc)
+    except Exception as exc:
+        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        signal.alarm(0)
+    out["shutdown"] = _http(args.address + "/api/serve/applications/", "DELETE", timeout=60)
+    return out
+
+
+def auth(args: argparse.Namespace) -> Json:
+    """What the cluster answers this process, with whatever token its environment gives
+    it (none, a wrong one, the right one): the Jobs API over plain HTTP and through
+    JobSubmissionClient, Ray Client, and GCS (what a driver or a joining node asks first)."""
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(args.timeout) + 20)
+    out: Json = {"mode": os.environ.get("RAY_AUTH_MODE", "")}
+    deadline = time.time() + args.timeout
+    try:
+        http = _http(args.dashboard + "/api/jobs/", timeout=15)
+        out["http"] = {"status": http["status"], "body": http["body"][:300]}
+        try:
+            from ray.job_submission import JobSubmissionClient
+
+            listed = JobSubmissionClient(args.dashboard).list_jobs()
+            out["jobs"] = {"ok": True, "detail": "%d job(s) listed" % len(listed)}
+        except Exception as exc:
+            out["jobs"] = {"ok": False, "detail": ("%s: %s" % (type(exc).__name__, exc))[:600]}
+        try:
+            from ray._raylet import GcsClient
+
+            try:
+                from ray._common.usage import usage_lib
+            except ImportError:  # older Ray
+                from ray._private.usage import usage_lib
+            meta = usage_lib.get_cluster_metadata(GcsClient(address=args.gcs))
+            out["gcs"] = {"ok": True, "detail": "Ray %s" % meta.get("ray_version")}
+        except Exception as exc:
+            out["gcs"] = {"ok": False, "detail": ("%s: %s" % (type(exc).__name__, exc))[:600]}
+        connect = _connect(args.client, min(deadline, time.time() + 30), _Captured())
+        out["ray_client"] = {
+            "ok": connect["ok"],
+            "detail": "connected" if connect["ok"] else str(connect.get("error"))[:600],
+        }
+        out["ok"] = True
+    except _Deadline as exc:
+        out["ok"], out["error"] = False, str(exc)
+    except Exception as exc:
+        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        signal.alarm(0)
+    return out
+
+
+class _Point:
+    """A plain class whose instances travel (pickled by value from __main__)."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def norm2(self) -> int:
+        return self.x * self.x + self.y * self.y
+
+
+def roundtrip(args: argparse.Namespace) -> Json:
+    """As a driver (`ray.init(address=HOST:6379)`, this container joined as a 0-CPU node),
+    send a function, a class instance, a closure and an array (numpy, where this image has
+    it) through tasks on the cluster's nodes, and an instance through an actor: each
+    round trip's outcome, with Ray's error where one fails."""
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(args.timeout) + 20)
+    deadline = time.time() + args.timeout
+    out: Json = {"client": facts(), "address": args.address}
+    try:
+        out["connect"] = _connect(args.address, deadline, _Captured())
+        if not out["connect"]["ok"]:
+            return out
+        import ray
+
+        @ray.remote(num_cpus=0.1)
+        def call(fn: Any, *values: Any) -> Any:
+            return fn(*values)
+
+        @ray.remote(num_cpus=0.1)
+        class Keeper:
+            def __init__(self) -> None:
+                self.items: list[Any] = []
+
+            def put(self, item: Any) -> int:
+                self.items.append(item)
+                return len(self.items)
+
+            def norm2(self, i: int) -> int:
+                return int(self.items[i].norm2())
+
+        factor = 7
+
+        def square(v: int) -> int:
+            return v * v
+
+        def actor() -> bool:
+            keeper = Keeper.remote()  # type: ignore[attr-defined]
+            ray.get(keeper.put.remote(_Point(1, 2)), timeout=60)
+            return bool(ray.get(keeper.norm2.remote(0), timeout=60) == 5)
+
+        trips: dict[str, Callable[[], bool]] = {
+            "function": lambda: ray.get(call.remote(square, 12), timeout=60) == 144,
+            "class instance": lambda: ray.get(call.remote(_Point.norm2, _Point(3, 4))) == 25,
+            "closure": lambda: ray.get(call.remote(lambda v: v * factor, 6), timeout=60) == 42,
+            "actor": actor,
+        }
+        try:
+            import numpy as np  # type: ignore[import-not-found, unused-ignore]
+
+            data = np.arange(100000)
+            trips["array"] = lambda: bool(
+                (ray.get(call.remote(lambda a: a * 2, data), timeout=60) == data * 2).all()
+            )
+        except ImportError:
+            out["array"] = "numpy is not in this image: no array round trip"
+        results: Json = {}
+        for name, trip in trips.items():
+            try:
+                results[name] = {"ok": bool(trip()), "detail": "came back equal"}
+            except Exception as exc:
+                results[name] = {
+                    "ok": False,
+                    "detail": ("%s: %s" % (type(exc).__name__, exc))[:800],
+                }
+        out["roundtrips"] = results
         out["ok"] = True
     except _Deadline as exc:
         out["ok"], out["error"] = False, str(exc)
@@ -678,6 +926,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("address")  # http://HOST:8265
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--fail", action="store_true")
+    p = sub.add_parser("serve")
+    p.add_argument("address")  # http://HOST:8265
+    p.add_argument("--http", required=True)  # http://HOST:8000
+    p.add_argument("--route", default="/" + SERVE_APP)
+    p.add_argument("--timeout", type=float, default=180)
+    p = sub.add_parser("auth")
+    p.add_argument("--dashboard", required=True)  # http://HOST:8265
+    p.add_argument("--client", required=True)  # ray://HOST:10001
+    p.add_argument("--gcs", required=True)  # HOST:6379
+    p.add_argument("--timeout", type=float, default=60)
+    p = sub.add_parser("roundtrip")
+    p.add_argument("address")  # HOST:6379, with this container joined as a node
+    p.add_argument("--timeout", type=float, default=120)
     p = sub.add_parser("jupyter")
     p.add_argument("--port", type=int, default=8888)
     p.add_argument("--token", required=True)
@@ -692,6 +953,9 @@ def main(argv: list[str]) -> int:
         "notebook": lambda: notebook(args),
         "jupyter": lambda: jupyter(args),
         "jobs": lambda: jobs(args),
+        "serve": lambda: serve(args),
+        "auth": lambda: auth(args),
+        "roundtrip": lambda: roundtrip(args),
     }
     result = handlers[args.command]()
     sys.stdout.write("\n" + json.dumps(result, sort_keys=True) + "\n")

@@ -103,6 +103,8 @@ def test_gpu_cell_cuda_runtime_checked_and_gpu_e2e_never_faked(run: dict[str, An
         "workload:runtime-env",
         "dashboard:api",
         "jobs:submit",
+        "serve:http",
+        "auth:token",
         "notebook:execute",
         "notebook:jupyterlab",
         "image:head:python",
@@ -117,6 +119,18 @@ def test_gpu_cell_cuda_runtime_checked_and_gpu_e2e_never_faked(run: dict[str, An
 def test_each_check_recorded_and_passed(run: dict[str, Any], name: str) -> None:
     check = checks_of(run)[name]
     assert check["status"] == "passed", check["detail"]
+
+
+def test_a_client_without_the_token_is_refused_on_every_path(run: dict[str, Any]) -> None:
+    """Ray 2.60 has token authentication: the cell's cluster runs with a token, and a
+    notebook without it (or with a wrong one) is turned away by every path."""
+    paths = checks_of(run)["auth:token"]["data"]["paths"]
+    for who in ("none", "wrong"):
+        assert set(paths[who]) == {"http", "jobs", "gcs", "ray_client"}
+        assert paths[who]["http"].startswith(("HTTP 401", "HTTP 403")), paths[who]
+    assert paths["token"]["http"].startswith("HTTP 200")
+    for log in (run["build_dir"] / "logs").rglob("*"):
+        assert not log.is_file() or b"RAY_AUTH_TOKEN=" not in log.read_bytes()
 
 
 def test_parity_was_measured_on_every_node(run: dict[str, Any]) -> None:

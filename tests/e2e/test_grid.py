@@ -49,6 +49,9 @@ def test_matching_pairs_raise_no_alarm(
     assert (p["harness"]["verdict"], p["harness"]["reasons"]) == ("compatible", [])
     assert p["ray_client"]["verdict"] == "accepted", p["ray_client"]
     assert p["ray_driver"]["verdict"] == "accepted", p["ray_driver"]
+    assert p["ray_jobs"]["verdict"] == "accepted", p["ray_jobs"]
+    assert p["harness_jobs"]["verdict"] == "compatible", p["harness_jobs"]
+    assert p["relaxed"] is None  # nothing to force
 
 
 @pytest.mark.parametrize(("nb", "cl"), [(NEW, OLD), (OLD, NEW)], ids=["newer-client", "older"])
@@ -65,6 +68,14 @@ def test_micro_mismatch_both_directions(
     # the harness marks the pair incompatible and says why
     assert p["harness"]["verdict"] == "incompatible"
     assert f"python: notebook {micro[nb]} vs cluster {micro[cl]}" in p["harness"]["reasons"]
+    # while a job submitted from that notebook runs on the cluster's interpreter: safe
+    assert p["ray_jobs"]["verdict"] == "accepted", p["ray_jobs"]
+    assert p["harness_jobs"]["verdict"] == "compatible", p["harness_jobs"]
+    # forcing the driver past Ray's check was tried, and what it did is recorded
+    relaxed = p["relaxed"]
+    assert relaxed is not None and relaxed["joined"], relaxed
+    assert set(relaxed["roundtrips"]) >= {"function", "class instance", "closure", "actor"}
+    assert "array" in relaxed["roundtrips"]  # numpy is in every notebook image
 
 
 @pytest.mark.parametrize(("nb", "cl"), [(RAY_OLD, OLD), (OLD, RAY_OLD)], ids=["older", "newer"])

@@ -1,5 +1,6 @@
-"""The Jobs API path against a real cluster: a job that raises is reported FAILED with its
-log tail, and the check built from it fails (the negative case of `jobs:submit`)."""
+"""The Jobs API path against a real cluster, its negative cases: a job that raises is
+reported FAILED with its log tail and the check built from it fails (`jobs:submit`); a
+Serve route that was never deployed is a failed `serve:http`, not a pass."""
 
 from __future__ import annotations
 
@@ -44,4 +45,29 @@ def test_a_failing_job_is_failed_with_its_log(cell: matrix.Cell, tmp_path: Path)
     check = cluster_checks.jobs(r, {"python": cell.python, "ray": cell.ray}, node_ids)
     assert check.status == "failed"
     assert "FAILED" in check.detail and "this job fails on purpose" in check.detail
+    assert engine.ids("container", {LABEL_RUN: run_id}) == []
+
+
+def test_a_route_that_is_not_deployed_fails_serve_http(cell: matrix.Cell, tmp_path: Path) -> None:
+    engine = Engine()
+    run_id = "serve" + uuid.uuid4().hex[:8]
+    backend = open_backend("containers", engine, run_id)
+    images = cell.tags("localhost/raycompat")
+    with backend, backend.cluster(cell, images, tmp_path, timeouts.DEFAULT) as cluster:
+        ready = Probe(cluster, cluster.head).cluster("auto", nodes=2, timeout=120)
+        assert len(ready.get("nodes", [])) == 2, ready
+        r = Probe(cluster, cluster.notebook).serve(
+            f"http://{cluster.head_host}:8265",
+            f"http://{cluster.head_host}:{cluster_checks.SERVE_PORT}",
+            180,
+            route="/not-deployed",
+        )
+    assert r["deploy"]["status"] == "SUCCEEDED", r  # the application itself is up
+    assert r["replies"][0]["status"] == 404, r
+    expected = {"python": cell.python, "ray": cell.ray}
+    check = cluster_checks.serve(r, expected, "/not-deployed")
+    assert check.status == "failed"
+    assert "GET /not-deployed answered 404" in check.detail
+    assert "/-/routes (200) does not list /not-deployed" in check.detail
+    assert r["shutdown"]["status"] == 200  # and Serve was still shut down
     assert engine.ids("container", {LABEL_RUN: run_id}) == []

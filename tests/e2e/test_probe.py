@@ -1,7 +1,8 @@
 """`python -m harness probe` against a cluster the harness did not start for itself.
 
 A trixie (Python 3.13.5) cluster is started by the test; the probe runs from the matching
-notebook image and from forky's (3.13.15), over Ray Client and over Ray's driver check.
+notebook image and from forky's (3.13.15), over Ray Client, Ray's driver check and the
+Jobs API.
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ def test_driver_check_is_rays_own(head_ip: str, image: str, rc: int, verdict: st
     assert f"Ray's driver check against {head_ip}:6379: {verdict}" in r.stdout
     if verdict == "rejected":
         assert "Version mismatch" in r.stdout
+
+
+@pytest.mark.parametrize("image", [OLD, NEW])
+def test_jobs_api_path_is_safe_across_a_micro_mismatch(head_ip: str, image: str) -> None:
+    """The job's driver runs on the cluster's interpreter: a notebook on another Python
+    micro submits fine, which the grid's Jobs path says too (test_grid)."""
+    r = harness("probe", "--address", f"http://{head_ip}:8265", "--image", notebook(image))
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert f"Jobs API http://{head_ip}:8265: accepted" in r.stdout
+    assert "harness (Jobs path): compatible" in r.stdout
+    assert "the job's driver ran on Python 3.13.5, Ray 2.60.0" in r.stdout
 
 
 def test_unreachable_address_is_a_clear_error() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from harness import cluster_checks as checks
@@ -127,6 +128,39 @@ def test_jobs_and_dashboard() -> None:
     assert checks.dashboard({"ok": False, "error": "refused"}, "2.60.0").status == "failed"
 
 
+def serve_result(**changes: object) -> dict[str, object]:
+    answer = {"python": "3.11.2", "ray": "2.60.0", "commit": "abc"}
+    doc: dict[str, object] = {
+        "ok": True,
+        "deploy": {"status": "SUCCEEDED", "log_tail": "RAYCOMPAT_SERVE deployed"},
+        "replies": [{"status": 200, "body": "{}"}],
+        "answers": [{**answer, "node": "a"}, {**answer, "node": "b"}],
+        "healthz": {"status": 200, "body": "success"},
+        "routes": {"status": 200, "body": '{"/raycompat": "raycompat"}'},
+        "shutdown": {"status": 200, "body": ""},
+    }
+    return {**doc, **changes}
+
+
+def test_serve_needs_answers_from_the_cells_interpreter_health_routes_and_shutdown() -> None:
+    expected = {"python": "3.11.2", "ray": "2.60.0"}
+    ok = checks.serve(serve_result(), expected, "/raycompat")
+    assert ok.status == "passed" and "2 replica node(s)" in ok.detail
+    missing = serve_result(replies=[{"status": 404, "body": "Path '/x' not found"}], answers=[])
+    bad = checks.serve(missing, expected, "/x")
+    assert bad.status == "failed" and "GET /x answered 404" in bad.detail
+    assert "does not list /x" in bad.detail
+    drift = serve_result(answers=[{"python": "3.11.7", "ray": "2.60.0", "node": "a"}])
+    assert "a replica reports python 3.11.7" in checks.serve(drift, expected, "/raycompat").detail
+    failed = serve_result(deploy={"status": "FAILED", "log_tail": "No module named 'starlette'"})
+    out = checks.serve(failed, expected, "/raycompat")
+    assert out.status == "failed" and "starlette" in out.detail
+    unhealthy = serve_result(healthz={"status": 503}, shutdown={"status": 500})
+    out = checks.serve(unhealthy, expected, "/raycompat")
+    assert "/-/healthz answered 503" in out.detail and "shutting Serve down" in out.detail
+    assert checks.serve({"ok": False, "error": "refused"}, expected, "/r").status == "failed"
+
+
 def test_notebook_needs_the_marker_and_strips_colour() -> None:
     ok = checks.notebook({"ok": True, "stdout": 'PARITY_OK {"nodes": 2}\n'})
     assert ok.status == "passed"
@@ -150,3 +184,47 @@ def test_runtime_env_must_reach_every_node() -> None:
     )
     assert bad.status == "failed" and "ModuleNotFoundError" in bad.detail
     assert checks.runtime_env(job_result("FAILED"), ["a", "b"]).status == "failed"
+
+
+def auth_round(accepted: bool) -> dict[str, object]:
+    answer = {"ok": accepted, "detail": "fine" if accepted else "AuthenticationError: refused"}
+    return {
+        "ok": True,
+        "http": {"status": 200 if accepted else 401, "body": ""},
+        "jobs": answer,
+        "gcs": answer,
+        "ray_client": answer,
+    }
+
+
+def test_auth_token_passes_only_when_every_path_enforces_it(tmp_path: Path) -> None:
+    token = "s3cr3t-token-value"
+    good = {"token": auth_round(True), "none": auth_round(False), "wrong": auth_round(False)}
+    ok = checks.auth_token(good, "refused: AuthenticationError", [], 12, token)
+    assert ok.status == "passed" and "12 log file(s)" in ok.detail
+    # a path that lets a tokenless client in is a finding, never a pass
+    open_gcs = {**good, "none": {**auth_round(False), "gcs": {"ok": True, "detail": "Ray 2.60.0"}}}
+    finding = checks.auth_token(open_gcs, "refused", [], 12, token)
+    assert finding.status == "failed" and "finding: GCS accepts a client with none token" in (
+        finding.detail
+    )
+    joined = checks.auth_token(good, None, [], 12, token)
+    assert "finding: a node without the token joined" in joined.detail
+    refused = {**good, "token": auth_round(False)}
+    assert (
+        "Ray Client refused the cluster's token"
+        in checks.auth_token(refused, "refused", [], 12, token).detail
+    )
+    # the token itself never appears in what the check reports
+    echoed = {**good, "token": {**auth_round(False), "jobs": {"ok": False, "detail": token}}}
+    out = checks.auth_token(echoed, "refused", [], 1, token)
+    assert token not in out.detail and token not in str(out.data)
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "gcs_server.out").write_text(f"loaded {token}\n")
+    (tmp_path / "head.log").write_text("nothing here\n")
+    leaks = checks.files_with(token, [tmp_path])
+    assert leaks == ["ray/gcs_server.out"]
+    assert (
+        "the token is written in ray/gcs_server.out"
+        in checks.auth_token(good, "refused", leaks, 2, token).detail
+    )

@@ -54,13 +54,17 @@ def test_ray_client_verdicts() -> None:
     assert grid.ray_client_verdict(rejected).verdict == "rejected"
 
 
-def pair(nb: str, cl: str, ours: str, client: str, driver: str) -> grid.Pair:
+def pair(
+    nb: str, cl: str, ours: str, client: str, driver: str, jobs: str = "compatible"
+) -> grid.Pair:
     return grid.Pair(
         notebook=nb,
         cluster=cl,
         ray_client=grid.Verdict(client, f"client {client}"),
         ray_driver=grid.Verdict(driver, f"driver {driver}"),
         harness=grid.Verdict(ours, reasons=[] if ours == "compatible" else ["python: x"]),
+        ray_jobs=grid.Verdict("accepted", "job SUCCEEDED"),
+        harness_jobs=grid.Verdict(jobs),
     )
 
 
@@ -99,14 +103,18 @@ def test_other_failures_keep_the_tail() -> None:
 def test_outputs(tmp_path: Path) -> None:
     pairs = [
         pair("nb1", "c1", "compatible", "accepted", "accepted"),
-        pair("nb1", "c2", "incompatible", "warned", "rejected"),
+        pair("nb1", "c2", "incompatible", "warned", "rejected", jobs="compatible"),
         pair("nb2", "c1", "warn", "accepted", "accepted"),
         pair("nb2", "c2", "compatible", "accepted", "accepted"),
     ]
     grid.write(tmp_path, pairs, POLICY)
     md = (tmp_path / "grid.md").read_text()
     assert "| notebook \\ cluster | c1 | c2 |" in md
-    assert "| nb1 | ✅ compatible / client accepted / driver accepted | ❌ incompatible" in md
+    assert (
+        "| nb1 | ✅ compatible, jobs ✅ compatible / client accepted / driver accepted / jobs "
+        "accepted / safe: Ray Client, driver, Jobs API | ❌ incompatible, jobs ✅ compatible / "
+        "client warned / driver rejected / jobs accepted / safe: Jobs API |"
+    ) in md
     assert "**nb1 -> c2**: python: x" in md
     page = (tmp_path / "grid.html").read_text()
     assert page.count("<td ") == 4 and "#c62828" in page and "title=" in page
@@ -135,9 +143,56 @@ def test_no_verdict_is_undecided_not_incompatible() -> None:
     crashed = grid.ray_client_verdict({"ok": False, "error": "probe cluster exited 137: "})
     assert crashed.verdict == grid.UNDECIDED and crashed.answered is False
     accepted = grid.Verdict("accepted")
-    p = grid.Pair("a", "b", crashed, accepted, grid.Verdict("compatible"))
+    p = grid.Pair("a", "b", crashed, accepted, grid.Verdict("compatible"), accepted)
     assert p.undecided == ["Ray Client: probe cluster exited 137: "]
     # Ray's own error (e.g. a protocol error across Ray versions) is a result, not undecided
     ray_error = grid.ray_client_verdict({"connect": {"ok": False, "error": "grpc: EOF"}})
     assert ray_error.verdict == "error" and ray_error.answered and ray_error.outcome == "failed"
-    assert grid.Pair("a", "b", ray_error, ray_error, grid.Verdict("incompatible")).undecided == []
+    incompatible = grid.Verdict("incompatible")
+    assert grid.Pair("a", "b", ray_error, ray_error, incompatible, ray_error).undecided == []
+
+
+def test_jobs_path_judges_the_submitting_client_not_its_python() -> None:
+    cluster = {"python": "3.13.5", "ray": "2.60.0"}
+    job = {"status": "SUCCEEDED", "log_tail": "", "facts": {"driver": cluster}}
+    newer = {"ok": True, "client": {"python": "3.13.15", "ray": "2.60.0"}, "job": job}
+    ray, ours = grid.jobs_verdicts(newer, cluster)
+    assert (ray.verdict, ours.verdict) == ("accepted", "compatible")  # micro does not enter
+    other_ray = {**newer, "client": {"python": "3.13.5", "ray": "2.51.2"}}
+    ray, ours = grid.jobs_verdicts(other_ray, cluster)
+    assert (ray.verdict, ours.verdict) == ("accepted", "warn")
+    assert ours.reasons == [
+        "ray: notebook 2.51.2 vs cluster 2.60.0 (JobSubmissionClient of another Ray)"
+    ]
+    failed = {**newer, "job": {"status": "FAILED", "log_tail": "ImportError: boom"}}
+    ray, ours = grid.jobs_verdicts(failed, cluster)
+    assert (ray.verdict, ours.verdict) == ("error", "incompatible") and "boom" in ray.message
+    refused = {"ok": False, "client": newer["client"], "error": "RuntimeError: /api/version 401"}
+    assert grid.jobs_verdicts(refused, cluster)[0].verdict == "error"  # not a version verdict
+    hung = {"ok": False, "error": "probe jobs exited 124: timed out"}
+    ray, ours = grid.jobs_verdicts(hung, cluster)
+    assert (ray.answered, ours.verdict) == (False, "error")
+
+
+def test_the_relaxation_is_studied_only_for_micro_only_mismatches() -> None:
+    client = {"python": "3.13.15", "ray": "2.60.0"}
+    assert grid.micro_only(client, [{"python": "3.13.5", "ray": "2.60.0"}] * 2)
+    assert not grid.micro_only(client, [{"python": "3.13.15", "ray": "2.60.0"}])  # same
+    assert not grid.micro_only(client, [{"python": "3.11.2", "ray": "2.60.0"}])  # minor
+    assert not grid.micro_only(client, [{"python": "3.13.5", "ray": "2.51.2"}])  # Ray too
+    assert not grid.micro_only(client, [])
+
+
+def test_a_relaxation_is_safe_only_when_every_round_trip_came_back() -> None:
+    ok = grid.Relaxation(True, "joined", {"function": "ok", "closure": "ok"})
+    assert ok.safe
+    broken = grid.Relaxation(True, "joined", {"function": "ok", "closure": "TypeError: code()"})
+    assert not broken.safe
+    assert not grid.Relaxation(False, "Version mismatch").safe
+    assert not grid.Relaxation(True, "joined").safe  # nothing ran: nothing proven
+    lines = grid.relaxation_lines(broken)
+    assert "(NOT safe): the driver joins; round trips: function ok, closure FAILED" in lines[0]
+    assert lines[1] == "    - closure: TypeError: code()"
+    p = pair("nb", "cl", "incompatible", "warned", "rejected")
+    p.relaxed = broken
+    assert "forced past the micro check" in grid.markdown([p], POLICY)
