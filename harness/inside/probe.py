@@ -18,6 +18,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import traceback
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 Json = dict[str, Any]
@@ -443,6 +444,23 @@ JOB_SCRIPT = JOB_SCRIPT.replace("__MODULE__", RUNTIME_ENV_MODULE)
 FAILING_JOB = "raise SystemExit('raycompat: this job fails on purpose')"
 
 
+@contextlib.contextmanager
+def _answering(out: Json, timeout: float) -> Iterator[None]:
+    """Run a command's body under the probe's deadline (SIGALRM: a Ray call can hang);
+    whatever fails becomes the answer's `error`, and `ok` says the probe answered."""
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(timeout) + 20)
+    try:
+        yield
+        out.setdefault("ok", True)
+    except _Deadline as exc:
+        out["ok"], out["error"] = False, str(exc)
+    except Exception as exc:
+        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        signal.alarm(0)
+
+
 def jobs(args: argparse.Namespace) -> Json:
     """The dashboard's /api/version, then a job through the Jobs API (JobSubmissionClient,
     as KubeRay's RayJob and Vertex AI submit): a runtime_env with env_vars and a
@@ -450,10 +468,8 @@ def jobs(args: argparse.Namespace) -> Json:
     raises instead (its status and log tail are the result)."""
     import tempfile
 
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(int(args.timeout) + 20)
     out: Json = {"client": facts(), "address": args.address}
-    try:
+    with _answering(out, args.timeout):
         deadline = time.time() + args.timeout
         version = _http(args.address + "/api/version", timeout=30)
         if version["status"] != 200:
@@ -478,13 +494,6 @@ def jobs(args: argparse.Namespace) -> Json:
         for line in client.get_job_logs(job_id).splitlines():
             if line.startswith("RAYCOMPAT_JOB "):
                 out["job"]["facts"] = json.loads(line[len("RAYCOMPAT_JOB ") :])
-        out["ok"] = True
-    except _Deadline as exc:
-        out["ok"], out["error"] = False, str(exc)
-    except Exception as exc:
-        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
-    finally:
-        signal.alarm(0)
     return out
 
 
@@ -560,11 +569,9 @@ def serve(args: argparse.Namespace) -> Json:
     /-/healthz and /-/routes, then shut Serve down through the dashboard's Serve REST API."""
     import tempfile
 
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(int(args.timeout) + 20)
     out: Json = {"client": facts(), "address": args.address, "http": args.http}
     deadline = time.time() + args.timeout
-    try:
+    with _answering(out, args.timeout):
         from ray.job_submission import JobSubmissionClient
 
         client = JobSubmissionClient(args.address)
@@ -596,13 +603,6 @@ def serve(args: argparse.Namespace) -> Json:
             out["healthz"] = _http(args.http + "/-/healthz")
             out["routes"] = _http(args.http + "/-/routes")
             out["applications"] = _http(args.address + "/api/serve/applications/")
-        out["ok"] = True
-    except _Deadline as exc:
-        out["ok"], out["error"] = False, str(exc)
-    except Exception as exc:
-        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
-    finally:
-        signal.alarm(0)
     out["shutdown"] = _http(args.address + "/api/serve/applications/", "DELETE", timeout=60)
     return out
 
@@ -611,11 +611,9 @@ def auth(args: argparse.Namespace) -> Json:
     """What the cluster answers this process, with whatever token its environment gives
     it (none, a wrong one, the right one): the Jobs API over plain HTTP and through
     JobSubmissionClient, Ray Client, and GCS (what a driver or a joining node asks first)."""
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(int(args.timeout) + 20)
     out: Json = {"mode": os.environ.get("RAY_AUTH_MODE", "")}
     deadline = time.time() + args.timeout
-    try:
+    with _answering(out, args.timeout):
         http = _http(args.dashboard + "/api/jobs/", timeout=15)
         out["http"] = {"status": http["status"], "body": http["body"][:300]}
         try:
@@ -641,13 +639,6 @@ def auth(args: argparse.Namespace) -> Json:
             "ok": connect["ok"],
             "detail": "connected" if connect["ok"] else str(connect.get("error"))[:600],
         }
-        out["ok"] = True
-    except _Deadline as exc:
-        out["ok"], out["error"] = False, str(exc)
-    except Exception as exc:
-        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
-    finally:
-        signal.alarm(0)
     return out
 
 
@@ -666,11 +657,9 @@ def roundtrip(args: argparse.Namespace) -> Json:
     send a function, a class instance, a closure and an array (numpy, where this image has
     it) through tasks on the cluster's nodes, and an instance through an actor: each
     round trip's outcome, with Ray's error where one fails."""
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(int(args.timeout) + 20)
     deadline = time.time() + args.timeout
     out: Json = {"client": facts(), "address": args.address}
-    try:
+    with _answering(out, args.timeout):
         out["connect"] = _connect(args.address, deadline, _Captured())
         if not out["connect"]["ok"]:
             return out
@@ -727,13 +716,6 @@ def roundtrip(args: argparse.Namespace) -> Json:
                     "detail": ("%s: %s" % (type(exc).__name__, exc))[:800],
                 }
         out["roundtrips"] = results
-        out["ok"] = True
-    except _Deadline as exc:
-        out["ok"], out["error"] = False, str(exc)
-    except Exception as exc:
-        out["ok"], out["error"] = False, "%s: %s" % (type(exc).__name__, exc)
-    finally:
-        signal.alarm(0)
     return out
 
 
