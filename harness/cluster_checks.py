@@ -202,8 +202,9 @@ SERVE_ROUTE = "/" + SERVE_APP  # the route the probe's application is deployed a
 
 def serve(result: Mapping[str, Any], expected: Mapping[str, str], route: str) -> Check:
     """A Serve application deployed through the Jobs API answered HTTP at `route` from the
-    notebook, every answer from a replica on the cell's Python micro and Ray version; the
-    proxy's /-/healthz and /-/routes answered (listing the route); Serve shut down after."""
+    notebook through every node's proxy, and the replica of every node that runs one
+    answered, on the cell's Python micro and Ray version; the head proxy's /-/healthz and
+    /-/routes answered (listing the route); Serve shut down after."""
     name = "serve:http"
     deploy = result.get("deploy") or {}
     if not result.get("ok") or not deploy:
@@ -213,11 +214,19 @@ def serve(result: Mapping[str, Any], expected: Mapping[str, str], route: str) ->
         return Check.of(name, False, f"deploy job {deploy.get('status')}: {tail}", serve=result)
     replies = result.get("replies") or []
     answers = result.get("answers") or []
-    problems = []
-    if not answers:
-        first = replies[0] if replies else {}
+    problems = [
+        f"GET {r.get('proxy', '')}{route} answered {r.get('status')}: {plain(r.get('body'))[:200]}"
+        for r in replies
+        if r.get("status") != 200
+    ]
+    if not replies:
+        problems.append(f"no proxy was asked for {route}")
+    replica_nodes = set(result.get("replica_nodes") or [])
+    answered = {str(a.get("node")) for a in answers}
+    if len(replies) >= len(replica_nodes) and not replica_nodes <= answered:
         problems.append(
-            f"GET {route} answered {first.get('status')}: {plain(first.get('body'))[:200]}"
+            f"replicas run on {len(replica_nodes)} node(s) but {len(answered)} answered "
+            "through their node's proxy"
         )
     wrong = sorted(
         {f"{k} {a.get(k)}" for a in answers for k in ("python", "ray") if a.get(k) != expected[k]}
@@ -231,11 +240,11 @@ def serve(result: Mapping[str, Any], expected: Mapping[str, str], route: str) ->
     shutdown = result.get("shutdown") or {}
     if shutdown.get("status") != 200:
         problems.append(f"shutting Serve down answered {shutdown.get('status')}")
-    nodes = {a.get("node") for a in answers}
     detail = (
-        f"GET :{SERVE_PORT}{route} answered {len(answers)} time(s) from {len(nodes)} replica "
-        f"node(s), all Python {expected['python']}, Ray {expected['ray']}; /-/healthz and "
-        "/-/routes answered; Serve shut down through the REST API"
+        f"GET :{SERVE_PORT}{route} at {len(replies)} node proxy(ies) answered from replicas "
+        f"on {len(answered)} node(s), all Python {expected['python']}, Ray "
+        f"{expected['ray']}; /-/healthz and /-/routes answered; Serve shut down through the "
+        "REST API"
         if not problems
         else "; ".join(problems)
     )
@@ -324,7 +333,8 @@ def auth_token(
         who: {p: say((answers.get(who) or {}).get(p) or {}) for p in AUTH_PATHS}
         for who in ("token", "none", "wrong")
     }
-    return Check.of("auth:token", not problems, detail, paths=evidence)
+    seconds = {who: (answers.get(who) or {}).get("seconds") for who in ("token", "none", "wrong")}
+    return Check.of("auth:token", not problems, detail, paths=evidence, seconds=seconds)
 
 
 def notebook(result: Mapping[str, Any], marker: str = "PARITY_OK") -> Check:

@@ -85,11 +85,14 @@ class Probe:
         (http://HOST:8265); with `fail`, a job that raises."""
         return self._run(jobs_args(address, timeout, fail), timeout)
 
-    def serve(self, address: str, http: str, timeout: float, route: str | None = None) -> Result:
+    def serve(
+        self, address: str, proxies: list[str], timeout: float, route: str | None = None
+    ) -> Result:
         """Deploy the probe's Serve application through the Jobs API at `address`, ask it
-        at `http` + `route` (default: its own route), /-/healthz and /-/routes, then shut
-        Serve down through the dashboard's REST API."""
-        args = ["serve", address, "--http", http, "--timeout", _seconds(timeout)]
+        at every proxy (`http://NODE:8000`, the head's first) + `route` (default: its own
+        route), /-/healthz and /-/routes, then shut Serve down through the REST API."""
+        args = ["serve", address, *(a for p in proxies for a in ("--http", p))]
+        args += ["--timeout", _seconds(timeout)]
         return self._run([*args, *(["--route", route] if route else [])], timeout)
 
     def auth(self, head: str, timeout: float, env: dict[str, str] | None = None) -> Result:

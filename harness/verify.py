@@ -53,10 +53,9 @@ def test_cell(
     results: list[Check] = []
     timings: dict[str, float] = {}
     start = time.monotonic()
-    cluster = make_cluster()
-    gpu_host = cluster.gpus
     with contextlib.ExitStack() as stack:
         try:
+            cluster = make_cluster()
             stack.enter_context(cluster)
         except ClusterStartFailed as exc:
             results.append(Check("cluster:start", ERROR, f"the cluster did not start: {exc}"))
@@ -136,7 +135,7 @@ def test_cell(
         with step(f"{cell.id}: Serve application over HTTP"):
             r = Probe(cluster, cluster.notebook).serve(
                 f"http://{cluster.head_host}:8265",
-                f"http://{cluster.head_host}:{checks.SERVE_PORT}",
+                [f"http://{host}:{checks.SERVE_PORT}" for host in cluster.node_hosts()],
                 timeouts.serve,
             )
             results.append(checks.serve(r, expected, checks.SERVE_ROUTE))
@@ -147,7 +146,7 @@ def test_cell(
 
         # GPU end to end: only where the Docker host can hand GPUs to containers.
         if cell.variant == "gpu":
-            results.append(_gpu_check(cluster, gpu_host, timeouts))
+            results.append(_gpu_check(cluster, cluster.gpus, timeouts))
 
         # 5. Token authentication, where the cell's Ray has it: no token, a wrong one, ours.
         results.append(_auth_check(cluster, timeouts, log_dir))
@@ -207,7 +206,10 @@ def _auth_check(cluster: Cluster, timeouts: Timeouts, log_dir: Path) -> Check:
             "none": probe.auth(cluster.head_host, timeouts.auth, env=NO_TOKEN),
             "wrong": probe.auth(cluster.head_host, timeouts.auth, env=wrong),
         }
+        joining = time.monotonic()
         refused, _ = join_as_driver(cluster, cluster.notebook, timeouts, env=NO_TOKEN)
+        took = time.monotonic() - joining
+        log(f"{cluster.cell_id}: a node without the token: refused in {took:.0f}s")
         with tempfile.TemporaryDirectory(prefix="raycompat-auth-") as tmp:
             cluster.save_logs()
             cluster.save_ray_logs(Path(tmp))

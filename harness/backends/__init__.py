@@ -64,6 +64,11 @@ class Cluster(ABC):
     @abstractmethod
     def node_containers(self) -> list[str]: ...
 
+    def node_hosts(self) -> list[str]:
+        """How a client reaches each node by name, the head first (Serve's proxies run on
+        every node). A backend whose nodes have no such names gives the head only."""
+        return [self.head_host]
+
     @abstractmethod
     def published_ports(self) -> dict[str, list[str]]: ...
 

@@ -33,10 +33,12 @@ from harness.timeouts import Timeouts
 
 HEAD_ALIAS = "ray-head"
 HEAD_READY = "Ray runtime started"  # what `ray start --head` prints once it serves
-TOKEN_AUTH_PROBE = (  # exit 0 when the image's Ray has token authentication; imports nothing
-    "import importlib.util, os, sys; ray = importlib.util.find_spec('ray'); "
-    "sys.exit(0 if ray and ray.origin and os.path.exists(os.path.join(os.path.dirname("
-    "ray.origin), '_private', 'authentication', 'authentication_token_setup.py'))) else 3)"
+TOKEN_AUTH_PROBE = (  # exit 0 when the image's Ray has token authentication, 3 when not
+    "import importlib.util, os, sys\n"
+    "spec = importlib.util.find_spec('ray')\n"
+    "root = os.path.dirname(spec.origin) if spec and spec.origin else ''\n"
+    "module = os.path.join(root, '_private', 'authentication', 'authentication_token_setup.py')\n"
+    "sys.exit(0 if os.path.exists(module) else 3)\n"
 )
 WATCH_SECONDS = 2.0
 
@@ -178,6 +180,9 @@ class ContainerCluster(Cluster):
     def node_containers(self) -> list[str]:
         return [self.head, *self.worker_names]
 
+    def node_hosts(self) -> list[str]:
+        return [self.head_host, *self.worker_names]  # container names resolve on the network
+
     def save_logs(self) -> dict[str, str]:
         """Write every container's log to log_dir; return their tails for the report."""
         tails: dict[str, str] = {}
@@ -313,6 +318,9 @@ class ContainersBackend(Backend):
         package carries Ray's authentication module. Asked once per image."""
         if image not in self._token_auth:
             r = self.engine.run_once(image, ["-c", TOKEN_AUTH_PROBE], entrypoint=["python"])
+            if r.returncode not in (0, 3):  # could not tell: never guess "no auth"
+                why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1][:300]
+                raise ClusterStartFailed(f"cannot tell whether {image} has token auth: {why}")
             self._token_auth[image] = r.returncode == 0
         return self._token_auth[image]
 

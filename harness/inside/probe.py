@@ -256,8 +256,10 @@ def _connect(address: str, deadline: float, captured: _Captured) -> Json:
             except Exception:
                 pass
             # A version mismatch or a refused token is Ray's verdict, not a cluster still
-            # starting: stop at once.
-            verdict = "mismatch" in last.lower() or "authenticat" in last.lower()
+            # starting: stop at once. (Ray Client retries a refused token as if the server
+            # were unavailable and says only "timeout"; its debug log has the server's words.)
+            said = " ".join([last, *captured.messages]).lower()
+            verdict = "mismatch" in said or "authenticat" in said
             if verdict or time.time() > deadline:
                 return {
                     "ok": False,
@@ -564,9 +566,10 @@ def _wait_job(client: Any, job_id: str, deadline: float) -> Json:
 
 
 def serve(args: argparse.Namespace) -> Json:
-    """Deploy a two-replica Serve application through the Jobs API, ask it over HTTP from
-    here (GET --route, as many times as it takes to hear both replicas), ask the proxy's
-    /-/healthz and /-/routes, then shut Serve down through the dashboard's Serve REST API."""
+    """Deploy a two-replica Serve application (one replica per node) through the Jobs API,
+    ask it over HTTP from here at every --http proxy (Serve's proxy on each node routes to
+    its own node's replica first), ask the first proxy's /-/healthz and /-/routes and the
+    dashboard which nodes run replicas, then shut Serve down through its REST API."""
     import tempfile
 
     out: Json = {"client": facts(), "address": args.address, "http": args.http}
@@ -576,7 +579,7 @@ def serve(args: argparse.Namespace) -> Json:
 
         client = JobSubmissionClient(args.address)
         work = tempfile.mkdtemp(prefix="raycompat-serve-")
-        port = int(args.http.rsplit(":", 1)[1].split("/")[0])
+        port = int(args.http[0].rsplit(":", 1)[1].split("/")[0])
         script = SERVE_SCRIPT.replace("__APP__", SERVE_APP).replace("__PORT__", str(port))
         with open(os.path.join(work, "rcserve.py"), "w") as f:
             f.write(script)
@@ -586,59 +589,93 @@ def serve(args: argparse.Namespace) -> Json:
         out["deploy"] = _wait_job(client, job_id, deadline)
         if out["deploy"]["status"] == "SUCCEEDED":
             replies: list[Json] = []
-            nodes: set[str] = set()
-            for _ in range(40):  # the proxy picks a replica: ask until both have answered
-                reply = _http(args.http + args.route)
-                replies.append(reply)
-                if reply["status"] != 200:
-                    break
-                try:
-                    nodes.add(str(json.loads(reply["body"]).get("node")))
-                except ValueError:
-                    break
-                if len(nodes) >= 2 or time.time() > deadline:
-                    break
-            out["replies"] = replies[:1] + [r for r in replies[1:] if r != replies[0]][:5]
-            out["answers"] = [json.loads(r["body"]) for r in replies if r["status"] == 200]
-            out["healthz"] = _http(args.http + "/-/healthz")
-            out["routes"] = _http(args.http + "/-/routes")
-            out["applications"] = _http(args.address + "/api/serve/applications/")
+            for proxy in args.http:
+                for _ in range(10):  # a node's proxy starts with its replica: give it time
+                    reply = _http(proxy + args.route)
+                    if reply["status"] == 200 or time.time() > deadline:
+                        break
+                    time.sleep(1)
+                replies.append(dict(reply, proxy=proxy))
+            out["replies"] = replies
+            out["answers"] = []
+            for r in replies:
+                if r["status"] == 200:
+                    out["answers"].append(json.loads(r["body"]))
+            out["healthz"] = _http(args.http[0] + "/-/healthz")
+            out["routes"] = _http(args.http[0] + "/-/routes")
+            apps = _http(args.address + "/api/serve/applications/")
+            try:
+                app = json.loads(apps["body"])["applications"][SERVE_APP]
+                replicas = [r for d in app["deployments"].values() for r in d["replicas"]]
+                out["replica_nodes"] = sorted({str(r.get("node_id")) for r in replicas})
+            except (ValueError, KeyError, TypeError):
+                out["replica_nodes"] = []
+                out["applications"] = {"status": apps["status"], "body": apps["body"][:500]}
     out["shutdown"] = _http(args.address + "/api/serve/applications/", "DELETE", timeout=60)
     return out
+
+
+def _jobs_path(dashboard: str) -> Json:
+    from ray.job_submission import JobSubmissionClient
+
+    listed = JobSubmissionClient(dashboard).list_jobs()
+    return {"ok": True, "detail": "%d job(s) listed" % len(listed)}
+
+
+def _gcs_path(gcs: str) -> Json:
+    from ray._raylet import GcsClient
+
+    try:
+        from ray._common.usage import usage_lib
+    except ImportError:  # older Ray
+        from ray._private.usage import usage_lib
+    meta = usage_lib.get_cluster_metadata(GcsClient(address=gcs))
+    return {"ok": True, "detail": "Ray %s" % meta.get("ray_version")}
+
+
+def _ray_client_path(address: str, deadline: float) -> Json:
+    # Ray Client treats the server's refusal as unavailability and retries with backoff
+    # (polled fast: see auth), and its debug line carries what the server said.
+    captured = _Captured()
+    captured.setLevel(logging.DEBUG)
+    worker_log = logging.getLogger("ray.util.client.worker")
+    worker_log.setLevel(logging.DEBUG)
+    worker_log.addHandler(captured)
+    connect = _connect(address, min(deadline, time.time() + 20), captured)
+    said = [m for m in captured.messages if m.startswith("Received when checking init")]
+    detail = "connected" if connect["ok"] else str(connect.get("error"))
+    if said and not connect["ok"]:
+        detail += " (the server said: %s)" % said[-1][len("Received when checking init: ") :]
+    return {"ok": connect["ok"], "detail": detail[:600]}
 
 
 def auth(args: argparse.Namespace) -> Json:
     """What the cluster answers this process, with whatever token its environment gives
     it (none, a wrong one, the right one): the Jobs API over plain HTTP and through
-    JobSubmissionClient, Ray Client, and GCS (what a driver or a joining node asks first)."""
-    out: Json = {"mode": os.environ.get("RAY_AUTH_MODE", "")}
+    JobSubmissionClient, GCS (what a driver or a joining node asks first) and Ray Client;
+    how long each took to answer."""
+    out: Json = {"mode": os.environ.get("RAY_AUTH_MODE", ""), "seconds": {}}
     deadline = time.time() + args.timeout
+    # read when Ray's client module is imported, which the Jobs path already does
+    os.environ.setdefault("RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S", "1")
+    os.environ.setdefault("RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S", "2")
+    paths: list[tuple[str, Callable[[], Json]]] = [
+        ("jobs", lambda: _jobs_path(args.dashboard)),
+        ("gcs", lambda: _gcs_path(args.gcs)),
+        ("ray_client", lambda: _ray_client_path(args.client, deadline)),
+    ]
     with _answering(out, args.timeout):
+        t0 = time.time()
         http = _http(args.dashboard + "/api/jobs/", timeout=15)
         out["http"] = {"status": http["status"], "body": http["body"][:300]}
-        try:
-            from ray.job_submission import JobSubmissionClient
-
-            listed = JobSubmissionClient(args.dashboard).list_jobs()
-            out["jobs"] = {"ok": True, "detail": "%d job(s) listed" % len(listed)}
-        except Exception as exc:
-            out["jobs"] = {"ok": False, "detail": ("%s: %s" % (type(exc).__name__, exc))[:600]}
-        try:
-            from ray._raylet import GcsClient
-
+        out["seconds"]["http"] = round(time.time() - t0, 1)
+        for name, path in paths:
+            t0 = time.time()
             try:
-                from ray._common.usage import usage_lib
-            except ImportError:  # older Ray
-                from ray._private.usage import usage_lib
-            meta = usage_lib.get_cluster_metadata(GcsClient(address=args.gcs))
-            out["gcs"] = {"ok": True, "detail": "Ray %s" % meta.get("ray_version")}
-        except Exception as exc:
-            out["gcs"] = {"ok": False, "detail": ("%s: %s" % (type(exc).__name__, exc))[:600]}
-        connect = _connect(args.client, min(deadline, time.time() + 30), _Captured())
-        out["ray_client"] = {
-            "ok": connect["ok"],
-            "detail": "connected" if connect["ok"] else str(connect.get("error"))[:600],
-        }
+                out[name] = path()
+            except Exception as exc:
+                out[name] = {"ok": False, "detail": ("%s: %s" % (type(exc).__name__, exc))[:600]}
+            out["seconds"][name] = round(time.time() - t0, 1)
     return out
 
 
@@ -910,7 +947,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--fail", action="store_true")
     p = sub.add_parser("serve")
     p.add_argument("address")  # http://HOST:8265
-    p.add_argument("--http", required=True)  # http://HOST:8000
+    p.add_argument("--http", action="append", required=True)  # http://NODE:8000, head first
     p.add_argument("--route", default="/" + SERVE_APP)
     p.add_argument("--timeout", type=float, default=180)
     p = sub.add_parser("auth")

@@ -58,7 +58,7 @@ def test_a_route_that_is_not_deployed_fails_serve_http(cell: matrix.Cell, tmp_pa
         assert len(ready.get("nodes", [])) == 2, ready
         r = Probe(cluster, cluster.notebook).serve(
             f"http://{cluster.head_host}:8265",
-            f"http://{cluster.head_host}:{cluster_checks.SERVE_PORT}",
+            [f"http://{cluster.head_host}:{cluster_checks.SERVE_PORT}"],
             180,
             route="/not-deployed",
         )
@@ -67,7 +67,7 @@ def test_a_route_that_is_not_deployed_fails_serve_http(cell: matrix.Cell, tmp_pa
     expected = {"python": cell.python, "ray": cell.ray}
     check = cluster_checks.serve(r, expected, "/not-deployed")
     assert check.status == "failed"
-    assert "GET /not-deployed answered 404" in check.detail
+    assert "/not-deployed answered 404" in check.detail
     assert "/-/routes (200) does not list /not-deployed" in check.detail
     assert r["shutdown"]["status"] == 200  # and Serve was still shut down
     assert engine.ids("container", {LABEL_RUN: run_id}) == []

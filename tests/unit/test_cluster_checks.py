@@ -133,8 +133,9 @@ def serve_result(**changes: object) -> dict[str, object]:
     doc: dict[str, object] = {
         "ok": True,
         "deploy": {"status": "SUCCEEDED", "log_tail": "RAYCOMPAT_SERVE deployed"},
-        "replies": [{"status": 200, "body": "{}"}],
+        "replies": [{"status": 200, "body": "{}", "proxy": p} for p in ("http://h", "http://w")],
         "answers": [{**answer, "node": "a"}, {**answer, "node": "b"}],
+        "replica_nodes": ["a", "b"],
         "healthz": {"status": 200, "body": "success"},
         "routes": {"status": 200, "body": '{"/raycompat": "raycompat"}'},
         "shutdown": {"status": 200, "body": ""},
@@ -145,10 +146,16 @@ def serve_result(**changes: object) -> dict[str, object]:
 def test_serve_needs_answers_from_the_cells_interpreter_health_routes_and_shutdown() -> None:
     expected = {"python": "3.11.2", "ray": "2.60.0"}
     ok = checks.serve(serve_result(), expected, "/raycompat")
-    assert ok.status == "passed" and "2 replica node(s)" in ok.detail
-    missing = serve_result(replies=[{"status": 404, "body": "Path '/x' not found"}], answers=[])
+    assert ok.status == "passed" and "from replicas on 2 node(s)" in ok.detail
+    missing = serve_result(
+        replies=[{"status": 404, "body": "Path '/x' not found", "proxy": "http://h"}],
+        answers=[],
+        replica_nodes=["a"],
+    )
     bad = checks.serve(missing, expected, "/x")
-    assert bad.status == "failed" and "GET /x answered 404" in bad.detail
+    assert bad.status == "failed" and "GET http://h/x answered 404" in bad.detail
+    one = serve_result(answers=[{"python": "3.11.2", "ray": "2.60.0", "node": "a"}])
+    assert "replicas run on 2 node(s) but 1 answered" in checks.serve(one, expected, "/r").detail
     assert "does not list /x" in bad.detail
     drift = serve_result(answers=[{"python": "3.11.7", "ray": "2.60.0", "node": "a"}])
     assert "a replica reports python 3.11.7" in checks.serve(drift, expected, "/raycompat").detail
