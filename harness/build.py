@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -45,13 +46,32 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def stage_context(paths: Paths, cell: Cell, wheelhouse: Wheelhouse) -> Path:
-    """A minimal build context: Dockerfile, the two locks, and links to their wheels only."""
+def image_files(paths: Paths) -> list[Path]:
+    """The files beside the Dockerfile that it COPYs into images (e.g. Jupyter's config)."""
+    return sorted(
+        p for p in paths.dockerfile.parent.iterdir() if p.is_file() and p.name != "Dockerfile"
+    )
+
+
+def recipe_sha(paths: Paths) -> str:
+    """sha256 over the Dockerfile and every file it COPYs (names and contents)."""
+    digest = hashlib.sha256()
+    for path in [paths.dockerfile, *image_files(paths)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def stage_context(paths: Paths, cell: Cell, wheelhouse: Wheelhouse, epoch: int) -> Path:
+    """A minimal build context: Dockerfile, the files it COPYs, the two locks, and links to
+    their wheels only."""
     ctx = paths.context(cell.id)
     if ctx.exists():
         shutil.rmtree(ctx)
     (ctx / "locks").mkdir(parents=True)
     shutil.copy2(paths.dockerfile, ctx / "Dockerfile")
+    for extra in image_files(paths):  # what the Dockerfile COPYs, at the fixed build time
+        shutil.copyfile(extra, ctx / extra.name)
+        os.utime(ctx / extra.name, (epoch, epoch))
     runtime = lock.lock_path(paths.locks, cell, "runtime")
     notebook = lock.lock_path(paths.locks, cell, "notebook")
     shutil.copy2(runtime, ctx / "locks" / "runtime.txt")
@@ -208,7 +228,7 @@ def build_cell(
     wheelhouse = Wheelhouse(paths.wheelhouse)
     commit = ""
     lock_sha = lock.file_digest(runtime_lock, notebook_lock)
-    dockerfile_sha = _sha256_file(paths.dockerfile)
+    dockerfile_sha = recipe_sha(paths)
     args = {
         "BASE_IMAGE": base.ref,
         "PYTHON": "python3",
@@ -251,7 +271,7 @@ def build_cell(
                     continue
         else:
             if ctx is None:
-                ctx = stage_context(paths, cell, wheelhouse)
+                ctx = stage_context(paths, cell, wheelhouse, matrix.source_date_epoch)
                 commit = wheelhouse.ray_commit(runtime_lock, cell.python)
             with step(f"{cell.id}: build {role} -> {tag}"):
                 # --no-cache rebuilds the shared runtime stage once (with the first role);

@@ -358,3 +358,62 @@ def jupyterlab(result: Mapping[str, Any]) -> Check:
             f"/api/status answered (started {status.get('started', '?')}), /lab serves JupyterLab",
         )
     return Check.of("notebook:jupyterlab", False, str(result.get("error") or "no JupyterLab page"))
+
+
+KUBEFLOW_USER = {"name": "jovyan", "uid": 1000, "home": "/home/jovyan"}
+
+
+def _frame_blockers(answer: Mapping[str, Any]) -> list[str]:
+    """Why a page on another origin could not embed this response in an iframe."""
+    out = []
+    xfo = answer.get("xfo")
+    if xfo:
+        out.append(f"X-Frame-Options: {xfo}")
+    csp = str(answer.get("csp") or "")
+    for directive in csp.split(";"):
+        words = directive.split()
+        if words and words[0] == "frame-ancestors" and "*" not in words[1:]:
+            out.append(f"Content-Security-Policy: {directive.strip()}")
+    return out
+
+
+def kubeflow_contract(result: Mapping[str, Any], kernel: Check) -> Check:
+    """The notebook image as a Kubeflow custom image: started with NB_PREFIX and an empty
+    volume at /home/jovyan, it serves ${NB_PREFIX}/api/status and /lab without a token,
+    lets a dashboard on another origin frame it (Access-Control-Allow-Origin: *, no
+    frame-ancestors or X-Frame-Options that forbid it), runs as jovyan (uid 1000) with a
+    writable /home/jovyan, and a kernel there passes parity against the cluster."""
+    name = "kubeflow:contract"
+    if not result.get("ok"):
+        return Check.of(name, False, plain(result.get("error") or "no answer")[-600:])
+    prefix = result.get("prefix")
+    status, lab = result.get("api_status") or {}, result.get("lab") or {}
+    problems = []
+    if status.get("status") != 200:
+        problems.append(
+            f"GET {prefix}/api/status without a token answered {status.get('status')} "
+            "(a token asked for, or NB_PREFIX ignored)"
+        )
+    elif lab.get("status") != 200 or "JupyterLab" not in str(lab.get("body")):
+        problems.append(f"GET {prefix}/lab answered {lab.get('status')}, not JupyterLab")
+    if status.get("status") == 200 and status.get("acao") != "*":
+        problems.append(f"Access-Control-Allow-Origin is {status.get('acao')!r}, not '*'")
+    problems += [f"framing blocked by {b}" for b in _frame_blockers(lab)] if lab else []
+    user = result.get("user") or {}
+    for key, want in KUBEFLOW_USER.items():
+        if user.get(key) != want:
+            problems.append(f"{key} is {user.get(key)!r}, not {want!r}")
+    if user.get("passwd_home") != KUBEFLOW_USER["home"]:
+        problems.append(f"the passwd home is {user.get('passwd_home')!r}")
+    if not user.get("home_writable"):
+        problems.append(f"{user.get('home')} is not writable: {result.get('home_error')}")
+    if kernel.status != "passed":
+        problems.append(f"a kernel there did not pass parity: {kernel.detail[:300]}")
+    detail = (
+        f"NB_PREFIX={prefix}: /api/status and /lab answered without a token, "
+        "Access-Control-Allow-Origin: *, framing allowed; jovyan (uid 1000), /home/jovyan "
+        "(an empty volume) writable; a kernel passed parity against the cluster"
+        if not problems
+        else "; ".join(problems)
+    )
+    return Check.of(name, not problems, detail, kubeflow=dict(result))

@@ -23,7 +23,11 @@ EXPECTED_CMD = {
     "worker": "ray start --block",
     "notebook": "jupyter lab",
 }
-RUNTIME_USER = "1000:1000"
+RUNTIME_USER = {  # uid:gid; the notebook is Kubeflow's jovyan (group users), the nodes `ray`
+    "head": "1000:1000",
+    "worker": "1000:1000",
+    "notebook": "1000:100",
+}
 # The structure checks every image gets (`image:<role>:<name>`); the gate refuses a cell
 # unless each ran on the very image id that was tested.
 STRUCTURE_CHECKS = (
@@ -140,7 +144,7 @@ def structure_checks(
         ),
         Check.of(
             f"{name}:non-root",
-            config.get("User") == RUNTIME_USER and facts.get("uid") == 1000,
+            config.get("User") == RUNTIME_USER[role] and facts.get("uid") == 1000,
             f"User={config.get('User')!r}, uid inside={facts.get('uid')}",
             stage="build",
         ),

@@ -107,6 +107,11 @@ class Probe:
         a class instance, a closure, an array and an actor's state, each through the cluster."""
         return self._run(["roundtrip", address, "--timeout", _seconds(timeout)], timeout, env)
 
+    def kubeflow(self, timeout: float) -> Result:
+        """In a container started the Kubeflow way: the server under $NB_PREFIX without a
+        token, its framing and CORS headers, the user and home."""
+        return self._run(["kubeflow", "--timeout", _seconds(timeout)], timeout)
+
     def gpu(self, timeout: float) -> Result:
         """Ray's GPU resources and a num_gpus=1 task, from this node."""
         return self._run(["gpu", "auto", "--timeout", _seconds(timeout)], timeout)

@@ -11,6 +11,7 @@ notebook container joins as a 0-CPU node so a real driver can run
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import tempfile
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 from harness import cluster_checks as checks
 from harness.backends import Cluster, ClusterStartFailed
+from harness.errors import EngineError
 from harness.matrix import Cell
 from harness.probe_client import Probe
 from harness.progress import log, step
@@ -115,6 +117,8 @@ def test_cell(
             r = notebook.jupyter(cluster.jupyter_token, timeouts.jupyter)
             results.append(checks.jupyterlab(r))
 
+        results.append(_kubeflow_check(cluster, timeouts))
+
         if _lost_node(cluster, results, "the notebook checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
@@ -186,6 +190,38 @@ def test_cell(
             log(f"{cell.id}: a check failed; logs in {log_dir.parent}")
     timings["test_seconds"] = round(time.monotonic() - start, 2)
     return results, timings
+
+
+KUBEFLOW_PREFIX = "/notebook/raycompat/parity"  # as the controller sets it: /notebook/<ns>/<name>
+
+
+def _kubeflow_check(cluster: Cluster, timeouts: Timeouts) -> Check:
+    """`kubeflow:contract`: the cell's notebook image, started the Kubeflow way next to the
+    cluster, checked from inside (no token, prefix, headers, user, home) and by a kernel
+    that runs parity.ipynb against the cluster."""
+    image = cluster.images.get("notebook")
+    if not image:
+        return Check("kubeflow:contract", SKIPPED, "no notebook image in this cluster")
+    with (
+        step(f"{cluster.cell_id}: the notebook as a Kubeflow custom image"),
+        contextlib.ExitStack() as stack,
+    ):
+        home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raycompat-jovyan-")))
+        os.chown(home, 1000, 100)  # an empty PVC as Kubeflow gives it (fsGroup users)
+        home.chmod(0o2775)
+        try:
+            name = cluster.add_kubeflow_notebook(image, KUBEFLOW_PREFIX, home)
+        except NotImplementedError as exc:
+            return Check("kubeflow:contract", SKIPPED, str(exc))
+        except EngineError as exc:
+            return Check("kubeflow:contract", ERROR, str(exc))
+        stack.callback(cluster.remove, name)
+        probe = Probe(cluster, name)
+        result = probe.kubeflow(timeouts.jupyter)
+        cluster.put_file(name, NOTEBOOK_PATH, _notebook_source())
+        address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
+        kernel = checks.notebook(probe.notebook(NOTEBOOK_PATH, timeouts.notebook, env=address))
+        return checks.kubeflow_contract(result, kernel)
 
 
 NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}  # a client that sends no token

@@ -42,6 +42,7 @@ class Cluster(ABC):
     the cluster, leaving removes it."""
 
     cell_id: str
+    images: dict[str, str]  # role -> the image the cluster runs
     head: str
     notebook: str
     gpus: bool  # the host's GPUs are handed to the nodes (NVIDIA runtime)
@@ -101,6 +102,12 @@ class Cluster(ABC):
 
     @abstractmethod
     def remove(self, container: str) -> None: ...
+
+    def add_kubeflow_notebook(self, image: str, prefix: str, home: Path) -> str:
+        """A notebook container started as Kubeflow's notebook controller starts one:
+        NB_PREFIX, the empty directory `home` mounted at /home/jovyan, the image's own
+        command. NotImplementedError where the backend cannot (the check is skipped)."""
+        raise NotImplementedError("this backend does not start Kubeflow-style notebooks yet")
 
     def probe(
         self, container: str, args: list[str], timeout: float, env: dict[str, str] | None = None

@@ -156,6 +156,16 @@ class ContainerCluster(Cluster):
             raise EngineError(f"starting client {name}: {exc}") from None
         return name
 
+    def add_kubeflow_notebook(self, image: str, prefix: str, home: Path) -> str:
+        name = f"{self.prefix}-kubeflow"
+        container = self._container(name, image, env={"NB_PREFIX": prefix})
+        container.with_volume_mapping(str(home), "/home/jovyan", "rw")
+        try:
+            container.start()
+        except Exception as exc:
+            raise EngineError(f"starting {name}: {exc}") from None
+        return name
+
     def remove(self, container: str) -> None:
         self.engine.remove("container", container)
 

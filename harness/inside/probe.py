@@ -922,6 +922,72 @@ def jupyter(args: argparse.Namespace) -> Json:
     return {"ok": False, "error": last}
 
 
+def _get(url: str, headers: dict[str, str]) -> Json:
+    """status, the headers a browser's framing and CORS rules read, and the body's start."""
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            status, got, body = resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, got, body = exc.code, exc.headers, exc.read()
+    return {
+        "status": status,
+        "csp": got.get("Content-Security-Policy"),
+        "xfo": got.get("X-Frame-Options"),
+        "acao": got.get("Access-Control-Allow-Origin"),
+        "body": body.decode(errors="replace")[:4000],
+    }
+
+
+def kubeflow(args: argparse.Namespace) -> Json:
+    """In a notebook container started as Kubeflow's notebook controller starts one
+    (NB_PREFIX set, an empty volume at /home/jovyan, the image's own command): the server
+    under the prefix without a token, the headers a dashboard on another origin needs to
+    frame it, and the user, home and whether the home is writable."""
+    import pwd
+
+    prefix = os.environ.get("NB_PREFIX", "")
+    base = "http://127.0.0.1:8888" + prefix
+    origin = {"Origin": "https://kubeflow.example.com"}
+    out: Json = {"prefix": prefix}
+    deadline = time.time() + args.timeout
+    status: Json = {"status": None, "body": "no answer"}
+    while time.time() < deadline:
+        try:
+            status = _get(base + "/api/status", origin)
+        except Exception as exc:
+            status = {"status": None, "body": "%s: %s" % (type(exc).__name__, exc)}
+        if status["status"] in (200, 403, 404):
+            break
+        time.sleep(1)
+    out["api_status"] = status
+    if status["status"] is not None:
+        out["lab"] = _get(base + "/lab", origin)
+        out["root_without_prefix"] = _get("http://127.0.0.1:8888/api/status", {})["status"]
+    user = pwd.getpwuid(os.getuid())
+    home = os.environ.get("HOME", "")
+    writable = False
+    try:
+        probe_file = os.path.join(home, ".raycompat-write-test")
+        with open(probe_file, "w") as f:
+            f.write("ok")
+        os.remove(probe_file)
+        writable = True
+    except OSError as exc:
+        out["home_error"] = str(exc)
+    out["user"] = {
+        "name": user.pw_name,
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "home": home,
+        "passwd_home": user.pw_dir,
+        "home_writable": writable,
+        "home_entries": sorted(os.listdir(home))[:20] if os.path.isdir(home) else None,
+    }
+    out["ok"] = True
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="probe")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -958,6 +1024,8 @@ def main(argv: list[str]) -> int:
     p = sub.add_parser("roundtrip")
     p.add_argument("address")  # HOST:6379, with this container joined as a node
     p.add_argument("--timeout", type=float, default=120)
+    p = sub.add_parser("kubeflow")
+    p.add_argument("--timeout", type=float, default=60)
     p = sub.add_parser("jupyter")
     p.add_argument("--port", type=int, default=8888)
     p.add_argument("--token", required=True)
@@ -975,6 +1043,7 @@ def main(argv: list[str]) -> int:
         "serve": lambda: serve(args),
         "auth": lambda: auth(args),
         "roundtrip": lambda: roundtrip(args),
+        "kubeflow": lambda: kubeflow(args),
     }
     result = handlers[args.command]()
     sys.stdout.write("\n" + json.dumps(result, sort_keys=True) + "\n")

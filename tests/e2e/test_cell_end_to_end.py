@@ -107,6 +107,7 @@ def test_gpu_cell_cuda_runtime_checked_and_gpu_e2e_never_faked(run: dict[str, An
         "auth:token",
         "notebook:execute",
         "notebook:jupyterlab",
+        "kubeflow:contract",
         "image:head:python",
         "image:worker:ray",
         "image:notebook:non-root",

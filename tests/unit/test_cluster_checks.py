@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import cluster_checks as checks
+from harness.results import FAILED, PASSED, Check
 
 CLIENT = {"python": "3.11.2", "ray": "2.60.0", "commit": "abc"}
 
@@ -235,3 +236,51 @@ def test_auth_token_passes_only_when_every_path_enforces_it(tmp_path: Path) -> N
         "the token is written in ray/gcs_server.out"
         in checks.auth_token(good, "refused", leaks, 2, token).detail
     )
+
+
+def kubeflow_result(**changes: object) -> dict[str, object]:
+    ok = {"status": 200, "csp": "frame-ancestors 'self' *", "xfo": None, "acao": "*"}
+    doc: dict[str, object] = {
+        "ok": True,
+        "prefix": "/notebook/ns/nb",
+        "api_status": {**ok, "body": '{"started": "x"}'},
+        "lab": {**ok, "body": "<title>JupyterLab</title>"},
+        "user": {
+            "name": "jovyan",
+            "uid": 1000,
+            "gid": 100,
+            "home": "/home/jovyan",
+            "passwd_home": "/home/jovyan",
+            "home_writable": True,
+        },
+    }
+    return {**doc, **changes}
+
+
+def test_kubeflow_contract_names_each_broken_promise() -> None:
+    kernel = Check("notebook:execute", PASSED, "PARITY_OK")
+    ok = checks.kubeflow_contract(kubeflow_result(), kernel)
+    assert ok.status == "passed" and "NB_PREFIX=/notebook/ns/nb" in ok.detail
+    # the image as it was: token asked, prefix ignored, Jupyter's default framing policy
+    old = kubeflow_result(
+        api_status={"status": 404, "acao": None, "csp": None, "body": "Not Found"},
+        lab={"status": 404, "csp": "frame-ancestors 'self'; report-uri /api/security/csp"},
+        user={"name": "ray", "uid": 1000, "home": "/home/ray", "passwd_home": "/home/ray"},
+    )
+    bad = checks.kubeflow_contract(old, kernel)
+    assert bad.status == "failed"
+    for words in (
+        "GET /notebook/ns/nb/api/status without a token answered 404",
+        "framing blocked by Content-Security-Policy: frame-ancestors 'self'",
+        "name is 'ray', not 'jovyan'",
+        "home is '/home/ray', not '/home/jovyan'",
+        "is not writable",
+    ):
+        assert words in bad.detail, words
+    xfo = kubeflow_result(lab={"status": 200, "body": "JupyterLab", "xfo": "SAMEORIGIN"})
+    assert "X-Frame-Options: SAMEORIGIN" in checks.kubeflow_contract(xfo, kernel).detail
+    no_cors = kubeflow_result(api_status={"status": 200, "acao": None})
+    assert "Access-Control-Allow-Origin is None" in checks.kubeflow_contract(no_cors, kernel).detail
+    broken_kernel = Check("notebook:execute", FAILED, "ConnectionError")
+    out = checks.kubeflow_contract(kubeflow_result(), broken_kernel)
+    assert "a kernel there did not pass parity: ConnectionError" in out.detail
