@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 
+from harness import pss
 from harness.matrix import Cell
 
 K8S_VERSION = "1.32.0"  # schemas kubernetes-validate checks built-in kinds against
@@ -61,6 +62,10 @@ def _container(
         "image": image,
         "imagePullPolicy": pull,
         "resources": _resources(cpu, memory, gpu),
+        "securityContext": {  # the restricted Pod Security Standard (see pss.py)
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     if ports:
         c["ports"] = [{"name": n, "containerPort": p} for n, p in ports]
@@ -76,7 +81,12 @@ def _pod_spec(containers: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "containers": containers,
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
 
 
@@ -266,13 +276,36 @@ def _builtin(obj: Manifest, where: str) -> list[str]:
     return []
 
 
+def pod_specs(obj: Manifest) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every pod spec a manifest makes pods from (a Pod's own, a template's)."""
+    spec = obj.get("spec") or {}
+    kind = obj.get("kind")
+    if kind == "Pod":
+        return [("spec", spec)]
+    if kind in ("Deployment", "StatefulSet", "Job", "DaemonSet", "ReplicaSet"):
+        return [("spec/template/spec", (spec.get("template") or {}).get("spec") or {})]
+    if kind == "RayCluster":
+        groups = [("headGroupSpec", spec.get("headGroupSpec") or {})] + [
+            (f"workerGroupSpecs/{i}", g) for i, g in enumerate(spec.get("workerGroupSpecs") or [])
+        ]
+        return [
+            (f"{path}/template/spec", (g.get("template") or {}).get("spec") or {})
+            for path, g in groups
+        ]
+    return []
+
+
 def validate(obj: Manifest) -> list[str]:
-    """Problems with a manifest ([] when valid)."""
+    """Problems with a manifest ([] when valid): its schema, and every pod spec it makes
+    pods from against the restricted Pod Security Standard."""
     kind = obj.get("kind", "?")
     name = (obj.get("metadata") or {}).get("name", "?")
     where = f"{kind}/{name}"
+    admitted = [
+        p for path, spec in pod_specs(obj) for p in pss.restricted(spec, f"{where}: {path}")
+    ]
     if kind != "RayCluster":
-        return _builtin(obj, where)
+        return _builtin(obj, where) + admitted
     errors = [
         f"{where}: {'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
         for e in sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(obj), key=str)
@@ -291,4 +324,4 @@ def validate(obj: Manifest) -> list[str]:
                 "template": template,
             }
             errors += _builtin(wrapped, f"{where}: {path}/template")
-    return errors
+    return errors + admitted
