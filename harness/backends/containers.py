@@ -327,7 +327,10 @@ class ContainersBackend(Backend):
         """Whether the Ray in `image` has token authentication (RAY_AUTH_MODE=token): its
         package carries Ray's authentication module. Asked once per image."""
         if image not in self._token_auth:
-            r = self.engine.run_once(image, ["-c", TOKEN_AUTH_PROBE], entrypoint=["python"])
+            try:
+                r = self.engine.run_once(image, ["-c", TOKEN_AUTH_PROBE], entrypoint=["python"])
+            except EngineError as exc:  # e.g. the engine cannot start the image at all
+                raise ClusterStartFailed(f"{image}: {exc}") from None
             if r.returncode not in (0, 3):  # could not tell: never guess "no auth"
                 why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1][:300]
                 raise ClusterStartFailed(f"cannot tell whether {image} has token auth: {why}")
