@@ -9,6 +9,7 @@ differences fail (default: Python micro, Ray version, Ray commit) and which warn
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.backends import Backend, Cluster
+from harness.backends import Backend, Cluster, ClusterStartFailed
 from harness.matrix import Cell, GridPolicy, Matrix
 from harness.probe_client import Probe
 from harness.progress import log, step
@@ -284,29 +285,41 @@ def run(
     """Start each cluster once (head and worker, from the backend); connect every notebook
     image of the selection to it as a client of its own."""
     pairs: list[Pair] = []
+
+    def undecided(cluster_cell: Cell, why: str) -> None:
+        """No pair of a cluster that never came up can be decided."""
+        for nb_cell in cells:
+            no = Verdict(UNDECIDED, why, answered=False)
+            harness = Verdict(UNDECIDED, reasons=[f"cluster: {why}"], answered=False)
+            pairs.append(Pair(nb_cell.id, cluster_cell.id, no, no, harness, no, harness))
+        log(f"grid: cluster {cluster_cell.id} never came up ({why}); its pairs undecided")
+
     for cluster_cell in cells:
         images = backend.images_for(cluster_cell, cluster_cell.tags(matrix.prefix))
-        cluster = backend.cluster(
-            cluster_cell,
-            images,
-            log_dir / cluster_cell.id,
-            timeouts,
-            name=f"grid-{cluster_cell.id}",
-            client=False,
-        )
-        with cluster:
+        with contextlib.ExitStack() as stack:
+            try:
+                cluster = backend.cluster(
+                    cluster_cell,
+                    images,
+                    log_dir / cluster_cell.id,
+                    timeouts,
+                    name=f"grid-{cluster_cell.id}",
+                    client=False,
+                )
+                stack.enter_context(cluster)
+            except ClusterStartFailed as exc:
+                undecided(cluster_cell, str(exc)[:500])
+                continue
             with step(f"grid: cluster {cluster_cell.id} up"):
                 ready = Probe(cluster, cluster.head).cluster(
                     "auto", nodes=2, timeout=timeouts.ready
                 )
             nodes = [n.get("facts") or {} for n in ready.get("nodes", [])]
-            if len(nodes) < 2:  # never came up: no pair of this cluster can be decided
-                why = str(ready.get("error") or f"{len(nodes)} of 2 nodes answered")[:500]
-                for nb_cell in cells:
-                    no = Verdict(UNDECIDED, why, answered=False)
-                    harness = Verdict(UNDECIDED, reasons=[f"cluster: {why}"], answered=False)
-                    pairs.append(Pair(nb_cell.id, cluster_cell.id, no, no, harness, no, harness))
-                log(f"grid: cluster {cluster_cell.id} never came up ({why}); its pairs undecided")
+            if len(nodes) < 2:
+                undecided(
+                    cluster_cell,
+                    str(ready.get("error") or f"{len(nodes)} of 2 nodes answered")[:500],
+                )
                 continue
             for i, nb_cell in enumerate(cells):
                 pair = Pair(notebook=nb_cell.id, cluster=cluster_cell.id)
