@@ -332,10 +332,11 @@ def run(
                             f"ray://{cluster.head_host}:10001", nodes=2, timeout=timeouts.connect
                         )
                         pair.ray_client = ray_client_verdict(r)
-                        pair.ray_driver = driver_verdict(cluster, client, timeouts)
+                        # the Jobs path before the driver path, which changes membership
                         dashboard = f"http://{cluster.head_host}:8265"
                         jobs = probe.jobs(dashboard, timeouts.jobs)
                         pair.ray_jobs, pair.harness_jobs = jobs_verdicts(jobs, nodes[0])
+                        pair.ray_driver = driver_verdict(cluster, client, timeouts)
                         pair.harness = judge(facts, nodes, matrix.grid)
                         if micro_only(facts, nodes):
                             pair.relaxed = relaxation(cluster, client, timeouts)

@@ -437,7 +437,9 @@ def node_facts():
         out["module"] = "%s: %s" % (type(exc).__name__, exc)
     return out
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Pin
-nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+# nodes that can run a task: a client that joined as a 0-CPU node (and may have just left)
+# takes none
+nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
 tasks = ray.get([node_facts.options(scheduling_strategy=Pin(node_id=n, soft=False)).remote()
                  for n in nodes], timeout=120)
 print("RAYCOMPAT_JOB " + json.dumps({"driver": facts(), "tasks": tasks}))
