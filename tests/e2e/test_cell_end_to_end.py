@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from harness.engine import Engine
+from harness.image_checks import RUNTIME_USER
 from harness.labels import RUN as LABEL_RUN
 from tests.conftest import ROOT
 from tests.e2e.cli import harness
@@ -160,7 +161,7 @@ def test_images_in_report_are_the_tagged_images_with_labels(run: dict[str, Any])
         assert len(labels["io.raycompat.ray.commit"]) == 40
         assert labels["io.raycompat.variant"] == "cpu"
         assert len(labels["io.raycompat.lock.sha256"]) == 64
-        assert info["Config"]["User"] == "1000:1000"
+        assert info["Config"]["User"] == RUNTIME_USER[role]  # the notebook: Kubeflow's jovyan
 
 
 def test_reports_written(run: dict[str, Any]) -> None:
