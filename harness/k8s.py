@@ -153,6 +153,60 @@ def raycluster(
     }
 
 
+# The RayJob's entrypoint: the job's driver and a task pinned to every node that can run
+# one report Python micro, Ray version and commit; all must be the cell's. Exit 1 if not.
+PARITY_ENTRYPOINT = """import sys, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Pin
+ray.init()
+def facts():
+    return ("%d.%d.%d" % sys.version_info[:3], ray.__version__, ray.__commit__)
+remote_facts = ray.remote(num_cpus=0.1)(facts)
+me = facts()
+nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+got = ray.get([remote_facts.options(scheduling_strategy=Pin(node_id=n, soft=False)).remote()
+               for n in nodes], timeout=300)
+bad = [g for g in got if g != me] + ([] if me[:2] == EXPECTED else [me])
+print("RAYCOMPAT_PARITY", me, len(got), "node(s)", "OK" if not bad else bad)
+sys.exit(1 if bad else 0)
+"""
+
+
+def rayjob(
+    cell: Cell,
+    images: Mapping[str, str],
+    *,
+    namespace: str | None = None,
+    pull: str = "IfNotPresent",
+    gpu_e2e: str = "",
+) -> Manifest:
+    """A KubeRay RayJob that checks the cell's parity on a cluster of its own: the
+    RayCluster spec of `raycluster`, an entrypoint that compares the driver and every node
+    with the cell, and a submitter pod on the cell's head image (as KubeRay defaults to);
+    the cluster is deleted once the job finishes."""
+    cluster = raycluster(cell, images, namespace=namespace, pull=pull, gpu_e2e=gpu_e2e)
+    meta = {**cluster["metadata"], "name": f"{name_for(cell)}-parity"}
+    meta["labels"] = _labels(cell, "job")
+    expected = f'("{cell.python}", "{cell.ray}")'  # double quotes: the shell's are single
+    script = PARITY_ENTRYPOINT.replace("EXPECTED", expected)
+    submitter = _container("ray-job-submitter", images["head"], "500m", "1Gi", pull=pull)
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": meta,
+        "spec": {
+            "entrypoint": f"python -c '{script}'",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": 300,
+            "activeDeadlineSeconds": 1800,
+            "rayClusterSpec": cluster["spec"],
+            "submitterPodTemplate": {
+                "metadata": {"labels": _labels(cell, "submitter")},
+                "spec": {**_pod_spec([submitter]), "restartPolicy": "Never"},
+            },
+        },
+    }
+
+
 def plain(
     cell: Cell,
     images: Mapping[str, str],
@@ -259,9 +313,23 @@ def vertex(cell: Cell, images: Mapping[str, str], gpu_e2e: str = "") -> dict[str
 # --- validation ---------------------------------------------------------------------------
 
 
-def _schema() -> dict[str, Any]:
-    text = resources.files("harness").joinpath("assets/raycluster.v1.schema.json").read_text()
-    doc: dict[str, Any] = json.loads(text)
+SCHEMAS = {"RayCluster": "raycluster.v1.schema.json", "RayJob": "rayjob.v1.schema.json"}
+
+
+def _asset(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(
+        resources.files("harness").joinpath(f"assets/{name}").read_text()
+    )
+    return doc
+
+
+def _schema(kind: str = "RayCluster") -> dict[str, Any]:
+    """The structural schema of a KubeRay kind (a RayJob's cluster is a RayCluster spec)."""
+    doc = _asset(SCHEMAS[kind])
+    if kind == "RayJob":
+        doc["properties"]["spec"]["properties"]["rayClusterSpec"] = _asset(SCHEMAS["RayCluster"])[
+            "properties"
+        ]["spec"]
     return doc
 
 
@@ -284,15 +352,30 @@ def pod_specs(obj: Manifest) -> list[tuple[str, Mapping[str, Any]]]:
         return [("spec", spec)]
     if kind in ("Deployment", "StatefulSet", "Job", "DaemonSet", "ReplicaSet"):
         return [("spec/template/spec", (spec.get("template") or {}).get("spec") or {})]
-    if kind == "RayCluster":
-        groups = [("headGroupSpec", spec.get("headGroupSpec") or {})] + [
-            (f"workerGroupSpecs/{i}", g) for i, g in enumerate(spec.get("workerGroupSpecs") or [])
-        ]
-        return [
-            (f"{path}/template/spec", (g.get("template") or {}).get("spec") or {})
-            for path, g in groups
-        ]
+    if kind in ("RayCluster", "RayJob"):
+        return [(f"{path}/spec", t.get("spec") or {}) for path, t in _templates(obj)]
     return []
+
+
+def _templates(obj: Manifest) -> list[tuple[str, dict[str, Any]]]:
+    """The pod templates of a KubeRay object (path in the object, template)."""
+    spec = obj.get("spec") or {}
+    out = []
+    prefix = ""
+    if obj.get("kind") == "RayJob":
+        submitter = spec.get("submitterPodTemplate")
+        if isinstance(submitter, dict):
+            out.append(("submitterPodTemplate", submitter))
+        spec = spec.get("rayClusterSpec") or {}
+        prefix = "rayClusterSpec/"
+    groups = [("headGroupSpec", spec.get("headGroupSpec") or {})] + [
+        (f"workerGroupSpecs/{i}", g) for i, g in enumerate(spec.get("workerGroupSpecs") or [])
+    ]
+    for path, group in groups:
+        template = group.get("template") if isinstance(group, dict) else None
+        if isinstance(template, dict):
+            out.append((f"{prefix}{path}/template", template))
+    return out
 
 
 def validate(obj: Manifest) -> list[str]:
@@ -304,24 +387,18 @@ def validate(obj: Manifest) -> list[str]:
     admitted = [
         p for path, spec in pod_specs(obj) for p in pss.restricted(spec, f"{where}: {path}")
     ]
-    if kind != "RayCluster":
+    if kind not in SCHEMAS:
         return _builtin(obj, where) + admitted
     errors = [
         f"{where}: {'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-        for e in sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(obj), key=str)
+        for e in sorted(jsonschema.Draft202012Validator(_schema(kind)).iter_errors(obj), key=str)
     ]
-    spec = obj.get("spec") or {}
-    groups = [("headGroupSpec", spec.get("headGroupSpec") or {})] + [
-        (f"workerGroupSpecs/{i}", g) for i, g in enumerate(spec.get("workerGroupSpecs") or [])
-    ]
-    for path, group in groups:
-        template = group.get("template")
-        if isinstance(template, dict):
-            wrapped = {
-                "apiVersion": "v1",
-                "kind": "PodTemplate",
-                "metadata": {"name": "template"},
-                "template": template,
-            }
-            errors += _builtin(wrapped, f"{where}: {path}/template")
+    for path, template in _templates(obj):
+        wrapped = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "template"},
+            "template": template,
+        }
+        errors += _builtin(wrapped, f"{where}: {path}")
     return errors + admitted

@@ -1,4 +1,5 @@
-"""`manifests`: KubeRay RayCluster and Vertex AI image refs per pushed cell, by digest."""
+"""`manifests`: KubeRay RayCluster and RayJob and Vertex AI image refs per pushed cell,
+by digest."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def _dump(docs: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace, run_id: str) -> int:
-    """Render, pinned by digest, a RayCluster per pushed cell and Vertex AI image refs.
+    """Render, pinned by digest, a RayCluster and a parity RayJob per pushed cell and Vertex
+    AI image refs.
     Everything is validated first: when anything is invalid, nothing is written."""
     ctx = context(args, run_id, check_index=False)
     m, paths = ctx.matrix, ctx.paths
@@ -41,13 +43,14 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             continue
         note = gpu_notes.get(cell_id, "")
         rc = k8s.raycluster(cell, images, namespace=args.namespace, gpu_e2e=note)
-        problems += k8s.validate(rc)
+        job = k8s.rayjob(cell, images, namespace=args.namespace, gpu_e2e=note)
+        problems += k8s.validate(rc) + k8s.validate(job)
         d = out / cell_id
-        files[d / "raycluster.yaml"] = (
-            f"# {cell_id}: images pinned by digest from {lock.registry}\n"
-            + (f"# WARNING: {note}\n" if note else "")
-            + _dump([rc])
+        header = f"# {cell_id}: images pinned by digest from {lock.registry}\n" + (
+            f"# WARNING: {note}\n" if note else ""
         )
+        files[d / "raycluster.yaml"] = header + _dump([rc])
+        files[d / "rayjob.yaml"] = header + _dump([job])
         files[d / "vertex.json"] = json.dumps(k8s.vertex(cell, images, note), indent=1) + "\n"
     if problems:
         for p in problems:
@@ -57,5 +60,5 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    log(f"manifests: {len(files) // 2} cell(s) rendered and validated in {out}")
+    log(f"manifests: {len(files) // 3} cell(s) rendered and validated in {out}")
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cluster_checks, matrix, timeouts
+from harness import cluster_checks, k8s, matrix, timeouts
 from harness.backends import open_backend
 from harness.engine import Engine
 from harness.labels import RUN as LABEL_RUN
@@ -70,4 +70,52 @@ def test_a_route_that_is_not_deployed_fails_serve_http(cell: matrix.Cell, tmp_pa
     assert "/not-deployed answered 404" in check.detail
     assert "/-/routes (200) does not list /not-deployed" in check.detail
     assert r["shutdown"]["status"] == 200  # and Serve was still shut down
+    assert engine.ids("container", {LABEL_RUN: run_id}) == []
+
+
+SUBMIT = """
+import os, sys, time
+from ray.job_submission import JobSubmissionClient, JobStatus
+client = JobSubmissionClient(os.environ["DASHBOARD"])
+job = client.submit_job(entrypoint=os.environ["ENTRYPOINT"])
+status = client.get_job_status(job)
+while status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+    time.sleep(1)
+    status = client.get_job_status(job)
+print(status.value)
+print(client.get_job_logs(job))
+"""
+
+
+def test_the_rayjob_entrypoint_checks_parity_for_real(cell: matrix.Cell, tmp_path: Path) -> None:
+    """The RayJob that `manifests` renders, its entrypoint submitted as is through the Jobs
+    API (KubeRay's HTTPMode does the same): it passes on the cell's cluster, and it fails
+    when the cell it expects is another."""
+    engine = Engine()
+    run_id = "rayjob" + uuid.uuid4().hex[:8]
+    entrypoint = k8s.rayjob(cell, {r: f"x/ray-{r}" for r in matrix.ROLES})["spec"]["entrypoint"]
+    other = entrypoint.replace(f'("{cell.python}", ', '("3.0.0", ')
+    assert other != entrypoint
+    backend = open_backend("containers", engine, run_id)
+    images = cell.tags("localhost/raycompat")
+    with backend, backend.cluster(cell, images, tmp_path, timeouts.DEFAULT) as cluster:
+        ready = Probe(cluster, cluster.head).cluster("auto", nodes=2, timeout=120)
+        assert len(ready.get("nodes", [])) == 2, ready
+        env = {"DASHBOARD": f"http://{cluster.head_host}:8265"}
+        outcomes = [
+            cluster.exec(
+                cluster.notebook,
+                ["python", "-c", SUBMIT],
+                timeout=300,
+                env={**env, "ENTRYPOINT": e},
+            )
+            for e in (entrypoint, other)
+        ]
+    (rc, out, err), (rc_other, out_other, _) = outcomes
+    assert rc == 0, out + err
+    assert out.startswith("SUCCEEDED"), out
+    assert "RAYCOMPAT_PARITY" in out and "2 node(s) OK" in out, out
+    assert rc_other == 0 and out_other.startswith("FAILED"), out_other
+    [line] = [ln for ln in out_other.splitlines() if ln.startswith("RAYCOMPAT_PARITY")]
+    assert "2 node(s)" in line and not line.endswith("OK"), line
     assert engine.ids("container", {LABEL_RUN: run_id}) == []

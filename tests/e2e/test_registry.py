@@ -152,6 +152,16 @@ def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None
     assert rc["spec"]["rayVersion"] == "2.60.0"
     head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     assert head == entries["head"]["ref"]
+    job = yaml.safe_load((tested / "deploy" / CELL / "rayjob.yaml").read_text())
+    assert k8s.validate(job) == []
+    submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["image"]
+    assert (
+        submitter
+        == entries["head"]["ref"]
+        == job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+            "image"
+        ]
+    )
     vertex = json.loads((tested / "deploy" / CELL / "vertex.json").read_text())
     assert vertex["worker_node_types"][0]["custom_image"] == entries["worker"]["ref"]
 

@@ -88,3 +88,32 @@ def test_vertex_refs() -> None:
     v = k8s.vertex(CELL, IMAGES)
     assert v["head_node_type"]["custom_image"] == IMAGES["head"]
     assert v["worker_node_types"] == [{"custom_image": IMAGES["worker"]}]
+
+
+def test_rayjob_runs_parity_on_a_cluster_of_its_own() -> None:
+    job = k8s.rayjob(CELL, IMAGES, namespace="ray")
+    assert k8s.validate(job) == []
+    spec = job["spec"]
+    assert spec["rayClusterSpec"] == k8s.raycluster(CELL, IMAGES, namespace="ray")["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    submitter = spec["submitterPodTemplate"]["spec"]
+    assert submitter["containers"][0]["image"] == IMAGES["head"]  # as KubeRay defaults to
+    assert submitter["restartPolicy"] == "Never"
+    entrypoint = spec["entrypoint"]
+    assert entrypoint.startswith("python -c '") and entrypoint.endswith("'")
+    script = entrypoint[len("python -c '") : -1]
+    assert "'" not in script  # the shell quoting holds
+    compile(script, "entrypoint", "exec")
+    assert 'me[:2] == ("3.11.2", "2.60.0")' in script  # the cell's Python micro and Ray
+
+
+def test_rayjob_schema_refuses_what_kuberay_would() -> None:
+    job = k8s.rayjob(CELL, IMAGES)
+    job["spec"]["submissionMode"] = "ShellMode"
+    job["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParam"] = {}
+    problems = k8s.validate(job)
+    assert any("submissionMode" in p for p in problems), problems
+    assert any("rayClusterSpec/headGroupSpec" in p and "rayStartParam" in p for p in problems)
+    job = k8s.rayjob(CELL, IMAGES)
+    job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["securityContext"] = {}
+    assert any("submitterPodTemplate/spec" in p and "restricted" in p for p in k8s.validate(job))
