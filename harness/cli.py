@@ -237,10 +237,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "manifests",
         parents=[common],
-        help="KubeRay RayCluster and Vertex AI image refs, pinned by digest",
+        help="KubeRay RayCluster and RayJob, Vertex AI image refs, pinned by digest",
     )
     s.add_argument("--images-lock", type=Path, help="default: build/images.lock.json")
-    s.add_argument("--namespace", type=_namespace, help="metadata.namespace of the RayClusters")
+    s.add_argument("--namespace", type=_namespace, help="metadata.namespace of what is rendered")
     s = sub.add_parser("matrix", parents=[common], help="the selected cells as JSON")
     s.add_argument(
         "--github", action="store_true", help="as a GitHub Actions job matrix (cells=...)"
