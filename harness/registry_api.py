@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -319,11 +320,19 @@ class Exporter:
         members: dict[str, Blob] = {}  # layer path in the archive -> compressed blob
         pending: dict[str, Future[Blob]] = {}
         texts: dict[str, bytes] = {}
+        # `docker save` writes a layer that repeats an earlier one of the same image (two
+        # empty WORKDIR layers, say) as a symlink to the first: the same blob, twice
+        links: dict[str, str] = {}
         # zlib releases the GIL: layers are compressed in parallel while the archive streams
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             try:
                 with tarfile.open(fileobj=self.engine.save(image_id, timeout), mode="r|") as tar:
                     for member in tar:
+                        if member.issym() and member.name.endswith("/layer.tar"):
+                            where = posixpath.dirname(member.name)
+                            target = posixpath.join(where, member.linkname)
+                            links[member.name] = posixpath.normpath(target)
+                            continue
                         f = tar.extractfile(member) if member.isfile() else None
                         if f is None:
                             continue
@@ -339,6 +348,9 @@ class Exporter:
             except (OSError, tarfile.TarError, EngineError) as exc:
                 raise RegistryError(f"docker save {image_id[:19]} failed: {exc}") from None
             members.update({name: f.result() for name, f in pending.items()})
+        members.update(
+            {name: members[target] for name, target in links.items() if target in members}
+        )
         [entry] = json.loads(texts["manifest.json"])
         config_bytes = texts[entry["Config"]]
         config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
