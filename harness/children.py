@@ -1,8 +1,9 @@
-"""Child processes (docker, mmdebstrap) that an interrupt can stop all at once.
+"""Child processes (docker build, mmdebstrap, kubectl, kind) that an interrupt can stop
+all at once.
 
-`run()` is subprocess.run with a timeout, an optional cancel event, and registration, so
-that `stop_all()` (called on SIGINT/SIGTERM) can terminate every child still running and
-give it a moment to clean up (mmdebstrap unmounts its chroot on SIGTERM).
+`run()` is subprocess.run with a timeout and registration, so that `stop_all()` (called
+on SIGINT/SIGTERM) can terminate every child still running and give it a moment to clean
+up (mmdebstrap unmounts its chroot on SIGTERM).
 """
 
 from __future__ import annotations
@@ -22,10 +23,6 @@ class Stopped(Exception):
     """The run is stopping (interrupted): no new child processes."""
 
 
-class Cancelled(Exception):
-    """The caller's cancel event was set while the child ran."""
-
-
 def stopping() -> bool:
     return _STOPPING.is_set()
 
@@ -36,7 +33,6 @@ def run(
     timeout: float,
     input: str | None = None,
     env: Mapping[str, str] | None = None,
-    cancel: threading.Event | None = None,
     during_stop: bool = False,
 ) -> tuple[int, str, str]:
     """(returncode, stdout, stderr); subprocess.TimeoutExpired after `timeout` seconds."""
@@ -52,23 +48,14 @@ def run(
     )
     with _LIVE_LOCK:
         _LIVE.add(proc)
-    deadline = time.monotonic() + timeout
     try:
-        feed = input
-        while True:
-            try:
-                out, err = proc.communicate(feed, timeout=0.5 if cancel else timeout)
-                return proc.returncode, out, err
-            except subprocess.TimeoutExpired:
-                feed = None  # communicate() already sent the input
-                if cancel is not None and cancel.is_set():
-                    proc.kill()
-                    proc.communicate()
-                    raise Cancelled(f"{cmd[0]} cancelled") from None
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    proc.communicate()
-                    raise
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+            return proc.returncode, out, err
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
     except BaseException:
         if proc.poll() is None:  # interrupted while waiting: let the child clean up
             proc.terminate()
