@@ -538,17 +538,32 @@ def _token_headers() -> dict[str, str]:
     return {"Authorization": "Bearer " + token} if token else {}
 
 
-def _http(url: str, method: str = "GET", timeout: float = 10, token: bool = True) -> Json:
-    """status and body of one HTTP request (errors are answers too); with `token`, the
-    process's token as Ray's clients send it."""
-    req = urllib.request.Request(url, method=method, headers=_token_headers() if token else {})
+def _http(
+    url: str,
+    method: str = "GET",
+    timeout: float = 10,
+    token: bool = True,
+    headers: dict[str, str] | None = None,
+) -> Json:
+    """status, body and the headers a browser's framing and CORS rules read, of one HTTP
+    request (errors are answers too); with `token`, the process's Ray token as Ray's
+    clients send it."""
+    sent = dict(_token_headers() if token else {}, **(headers or {}))
+    req = urllib.request.Request(url, method=method, headers=sent)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return {"status": resp.status, "body": resp.read().decode(errors="replace")}
+            status, got, body = resp.status, resp.headers, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        return {"status": exc.code, "body": exc.read().decode(errors="replace")[:500]}
+        status, got, body = exc.code, exc.headers, exc.read().decode(errors="replace")[:500]
     except Exception as exc:
         return {"status": None, "body": "%s: %s" % (type(exc).__name__, exc)}
+    return {
+        "status": status,
+        "body": body,
+        "csp": got.get("Content-Security-Policy"),
+        "xfo": got.get("X-Frame-Options"),
+        "acao": got.get("Access-Control-Allow-Origin"),
+    }
 
 
 def _wait_job(client: Any, job_id: str, deadline: float) -> Json:
@@ -924,23 +939,6 @@ def jupyter(args: argparse.Namespace) -> Json:
     return {"ok": False, "error": last}
 
 
-def _get(url: str, headers: dict[str, str]) -> Json:
-    """status, the headers a browser's framing and CORS rules read, and the body's start."""
-    req = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            status, got, body = resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, got, body = exc.code, exc.headers, exc.read()
-    return {
-        "status": status,
-        "csp": got.get("Content-Security-Policy"),
-        "xfo": got.get("X-Frame-Options"),
-        "acao": got.get("Access-Control-Allow-Origin"),
-        "body": body.decode(errors="replace")[:4000],
-    }
-
-
 def kubeflow(args: argparse.Namespace) -> Json:
     """In a notebook container started as Kubeflow's notebook controller starts one
     (NB_PREFIX set, an empty volume at /home/jovyan, the image's own command): the server
@@ -955,17 +953,16 @@ def kubeflow(args: argparse.Namespace) -> Json:
     deadline = time.time() + args.timeout
     status: Json = {"status": None, "body": "no answer"}
     while time.time() < deadline:
-        try:
-            status = _get(base + "/api/status", origin)
-        except Exception as exc:
-            status = {"status": None, "body": "%s: %s" % (type(exc).__name__, exc)}
+        status = _http(base + "/api/status", timeout=5, token=False, headers=origin)
         if status["status"] in (200, 403, 404):
             break
         time.sleep(1)
     out["api_status"] = status
     if status["status"] is not None:
-        out["lab"] = _get(base + "/lab", origin)
-        out["root_without_prefix"] = _get("http://127.0.0.1:8888/api/status", {})["status"]
+        lab = _http(base + "/lab", timeout=5, token=False, headers=origin)
+        out["lab"] = dict(lab, body=lab["body"][:4000])
+        root = _http("http://127.0.0.1:8888/api/status", timeout=5, token=False)
+        out["root_without_prefix"] = root["status"]
     user = pwd.getpwuid(os.getuid())
     home = os.environ.get("HOME", "")
     writable = False
