@@ -267,15 +267,17 @@ def _accepted(path: str, answer: Mapping[str, Any]) -> bool:
     return bool(answer.get("ok"))
 
 
-def files_with(secret: str, roots: Sequence[Path]) -> list[str]:
-    """Every file under `roots` whose bytes contain `secret` (paths relative to a root)."""
+def files_with(secret: str, roots: Sequence[Path]) -> tuple[list[str], int]:
+    """Every file under `roots` whose bytes contain `secret` (paths relative to a root),
+    and how many files were searched."""
     needle = secret.encode()
-    found = []
+    found, searched = [], 0
     for root in roots:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            searched += 1
             if needle in path.read_bytes():
                 found.append(str(path.relative_to(root)))
-    return found
+    return found, searched
 
 
 def auth_token(

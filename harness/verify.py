@@ -250,8 +250,7 @@ def _auth_check(cluster: Cluster, timeouts: Timeouts, log_dir: Path) -> Check:
             cluster.save_logs()
             cluster.save_ray_logs(Path(tmp))
             roots = [r for r in (log_dir, Path(tmp)) if r.is_dir()]
-            scanned = sum(1 for r in roots for p in r.rglob("*") if p.is_file())
-            leaks = checks.files_with(token, roots)
+            leaks, scanned = checks.files_with(token, roots)
         return checks.auth_token(answers, refused, leaks, scanned, token)
 
 

@@ -230,8 +230,8 @@ def test_auth_token_passes_only_when_every_path_enforces_it(tmp_path: Path) -> N
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "gcs_server.out").write_text(f"loaded {token}\n")
     (tmp_path / "head.log").write_text("nothing here\n")
-    leaks = checks.files_with(token, [tmp_path])
-    assert leaks == ["ray/gcs_server.out"]
+    leaks, searched = checks.files_with(token, [tmp_path])
+    assert leaks == ["ray/gcs_server.out"] and searched == 2
     assert (
         "the token is written in ray/gcs_server.out"
         in checks.auth_token(good, "refused", leaks, 2, token).detail
