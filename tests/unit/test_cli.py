@@ -183,3 +183,27 @@ def test_probe_without_ray_here_says_to_use_an_image() -> None:
         assert "--image" in line
     else:  # an interpreter with Ray: the address is refused at once, with what to check
         assert r.returncode == 2 and "cannot reach ray://127.0.0.1:9" in r.stderr
+
+
+def test_probe_takes_rays_token_from_the_environment_as_ray_reads_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`probe --image` hands the container the token Ray would use here (never as env)."""
+    from harness.commands.probe import _token
+    from harness.errors import HarnessError
+
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _token() == ""  # no token auth: nothing handed over
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(HarnessError, match="RAY_AUTH_MODE=token but no token"):
+        _token()
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-home\n")
+    assert _token() == "from-home"  # Ray's default path
+    (tmp_path / "t").write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "t"))
+    assert _token() == "from-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert _token() == "from-env"
