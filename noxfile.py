@@ -65,7 +65,7 @@ def push(session: nox.Session) -> None:
 
 @nox.session
 def manifests(session: nox.Session) -> None:
-    """KubeRay RayCluster and RayJob, Vertex AI image refs, by digest (after `push`)."""
+    """KubeRay RayCluster, RayJob and RayService, Vertex AI image refs, by digest (after `push`)."""
     _harness(session, "manifests")
 
 

@@ -210,8 +210,8 @@ def _registry_base(engine: Engine, ref: str, python: str) -> BaseImage:
             engine.pull(ref, timeout=900)
         except EngineError as exc:
             raise HarnessError(
-                f"base image {ref} is not present and cannot be pulled ({exc}); `docker load` it "
-                "or use a Debian base (remove it from `bases:`)"
+                f"base image {ref} is not present and cannot be pulled: `docker load` it or "
+                f"use a Debian base (remove it from `bases:`); the pull said: {exc}"
             ) from None
     measured = measure_python(engine, ref)
     if measured != python:

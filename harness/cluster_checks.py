@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.inside.probe import SERVE_APP
+from harness.inside.probe import SERVE_PORT as SERVE_PORT  # the checks and tests name it here
 from harness.results import Check
 
 PARITY_KEYS = ("python", "ray", "commit")
@@ -196,7 +197,6 @@ def jobs(result: Mapping[str, Any], expected: Mapping[str, str], node_ids: Seque
     return Check.of("jobs:submit", ok, detail, job=job)
 
 
-SERVE_PORT = 8000  # Serve's HTTP proxy on the head, as RayService's serve Service exposes
 SERVE_ROUTE = "/" + SERVE_APP  # the route the probe's application is deployed at
 
 

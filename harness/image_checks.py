@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from harness import labels
+from harness import contracts, labels
 from harness.backends import probe_result
 from harness.engine import STAGING, Engine
 from harness.errors import HarnessError
@@ -28,6 +28,7 @@ RUNTIME_USER = {  # uid:gid; the notebook is Kubeflow's jovyan (group users), th
     "worker": "1000:1000",
     "notebook": "1000:100",
 }
+VERTEX_ROLES = ("head", "worker")  # the images a Vertex AI cluster's node types run
 # The structure checks every image gets (`image:<role>:<name>`); the gate refuses a cell
 # unless each ran on the very image id that was tested.
 STRUCTURE_CHECKS = (
@@ -48,6 +49,8 @@ STRUCTURE_CHECKS = (
 def structure_check_names(cell: Cell, role: str) -> list[str]:
     """Names of the structure checks an image of `cell` in `role` must carry."""
     names = [*STRUCTURE_CHECKS, *(["cuda"] if cell.cuda else [])]
+    if "vertex" in cell.targets and role in VERTEX_ROLES:
+        names.append("vertex:contract")
     return [f"image:{role}:{n}" for n in names]
 
 
@@ -172,6 +175,8 @@ def structure_checks(
     checks.append(base_layer_check(name, info, found))
     checks.append(kuberay_check(cell, name, facts))
     checks.append(secret_check(engine, role, tag, config))
+    if "vertex" in cell.targets and role in VERTEX_ROLES:
+        checks.append(vertex_check(name, facts))
     if cell.cuda:
         env = dict(e.split("=", 1) for e in config.get("Env") or [])
         measured = facts.get("cuda") or {}
@@ -232,22 +237,43 @@ def base_layer_check(name: str, info: Mapping[str, object], found: Mapping[str, 
     )
 
 
+def vertex_check(name: str, facts: Mapping[str, object]) -> Check:
+    """`vertex:contract`: the image against Vertex AI's documented list (contracts.VERTEX),
+    judged on what was measured inside it."""
+    problems = contracts.vertex_problems(
+        str(facts.get("python")), str(facts.get("ray")), contracts.installed_of(facts)
+    )
+    return Check.of(
+        f"{name}:vertex:contract", not problems, contracts.vertex_detail(problems), stage="build"
+    )
+
+
 def kuberay_check(cell: Cell, name: str, facts: Mapping[str, object]) -> Check:
-    """KubeRay runs `bash -lc 'ray start ...'` and probes nodes with `wget`."""
+    """KubeRay starts a node with `bash -lc 'ray start ...'`; its operators' exec probes
+    (before Ray 2.53's HTTP probes, kuberay#4448) run `wget` in the container."""
     shell = facts.get("login_shell")
     found = [str(p) for p in shell] if isinstance(shell, list) else []
-    ok = "/opt/ray/bin/ray" in found and any(p.endswith("/wget") for p in found)
-    if not ok and cell.base.kind == "image":
+    if "kuberay" not in cell.targets:
         return Check(
             f"{name}:kuberay-shell",
             SKIPPED,
-            f"registry base {cell.base.ref}: KubeRay's default probes need bash and wget "
-            f"in the base (found {found})",
+            "kuberay is not among this cell's targets (matrix.yaml `targets:`)",
             stage="build",
+        )
+    problems = []
+    if "/opt/ray/bin/ray" not in found:
+        problems.append("`bash -lc` does not find /opt/ray/bin/ray")
+    if not any(p.endswith("/wget") for p in found):
+        base = f"the base {cell.base.ref}" if cell.base.kind == "image" else "the image"
+        problems.append(
+            f"{base} has no wget, which KubeRay's exec probes run (operators before HTTP "
+            "probes, and Ray < 2.53): build your base with wget installed (e.g. `RUN apt-get "
+            "install -y wget` on a python:*-slim image) or remove kuberay from this cell's "
+            "targets"
         )
     return Check.of(
         f"{name}:kuberay-shell",
-        ok,
-        f"`bash -lc` finds {', '.join(found) or 'neither ray nor wget'}",
+        not problems,
+        "; ".join(problems) or f"`bash -lc` finds {', '.join(found)}",
         stage="build",
     )

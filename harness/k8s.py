@@ -1,14 +1,16 @@
 """Kubernetes manifests for a cell's images, and their offline validation.
 
-Two shapes: a KubeRay `RayCluster` (what operators deploy; shape after KubeRay's samples:
-ports 6379/8265/10001, resources, `rayVersion`) and, where KubeRay is not installed, plain
-Deployments and a Service the harness generates. Built-in kinds are validated with
-kubernetes-validate; `RayCluster` against the structural schema kept in
-`assets/raycluster.v1.schema.json` (source noted there), its pod templates as core/v1.
+KubeRay's kinds (what operators deploy; shape after KubeRay's samples: ports
+6379/8265/10001, resources, `rayVersion`): a `RayCluster`, a parity `RayJob` and a
+`RayService` running the workload checks' Serve application; and, where KubeRay is not
+installed, plain Deployments and a Service the harness generates. Built-in kinds are
+validated with kubernetes-validate; KubeRay's against the structural schemas kept in
+`assets/` (source and KubeRay version noted there), their pod templates as core/v1.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -17,8 +19,10 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import yaml
 
 from harness import pss
+from harness.inside.probe import SERVE_APP, SERVE_APP_SOURCE, SERVE_MODULE, SERVE_PORT
 from harness.matrix import Cell
 
 K8S_VERSION = "1.32.0"  # schemas kubernetes-validate checks built-in kinds against
@@ -207,6 +211,100 @@ def rayjob(
     }
 
 
+SERVE_DIR = "/opt/raycompat/serve"  # where a RayService's pods mount the application
+
+
+def serve_config() -> dict[str, Any]:
+    """The RayService's `serveConfigV2` (Ray Serve's config file, ServeDeploySchema): the
+    workload checks' application, imported from the ConfigMap every node mounts at
+    SERVE_DIR (its runtime_env puts that directory on the replicas' PYTHONPATH)."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
+        "applications": [
+            {
+                "name": SERVE_APP,
+                "route_prefix": f"/{SERVE_APP}",
+                "import_path": f"{SERVE_MODULE}:app",
+                "runtime_env": {"env_vars": {"PYTHONPATH": SERVE_DIR}},
+            }
+        ],
+    }
+
+
+def rayservice(
+    cell: Cell,
+    images: Mapping[str, str],
+    *,
+    namespace: str | None = None,
+    pull: str = "IfNotPresent",
+    gpu_e2e: str = "",
+) -> list[Manifest]:
+    """A KubeRay RayService serving the workload checks' application (`serve:http`) on the
+    cell's cluster, and the ConfigMap that holds the application's module: the images stay
+    the cell's, unchanged. KubeRay PUTs `serveConfigV2` to the head's Serve REST API, as
+    the end-to-end test does against a real cluster."""
+    cluster = raycluster(cell, images, namespace=namespace, pull=pull, gpu_e2e=gpu_e2e)
+    name = f"{name_for(cell)}-serve"
+    config_meta: dict[str, Any] = {"name": f"{name}-app", "labels": _labels(cell, "serve")}
+    if namespace:
+        config_meta["namespace"] = namespace
+    spec = copy.deepcopy(cluster["spec"])
+    for _, template in _groups(spec):
+        pod = template["spec"]
+        pod["volumes"].append({"name": "serve-app", "configMap": {"name": config_meta["name"]}})
+        for c in pod["containers"]:
+            c["volumeMounts"].append(
+                {"name": "serve-app", "mountPath": SERVE_DIR, "readOnly": True}
+            )
+            c.setdefault("ports", []).append({"name": "serve", "containerPort": SERVE_PORT})
+    meta = {**cluster["metadata"], "name": name, "labels": _labels(cell, "service")}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": config_meta,
+            "data": {f"{SERVE_MODULE}.py": SERVE_APP_SOURCE},
+        },
+        {
+            "apiVersion": "ray.io/v1",
+            "kind": "RayService",
+            "metadata": meta,
+            "spec": {
+                "serveConfigV2": yaml.safe_dump(serve_config(), sort_keys=False),
+                "rayClusterConfig": spec,
+            },
+        },
+    ]
+
+
+def serve_config_problems(obj: Manifest) -> list[str]:
+    """What is wrong with a RayService's serveConfigV2 that KubeRay would only learn from
+    Ray at deploy time: not YAML, no applications, an application without a name, an
+    import path or a route."""
+    text = (obj.get("spec") or {}).get("serveConfigV2")
+    if text is None:
+        return ["serveConfigV2: missing (the RayService would deploy nothing)"]
+    try:
+        doc = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError as exc:
+        return [f"serveConfigV2: not YAML: {exc}"]
+    apps = doc.get("applications") if isinstance(doc, dict) else None
+    if not isinstance(apps, list) or not apps:
+        return ["serveConfigV2: no `applications` list"]
+    problems = []
+    for i, app in enumerate(apps):
+        for key in ("name", "import_path", "route_prefix"):
+            if not (isinstance(app, dict) and isinstance(app.get(key), str) and app[key]):
+                problems.append(f"serveConfigV2: applications/{i}: no {key}")
+        path = app.get("import_path") if isinstance(app, dict) else None
+        if isinstance(path, str) and not re.fullmatch(r"[\w.]+[:.]\w+", path):
+            problems.append(
+                f"serveConfigV2: applications/{i}: import_path {path!r} is not module:attribute"
+            )
+    return problems
+
+
 def plain(
     cell: Cell,
     images: Mapping[str, str],
@@ -313,7 +411,12 @@ def vertex(cell: Cell, images: Mapping[str, str], gpu_e2e: str = "") -> dict[str
 # --- validation ---------------------------------------------------------------------------
 
 
-SCHEMAS = {"RayCluster": "raycluster.v1.schema.json", "RayJob": "rayjob.v1.schema.json"}
+SCHEMAS = {
+    "RayCluster": "raycluster.v1.schema.json",
+    "RayJob": "rayjob.v1.schema.json",
+    "RayService": "rayservice.v1.schema.json",
+}
+CLUSTER_SPEC = {"RayJob": "rayClusterSpec", "RayService": "rayClusterConfig"}  # a RayClusterSpec
 
 
 def _asset(name: str) -> dict[str, Any]:
@@ -324,10 +427,11 @@ def _asset(name: str) -> dict[str, Any]:
 
 
 def _schema(kind: str = "RayCluster") -> dict[str, Any]:
-    """The structural schema of a KubeRay kind (a RayJob's cluster is a RayCluster spec)."""
+    """The structural schema of a KubeRay kind (a RayJob's and a RayService's cluster is a
+    RayCluster spec)."""
     doc = _asset(SCHEMAS[kind])
-    if kind == "RayJob":
-        doc["properties"]["spec"]["properties"]["rayClusterSpec"] = _asset(SCHEMAS["RayCluster"])[
+    if kind in CLUSTER_SPEC:
+        doc["properties"]["spec"]["properties"][CLUSTER_SPEC[kind]] = _asset(SCHEMAS["RayCluster"])[
             "properties"
         ]["spec"]
     return doc
@@ -352,7 +456,7 @@ def pod_specs(obj: Manifest) -> list[tuple[str, Mapping[str, Any]]]:
         return [("spec", spec)]
     if kind in ("Deployment", "StatefulSet", "Job", "DaemonSet", "ReplicaSet"):
         return [("spec/template/spec", (spec.get("template") or {}).get("spec") or {})]
-    if kind in ("RayCluster", "RayJob"):
+    if kind in SCHEMAS:
         return [(f"{path}/spec", t.get("spec") or {}) for path, t in _templates(obj)]
     return []
 
@@ -362,19 +466,27 @@ def _templates(obj: Manifest) -> list[tuple[str, dict[str, Any]]]:
     spec = obj.get("spec") or {}
     out = []
     prefix = ""
-    if obj.get("kind") == "RayJob":
+    kind = obj.get("kind", "")
+    if kind == "RayJob":
         submitter = spec.get("submitterPodTemplate")
         if isinstance(submitter, dict):
             out.append(("submitterPodTemplate", submitter))
-        spec = spec.get("rayClusterSpec") or {}
-        prefix = "rayClusterSpec/"
+    if kind in CLUSTER_SPEC:
+        spec = spec.get(CLUSTER_SPEC[kind]) or {}
+        prefix = CLUSTER_SPEC[kind] + "/"
+    return out + [(prefix + path, template) for path, template in _groups(spec)]
+
+
+def _groups(spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The pod templates of a RayClusterSpec's head and worker groups (path, template)."""
     groups = [("headGroupSpec", spec.get("headGroupSpec") or {})] + [
         (f"workerGroupSpecs/{i}", g) for i, g in enumerate(spec.get("workerGroupSpecs") or [])
     ]
+    out = []
     for path, group in groups:
         template = group.get("template") if isinstance(group, dict) else None
         if isinstance(template, dict):
-            out.append((f"{prefix}{path}/template", template))
+            out.append((f"{path}/template", template))
     return out
 
 
@@ -401,4 +513,6 @@ def validate(obj: Manifest) -> list[str]:
             "template": template,
         }
         errors += _builtin(wrapped, f"{where}: {path}")
+    if kind == "RayService":
+        errors += [f"{where}: {p}" for p in serve_config_problems(obj)]
     return errors + admitted

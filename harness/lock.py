@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.contracts import VERTEX
 from harness.errors import HarnessError
 from harness.matrix import Cell, Matrix
 
@@ -55,6 +56,9 @@ def requirements(cell: Cell, matrix: Matrix, kind: str) -> list[str]:
     # The notebook stays the superset: what the extras bring (Serve brings numpy, a library
     # that crosses the wire) is pinned there first, so the nodes get the same versions.
     own = list(matrix.runtime_packages)  # the user's own: on the nodes and in the notebook
+    if "vertex" in cell.targets:  # what Vertex AI documents a custom image needs
+        own += [p for p in VERTEX.packages if p not in own]
+    own += [c for c in cell.constraints if c not in own]  # matrix.yaml `constraints:`
     extras = list(matrix.ray_extras)
     if kind == "runtime":
         return [f"ray[{','.join(extras)}]=={cell.ray}", "pip", *cuda, *own]

@@ -6,6 +6,7 @@ naming the file, the key, the line where the YAML parser knows it, and what to d
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import itertools
@@ -105,13 +106,19 @@ TOP_KEYS = (
     "grid",
     "registry",
     "gpu_e2e",
+    "targets",
+    "constraints",
 )
+# Who consumes a cell's images; each target adds its contract's checks (harness/contracts.py).
+TARGETS = ("kuberay", "kubeflow", "vertex")
+DEFAULT_TARGETS: Mapping[str, str | tuple[str, ...]] = {"kuberay": "all", "kubeflow": "all"}
 GRID_KEYS = ("only", "fail", "warn")
 IDENTITY_KEYS = ("python", "ray", "commit")
 AUDIT_POLICIES: tuple[str, ...] = tuple(a.value for a in AuditPolicy)
 GPU_E2E_POLICIES: tuple[str, ...] = tuple(g.value for g in GpuE2E)
 REQUIRED_KEYS = ("ray", "python")
 EXCLUDE_KEYS = ("ray", "python", "variant", "reason")
+CONSTRAINT_KEYS = ("ray", "python", "variant", "requirement", "reason")
 BASE_KEYS = ("debian", "image")
 SELECT_KEYS = ("ray", "python", "variant")
 
@@ -137,6 +144,8 @@ class Cell:
     variant: Variant
     base: BaseSpec
     cuda: str | None = None  # CUDA runtime (major.minor) of a gpu cell
+    targets: tuple[str, ...] = ("kuberay", "kubeflow")  # who consumes the images (`targets:`)
+    constraints: tuple[str, ...] = ()  # extra requirements its locks resolve with
 
     @property
     def flavour(self) -> str:
@@ -560,6 +569,41 @@ def _excludes(loader: _Loader) -> list[tuple[dict[str, str], str]]:
     return rules
 
 
+def _constraints(loader: _Loader) -> list[tuple[dict[str, str], str]]:
+    """`constraints:` requirements the locks of the matching cells resolve with (a library
+    version a Ray release breaks with), each with its reason."""
+    raw = loader.data.get("constraints") or []
+    if not isinstance(raw, list):
+        raise loader.fail(
+            "constraints", "must be a list of {ray, python, variant, requirement, reason}"
+        )
+    found: list[tuple[dict[str, str], str]] = []
+    for i, rule in enumerate(raw):
+        key = f"constraints.{i}"
+        if not isinstance(rule, dict):
+            raise loader.fail(
+                key,
+                'must be a mapping like {ray: "2.51.*", requirement: "protobuf<7", reason: ...}',
+            )
+        loader.check_keys(rule, CONSTRAINT_KEYS, key)
+        reason = rule.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise loader.fail(key, "needs a `reason:` saying why the cells need it")
+        requirement = rule.get("requirement")
+        if not isinstance(requirement, str):
+            raise loader.fail(key, 'needs a `requirement:` like "protobuf<7"')
+        why = requirement_problem(requirement)
+        if why:
+            raise loader.fail(f"{key}.requirement", why)
+        for k in ("ray", "python", "variant"):
+            if k in rule and not isinstance(rule[k], str):
+                raise loader.fail(f"{key}.{k}", f"{rule[k]!r} must be one quoted string (a glob)")
+        found.append(
+            ({k: str(rule[k]) for k in ("ray", "python", "variant") if k in rule}, requirement)
+        )
+    return found
+
+
 def matches(selector: Mapping[str, str], cell: Cell) -> bool:
     """True when every key of the selector glob-matches the cell (`python=3.11.*`)."""
     values = cell.as_selector()
@@ -700,12 +744,21 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         raise loader.fail("gpu_e2e", f"{gpu_e2e!r} is not one of {', '.join(GPU_E2E_POLICIES)}")
     bases = _bases(loader, pythons)
     rules = _excludes(loader)
+    targets = _targets(loader)
+    constraints = _constraints(loader)
     cells: list[Cell] = []
     excluded: list[Excluded] = []
     product = [
         Cell(ray, python, Variant(variant), bases[python])
         for ray, python, variant in itertools.product(rays, pythons, variants)
     ]
+    for i, (sel, _) in enumerate(constraints):
+        if not any(matches(sel, c) for c in product):
+            raise loader.fail(
+                f"constraints.{i}",
+                f"matches no cell of ray x python x variants ({sel}); it would do nothing: "
+                "fix its values or remove it",
+            )
     for i, (sel, _) in enumerate(rules):
         if not any(matches(sel, c) for c in product):
             raise loader.fail(
@@ -720,6 +773,11 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
             variant=Variant(variant),
             base=bases[python],
             cuda=cuda if variant == "gpu" else None,
+        )
+        cell = dataclasses.replace(
+            cell,
+            targets=tuple(t for t in TARGETS if _targeted(targets.get(t), cell)),
+            constraints=tuple(req for sel, req in constraints if matches(sel, cell)),
         )
         reason = next((r for sel, r in rules if matches(sel, cell)), None)
         if reason is None:
@@ -751,6 +809,47 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         gpu_e2e=GpuE2E(gpu_e2e),
         lines=loader.lines.as_dict(),
     )
+
+
+def _targets(loader: _Loader) -> Mapping[str, str | tuple[str, ...]]:
+    """`targets:` target -> `all`, `none` or a list of cell selectors (like --only)."""
+    raw = loader.data.get("targets")
+    if raw is None:
+        return DEFAULT_TARGETS
+    if not isinstance(raw, dict):
+        raise loader.fail(
+            "targets",
+            "must map a target to all, none or a list of cell selectors, e.g. "
+            '{kuberay: all, vertex: ["ray=2.33.0"]}',
+        )
+    loader.check_keys(raw, TARGETS, "targets")
+    out: dict[str, str | tuple[str, ...]] = {}
+    for name, value in raw.items():
+        key = f"targets.{name}"
+        if value in ("all", "none"):
+            out[name] = value
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise loader.fail(key, 'must be all, none or a list of selectors like "python=3.10.*"')
+        for i, text in enumerate(value):
+            try:
+                parse_selector(text)
+            except MatrixError:
+                raise loader.fail(
+                    f"{key}.{i}",
+                    f"{text!r} is not a cell selector; write KEY=GLOB[,KEY=GLOB] with keys "
+                    f'{", ".join(SELECT_KEYS)}, e.g. "ray=2.33.0,python=3.10.*"',
+                ) from None
+        out[name] = tuple(value)
+    return out
+
+
+def _targeted(rule: str | tuple[str, ...] | None, cell: Cell) -> bool:
+    if rule is None or rule == "none":
+        return False
+    if rule == "all":
+        return True
+    return any(matches(parse_selector(text), cell) for text in rule)
 
 
 def _ray_extras(loader: _Loader) -> tuple[str, ...]:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from harness.errors import HarnessError
+
 _lock = threading.Lock()
 _console: Any = None
 _checked = False
@@ -49,9 +51,11 @@ def step(message: str) -> Iterator[dict[str, float]]:
     start = time.monotonic()
     try:
         yield timing
-    except BaseException:
+    except BaseException as exc:
         timing["seconds"] = time.monotonic() - start
-        log(f"{message}: failed after {timing['seconds']:.1f}s")
+        # a harness error says what to do: say it here too, not only in the report
+        why = f": {str(exc)[:400]}" if isinstance(exc, HarnessError) else ""
+        log(f"{message}: failed after {timing['seconds']:.1f}s{why}")
         raise
     timing["seconds"] = time.monotonic() - start
     log(f"{message}: done in {timing['seconds']:.1f}s")

@@ -117,7 +117,7 @@ def test_cell(
             r = notebook.jupyter(cluster.jupyter_token, timeouts.jupyter)
             results.append(checks.jupyterlab(r))
 
-        results.append(_kubeflow_check(cluster, timeouts))
+        results.append(_kubeflow_check(cell, cluster, timeouts))
 
         if _lost_node(cluster, results, "the notebook checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
@@ -195,10 +195,16 @@ def test_cell(
 KUBEFLOW_PREFIX = "/notebook/raycompat/parity"  # as the controller sets it: /notebook/<ns>/<name>
 
 
-def _kubeflow_check(cluster: Cluster, timeouts: Timeouts) -> Check:
+def _kubeflow_check(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> Check:
     """`kubeflow:contract`: the cell's notebook image, started the Kubeflow way next to the
     cluster, checked from inside (no token, prefix, headers, user, home) and by a kernel
     that runs parity.ipynb against the cluster."""
+    if "kubeflow" not in cell.targets:
+        return Check(
+            "kubeflow:contract",
+            SKIPPED,
+            "kubeflow is not among this cell's targets (matrix.yaml `targets:`)",
+        )
     image = cluster.images.get("notebook")
     if not image:
         return Check("kubeflow:contract", SKIPPED, "no notebook image in this cluster")

@@ -1,5 +1,5 @@
-"""`manifests`: KubeRay RayCluster and RayJob and Vertex AI image refs per pushed cell,
-by digest."""
+"""`manifests`: KubeRay RayCluster, RayJob and RayService and Vertex AI image refs per
+pushed cell, by digest."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def _dump(docs: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace, run_id: str) -> int:
-    """Render, pinned by digest, a RayCluster and a parity RayJob per pushed cell and Vertex
-    AI image refs.
+    """Render, pinned by digest, a RayCluster, a parity RayJob and a RayService (with its
+    application's ConfigMap) per pushed cell, and Vertex AI image refs for the cells that
+    target Vertex AI.
     Everything is validated first: when anything is invalid, nothing is written."""
     ctx = context(args, run_id, check_index=False)
     m, paths = ctx.matrix, ctx.paths
@@ -44,14 +45,19 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         note = gpu_notes.get(cell_id, "")
         rc = k8s.raycluster(cell, images, namespace=args.namespace, gpu_e2e=note)
         job = k8s.rayjob(cell, images, namespace=args.namespace, gpu_e2e=note)
-        problems += k8s.validate(rc) + k8s.validate(job)
+        service = k8s.rayservice(cell, images, namespace=args.namespace, gpu_e2e=note)
+        problems += [p for obj in (rc, job, *service) for p in k8s.validate(obj)]
         d = out / cell_id
         header = f"# {cell_id}: images pinned by digest from {lock.registry}\n" + (
             f"# WARNING: {note}\n" if note else ""
         )
         files[d / "raycluster.yaml"] = header + _dump([rc])
         files[d / "rayjob.yaml"] = header + _dump([job])
-        files[d / "vertex.json"] = json.dumps(k8s.vertex(cell, images, note), indent=1) + "\n"
+        files[d / "rayservice.yaml"] = header + _dump(service)
+        # Only for cells that target Vertex AI: the gate pushed them after their head and
+        # worker passed `vertex:contract` (Vertex's documented list, harness/contracts.py).
+        if "vertex" in cell.targets:
+            files[d / "vertex.json"] = json.dumps(k8s.vertex(cell, images, note), indent=1) + "\n"
     if problems:
         for p in problems:
             log(f"manifests: invalid: {p}")
@@ -60,5 +66,6 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    log(f"manifests: {len(files) // 3} cell(s) rendered and validated in {out}")
+    cells = len({path.parent for path in files})
+    log(f"manifests: {cells} cell(s) rendered and validated in {out}")
     return 0

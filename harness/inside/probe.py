@@ -501,24 +501,35 @@ def jobs(args: argparse.Namespace) -> Json:
     return out
 
 
-# A Serve application deployed the way operators deploy it: a job through the Jobs API
-# (as RayJob and `ray job submit` do) runs serve.run; the notebook needs no Serve itself.
+# The Serve application of the workload checks, one source for both ways operators deploy
+# it: a job through the Jobs API (as RayJob and `ray job submit` do) runs it as a script
+# and calls serve.run (the notebook needs no Serve itself); a RayService imports it as the
+# module SERVE_MODULE (serveConfigV2 `import_path: raycompat_serve:app`, see k8s.py).
 SERVE_APP = "raycompat"
-SERVE_SCRIPT = """
-import sys
+SERVE_MODULE = "raycompat_serve"
+SERVE_PORT = 8000  # Serve's HTTP proxy on every node, as RayService's serve Service exposes
+SERVE_APP_SOURCE = """import sys
 import ray
 from ray import serve
-ray.init()
 @serve.deployment(num_replicas=2, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0.1})
 class Facts:
     def __call__(self, request):
         ctx = ray.get_runtime_context()
         return {"python": "%d.%d.%d" % sys.version_info[:3], "ray": ray.__version__,
                 "commit": ray.__commit__, "node": ctx.get_node_id()}
-serve.start(http_options={"host": "0.0.0.0", "port": __PORT__})
-serve.run(Facts.bind(), name="__APP__", route_prefix="/__APP__", blocking=False)
+app = Facts.bind()
+"""
+# A proxy on every node, stated: in Ray 2.51.2, serve.start(http_options=...) without a
+# proxy_location takes HTTPOptions' default location, HeadOnly, so no proxy ever started
+# on the worker (measured; 2.60.0 starts one). serveConfigV2 says EveryNode too (k8s.py).
+SERVE_SCRIPT = (
+    SERVE_APP_SOURCE
+    + """ray.init()
+serve.start(proxy_location="EveryNode", http_options={"host": "0.0.0.0", "port": __PORT__})
+serve.run(app, name="__APP__", route_prefix="/__APP__", blocking=False)
 print("RAYCOMPAT_SERVE deployed")
 """
+)
 
 
 def _token_headers() -> dict[str, str]:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import k8s, matrix
 from harness.backends.kube import NODE_IMAGE_ENV
 from harness.engine import Engine
+from tests.conftest import ROOT
 from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
@@ -120,3 +122,151 @@ def test_kind_end_to_end(built: None, tmp_path: Path) -> None:
         assert status.get(name) == "passed", (name, status)
     clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True)
     assert f"raycompat-{run_id}" not in clusters.stdout  # deleted with the run
+
+
+# --- with the KubeRay operator (the workflow's kind job installs it with Helm) -----------
+
+KUBE_CONTEXT_ENV = "RAYCOMPAT_KUBE_CONTEXT"  # a kind context with the KubeRay operator
+KUBERAY_CRDS = ("rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io")
+
+
+def kubectl(context: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", "--context", context, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _kuberay_context() -> tuple[str | None, str]:
+    """The context to run on, or None and why not."""
+    context = os.environ.get(KUBE_CONTEXT_ENV, "")
+    if not context:
+        return None, f"{KUBE_CONTEXT_ENV} is unset (the workflow's kind job sets it)"
+    if not shutil.which("kubectl") or not shutil.which("kind"):
+        return None, "kubectl or kind is not installed"
+    got = kubectl(context, "get", "crd", *KUBERAY_CRDS)
+    if got.returncode != 0:
+        return None, f"context {context}: the KubeRay CRDs are not installed: {got.stderr[-300:]}"
+    return context, ""
+
+
+@pytest.fixture
+def kuberay() -> str:
+    context, why = _kuberay_context()
+    if context is None:
+        pytest.skip(f"no Kubernetes with the KubeRay operator: {why}")
+    return context
+
+
+@pytest.mark.kind
+@pytest.mark.kuberay
+def test_kuberay_raycluster_rayjob_rayservice_and_grid(
+    built: None, kuberay: str, tmp_path: Path
+) -> None:
+    """On a kind cluster running the KubeRay operator: the cell's checks on a RayCluster the
+    operator runs, then the RayJob and the RayService `manifests` renders (with the local
+    tags), each to its end state, and the grid for one pair."""
+    run_id = "kuberay" + uuid.uuid4().hex[:6]
+    r = harness(
+        "test",
+        "--backend",
+        "kind",
+        "--kube-context",
+        kuberay,
+        "--only",
+        ONLY,
+        "--build-dir",
+        str(tmp_path / "test"),
+        env={"HARNESS_RUN_ID": run_id},
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "(KubeRay RayCluster)" in r.stderr, r.stderr[-2000:]  # not the Deployment fallback
+
+    cell = matrix.load(ROOT / "matrix.yaml").cell(CELL)
+    images = cell.tags("localhost/raycompat")  # loaded into the kind nodes by the test run
+    namespace = f"rh-{run_id}-manifests"
+    assert kubectl(kuberay, "create", "namespace", namespace).returncode == 0
+    try:
+        job = k8s.rayjob(cell, images, namespace=namespace, pull="Never")
+        config_map, service = k8s.rayservice(cell, images, namespace=namespace, pull="Never")
+        docs = [job, config_map, service]
+        assert all(k8s.validate(d) == [] for d in docs)
+        applied = subprocess.run(
+            ["kubectl", "--context", kuberay, "apply", "-f", "-"],
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert applied.returncode == 0, applied.stderr
+        name = job["metadata"]["name"]
+        done = kubectl(
+            kuberay,
+            "-n",
+            namespace,
+            "wait",
+            f"rayjob/{name}",
+            "--for=jsonpath={.status.jobStatus}=SUCCEEDED",
+            "--timeout=900s",
+            timeout=960,
+        )
+        status = kubectl(kuberay, "-n", namespace, "get", f"rayjob/{name}", "-o", "json")
+        assert done.returncode == 0, (done.stderr, status.stdout[-3000:])
+        ready = kubectl(
+            kuberay,
+            "-n",
+            namespace,
+            "wait",
+            f"rayservice/{service['metadata']['name']}",
+            "--for=condition=Ready",
+            "--timeout=900s",
+            timeout=960,
+        )
+        state = kubectl(kuberay, "-n", namespace, "get", "rayservice", "-o", "json")
+        assert ready.returncode == 0, (ready.stderr, state.stdout[-3000:])
+        heads = kubectl(
+            kuberay,
+            "-n",
+            namespace,
+            "get",
+            "pods",
+            "-l",
+            "ray.io/node-type=head",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ).stdout.split()
+        route = k8s.serve_config()["applications"][0]["route_prefix"]
+        url = f"http://{service['metadata']['name']}-serve-svc:8000{route}"
+        ask = (
+            "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"
+        )
+        answers = [
+            kubectl(kuberay, "-n", namespace, "exec", head, "--", "python", "-c", ask, url)
+            for head in heads
+        ]
+        served = [a for a in answers if a.returncode == 0]
+        assert served, [a.stderr[-500:] for a in answers]
+        facts = json.loads(served[-1].stdout)
+        assert (facts["python"], facts["ray"]) == (cell.python, cell.ray), facts
+    finally:
+        kubectl(kuberay, "delete", "namespace", namespace, "--wait=false")
+
+    r = harness(
+        "grid",
+        "--backend",
+        "kind",
+        "--kube-context",
+        kuberay,
+        "--only",
+        ONLY,
+        "--build-dir",
+        str(tmp_path / "grid"),
+        env={"HARNESS_RUN_ID": run_id + "g"},
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    [pair] = json.loads((tmp_path / "grid" / "grid.json").read_text())["pairs"]
+    for path in ("ray_client", "ray_driver", "ray_jobs"):
+        assert pair[path]["verdict"] == "accepted", (path, pair[path])

@@ -59,7 +59,7 @@ def test_the_old_notebook_fails_the_kubeflow_contract(
     images = {**cell.tags("localhost/raycompat"), "notebook": old_notebook}
     backend = open_backend("containers", engine, run_id)
     with backend, backend.cluster(cell, images, tmp_path / "logs", timeouts.DEFAULT) as cluster:
-        check = _kubeflow_check(cluster, timeouts.DEFAULT)
+        check = _kubeflow_check(cell, cluster, timeouts.DEFAULT)
     assert check.status == "failed", check.detail
     assert "/api/status without a token answered" in check.detail
     assert "framing blocked by Content-Security-Policy: frame-ancestors 'self'" in check.detail

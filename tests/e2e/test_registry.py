@@ -162,8 +162,17 @@ def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None
             "image"
         ]
     )
-    vertex = json.loads((tested / "deploy" / CELL / "vertex.json").read_text())
-    assert vertex["worker_node_types"][0]["custom_image"] == entries["worker"]["ref"]
+    config_map, service = yaml.safe_load_all(
+        (tested / "deploy" / CELL / "rayservice.yaml").read_text()
+    )
+    assert k8s.validate(config_map) == [] and k8s.validate(service) == []
+    assert service["metadata"]["namespace"] == config_map["metadata"]["namespace"] == "ray"
+    assert [c["image"] for _, t in k8s.pod_specs(service) for c in t["containers"]] == [
+        entries["head"]["ref"],
+        entries["worker"]["ref"],
+    ]
+    # the cell does not target Vertex AI (and would fail its contract): no vertex.json
+    assert not (tested / "deploy" / CELL / "vertex.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 
 from harness import k8s
 from harness.matrix import BaseSpec, Cell, Variant
@@ -117,3 +118,62 @@ def test_rayjob_schema_refuses_what_kuberay_would() -> None:
     job = k8s.rayjob(CELL, IMAGES)
     job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["securityContext"] = {}
     assert any("submitterPodTemplate/spec" in p and "restricted" in p for p in k8s.validate(job))
+
+
+def test_rayservice_serves_the_workload_application_from_a_configmap() -> None:
+    config_map, service = k8s.rayservice(CELL, IMAGES, namespace="ray")
+    assert k8s.validate(config_map) == [] and k8s.validate(service) == []
+    assert config_map["kind"] == "ConfigMap" and service["kind"] == "RayService"
+    module = config_map["data"]["raycompat_serve.py"]
+    compile(module, "raycompat_serve.py", "exec")  # the probe's own Serve application
+    assert "app = Facts.bind()" in module
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    [app] = config["applications"]
+    assert app["import_path"] == "raycompat_serve:app" and app["route_prefix"] == "/raycompat"
+    assert app["runtime_env"]["env_vars"]["PYTHONPATH"] == k8s.SERVE_DIR
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == CELL.ray
+    for _, template in k8s.pod_specs(service):  # every node mounts the module, names Serve's port
+        [c] = template["containers"]
+        assert {"name": "serve-app", "mountPath": k8s.SERVE_DIR, "readOnly": True} in c[
+            "volumeMounts"
+        ]
+        assert {"name": "serve", "containerPort": 8000} in c["ports"]
+        volumes = {v["name"]: v for v in template["volumes"]}
+        assert volumes["serve-app"]["configMap"]["name"] == config_map["metadata"]["name"]
+    # the images are the cell's: nothing is added to them
+    assert [c["image"] for _, t in k8s.pod_specs(service) for c in t["containers"]] == [
+        IMAGES["head"],
+        IMAGES["worker"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("config", "expect"),
+    [
+        (None, "serveConfigV2: missing"),
+        ("applications: [", "serveConfigV2: not YAML"),
+        ("http_options: {}", "no `applications` list"),
+        ("applications: [{name: a, route_prefix: /a}]", "applications/0: no import_path"),
+        (
+            "applications: [{name: a, route_prefix: /a, import_path: 'x y'}]",
+            "is not module:attribute",
+        ),
+    ],
+)
+def test_a_broken_serve_config_is_refused(config: str | None, expect: str) -> None:
+    _, service = k8s.rayservice(CELL, IMAGES)
+    if config is None:
+        del service["spec"]["serveConfigV2"]
+    else:
+        service["spec"]["serveConfigV2"] = config
+    assert any(expect in p for p in k8s.validate(service)), k8s.validate(service)
+
+
+def test_rayservice_schema_refuses_what_kuberay_would() -> None:
+    _, service = k8s.rayservice(CELL, IMAGES)
+    service["spec"]["upgradeStrategy"] = {"type": "Rolling"}
+    service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replica"] = 1
+    problems = k8s.validate(service)
+    assert any("upgradeStrategy" in p for p in problems), problems
+    assert any("rayClusterConfig/workerGroupSpecs/0" in p and "replica" in p for p in problems)

@@ -237,6 +237,37 @@ BAD = [
         "at most the end of year 9999",
     ),
     ("bad gpu_e2e", MINIMAL + "gpu_e2e: maybe\n", "gpu_e2e", "optional, required"),
+    # constraints
+    ("constraints not a list", MINIMAL + "constraints: {a: b}\n", "constraints", "must be a list"),
+    (
+        "constraint without reason",
+        MINIMAL + "constraints: [{requirement: 'protobuf<7'}]\n",
+        "constraints.0",
+        "needs a `reason:`",
+    ),
+    (
+        "constraint requirement",
+        MINIMAL + "constraints: [{requirement: '--index-url x', reason: r}]\n",
+        "constraints.0.requirement",
+        "installer option",
+    ),
+    (
+        "constraint matches nothing",
+        MINIMAL + "constraints: [{ray: '2.51.*', requirement: 'protobuf<7', reason: r}]\n",
+        "constraints.0",
+        "matches no cell",
+    ),
+    # targets
+    ("targets not a mapping", MINIMAL + "targets: [vertex]\n", "targets", "must map a target"),
+    ("unknown target", MINIMAL + "targets: {sagemaker: all}\n", "targets.sagemaker", "allowed"),
+    ("target typo", MINIMAL + "targets: {vertexai: all}\n", "targets.vertexai", "'vertex'"),
+    ("target value", MINIMAL + "targets: {vertex: yes}\n", "targets.vertex", "all, none"),
+    (
+        "target selector",
+        MINIMAL + "targets: {vertex: [pyton=3.10.*]}\n",
+        "targets.vertex.0",
+        "is not a cell selector",
+    ),
 ]
 
 
@@ -367,3 +398,33 @@ def test_plain_requirements_with_versions_and_extras_are_accepted(
 ) -> None:
     text = MINIMAL + 'notebook_packages: ["jupyterlab>=4,<5", "ipywidgets[extra]==8.1.5"]\n'
     assert matrix.load(write_matrix(text)).notebook_packages[0] == "jupyterlab>=4,<5"
+
+
+def test_targets_default_to_kuberay_and_kubeflow_and_select_cells(
+    write_matrix: Callable[[str], Path],
+) -> None:
+    m = matrix.load(write_matrix(MINIMAL))
+    assert m.cells[0].targets == ("kuberay", "kubeflow")
+    two = 'ray: ["2.60.0", "2.33.0"]\npython: ["3.11.2"]\n'
+    m = matrix.load(write_matrix(two + 'targets: {kuberay: all, vertex: ["ray=2.33.*"]}\n'))
+    by_ray = {c.ray: c.targets for c in m.cells}
+    # a key absent from `targets:` is none: naming targets names all of them
+    assert by_ray == {"2.60.0": ("kuberay",), "2.33.0": ("kuberay", "vertex")}
+    m = matrix.load(write_matrix(MINIMAL + "targets: {kuberay: none, kubeflow: all}\n"))
+    assert m.cells[0].targets == ("kubeflow",)
+    assert matrix.load(ROOT / "matrix.yaml").cells[0].targets == ("kuberay", "kubeflow")
+
+
+def test_constraints_reach_the_matching_cells_locks(write_matrix: Callable[[str], Path]) -> None:
+    from harness import lock
+
+    text = 'ray: ["2.60.0", "2.51.2"]\npython: ["3.11.2"]\n' + (
+        "constraints:\n  - {ray: '2.51.*', requirement: 'protobuf<7', reason: Serve breaks}\n"
+    )
+    m = matrix.load(write_matrix(text))
+    by_ray = {c.ray: c for c in m.cells}
+    assert by_ray["2.51.2"].constraints == ("protobuf<7",)
+    assert by_ray["2.60.0"].constraints == ()
+    for kind in lock.KINDS:
+        assert "protobuf<7" in lock.requirements(by_ray["2.51.2"], m, kind)
+        assert "protobuf<7" not in lock.requirements(by_ray["2.60.0"], m, kind)

@@ -18,6 +18,8 @@ Spec = dict[str, Any]
 def rendered() -> list[k8s.Manifest]:
     return [
         k8s.raycluster(CELL, IMAGES),
+        k8s.rayjob(CELL, IMAGES),
+        *k8s.rayservice(CELL, IMAGES),
         *k8s.plain(CELL, IMAGES),
         k8s.notebook_pod(CELL, IMAGES["notebook"]),
     ]
@@ -25,7 +27,9 @@ def rendered() -> list[k8s.Manifest]:
 
 def test_every_rendered_pod_spec_meets_the_restricted_profile() -> None:
     specs = [(m["kind"], s) for m in rendered() for _, s in k8s.pod_specs(m)]
-    assert len(specs) == 5  # head and worker group, two Deployments, the notebook Pod
+    # RayCluster, RayJob (with its submitter) and RayService: head and worker group each;
+    # two Deployments, the notebook Pod
+    assert len(specs) == 2 + 3 + 2 + 2 + 1
     for kind, spec in specs:
         assert pss.restricted(spec, kind) == []
     assert all(k8s.validate(m) == [] for m in rendered())
