@@ -752,20 +752,14 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         Cell(ray, python, Variant(variant), bases[python])
         for ray, python, variant in itertools.product(rays, pythons, variants)
     ]
-    for i, (sel, _) in enumerate(constraints):
-        if not any(matches(sel, c) for c in product):
-            raise loader.fail(
-                f"constraints.{i}",
-                f"matches no cell of ray x python x variants ({sel}); it would do nothing: "
-                "fix its values or remove it",
-            )
-    for i, (sel, _) in enumerate(rules):
-        if not any(matches(sel, c) for c in product):
-            raise loader.fail(
-                f"exclude.{i}",
-                f"matches no cell of ray x python x variants ({sel}); it would do nothing: "
-                "fix its values or remove it",
-            )
+    for key, selected in (("constraints", constraints), ("exclude", rules)):
+        for i, (sel, _) in enumerate(selected):
+            if not any(matches(sel, c) for c in product):
+                raise loader.fail(
+                    f"{key}.{i}",
+                    f"matches no cell of ray x python x variants ({sel}); it would do "
+                    "nothing: fix its values or remove it",
+                )
     for ray, python, variant in itertools.product(rays, pythons, variants):
         cell = Cell(
             ray=ray,
