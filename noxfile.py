@@ -112,7 +112,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Print build and test times and image sizes (`-- matrix` for the whole matrix)."""
+    """Print times, flakes, image and pull sizes (`-- --repeat N`; `-- matrix --rounds N`)."""
     session.install("-e", ".")
     if session.posargs[:1] == ["matrix"]:
         session.run("python", "benchmarks/bench_matrix.py", *session.posargs[1:])

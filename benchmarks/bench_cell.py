@@ -1,69 +1,69 @@
-"""Benchmark one cell: cold build (fresh base, no layer cache, warm wheelhouse), no-op build,
-and the end-to-end test. Prints figures; asserts nothing (targets are in the README).
+"""Benchmark one cell: cold build (fresh base, no layer cache, warm wheelhouse), no-op
+build, the end-to-end test (`--repeat N` times in a row, counting every run that does not
+pass as a flake), and the pull size of each image. Prints figures; asserts nothing.
 
-    nox -s bench                         # default cell
-    nox -s bench -- --only python=3.11.2 # another selection (first selected cell)
+    nox -s bench                           # default cell, one test run
+    nox -s bench -- --repeat 30            # the flake measure: 30 runs in a row
+    nox -s bench -- --only python=3.13.5   # another selection (first selected cell)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def harness(args: list[str], build_dir: Path) -> float:
-    start = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", *args, "--build-dir", str(build_dir)],
-        cwd=ROOT,
-        env={**os.environ, "HARNESS_RUN_ID": "bench" + str(os.getpid())},
-    )
-    if r.returncode != 0:
-        sys.exit(f"bench: `harness {' '.join(args)}` failed with exit {r.returncode}")
-    return time.monotonic() - start
+from common import cells, harness, not_passed, pull_sizes, spread, table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="ray=2.60.0,python=3.11.2,variant=cpu")
+    parser.add_argument("--repeat", type=int, default=1, help="test the cell this many times")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold build")
     opts = parser.parse_args()
     only = ["--only", opts.only]
     with tempfile.TemporaryDirectory() as tmp:
         build_dir = Path(tmp)
-        harness(["build", *only], build_dir)  # warm the wheelhouse (downloads, if any)
-        cold = harness(["build", *only, "--no-cache"], build_dir)
-        cells: list[dict[str, Any]] = json.loads((build_dir / "report.json").read_text())["cells"]
-        cell = next(c for c in cells if c["images"])
-        noop = harness(["build", *only], build_dir)
-        test = harness(["test", *only], build_dir)
-        tested = json.loads((build_dir / "report.json").read_text())["cells"]
-        timings = next(c for c in tested if c["id"] == cell["id"])["timings"]
+        _, rc = harness(["build", *only], build_dir)  # warm the wheelhouse (downloads, if any)
+        if rc != 0:
+            sys.exit(f"bench: the build failed (exit {rc})")
+        cold = None if opts.no_cold else harness(["build", *only, "--no-cache"], build_dir)[0]
+        cell = next(c for c in cells(build_dir) if c["images"])
+        noop, _ = harness(["build", *only], build_dir)
+        walls: list[float] = []
+        inside: list[float] = []
+        flakes: list[str] = []
+        for i in range(opts.repeat):
+            wall, rc = harness(["test", *only], build_dir)
+            tested = next(c for c in cells(build_dir) if c["id"] == cell["id"])
+            walls.append(wall)
+            inside.append(float(tested["timings"].get("test_seconds", 0)))
+            bad = not_passed(tested)
+            if rc != 0 or bad:
+                flakes.append(f"run {i + 1}: exit {rc}, {', '.join(bad) or tested['status']}")
+            print(f"bench: run {i + 1}/{opts.repeat}: {tested['status']} in {wall:.1f} s")
+        timings = tested["timings"]
+        ids = {i["role"]: i["id"] for i in cell["images"]}
+    pulls = pull_sizes(ids)
     rows = [
         ("cell", cell["id"]),
-        ("cold build: base + 3 images + structure checks (s)", f"{cold:.1f}"),
+        ("cold build: base + 3 images + structure checks (s)", f"{cold:.1f}" if cold else "-"),
         *[(f"  {i['role']} image build (s)", f"{i['build_seconds']:.1f}") for i in cell["images"]],
         ("no-op build, all cached (s)", f"{noop:.1f}"),
-        ("end-to-end test, CLI wall time (s)", f"{test:.1f}"),
-        ("  cluster up + ready (s)", f"{timings.get('cluster_ready', 0):.1f}"),
-        ("  all checks incl. teardown (s)", f"{timings.get('test_seconds', 0):.1f}"),
+        ("end-to-end test, CLI wall time", spread(walls)),
+        ("  cluster up to last check, inside the harness", spread(inside)),
+        ("  last run: cluster up + ready (s)", f"{timings.get('cluster_ready', 0):.1f}"),
+        (f"runs that did not pass (of {opts.repeat})", str(len(flakes))),
+        *[(f"  {f}", "") for f in flakes],
         *[
             (f"  {i['role']} image size (MB)", f"{i['size_bytes'] / 1e6:.0f}")
             for i in cell["images"]
         ],
+        *[(f"  {role} pull size, gzip layers (MB)", f"{n / 1e6:.0f}") for role, n in pulls.items()],
     ]
-    width = max(len(k) for k, _ in rows)
-    print()
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    table(rows)
 
 
 if __name__ == "__main__":

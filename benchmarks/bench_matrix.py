@@ -1,58 +1,84 @@
 """Benchmark the whole default matrix: cold build (fresh bases, no layer cache, warm
-wheelhouse) and the end-to-end test of every cell, with per-image sizes. Prints figures;
-asserts nothing.
+wheelhouse), warm build + test, the end-to-end test of every cell (`--rounds N` times,
+counting every cell that does not pass as a flake), the no-op build, the compatibility
+grid, and per-image sizes and pull sizes. Prints figures; asserts nothing.
 
-    nox -s bench -- matrix
+    nox -s bench -- matrix                 # one round
+    nox -s bench -- matrix --rounds 3      # the flake measure: the matrix three times
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+import argparse
+import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def harness(args: list[str], build_dir: Path) -> tuple[float, int]:
-    start = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", *args, "--build-dir", str(build_dir)],
-        cwd=ROOT,
-        env={**os.environ, "HARNESS_RUN_ID": "bench" + str(os.getpid())},
-    )
-    return time.monotonic() - start, r.returncode
+from common import cells, harness, not_passed, pull_sizes, spread, table
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=1, help="test the matrix this many times")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold build")
+    parser.add_argument("--no-grid", action="store_true", help="skip the compatibility grid")
+    opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         build_dir = Path(tmp)
         harness(["build"], build_dir)  # warm the wheelhouse
-        cold, rc_build = harness(["build", "--no-cache"], build_dir)
+        cold, rc_cold = (None, 0) if opts.no_cold else harness(["build", "--no-cache"], build_dir)
+        warm_build, _ = harness(["build"], build_dir)
         noop, _ = harness(["build"], build_dir)
-        test, rc_test = harness(["test"], build_dir)
-        cells: list[dict[str, Any]] = json.loads((build_dir / "report.json").read_text())["cells"]
+        per_cell: dict[str, list[float]] = {}
+        rounds: list[float] = []
+        flakes: list[str] = []
+        tested: list[dict[str, Any]] = []
+        for i in range(opts.rounds):
+            wall, rc = harness(["test"], build_dir)
+            rounds.append(wall)
+            tested = cells(build_dir)
+            for c in tested:
+                if c["status"] == "excluded":
+                    continue
+                per_cell.setdefault(c["id"], []).append(float(c["timings"].get("test_seconds", 0)))
+                bad = not_passed(c)
+                if c["status"] != "passed" or bad:
+                    flakes.append(f"round {i + 1} {c['id']}: {', '.join(bad) or c['status']}")
+            print(f"bench: round {i + 1}/{opts.rounds}: exit {rc} in {wall:.1f} s")
+        grid = None if opts.no_grid else harness(["grid"], build_dir)
+        built = [c for c in tested if c["images"]]
+    every = [t for ts in per_cell.values() for t in ts]
+    rows = [
+        ("cells", str(len(built))),
+        (
+            "cold build: bases + images + checks (s)",
+            f"{cold:.1f} (exit {rc_cold})" if cold else "-",
+        ),
+        ("warm build, all cached (s)", f"{warm_build:.1f}"),
+        ("no-op build (s)", f"{noop:.1f}"),
+        ("test of every cell, wall per round", spread(rounds)),
+        ("warm build + test (s)", f"{warm_build + rounds[0]:.1f}" if rounds else "-"),
+        ("one cell end to end, over all cells and rounds", spread(every)),
+        ("grid (s)", f"{grid[0]:.1f} (exit {grid[1]})" if grid else "-"),
+        (f"cells that did not pass (of {len(every)})", str(len(flakes))),
+        *[(f"  {f}", "") for f in flakes],
+    ]
+    table(rows)
     print()
-    print(f"whole matrix: {sum(1 for c in cells if c['images'])} cells built")
-    print(f"cold build (bases + images + structure checks): {cold:7.1f} s (exit {rc_build})")
-    print(f"end-to-end test of every cell:                  {test:7.1f} s (exit {rc_test})")
-    print(f"cold build + test:                              {cold + test:7.1f} s")
-    print(f"no-op build (all cached):                       {noop:7.1f} s")
-    print()
-    print(f"{'cell':<28} {'status':<9} {'head MB':>8} {'worker MB':>10} {'notebook MB':>12}")
-    for c in cells:
+    print(
+        f"{'cell':<28} {'status':<7} {'test s':>7} {'head/worker MB':>15} {'notebook MB':>12} "
+        f"{'pull h/w MB':>13} {'pull nb MB':>11}"
+    )
+    for c in built:
         sizes = {i["role"]: i["size_bytes"] / 1e6 for i in c["images"]}
-        if not sizes:
-            print(f"{c['id']:<28} {c['status']:<9} ({c.get('detail', '')[:60]})")
-            continue
+        # head and worker share every layer (only their command differs): one pull size
+        pulls = pull_sizes({i["role"]: i["id"] for i in c["images"] if i["role"] != "worker"})
+        median = statistics.median(per_cell.get(c["id"]) or [0.0])
         print(
-            f"{c['id']:<28} {c['status']:<9} {sizes['head']:>8.0f} {sizes['worker']:>10.0f} "
-            f"{sizes['notebook']:>12.0f}"
+            f"{c['id']:<28} {c['status']:<7} {median:>7.0f} {sizes['head']:>15.0f} "
+            f"{sizes['notebook']:>12.0f} {pulls['head'] / 1e6:>13.0f} "
+            f"{pulls['notebook'] / 1e6:>11.0f}"
         )
 
 

@@ -1,0 +1,72 @@
+"""What both benchmarks share: running the harness, reading its report, measuring pull
+sizes. Figures are printed; nothing is asserted (the goals are in the README)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.engine import Engine  # noqa: E402
+from harness.registry_api import Exporter  # noqa: E402
+
+
+def harness(args: Sequence[str], build_dir: Path) -> tuple[float, int]:
+    """Run `python -m harness ARGS --build-dir BUILD_DIR`: wall seconds and exit code."""
+    start = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", *args, "--build-dir", str(build_dir)],
+        cwd=ROOT,
+        env={**os.environ, "HARNESS_RUN_ID": f"bench{os.getpid()}{int(start)}"},
+    )
+    return time.monotonic() - start, r.returncode
+
+
+def cells(build_dir: Path, name: str = "report.json") -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = json.loads((build_dir / name).read_text())["cells"]
+    return found
+
+
+def not_passed(cell: dict[str, Any]) -> list[str]:
+    """The checks of a tested cell that did not pass or skip: `name: status`."""
+    return [
+        f"{c['name']}: {c['status']}"
+        for c in cell.get("checks", [])
+        if c["status"] not in ("passed", "skipped")
+    ]
+
+
+def pull_sizes(image_ids: dict[str, str]) -> dict[str, int]:
+    """Per image: the sum of its gzip-compressed layers, exactly the blobs `push` uploads
+    and a registry stores (what a node pulls). Layers shared between images are counted
+    for each image, as a node pulling only that image downloads them."""
+    with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp:
+        exporter = Exporter(Engine(), Path(tmp))
+        sizes = {}
+        for name, image_id in image_ids.items():
+            sizes[name] = sum(b.size for b in exporter.export(image_id).layers)
+        exporter.close()
+    return sizes
+
+
+def spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return f"median {statistics.median(values):.1f} s, worst {max(values):.1f} s (n={len(values)})"
+
+
+def table(rows: Sequence[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
