@@ -540,67 +540,61 @@ def _grid(loader: _Loader) -> GridPolicy:
     )
 
 
-def _excludes(loader: _Loader) -> list[tuple[dict[str, str], str]]:
-    raw = loader.data.get("exclude") or []
+def _cell_rules(
+    loader: _Loader, name: str, keys: Sequence[str], example: str, needs_reason: str
+) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+    """The entries of a list of rules about cells (`exclude:`, `constraints:`), each a
+    mapping of selector globs (ray, python, variant) with a reason: (key, selector, rule)."""
+    raw = loader.data.get(name) or []
     if not isinstance(raw, list):
-        raise loader.fail("exclude", "must be a list of {ray, python, variant, reason}")
-    rules: list[tuple[dict[str, str], str]] = []
+        raise loader.fail(name, f"must be a list of {{{', '.join(keys)}}}")
+    found = []
     for i, rule in enumerate(raw):
-        key = f"exclude.{i}"
+        key = f"{name}.{i}"
         if not isinstance(rule, dict):
-            raise loader.fail(
-                key, 'must be a mapping like {ray: "2.60.0", python: "3.9.*", reason: ...}'
-            )
-        loader.check_keys(rule, EXCLUDE_KEYS, key)
+            raise loader.fail(key, f"must be a mapping like {example}")
+        loader.check_keys(rule, keys, key)
         reason = rule.get("reason")
         if not isinstance(reason, str) or not reason.strip():
-            raise loader.fail(key, "needs a `reason:` saying why these cells are not built")
-        for k, v in rule.items():
-            if k != "reason" and not isinstance(v, str):
+            raise loader.fail(key, f"needs a `reason:` saying why {needs_reason}")
+        for k in SELECT_KEYS:
+            if k in rule and not isinstance(rule[k], str):
                 raise loader.fail(
                     f"{key}.{k}",
-                    f"{v!r} must be one quoted string (a glob like '3.9.*'); write one rule "
-                    "per value",
+                    f"{rule[k]!r} must be one quoted string (a glob like '3.9.*'); write one "
+                    "rule per value",
                 )
-        pattern = {k: str(v) for k, v in rule.items() if k != "reason"}
+        found.append((key, {k: str(rule[k]) for k in SELECT_KEYS if k in rule}, rule))
+    return found
+
+
+def _excludes(loader: _Loader) -> list[tuple[dict[str, str], str]]:
+    rules: list[tuple[dict[str, str], str]] = []
+    example = '{ray: "2.60.0", python: "3.9.*", reason: ...}'
+    for key, pattern, rule in _cell_rules(
+        loader, "exclude", EXCLUDE_KEYS, example, "these cells are not built"
+    ):
         if not pattern:
             raise loader.fail(key, "names no ray, python or variant: it would exclude everything")
-        rules.append((pattern, reason.strip()))
+        rules.append((pattern, rule["reason"].strip()))
     return rules
 
 
 def _constraints(loader: _Loader) -> list[tuple[dict[str, str], str]]:
     """`constraints:` requirements the locks of the matching cells resolve with (a library
     version a Ray release breaks with), each with its reason."""
-    raw = loader.data.get("constraints") or []
-    if not isinstance(raw, list):
-        raise loader.fail(
-            "constraints", "must be a list of {ray, python, variant, requirement, reason}"
-        )
     found: list[tuple[dict[str, str], str]] = []
-    for i, rule in enumerate(raw):
-        key = f"constraints.{i}"
-        if not isinstance(rule, dict):
-            raise loader.fail(
-                key,
-                'must be a mapping like {ray: "2.51.*", requirement: "protobuf<7", reason: ...}',
-            )
-        loader.check_keys(rule, CONSTRAINT_KEYS, key)
-        reason = rule.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise loader.fail(key, "needs a `reason:` saying why the cells need it")
+    example = '{ray: "2.51.*", requirement: "protobuf<7", reason: ...}'
+    for key, pattern, rule in _cell_rules(
+        loader, "constraints", CONSTRAINT_KEYS, example, "the cells need it"
+    ):
         requirement = rule.get("requirement")
         if not isinstance(requirement, str):
             raise loader.fail(key, 'needs a `requirement:` like "protobuf<7"')
         why = requirement_problem(requirement)
         if why:
             raise loader.fail(f"{key}.requirement", why)
-        for k in ("ray", "python", "variant"):
-            if k in rule and not isinstance(rule[k], str):
-                raise loader.fail(f"{key}.{k}", f"{rule[k]!r} must be one quoted string (a glob)")
-        found.append(
-            ({k: str(rule[k]) for k in ("ray", "python", "variant") if k in rule}, requirement)
-        )
+        found.append((pattern, requirement))
     return found
 
 
