@@ -130,9 +130,12 @@ KUBE_CONTEXT_ENV = "RAYCOMPAT_KUBE_CONTEXT"  # a kind context with the KubeRay o
 KUBERAY_CRDS = ("rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io")
 
 
-def kubectl(context: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    context: str, *args: str, timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["kubectl", "--context", context, *args],
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -194,13 +197,8 @@ def test_kuberay_raycluster_rayjob_rayservice_and_grid(
         config_map, service = k8s.rayservice(cell, images, namespace=namespace, pull="Never")
         docs = [job, config_map, service]
         assert all(k8s.validate(d) == [] for d in docs)
-        applied = subprocess.run(
-            ["kubectl", "--context", kuberay, "apply", "-f", "-"],
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        items = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+        applied = kubectl(kuberay, "apply", "-f", "-", input=items)
         assert applied.returncode == 0, applied.stderr
         name = job["metadata"]["name"]
         done = kubectl(
