@@ -25,7 +25,13 @@ from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.matrix import Cell, Matrix, debian_offer
 
-RECIPE = 1  # bump when the rootfs recipe below changes
+RECIPE = 2  # bump when the rootfs recipe below changes
+# Merged /usr the way Debian's own images have it, without the `usrmerge` package: on
+# bookworm, apt satisfies init-system-helpers' `usrmerge | usr-is-merged` with usrmerge,
+# which depends on perl (~47 MB unpacked, ~14 MB of every pull). mmdebstrap's hook sets
+# up the /usr symlinks and installs usr-is-merged where the suite has it (bookworm on);
+# on bullseye it does nothing.
+MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/maybe-merged-usr")
 # No python3-venv: it ships pip/setuptools wheels in /usr/share/python-wheels. The image
 # bootstraps pip from the locked pip wheel instead (see images/Dockerfile).
 PACKAGES = ("python3",)
@@ -47,11 +53,13 @@ def packages(suite: str, python: str) -> tuple[str, ...]:
 
 
 def _hooks(suite: str, python: str) -> list[str]:
-    """An extra interpreter becomes `python3` on PATH (/usr/local/bin comes first)."""
+    """Merged /usr (see MERGED_USR_HOOKS); an extra interpreter becomes `python3` on PATH
+    (/usr/local/bin comes first)."""
+    hooks = [f"--hook-dir={MERGED_USR_HOOKS}"]
     package = interpreter_package(suite, python)
-    if package == "python3":
-        return []
-    return [f'--customize-hook=ln -sf /usr/bin/{package} "$1/usr/local/bin/python3"']
+    if package != "python3":
+        hooks.append(f'--customize-hook=ln -sf /usr/bin/{package} "$1/usr/local/bin/python3"')
+    return hooks
 
 
 DPKG_OPTS = (
@@ -116,6 +124,11 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
         raise HarnessError(
             "mmdebstrap not found: run `scripts/setup-engine.sh` as root or with sudo "
             "(installs mmdebstrap)"
+        )
+    if not MERGED_USR_HOOKS.is_dir():
+        raise HarnessError(
+            f"{MERGED_USR_HOOKS} not found: mmdebstrap 1.x from Debian ships it; run "
+            "`scripts/setup-engine.sh` as root or with sudo"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial.tar")  # mmdebstrap picks the format by extension
