@@ -1,12 +1,12 @@
 """End-to-end test of one cell: start a cluster from its images, run every check, tear down.
 
 Order: Ray Client (`ray://`) from the notebook container with parity and the workload
-(tasks, actor, object, placement group, runtime env); a real .ipynb executed with nbclient
-and JupyterLab's /api/status; the dashboard and a job through the Jobs API; a Serve
-application deployed through the Jobs API and asked over HTTP; last, the
-notebook container joins as a 0-CPU node so a real driver can run
-(`ray.init(address="ray-head:6379")` needs a local raylet) and parity is checked again.
-"""
+(tasks, actor, object, placement group, runtime env). Then three lanes side by side: a
+real .ipynb executed with nbclient and JupyterLab's /api/status, then the notebook image
+as a Kubeflow notebook; token authentication's attempts; over HTTP, the dashboard and a
+job through the Jobs API, then a Serve application deployed through it. Last, the notebook
+container joins as a 0-CPU node so a real driver can run (`ray.init(address="ray-head:6379")`
+needs a local raylet) and parity is checked again; then the token is searched in every log."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -108,61 +109,28 @@ def test_cell(
         if _lost_node(cluster, results, "the Ray Client checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
-        # 2. A real notebook, executed by nbclient inside the notebook image.
-        with step(f"{cell.id}: notebook parity.ipynb"):
-            cluster.put_file(cluster.notebook, NOTEBOOK_PATH, _notebook_source())
-            notebook = Probe(cluster, cluster.notebook)
-            address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
-            r = notebook.notebook(NOTEBOOK_PATH, timeouts.notebook, env=address)
-            results.append(checks.notebook(r))
-            r = notebook.jupyter(cluster.jupyter_token, timeouts.jupyter)
-            results.append(checks.jupyterlab(r))
+        # 2-5. Three lanes side by side: most of their time is waiting for the cluster (a
+        #      Jupyter server, a kernel, Serve's controller and proxies, Ray's answers to
+        #      refused clients), not computing. Only the token lane runs `ray start`; only
+        #      the HTTP lane's checks need the Ray Client checks' node ids. A lane stops at
+        #      a dead node.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="raycompat-lane") as pool:
+            notebook_lane = pool.submit(_notebook_lane, cell, cluster, timeouts)
+            token_lane = pool.submit(_token_lane, cluster, timeouts)
+            http_checks = _http_lane(cell, cluster, timeouts, expected, node_ids)
+            client_checks, auth = notebook_lane.result(), token_lane.result()
+        results += client_checks + http_checks
+        timings["lanes"] = round(time.monotonic() - start, 2)
+        auth_at = len(results)
 
-        results.append(_kubeflow_check(cell, cluster, timeouts))
-
-        if _lost_node(cluster, results, "the notebook checks"):
-            return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
-
-        # 3. The dashboard and the Jobs API, as KubeRay's RayJob and Vertex AI use them.
-        with step(f"{cell.id}: dashboard and a job through the Jobs API"):
-            r = Probe(cluster, cluster.notebook).jobs(
-                f"http://{cluster.head_host}:8265", timeouts.jobs
-            )
-            results.append(checks.dashboard(r, cell.ray))
-            results.append(checks.jobs(r, expected, node_ids))
-            results.append(checks.runtime_env(r, node_ids))
-        timings["jobs"] = round(time.monotonic() - start, 2)
-
-        if _lost_node(cluster, results, "the Jobs API checks"):
-            return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
-
-        # 4. A Serve application, deployed through the Jobs API as operators deploy it.
-        with step(f"{cell.id}: Serve application over HTTP"):
-            r = Probe(cluster, cluster.notebook).serve(
-                f"http://{cluster.head_host}:8265",
-                [f"http://{host}:{checks.SERVE_PORT}" for host in cluster.node_hosts()],
-                timeouts.serve,
-            )
-            results.append(checks.serve(r, expected, checks.SERVE_ROUTE))
-        timings["serve"] = round(time.monotonic() - start, 2)
-
-        if _lost_node(cluster, results, "the Serve check"):
-            return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
-
-        # GPU end to end: only where the Docker host can hand GPUs to containers.
-        if cell.variant == "gpu":
-            results.append(_gpu_check(cluster, cluster.gpus, timeouts))
-
-        # 5. Token authentication, where the cell's Ray has it: no token, a wrong one, ours.
-        results.append(_auth_check(cluster, timeouts, log_dir))
-
-        if _lost_node(cluster, results, "the token checks"):
+        if _lost_node(cluster, results, "the notebook, Jobs API, Serve and token checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
         # 6. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
         #    Last, because it changes the cluster's membership.
         with step(f"{cell.id}: driver connect and parity"):
-            refused, r = join_as_driver(cluster, cluster.notebook, timeouts)
+            # it stays joined: the cluster goes right after (Ray's `ray stop` takes ~2 s)
+            refused, r = join_as_driver(cluster, cluster.notebook, timeouts, leave=False)
             if refused is not None:
                 results.append(
                     Check.of(
@@ -178,6 +146,11 @@ def test_cell(
                         checks.parity("driver:parity", r["client"], r.get("nodes", []), expected)
                     )
 
+        # The token must be in no output or log of the whole test, the driver's included.
+        results.insert(
+            auth_at, auth if isinstance(auth, Check) else _auth_verdict(cluster, auth, log_dir)
+        )
+
         if not _lost_node(cluster, results, "the driver checks"):
             results.append(
                 Check.of(
@@ -191,6 +164,72 @@ def test_cell(
             log(f"{cell.id}: a check failed; logs in {log_dir.parent}")
     timings["test_seconds"] = round(time.monotonic() - start, 2)
     return results, timings
+
+
+def _lane(cluster: Cluster, steps: Sequence[Callable[[], list[Check]]]) -> list[Check]:
+    """Run `steps` in order until one finds a dead node (the caller records which)."""
+    out: list[Check] = []
+    for run in steps:
+        if cluster.dead_nodes():
+            break
+        out += run()
+    return out
+
+
+def _notebook_lane(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> list[Check]:
+    """A real notebook (nbclient in the notebook image) and JupyterLab's status; then the
+    notebook image as a Kubeflow notebook."""
+
+    def notebook() -> list[Check]:
+        with step(f"{cell.id}: notebook parity.ipynb"):
+            cluster.put_file(cluster.notebook, NOTEBOOK_PATH, _notebook_source())
+            probe = Probe(cluster, cluster.notebook)
+            address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
+            r = probe.notebook(NOTEBOOK_PATH, timeouts.notebook, env=address)
+            jupyter = probe.jupyter(cluster.jupyter_token, timeouts.jupyter)
+            return [checks.notebook(r), checks.jupyterlab(jupyter)]
+
+    return _lane(cluster, [notebook, lambda: [_kubeflow_check(cell, cluster, timeouts)]])
+
+
+def _token_lane(cluster: Cluster, timeouts: Timeouts) -> Check | AuthAttempts:
+    """Token authentication's attempts, unless a node is already dead."""
+    if cluster.dead_nodes():
+        return Check("auth:token", SKIPPED, "not run: a node died before it")
+    return _auth_attempts(cluster, timeouts)
+
+
+def _http_lane(
+    cell: Cell,
+    cluster: Cluster,
+    timeouts: Timeouts,
+    expected: dict[str, str],
+    node_ids: list[str],
+) -> list[Check]:
+    """The dashboard and a job through the Jobs API (as KubeRay's RayJob and Vertex AI use
+    them); a Serve application deployed through it and asked over HTTP on every node; the
+    GPU check where the host has GPUs."""
+    dashboard = f"http://{cluster.head_host}:8265"
+
+    def jobs() -> list[Check]:
+        with step(f"{cell.id}: dashboard and a job through the Jobs API"):
+            r = Probe(cluster, cluster.notebook).jobs(dashboard, timeouts.jobs)
+            return [
+                checks.dashboard(r, cell.ray),
+                checks.jobs(r, expected, node_ids),
+                checks.runtime_env(r, node_ids),
+            ]
+
+    def serve() -> list[Check]:
+        with step(f"{cell.id}: Serve application over HTTP"):
+            hosts = [f"http://{host}:{checks.SERVE_PORT}" for host in cluster.node_hosts()]
+            r = Probe(cluster, cluster.notebook).serve(dashboard, hosts, timeouts.serve)
+            return [checks.serve(r, expected, checks.SERVE_ROUTE)]
+
+    def gpu() -> list[Check]:  # only where the Docker host can hand GPUs to containers
+        return [_gpu_check(cluster, cluster.gpus, timeouts)] if cell.variant == "gpu" else []
+
+    return _lane(cluster, [jobs, serve, gpu])
 
 
 KUBEFLOW_PREFIX = "/notebook/raycompat/parity"  # as the controller sets it: /notebook/<ns>/<name>
@@ -240,10 +279,19 @@ NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}  # a client that sends no token
 TOKENLESS_NODE = {**NO_TOKEN, "RAY_gcs_server_port_wait_time_s": "2"}
 
 
-def _auth_check(cluster: Cluster, timeouts: Timeouts, log_dir: Path) -> Check:
-    """`auth:token`: the notebook asks every path with the cluster's token, with none and
-    with a wrong one; a node tries to join without it; then every log is searched for the
-    token. Skipped, with the reason, on a cluster started without a token."""
+@dataclass(frozen=True)
+class AuthAttempts:
+    """What token authentication's attempts got; the verdict also needs every log."""
+
+    token: str
+    answers: dict[str, dict[str, Any]]
+    refused: str | None
+
+
+def _auth_attempts(cluster: Cluster, timeouts: Timeouts) -> Check | AuthAttempts:
+    """`auth:token`, first half: the notebook asks every path with the cluster's token,
+    with none and with a wrong one; a node tries to join without it. Skipped, with the
+    reason, on a cluster started without a token."""
     token = cluster.auth_token
     if token is None:
         return Check("auth:token", SKIPPED, cluster.auth_skip)
@@ -268,12 +316,18 @@ def _auth_check(cluster: Cluster, timeouts: Timeouts, log_dir: Path) -> Check:
             answers = {name: future.result() for name, future in asked.items()}
             refused, took = join.result()
         log(f"{cluster.cell_id}: a node without the token: refused in {took:.0f}s")
-        with tempfile.TemporaryDirectory(prefix="raycompat-auth-") as tmp:
-            cluster.save_logs()
-            cluster.save_ray_logs(Path(tmp))
-            roots = [r for r in (log_dir, Path(tmp)) if r.is_dir()]
-            leaks, scanned = checks.files_with(token, roots)
-        return checks.auth_token(answers, refused, leaks, scanned, token)
+    return AuthAttempts(token, answers, refused)
+
+
+def _auth_verdict(cluster: Cluster, attempts: AuthAttempts, log_dir: Path) -> Check:
+    """`auth:token`, second half, at the end of the cell: the attempts' answers, and the
+    token searched in every container's output and every node's Ray session logs."""
+    with tempfile.TemporaryDirectory(prefix="raycompat-auth-") as tmp:
+        cluster.save_logs()
+        cluster.save_ray_logs(Path(tmp))
+        roots = [r for r in (log_dir, Path(tmp)) if r.is_dir()]
+        leaks, scanned = checks.files_with(attempts.token, roots)
+    return checks.auth_token(attempts.answers, attempts.refused, leaks, scanned, attempts.token)
 
 
 def join_as_driver(
@@ -282,16 +336,19 @@ def join_as_driver(
     timeouts: Timeouts = DEFAULT,
     env: dict[str, str] | None = None,
     roundtrip: bool = False,
+    leave: bool = True,
 ) -> tuple[str | None, dict[str, Any]]:
     """Run a real driver in `client`: it needs a raylet on its own machine, so the client
-    first joins as a 0-CPU node (`ray start --address`, where Ray compares its Ray and
-    Python versions with the cluster's), then `ray.init(address="head:6379")` probes every
-    node (with `roundtrip`: sends functions, instances, closures and arrays through tasks
-    and an actor instead); the client always leaves the cluster again. `env` reaches both.
+        first joins as a 0-CPU node (`ray start --address`, where Ray compares its Ray and
+        Python versions with the cluster's), then `ray.init(address="head:6379")` probes every
+        node (with `roundtrip`: sends functions, instances, closures and arrays through tasks
+        and an actor instead); the client leaves the cluster again (always, unless `leave` is
+    False and it joined). `env` reaches both.
 
-    Returns the output of a refused `ray start` (None when it joined) and the probe's result
-    ({} when it did not join)."""
+        Returns the output of a refused `ray start` (None when it joined) and the probe's result
+        ({} when it did not join)."""
     address = f"{cluster.head_host}:6379"
+    joined = False
     try:
         rc, out, err = cluster.exec(
             client,
@@ -301,12 +358,14 @@ def join_as_driver(
         )
         if rc != 0:
             return out + err, {}
+        joined = True
         probe = Probe(cluster, client)
         if roundtrip:
             return None, probe.roundtrip(address, timeouts.driver, env=env)
         return None, probe.cluster(address, nodes=3, timeout=timeouts.driver, env=env)
     finally:
-        cluster.exec(client, ["ray", "stop", "--force"], timeout=timeouts.join, env=env)
+        if leave or not joined:  # a refused `ray start` can leave processes behind
+            cluster.exec(client, ["ray", "stop", "--force"], timeout=timeouts.join, env=env)
 
 
 def _give_up(

@@ -132,16 +132,17 @@ class ContainerCluster(Cluster):
         self._net.name = self.network
         self._net.create()
         head = self._container(self.head, self.images["head"], alias=HEAD_ALIAS, gpus=self.gpus)
-        head.waiting_for(
-            LogMessageWaitStrategy(HEAD_READY).with_startup_timeout(int(self.ready_timeout))
-        )
         head.start()
+        # Everything starts at once: a worker waits for the head's GCS port by itself (its
+        # image's command), and the notebook's Jupyter has no need of Ray to start.
         for name in self.worker_names:
             env = {"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"}
             self._container(name, self.images["worker"], env=env, gpus=self.gpus).start()
         if "notebook" in self.images:  # a grid brings its own clients instead
             env = {"JUPYTER_TOKEN": self.jupyter_token}
             self._container(self.notebook, self.images["notebook"], env=env).start()
+        ready = LogMessageWaitStrategy(HEAD_READY)
+        ready.with_startup_timeout(int(self.ready_timeout)).wait_until_ready(head)
 
     def _client_names(self) -> list[str]:
         return [self.notebook] if "notebook" in self.images else []

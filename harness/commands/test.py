@@ -96,6 +96,7 @@ def test_one(
         return result
     ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}
     log_dir = ctx.paths.logs(c.id) / "cluster"
+    result.timings = {}  # this run's, not a mix with an earlier run's phases
     try:
         result.test_checks, timings = test_cell(c, log_dir, waits, make_cluster)
     except HarnessError as exc:  # this cell's infrastructure failed: the others go on
@@ -103,7 +104,7 @@ def test_one(
         log(f"{c.id}: testing stopped: {exc}")
         return result
     result.tested_image_ids = ids
-    result.timings.update(timings)
+    result.timings = timings
     return result
 
 
