@@ -6,6 +6,7 @@ download: they get hard links of exactly the wheels their lock names, matched by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ class Wheelhouse:
         self.root.mkdir(parents=True, exist_ok=True)
         self._index_path = root / ".index.json"
         self._index: dict[str, dict[str, object]] = {}
+        self._have: dict[str, Path] | None = None  # sha256 -> wheel, until the next download
         if self._index_path.is_file():
             try:
                 self._index = json.loads(self._index_path.read_text())
@@ -36,7 +38,10 @@ class Wheelhouse:
                 self._index = {}
 
     def _by_hash(self) -> dict[str, Path]:
-        """sha256 -> wheel path, hashing only files that are new or changed since last time."""
+        """sha256 -> wheel path, hashing only files that are new or changed since last time;
+        the directory is read once per download, not once per lock."""
+        if self._have is not None:
+            return self._have
         out: dict[str, Path] = {}
         changed = False
         for path in sorted(self.root.glob("*.whl")):
@@ -59,6 +64,7 @@ class Wheelhouse:
             tmp = self._index_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self._index, indent=1, sort_keys=True))
             tmp.replace(self._index_path)
+        self._have = out
         return out
 
     def sha256_of(self, wheel: Path) -> str:
@@ -95,6 +101,7 @@ class Wheelhouse:
             str(lock_file),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        self._have = None
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
             raise HarnessError(f"downloading wheels for {lock_file} failed:\n{tail}")
@@ -138,6 +145,7 @@ class Wheelhouse:
         raise HarnessError(f"{lock_file}: no Ray wheel with a commit found")
 
 
+@functools.cache  # thousands of tags, asked once per pin of every lock
 def supported_tags(python: str) -> frozenset[Tag]:
     """Wheel tags that CPython `python` on x86_64 with glibc >= 2.28 installs."""
     major, minor, _ = (int(p) for p in python.split("."))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.errors import HarnessError
+from harness.matrix import BaseSpec, Cell, Variant
 from harness.wheelhouse import Wheelhouse, link_into
 
 NAMES = [
@@ -53,3 +56,24 @@ def test_link_into_makes_a_fresh_directory(tmp_path: Path) -> None:
     link_into(house.wheels_for(lock, "3.11.2"), dest)
     link_into(house.wheels_for(lock, "3.9.2"), dest)
     assert sorted(p.name for p in dest.iterdir()) == sorted([NAMES[0], NAMES[2]])
+
+
+def test_a_download_is_seen_by_the_next_question(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wheelhouse reads its directory once per download, not once per lock: what pip
+    just downloaded must still count."""
+    house, lock = make(tmp_path)
+    name = "ray-2.51.2-cp313-cp313-manylinux2014_x86_64.whl"
+    lock.write_text(lock.read_text().replace("0" * 64, hashlib.sha256(name.encode()).hexdigest()))
+    assert [p.name for p in house.missing(lock, "3.13.5")] == ["ray"]
+
+    def pip_download(cmd: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "wheelhouse" / name).write_bytes(name.encode())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", pip_download)
+    cell = Cell("2.51.2", "3.13.5", Variant.CPU, BaseSpec("debian", "trixie"))
+    assert house.fetch(lock, cell) == 1
+    assert house.missing(lock, "3.13.5") == []
+    assert [w.name for w in house.wheels_for(lock, "3.13.5")] == [name, NAMES[2]]
