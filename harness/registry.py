@@ -226,11 +226,13 @@ def _push_cell(
     t0 = time.monotonic()
     manifests: dict[str, registry_api.Manifest] = {}
     uploaded: dict[str, str] = {}  # blob digest -> repo it is already in
+    layers: dict[str, list[registry_api.Blob]] = {}
     for a in roles:  # 1. everything up by digest; no tag changes yet
         repo = f"{path}/ray-{a.role}"
         what = f"push of {_repo(registry, a.role)}:{cell.tag_suffix}"
         try:
             exported = exporter.export(a.image_id)
+            layers[a.role] = exported.layers
             for blob in [*exported.layers, exported.config]:
                 api.upload(repo, blob, mount_from=uploaded.get(blob.digest))
                 uploaded.setdefault(blob.digest, repo)
@@ -266,9 +268,22 @@ def _push_cell(
         )  # fmt: skip
     log(
         f"push: {cell.id}: {len(roles)} image(s) uploaded, pulled back (same images), tags "
-        f"moved in {time.monotonic() - t0:.1f}s"
+        f"moved in {time.monotonic() - t0:.1f}s; {pull_sizes(layers)}"
     )
     return out
+
+
+def pull_sizes(layers: Mapping[str, Sequence[registry_api.Blob]]) -> str:
+    """What a node pulls per image (its gzip-compressed layers, as the registry stores
+    them) and which layers the images share, e.g. "pull: head 173 MB, ... (shared: ...)"."""
+    sizes = ", ".join(
+        f"{role} {sum(b.size for b in blobs) / 1e6:.0f} MB" for role, blobs in layers.items()
+    )
+    sets = {role: {b.digest for b in blobs} for role, blobs in layers.items()}
+    common = set.intersection(*sets.values()) if sets else set()
+    size = {b.digest: b.size for blobs in layers.values() for b in blobs}
+    shared = sum(size[d] for d in common) / 1e6
+    return f"pull: {sizes} ({len(common)} layer(s), {shared:.0f} MB, shared by all {len(sets)})"
 
 
 def _move_tags(
