@@ -14,6 +14,7 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,15 +328,22 @@ def run(
                     client = cluster.add_client(nb_cell.tag(matrix.prefix, "notebook"), str(i))
                     try:
                         probe = Probe(cluster, client)
-                        facts = probe.facts(timeouts.facts)
-                        r = probe.cluster(
-                            f"ray://{cluster.head_host}:10001", nodes=2, timeout=timeouts.connect
-                        )
-                        pair.ray_client = ray_client_verdict(r)
-                        # the Jobs path before the driver path, which changes membership
+                        # The Ray Client and Jobs paths side by side (one waits on Ray
+                        # Client's handshake, the other on a job), both before the driver
+                        # path, which changes membership.
                         dashboard = f"http://{cluster.head_host}:8265"
-                        jobs = probe.jobs(dashboard, timeouts.jobs)
+                        with ThreadPoolExecutor(max_workers=1) as pool:
+                            asked = pool.submit(probe.jobs, dashboard, timeouts.jobs)
+                            r = probe.cluster(
+                                f"ray://{cluster.head_host}:10001",
+                                nodes=2,
+                                timeout=timeouts.connect,
+                            )
+                            jobs = asked.result()
+                        pair.ray_client = ray_client_verdict(r)
                         pair.ray_jobs, pair.harness_jobs = jobs_verdicts(jobs, nodes[0])
+                        # the client's own facts come with the Ray Client probe's answer
+                        facts = r.get("client") or probe.facts(timeouts.facts)
                         pair.ray_driver = driver_verdict(cluster, client, timeouts)
                         pair.harness = judge(facts, nodes, matrix.grid)
                         if micro_only(facts, nodes):
