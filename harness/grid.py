@@ -25,7 +25,7 @@ from harness.probe_client import Probe
 from harness.progress import log, step
 from harness.results import Status
 from harness.timeouts import DEFAULT, Timeouts
-from harness.verify import join_as_driver
+from harness.verify import QUICK_REFUSAL, join_as_driver
 
 COMPATIBLE, WARN, INCOMPATIBLE = "compatible", "warn", "incompatible"
 _VERSION_REFUSAL = re.compile(r"mismatch|not compatible|incompatible", re.IGNORECASE)
@@ -100,7 +100,8 @@ def micro_only(client: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) ->
 
 def relaxation(cluster: Cluster, client: str, timeouts: Timeouts = DEFAULT) -> Relaxation:
     """Force the driver path past Ray's micro check and try the round trips."""
-    refused, r = join_as_driver(cluster, client, timeouts, env=RELAX_ENV, roundtrip=True)
+    env = {**RELAX_ENV, **QUICK_REFUSAL}
+    refused, r = join_as_driver(cluster, client, timeouts, env=env, roundtrip=True)
     if refused is not None:
         return Relaxation(False, _mismatch_lines(refused))
     conn = r.get("connect") or {}
@@ -231,8 +232,10 @@ def _mismatch_lines(text: str) -> str:
 
 def driver_verdict(cluster: Cluster, client: str, timeouts: Timeouts = DEFAULT) -> Verdict:
     """Ray's verdict on the client as a driver/joining node: Ray refuses a mismatch at
-    `ray start --address` with "Version mismatch"; a client that joins runs a real driver."""
-    refused, r = join_as_driver(cluster, client, timeouts)
+    `ray start --address` with "Version mismatch"; a client that joins runs a real driver.
+    Ray gets two attempts where it would retry for a head still starting (QUICK_REFUSAL):
+    the cluster is proven up before any pair."""
+    refused, r = join_as_driver(cluster, client, timeouts, env=QUICK_REFUSAL)
     if refused is not None:
         verdict = "rejected" if "mismatch" in refused.lower() else "error"
         return Verdict(verdict, _mismatch_lines(refused), stage="ray start")

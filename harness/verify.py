@@ -271,12 +271,15 @@ def _kubeflow_check(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> Check:
 
 
 NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}  # a client that sends no token
-# A node joining without the token: Ray's `ray start` retries its GCS connection once a
-# second for ~20 s on any error, an AuthenticationError too (ray/_private/node.py
-# _init_gcs_client), so a refusal took 22-26 s. RAY_gcs_server_port_wait_time_s is the
-# operator's budget for those retries, honoured for joining nodes: 2 attempts. The answer
-# is the same AuthenticationError either way, only sooner.
-TOKENLESS_NODE = {**NO_TOKEN, "RAY_gcs_server_port_wait_time_s": "2"}
+# Ray's `ray start --address` waits for a head that may still be starting: it retries its
+# GCS connection once a second for ~20 s on any error, an AuthenticationError too
+# (ray/_private/node.py _init_gcs_client), then asks 20 times, 2 s apart, for the head's
+# node info (what a Ray that cannot read this GCS's answer ends with). Both budgets are
+# Ray's own settings (RAY_gcs_server_port_wait_time_s, RAY_NUM_REDIS_GET_RETRIES; 2.51.2
+# and 2.60.0 honour them). A cluster proven up gives its answer on the first attempt, so
+# two attempts each get Ray's same refusal, 20-40 s sooner.
+QUICK_REFUSAL = {"RAY_gcs_server_port_wait_time_s": "2", "RAY_NUM_REDIS_GET_RETRIES": "2"}
+TOKENLESS_NODE = {**NO_TOKEN, **QUICK_REFUSAL}  # a node without the token: refused in ~7 s
 
 
 @dataclass(frozen=True)
