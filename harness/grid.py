@@ -341,6 +341,7 @@ def run(
                                 f"ray://{cluster.head_host}:10001",
                                 nodes=2,
                                 timeout=timeouts.connect,
+                                once=True,  # the head's probe above proved it up
                             )
                             jobs = asked.result()
                         pair.ray_client = ray_client_verdict(r)

@@ -25,11 +25,15 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
-def cluster_args(address: str, nodes: int, timeout: float, workload: bool = False) -> list[str]:
+def cluster_args(
+    address: str, nodes: int, timeout: float, workload: bool = False, once: bool = False
+) -> list[str]:
     """`cluster ADDRESS`: connect (ray://, host:port or auto), wait for `nodes` alive nodes,
-    probe every node; with `workload`, tasks, an actor and a cross-node object."""
+    probe every node; with `workload`, tasks, an actor and a cross-node object; with
+    `once`, a single ray.init (for a cluster already proven up: a refusal Ray answers only
+    with its own retries' timeout is not waited out to the deadline)."""
     args = ["cluster", address, "--expect-nodes", str(nodes), "--timeout", _seconds(timeout)]
-    return [*args, "--workload"] if workload else args
+    return [*args, *(["--workload"] if workload else []), *(["--once"] if once else [])]
 
 
 def version_check_args(address: str, timeout: float) -> list[str]:
@@ -67,9 +71,10 @@ class Probe:
         nodes: int,
         timeout: float,
         workload: bool = False,
+        once: bool = False,
         env: dict[str, str] | None = None,
     ) -> Result:
-        return self._run(cluster_args(address, nodes, timeout, workload), timeout, env)
+        return self._run(cluster_args(address, nodes, timeout, workload, once), timeout, env)
 
     def notebook(self, path: str, timeout: float, env: dict[str, str] | None = None) -> Result:
         """Execute an .ipynb with nbclient (`timeout` bounds each cell); what it printed."""

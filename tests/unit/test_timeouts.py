@@ -40,3 +40,13 @@ def test_the_host_waits_longer_than_a_probe_that_bounds_itself() -> None:
         (["notebook", "/tmp/x.ipynb", "--timeout", "120"], 240),  # nbclient's bound is per cell
         (["jupyter", "--token", "t0k", "--timeout", "60"], 60 + timeouts.PROBE_MARGIN),
     ]
+
+
+def test_the_probe_reads_the_command_lines_the_host_builds() -> None:
+    from harness.inside import probe
+    from harness.probe_client import cluster_args
+
+    once = probe.arguments().parse_args(cluster_args("ray://h:10001", 2, 60, once=True))
+    assert once.once and not once.workload and once.expect_nodes == 2
+    full = probe.arguments().parse_args(cluster_args("auto", 2, 60, workload=True))
+    assert full.workload and not full.once
