@@ -112,9 +112,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Print times, flakes, image and pull sizes (`-- --repeat N`; `-- matrix --rounds N`)."""
+    """Print times, flakes, image and pull sizes (`-- --repeat N`; `-- matrix --rounds N`;
+    `-- fresh`: a fresh clone's first `nox -s build test`, downloads included)."""
     session.install("-e", ".")
-    if session.posargs[:1] == ["matrix"]:
-        session.run("python", "benchmarks/bench_matrix.py", *session.posargs[1:])
+    if session.posargs[:1] in (["matrix"], ["fresh"]):
+        script = f"benchmarks/bench_{session.posargs[0]}.py"
+        session.run("python", script, *session.posargs[1:])
     else:
         session.run("python", "benchmarks/bench_cell.py", *session.posargs)

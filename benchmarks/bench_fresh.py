@@ -1,0 +1,73 @@
+"""Benchmark a new user's first run: a fresh clone of this checkout's HEAD, the harness's
+images and bases removed from the engine, BuildKit's cache pruned, and an empty
+wheelhouse, pip cache and uv cache; then the README's main job, `nox -s build` and
+`nox -s test`, each timed (downloads included). Prints figures; asserts nothing.
+
+    nox -s bench -- fresh
+
+It removes every image the harness built (`python -m harness clean --images`) and the
+engine's build cache: the next build here is a cold one too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, cells, not_passed, table
+
+
+def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int]:
+    start = time.monotonic()
+    rc = subprocess.run(args, cwd=cwd, env=env).returncode
+    return time.monotonic() - start, rc
+
+
+def main() -> None:
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    if dirty:
+        print("bench: uncommitted changes are not measured: the clone is of HEAD")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fresh-"))
+    try:
+        clone = tmp / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        env = {
+            **os.environ,
+            "HARNESS_WHEELHOUSE": str(tmp / "wheelhouse"),
+            "PIP_CACHE_DIR": str(tmp / "pip-cache"),
+            "UV_CACHE_DIR": str(tmp / "uv-cache"),
+            "HARNESS_RUN_ID": f"benchfresh{os.getpid()}",
+        }
+        env.pop("VIRTUAL_ENV", None)  # nox's own session, not the bench session's venv
+        print("bench: emptying the engine of the harness's images and the build cache")
+        subprocess.run(
+            [sys.executable, "-m", "harness", "clean", "--images"], cwd=clone, env=env, check=True
+        )
+        subprocess.run(["docker", "builder", "prune", "-af"], check=True, capture_output=True)
+        build, rc_build = timed(["nox", "-s", "build"], clone, env)
+        test, rc_test = timed(["nox", "-s", "test"], clone, env)
+        tested = [c for c in cells(clone / "build") if c["status"] != "excluded"]
+        bad = [c["id"] for c in tested if c["status"] != "passed" or not_passed(c)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table(
+        [
+            ("cells", str(len(tested))),
+            ("fresh clone: nox -s build, downloads included (s)", f"{build:.1f} (exit {rc_build})"),
+            ("fresh clone: nox -s test (s)", f"{test:.1f} (exit {rc_test})"),
+            ("fresh clone: build + test (s)", f"{build + test:.1f}"),
+            (f"cells that did not pass (of {len(tested)})", str(len(bad))),
+            *[(f"  {cell}", "") for cell in bad],
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
