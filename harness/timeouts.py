@@ -29,8 +29,7 @@ class Timeouts:
 
 
 DEFAULT = Timeouts()
-# The grid's clients only connect and probe (no workload), and across Ray versions a Ray
-# Client waits out its whole bound before it gives up: a shorter default keeps the grid short.
+# The grid's clients only connect and probe (no workload), to a cluster proven up.
 GRID = Timeouts(connect=60.0)
 # Pods on Kubernetes are scheduled and their containers created before Ray starts.
 KUBE = Timeouts(ready=300.0)
