@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from harness import registry_api, report
+from harness import pulls, registry_api, report
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.image_checks import structure_check_names
@@ -183,13 +183,18 @@ def _repo(registry: str, role: str) -> str:
 
 
 def push(
-    engine: Engine, registry: str, approved: Sequence[Approved], work: Path
+    engine: Engine,
+    registry: str,
+    approved: Sequence[Approved],
+    work: Path,
+    build: Path | None = None,
 ) -> tuple[list[Pushed], list[str]]:
     """Push approved cells, each whole or not at all: every role's blobs and manifest go up
     by digest (untagged), each is pulled back by digest and must be the tested image, and
     only then are the cell's tags moved; a failed move puts back the tags already moved.
     A cell that fails leaves its tags as they were; the others still go. Returns what was
-    pushed and why the failed cells failed."""
+    pushed and why the failed cells failed. With `build`, each pushed image's compressed
+    layers are recorded there for the report (harness.pulls)."""
     host, _, path = registry.partition("/")
     api = registry_api.Registry(host)
     exporter = registry_api.Exporter(engine, work)
@@ -206,7 +211,10 @@ def push(
             by_cell.setdefault(a.cell.id, []).append(a)
         for roles in by_cell.values():
             try:
-                out += _push_cell(engine, api, exporter, registry, path, roles)
+                pushed, layers = _push_cell(engine, api, exporter, registry, path, roles)
+                out += pushed
+                if build is not None:
+                    pulls.record(build, layers)
             except EngineError as exc:
                 failures.append(str(exc))
     finally:
@@ -221,7 +229,8 @@ def _push_cell(
     registry: str,
     path: str,
     roles: Sequence[Approved],
-) -> list[Pushed]:
+) -> tuple[list[Pushed], dict[str, list[pulls.Layer]]]:
+    """One cell, whole or not at all; what was pushed, and each image's compressed layers."""
     cell = roles[0].cell
     t0 = time.monotonic()
     manifests: dict[str, registry_api.Manifest] = {}
@@ -266,24 +275,12 @@ def _push_cell(
                 f"{_repo(registry, a.role)}@{digest}", a.image_id, gpu,
             )
         )  # fmt: skip
+    by_role = {role: [(b.digest, b.size) for b in blobs] for role, blobs in layers.items()}
     log(
         f"push: {cell.id}: {len(roles)} image(s) uploaded, pulled back (same images), tags "
-        f"moved in {time.monotonic() - t0:.1f}s; {pull_sizes(layers)}"
+        f"moved in {time.monotonic() - t0:.1f}s; pull: {pulls.summary(by_role)}"
     )
-    return out
-
-
-def pull_sizes(layers: Mapping[str, Sequence[registry_api.Blob]]) -> str:
-    """What a node pulls per image (its gzip-compressed layers, as the registry stores
-    them) and which layers the images share, e.g. "pull: head 173 MB, ... (shared: ...)"."""
-    sizes = ", ".join(
-        f"{role} {sum(b.size for b in blobs) / 1e6:.0f} MB" for role, blobs in layers.items()
-    )
-    sets = {role: {b.digest for b in blobs} for role, blobs in layers.items()}
-    common = set.intersection(*sets.values()) if sets else set()
-    size = {b.digest: b.size for blobs in layers.values() for b in blobs}
-    shared = sum(size[d] for d in common) / 1e6
-    return f"pull: {sizes} ({len(common)} layer(s), {shared:.0f} MB, shared by all {len(sets)})"
+    return out, {a.image_id: by_role[a.role] for a in roles}
 
 
 def _move_tags(

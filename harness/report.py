@@ -14,9 +14,19 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from harness import pulls
 from harness.errors import HarnessError
 from harness.matrix import Cell, Excluded
-from harness.results import ERROR, FAILED, PASSED, SKIPPED, WARNING, CellResult, CellStatus
+from harness.results import (
+    ERROR,
+    FAILED,
+    PASSED,
+    SKIPPED,
+    WARNING,
+    CellResult,
+    CellStatus,
+    Image,
+)
 
 SCHEMA = 2  # 2: checks carry image_id; statuses include error
 
@@ -128,7 +138,7 @@ def write(
         json.dumps({**doc, "cells": [c.to_json() for c in results.values()]}, indent=1)
     )
     (build / "report.json").write_text(json.dumps(doc, indent=1))
-    (build / "report.md").write_text(markdown(cells, doc))
+    (build / "report.md").write_text(markdown(cells, doc, pulls.load(build)))
     ET.ElementTree(junit(cells)).write(build / "junit.xml", encoding="utf-8", xml_declaration=True)
     return doc
 
@@ -149,7 +159,33 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.0f} MB"
 
 
-def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
+def rerender(build: Path) -> None:
+    """report.md again from report.json, with the pull sizes recorded since (`push`)."""
+    doc = json.loads((build / "report.json").read_text(encoding="utf-8"))
+    cells = [CellResult.from_json(c) for c in doc["cells"]]
+    (build / "report.md").write_text(markdown(cells, doc, pulls.load(build)))
+
+
+def _pull_line(cell: CellResult, known: dict[str, list[pulls.Layer]]) -> str:
+    """The cell's pull sizes and shared layers, or why there are none."""
+    if all(i.id in known for i in cell.images):
+        by_role = {i.role: known[i.id] for i in cell.images}
+        return f"What a node pulls (compressed layers, as pushed): {pulls.summary(by_role)}."
+    return "Pull sizes: not measured; `push` measures them (compressed layers, as uploaded)."
+
+
+def markdown(
+    cells: list[CellResult],
+    doc: dict[str, Any],
+    known: dict[str, list[pulls.Layer]] | None = None,
+) -> str:
+    """The report as Markdown; `known`: compressed layers per image id (harness.pulls)."""
+    known = known or {}
+
+    def size(i: Image) -> str:
+        pull = known.get(i.id)
+        return _mb(i.size_bytes) + (f", pull {_mb(sum(s for _, s in pull))}" if pull else "")
+
     lines = [
         "# Ray image compatibility report",
         "",
@@ -163,7 +199,7 @@ def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
         checks = c.checks
         passed = sum(1 for k in checks if k.status == PASSED)
         skipped = sum(1 for k in checks if k.status == SKIPPED)
-        images = "<br>".join(f"`{i.tag}` {_mb(i.size_bytes)}" for i in c.images) or "–"
+        images = "<br>".join(f"`{i.tag}` {size(i)}" for i in c.images) or "–"
         status = f"{ICON.get(c.status, '')} {c.status}"
         if c.status == CellStatus.EXCLUDED:
             status += f": {c.detail}"
@@ -177,6 +213,8 @@ def markdown(cells: list[CellResult], doc: dict[str, Any]) -> str:
         lines += ["", f"## {c.id}", ""]
         if c.detail and c.status != CellStatus.EXCLUDED:
             lines += ["```", c.detail[-2000:], "```", ""]
+        if c.images:
+            lines += [_pull_line(c, known), ""]
         ray_logs = sorted({str(k.data["ray_logs"]) for k in c.checks if k.data.get("ray_logs")})
         if ray_logs:
             lines += [f"Ray's session logs of every node: `{', '.join(ray_logs)}`", ""]

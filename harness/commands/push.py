@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness import registry
+from harness import registry, report
 from harness.commands import context
 from harness.engine import Engine
 from harness.errors import HarnessError
@@ -31,7 +31,11 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         for a in approved:
             log(f"push: would push {a.local_tag} ({a.image_id[:19]}) to {target}")
         return 1 if refused else 0
-    pushed, failures = registry.push(engine, target, approved, paths.build / "push")
+    pushed, failures = registry.push(
+        engine, target, approved, paths.build / "push", build=paths.build
+    )
+    if pushed and (paths.build / "report.json").is_file():
+        report.rerender(paths.build)  # with the pull sizes push measured
     lock_path = paths.build / "images.lock.json"
     if pushed:
         registry.write_lock(lock_path, target, pushed)

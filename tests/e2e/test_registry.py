@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import k8s
+from harness import k8s, pulls
 from harness.engine import Engine
 from harness.labels import RUN as LABEL_RUN
 from harness.matrix import ROLES
@@ -115,6 +115,14 @@ def push_report(report: Path, build: Path, registry: str) -> subprocess.Complete
     return harness("push", *args, env={"RAYCOMPAT_REGISTRY": registry})
 
 
+def report_md_pulls(build: Path) -> int:
+    """How many of CELL's images report.md shows with a pull size."""
+    row = next(
+        x for x in (build / "report.md").read_text().splitlines() if x.startswith(f"| {CELL} ")
+    )
+    return row.count(", pull ")
+
+
 def manifest(registry: str, repo: str, digest: str) -> dict[str, Any]:
     host, path = registry.split("/", 1)
     req = urllib.request.Request(
@@ -143,6 +151,10 @@ def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None
         # the registry itself serves that digest, and its config is the tested image
         m = manifest(registry, f"ray-{role}", e["digest"])
         assert m["config"]["digest"] == ids[role] == e["image_id"]
+        # the pull size the report shows is the registry's own layers
+        layers = [(x["digest"], x["size"]) for x in m["layers"]]
+        assert pulls.load(tested)[e["image_id"]] == layers
+    assert report_md_pulls(tested) == 3
 
     # manifests for operators, pinned by digest, valid
     r = harness("manifests", "--build-dir", str(tested), "--namespace", "ray")

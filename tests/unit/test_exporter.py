@@ -60,15 +60,14 @@ def test_a_repeated_layer_is_the_same_blob_twice(tmp_path: Path) -> None:
     assert exported.config.digest == image_id
 
 
-def test_pull_sizes_name_each_image_and_what_they_share(tmp_path: Path) -> None:
-    from harness.registry import pull_sizes
-    from harness.registry_api import Blob
+def test_pull_sizes_name_each_image_and_what_they_share() -> None:
+    from harness import pulls
 
-    base = Blob("sha256:" + "a" * 64, 40_000_000, tmp_path)
-    runtime = Blob("sha256:" + "b" * 64, 133_000_000, tmp_path)
-    notebook = Blob("sha256:" + "c" * 64, 55_000_000, tmp_path)
+    base, runtime = ("sha256:" + "a" * 64, 40_000_000), ("sha256:" + "b" * 64, 133_000_000)
     nodes = [base, runtime]
-    line = pull_sizes({"head": nodes, "worker": nodes, "notebook": [*nodes, notebook]})
+    line = pulls.summary(
+        {"head": nodes, "worker": nodes, "notebook": [*nodes, ("sha256:" + "c" * 64, 55_000_000)]}
+    )
     assert line == (
-        "pull: head 173 MB, worker 173 MB, notebook 228 MB (2 layer(s), 173 MB, shared by all 3)"
+        "head 173 MB, worker 173 MB, notebook 228 MB (2 layer(s), 173 MB, shared by all 3)"
     )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from harness import report
+from harness import pulls, report
 from harness.results import CellResult, Check, Image, Status
 
 
@@ -70,3 +70,20 @@ def test_the_vocabulary_reads_as_its_value_everywhere() -> None:
         )
         assert json.dumps(word) == json.dumps(value)
         assert word == value and {value: 1}[word] == 1
+
+
+def test_the_report_shows_pull_sizes_once_push_measured_them(tmp_path: Path) -> None:
+    c = cell([("client:parity", "passed")])
+    c.images.append(Image("notebook", "p/ray-notebook:t", "sha256:2", 700_000_000))
+    report.write(tmp_path, {c.id: c}, "m", "r")
+    md = (tmp_path / "report.md").read_text()
+    assert "`p/ray-head:t` 500 MB<br>" in md and "Pull sizes: not measured" in md
+    shared = ("sha256:" + "a" * 64, 173_000_000)
+    pulls.record(tmp_path, {"sha256:1": [shared]})
+    pulls.record(tmp_path, {"sha256:2": [shared, ("sha256:" + "b" * 64, 55_000_000)]})
+    report.rerender(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "`p/ray-head:t` 500 MB, pull 173 MB<br>`p/ray-notebook:t` 700 MB, pull 228 MB" in md
+    assert "head 173 MB, notebook 228 MB (1 layer(s), 173 MB, shared by all 2)" in md
+    (tmp_path / pulls.FILE).write_text("not json")  # a cache of figures: never fatal
+    assert pulls.load(tmp_path) == {}
