@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -174,12 +175,39 @@ def prepare(
     engine: Engine, matrix: Matrix, paths: Paths, cells: list[Cell], fresh: bool = False
 ) -> dict[str, BaseImage | str]:
     """Work shared by cells, done once: every lock's wheels, and one base per Python micro.
+    A base needs no wheel: the bases build (one per core) while the wheels download.
 
     Returns, per cell id, its base image or the reason it has none (that cell then fails;
     the others go on).
     """
+    first: dict[tuple[str, str], Cell] = {}
+    for cell in cells:
+        first.setdefault((cell.base.label, cell.python), cell)
+
+    def base_of(cell: Cell) -> BaseImage | str:
+        try:
+            with step(f"base {cell.base.label} (Python {cell.python})"):
+                return ensure_base(engine, matrix, cell, paths.build / "rootfs", fresh=fresh)
+        except HarnessError as exc:
+            return f"base {cell.base.label} for Python {cell.python}: {exc}"
+
+    # an interrupt does not wait for the bases (the CLI's signal handling stops mmdebstrap)
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="raycompat-base")
+    try:
+        building = {key: pool.submit(base_of, cell) for key, cell in first.items()}
+        out: dict[str, BaseImage | str] = dict(_fetch_wheels(paths, cells))
+        bases = {key: future.result() for key, future in building.items()}
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    for cell in cells:
+        out.setdefault(cell.id, bases[(cell.base.label, cell.python)])
+    return out
+
+
+def _fetch_wheels(paths: Paths, cells: list[Cell]) -> dict[str, str]:
+    """Every lock's wheels into the wheelhouse; per cell whose wheels failed, why."""
     wheelhouse = Wheelhouse(paths.wheelhouse)
-    out: dict[str, BaseImage | str] = {}
+    failed: dict[str, str] = {}
     with step(f"wheels for {len(cells)} cell(s) into {paths.wheelhouse}"):
         fetched = 0
         for cell in cells:
@@ -187,24 +215,10 @@ def prepare(
                 for kind in lock.KINDS:
                     fetched += wheelhouse.fetch(lock.lock_path(paths.locks, cell, kind), cell)
             except HarnessError as exc:
-                out[cell.id] = f"wheels: {exc}"
+                failed[cell.id] = f"wheels: {exc}"
                 log(f"{cell.id}: wheels failed: {str(exc).splitlines()[0]}")
         log(f"wheelhouse: {fetched} wheel(s) downloaded, the rest already there")
-    bases: dict[tuple[str, str], BaseImage | str] = {}
-    for cell in cells:
-        if cell.id in out:
-            continue
-        key = (cell.base.label, cell.python)
-        if key not in bases:
-            try:
-                with step(f"base {cell.base.label} (Python {cell.python})"):
-                    bases[key] = ensure_base(
-                        engine, matrix, cell, paths.build / "rootfs", fresh=fresh
-                    )
-            except HarnessError as exc:
-                bases[key] = f"base {cell.base.label} for Python {cell.python}: {exc}"
-        out[cell.id] = bases[key]
-    return out
+    return failed
 
 
 def build_cell(

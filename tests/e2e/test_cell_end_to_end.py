@@ -123,6 +123,36 @@ def test_each_check_recorded_and_passed(run: dict[str, Any], name: str) -> None:
     assert check["status"] == "passed", check["detail"]
 
 
+def test_checks_are_reported_in_one_order_whichever_lane_ends_first(run: dict[str, Any]) -> None:
+    """The lanes run side by side; the report lists their checks in a fixed order, so two
+    reports of the same cell line up (auth:token, whose log search runs last, included)."""
+    order = [c["name"] for c in cell_of(run)["checks"] if c.get("stage") != "build"]
+    assert order == [
+        "security:no-published-ports",
+        "cluster:ready",
+        "cluster:ready:nodes",
+        "client:connect",
+        "client:connect:nodes",
+        "client:parity",
+        "workload:placement-group",
+        "workload:tasks",
+        "workload:actor",
+        "workload:object",
+        "notebook:execute",
+        "notebook:jupyterlab",
+        "kubeflow:contract",
+        "dashboard:api",
+        "jobs:submit",
+        "workload:runtime-env",
+        "serve:http",
+        "auth:token",
+        "driver:connect",
+        "driver:connect:nodes",
+        "driver:parity",
+        "cluster:nodes-alive",
+    ]
+
+
 def test_a_client_without_the_token_is_refused_on_every_path(run: dict[str, Any]) -> None:
     """Ray 2.60 has token authentication: the cell's cluster runs with a token, and a
     notebook without it (or with a wrong one) is turned away by every path."""
