@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import children
 from harness.results import FAILED, PASSED, SKIPPED, WARNING, Check
 
 CACHE_SECONDS = 24 * 3600
@@ -80,9 +81,12 @@ def run_pip_audit(lock_file: Path, out: Path) -> dict[str, Any]:
         "--output",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    try:  # a child an interrupt stops (audits run in the background of a build)
+        _, _, err = children.run(cmd, timeout=600)
+    except children.Stopped as exc:
+        raise RuntimeError(str(exc)) from None
     if not out.is_file():  # exit 1 means "vulnerabilities found" and still writes the file
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["pip-audit gave no output"])[-1])
+        raise RuntimeError((err.strip().splitlines() or ["pip-audit gave no output"])[-1])
     try:
         doc: dict[str, Any] = json.loads(out.read_text())
         return doc

@@ -26,14 +26,21 @@ def _seconds(value: float) -> str:
 
 
 def cluster_args(
-    address: str, nodes: int, timeout: float, workload: bool = False, once: bool = False
+    address: str,
+    nodes: int,
+    timeout: float,
+    workload: bool = False,
+    once: bool = False,
+    count_only: bool = False,
 ) -> list[str]:
     """`cluster ADDRESS`: connect (ray://, host:port or auto), wait for `nodes` alive nodes,
     probe every node; with `workload`, tasks, an actor and a cross-node object; with
     `once`, a single ray.init (for a cluster already proven up: a refusal Ray answers only
-    with its own retries' timeout is not waited out to the deadline)."""
+    with its own retries' timeout is not waited out to the deadline); with `count_only`,
+    no probe on the nodes (readiness: Ray starts no worker process for it)."""
     args = ["cluster", address, "--expect-nodes", str(nodes), "--timeout", _seconds(timeout)]
-    return [*args, *(["--workload"] if workload else []), *(["--once"] if once else [])]
+    flags = {"--workload": workload, "--once": once, "--count-only": count_only}
+    return [*args, *(flag for flag, on in flags.items() if on)]
 
 
 def version_check_args(address: str, timeout: float) -> list[str]:
@@ -72,9 +79,11 @@ class Probe:
         timeout: float,
         workload: bool = False,
         once: bool = False,
+        count_only: bool = False,
         env: dict[str, str] | None = None,
     ) -> Result:
-        return self._run(cluster_args(address, nodes, timeout, workload, once), timeout, env)
+        args = cluster_args(address, nodes, timeout, workload, once, count_only)
+        return self._run(args, timeout, env)
 
     def notebook(self, path: str, timeout: float, env: dict[str, str] | None = None) -> Result:
         """Execute an .ipynb with nbclient (`timeout` bounds each cell); what it printed."""

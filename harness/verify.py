@@ -69,7 +69,9 @@ def test_cell(
         #    Connecting a Ray Client to a head that is still starting can stall ~40 s in
         #    Ray's own retry/cleanup path, so the client only connects to a ready cluster.
         with step(f"{cell.id}: waiting for head + worker"):
-            r = Probe(cluster, cluster.head).cluster("auto", nodes=2, timeout=timeouts.ready)
+            r = Probe(cluster, cluster.head).cluster(
+                "auto", nodes=2, timeout=timeouts.ready, count_only=True
+            )
         timings["cluster_ready"] = round(time.monotonic() - start, 2)
         published = {k: v for k, v in cluster.published_ports().items() if v}
         results.append(

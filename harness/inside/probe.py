@@ -837,6 +837,8 @@ def _cluster(args: argparse.Namespace) -> Json:
         nodes = _alive_nodes(args.expect_nodes, deadline)
         out["alive_nodes"] = len(nodes)
         timings["nodes"] = round(time.time() - t0, 2)
+        if args.count_only:  # readiness: no task, so no worker process on any node
+            return out
         out["nodes"] = _node_probes(nodes, max(10.0, deadline - time.time()))
         timings["parity"] = round(time.time() - t0, 2)
         if args.workload:
@@ -1012,6 +1014,7 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--workload", action="store_true")
     p.add_argument("--once", action="store_true")  # the cluster is proven up: one ray.init
+    p.add_argument("--count-only", action="store_true")  # alive nodes, no probe on them
     p = sub.add_parser("version-check")
     p.add_argument("address")
     p.add_argument("--timeout", type=float, default=30)
