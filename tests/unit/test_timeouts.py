@@ -49,4 +49,6 @@ def test_the_probe_reads_the_command_lines_the_host_builds() -> None:
     once = probe.arguments().parse_args(cluster_args("ray://h:10001", 2, 60, once=True))
     assert once.once and not once.workload and once.expect_nodes == 2
     full = probe.arguments().parse_args(cluster_args("auto", 2, 60, workload=True))
-    assert full.workload and not full.once
+    assert full.workload and not full.once and not full.count_only
+    ready = probe.arguments().parse_args(cluster_args("auto", 2, 60, count_only=True))
+    assert ready.count_only and not ready.workload
