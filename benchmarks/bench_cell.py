@@ -14,10 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import cells, harness, not_passed, pull_sizes, spread, table
+from common import cells, cpu_speed, harness, not_passed, pull_sizes, spread, table
 
 
 def main() -> None:
+    speed = cpu_speed()
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="ray=2.60.0,python=3.11.2,variant=cpu")
     parser.add_argument("--repeat", type=int, default=1, help="test the cell this many times")
@@ -63,7 +64,7 @@ def main() -> None:
         ],
         *[(f"  {role} pull size, gzip layers (MB)", f"{n / 1e6:.0f}") for role, n in pulls.items()],
     ]
-    table(rows)
+    table(rows, speed)
 
 
 if __name__ == "__main__":

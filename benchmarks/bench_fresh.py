@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, cells, not_passed, table
+from common import ROOT, cells, cpu_speed, not_passed, table
 
 
 def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int]:
@@ -29,6 +29,7 @@ def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int]:
 
 
 def main() -> None:
+    speed = cpu_speed()
     dirty = subprocess.run(
         ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
     ).stdout
@@ -65,7 +66,8 @@ def main() -> None:
             ("fresh clone: build + test (s)", f"{build + test:.1f}"),
             (f"cells that did not pass (of {len(tested)})", str(len(bad))),
             *[(f"  {cell}", "") for cell in bad],
-        ]
+        ],
+        speed,
     )
 
 

@@ -15,10 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import cells, harness, not_passed, pull_sizes, spread, table
+from common import cells, cpu_speed, harness, not_passed, pull_sizes, spread, table
 
 
 def main() -> None:
+    speed = cpu_speed()
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=1, help="test the matrix this many times")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold build")
@@ -64,7 +65,7 @@ def main() -> None:
         (f"cells that did not pass (of {len(every)})", str(len(flakes))),
         *[(f"  {f}", "") for f in flakes],
     ]
-    table(rows)
+    table(rows, speed)
     print()
     print(
         f"{'cell':<28} {'status':<7} {'test s':>7} {'head/worker MB':>15} {'notebook MB':>12} "

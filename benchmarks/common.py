@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,28 @@ def spread(values: Sequence[float]) -> str:
     return f"median {statistics.median(values):.1f} s, worst {max(values):.1f} s (n={len(values)})"
 
 
-def table(rows: Sequence[tuple[str, str]]) -> None:
+def _loop(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+def cpu_speed() -> float:
+    """Seconds every core takes, all at once, for a fixed pure-Python loop (best of three):
+    the machine's speed at that moment. Shared machines drift (here a cell's test went from
+    50 s to 62 s within an hour on the same code), so every table says how fast it was."""
+    cores = os.cpu_count() or 1
+    best = float("inf")
+    with ProcessPoolExecutor(cores) as pool:
+        for _ in range(3):
+            start = time.perf_counter()
+            list(pool.map(_loop, [10**7] * cores))
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def table(rows: Sequence[tuple[str, str]], speed_at_start: float) -> None:
+    """Print the figures, and the machine's speed at the start (`cpu_speed()`) and now."""
+    speed = f"{speed_at_start:.3f} s at the start, {cpu_speed():.3f} s at the end"
+    rows = [*rows, ("machine: a fixed loop on every core at once (lower is faster)", speed)]
     width = max(len(k) for k, _ in rows)
     print()
     for key, value in rows:
