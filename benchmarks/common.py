@@ -39,12 +39,16 @@ def cells(build_dir: Path, name: str = "report.json") -> list[dict[str, Any]]:
 
 
 def not_passed(cell: dict[str, Any]) -> list[str]:
-    """The checks of a tested cell that did not pass or skip: `name: status`."""
-    return [
-        f"{c['name']}: {c['status']}"
-        for c in cell.get("checks", [])
-        if c["status"] not in ("passed", "skipped")
-    ]
+    """The flakes of a tested cell: checks that did not pass or skip (`name: status`), and
+    checks that passed only after the probe retried (`name: passed after N retries`)."""
+    out = []
+    for c in cell.get("checks", []):
+        retries = int((c.get("data") or {}).get("retries") or 0)
+        if c["status"] not in ("passed", "skipped"):
+            out.append(f"{c['name']}: {c['status']}")
+        elif retries:
+            out.append(f"{c['name']}: passed after {retries} retries")
+    return out
 
 
 def pull_sizes(image_ids: dict[str, str]) -> dict[str, int]:

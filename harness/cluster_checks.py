@@ -76,9 +76,14 @@ def connect(name: str, result: Mapping[str, Any], expect_nodes: int) -> list[Che
         ]
     warnings = conn.get("warnings") or []
     detail = f"{result.get('address')} connected"
+    data: dict[str, Any] = {"warnings": warnings}
+    attempts = int(conn.get("attempts") or 1)
+    if attempts > 1:  # recorded, never hidden: the benchmark counts every retry as a flake
+        data.update(retries=attempts - 1, first_error=conn.get("first_error", ""))
+        detail += f" on attempt {attempts}; the first failed: {data['first_error'][:200]}"
     if warnings:
         detail += f"; Ray warned: {warnings[0][:200]}"
-    checks = [Check.of(name, True, detail, warnings=warnings)]
+    checks = [Check.of(name, True, detail, **data)]
     alive = int(result.get("alive_nodes") or 0)
     checks.append(
         Check.of(

@@ -245,14 +245,18 @@ def _connect(address: str, deadline: float, captured: _Captured, once: bool = Fa
     import ray
 
     attempts = 0
-    last = ""
+    last = first = ""
     while True:
         attempts += 1
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-            return {"ok": True, "attempts": attempts, "warnings": captured.messages}
+            out = {"ok": True, "attempts": attempts, "warnings": captured.messages}
+            if first:  # a retry: the host reports it with the first attempt's evidence
+                out["first_error"] = first[:2000]
+            return out
         except Exception as exc:
             last = "%s: %s" % (type(exc).__name__, exc)
+            first = first or last
             try:
                 ray.shutdown()
             except Exception:

@@ -57,6 +57,20 @@ def test_connect_counts_nodes_and_reports_warnings() -> None:
     assert nodes.status == "failed" and nodes.detail == "1 alive node(s), expected 2"
 
 
+def test_a_connect_that_needed_a_retry_says_so_with_the_first_error() -> None:
+    first = "ConnectionError: ray client connection timeout"
+    r = {"address": "ray://h:10001", "alive_nodes": 2}
+    r["connect"] = {"ok": True, "attempts": 2, "first_error": first, "warnings": []}
+    conn, _ = checks.connect("client:connect", r, expect_nodes=2)
+    assert conn.status == "passed" and conn.data["retries"] == 1
+    assert conn.data["first_error"] == first and f"on attempt 2; the first failed: {first}" in (
+        conn.detail
+    )
+    r["connect"] = {"ok": True, "attempts": 1, "warnings": []}
+    conn, _ = checks.connect("client:connect", r, expect_nodes=2)
+    assert "retries" not in conn.data and conn.detail == "ray://h:10001 connected"
+
+
 def test_workload_requires_tasks_on_every_node() -> None:
     r = {
         "workload": {
