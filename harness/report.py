@@ -39,6 +39,7 @@ class Report:
     generated: str
     run_id: str
     cells: dict[str, CellResult]
+    matrix: str = ""
 
 
 def read(path: Path) -> Report:
@@ -58,7 +59,11 @@ def read(path: Path) -> Report:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise HarnessError(f"{path}: not a harness report ({exc})") from None
     return Report(
-        path, str(doc.get("generated", "")), str(doc.get("run_id", "")), {c.id: c for c in cells}
+        path,
+        str(doc.get("generated", "")),
+        str(doc.get("run_id", "")),
+        {c.id: c for c in cells},
+        str(doc.get("matrix", "")),
     )
 
 
@@ -160,9 +165,16 @@ def _mb(n: int) -> str:
 
 
 def rerender(build: Path) -> None:
-    """report.md again from report.json, with the pull sizes recorded since (`push`)."""
-    doc = json.loads((build / "report.json").read_text(encoding="utf-8"))
-    cells = [CellResult.from_json(c) for c in doc["cells"]]
+    """report.md again from report.json, with the pull sizes recorded since (`push`);
+    HarnessError when report.json is not the harness's."""
+    rep = read(build / "report.json")
+    cells = list(rep.cells.values())
+    doc = {
+        "matrix": rep.matrix,
+        "run_id": rep.run_id,
+        "generated": rep.generated,
+        "summary": summary(cells),
+    }
     (build / "report.md").write_text(markdown(cells, doc, pulls.load(build)))
 
 

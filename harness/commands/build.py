@@ -17,6 +17,8 @@ from harness.progress import log
 from harness.results import ERROR, FAILED, CellResult, Check
 from harness.wheelhouse import Wheelhouse
 
+AUDITS_AT_ONCE = 4  # pip-audits at once: each waits on PyPI, not on the CPU
+
 
 def run(args: argparse.Namespace, run_id: str) -> int:
     ctx = context(args, run_id)
@@ -57,9 +59,6 @@ def build_cells(engine: Engine, ctx: Context, no_cache: bool, at_once: int) -> i
         return _build_all(engine, ctx, no_cache, at_once, state, audits)
     finally:
         auditor.shutdown(wait=False, cancel_futures=True)
-
-
-AUDITS_AT_ONCE = 4
 
 
 def audit_cell(ctx: Context, c: Cell) -> Check:

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import pytest
+
 from harness import pulls, report
+from harness.errors import HarnessError
 from harness.results import CellResult, Check, Image, Status
 
 
@@ -85,5 +88,9 @@ def test_the_report_shows_pull_sizes_once_push_measured_them(tmp_path: Path) -> 
     md = (tmp_path / "report.md").read_text()
     assert "`p/ray-head:t` 500 MB, pull 173 MB<br>`p/ray-notebook:t` 700 MB, pull 228 MB" in md
     assert "head 173 MB, notebook 228 MB (1 layer(s), 173 MB, shared by all 2)" in md
+    assert "Matrix `m`, run `r`" in md and "Summary: 1 passed" in md
     (tmp_path / pulls.FILE).write_text("not json")  # a cache of figures: never fatal
     assert pulls.load(tmp_path) == {}
+    (tmp_path / "report.json").write_text("{}")
+    with pytest.raises(HarnessError, match="not a harness report"):
+        report.rerender(tmp_path)
