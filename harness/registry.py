@@ -214,12 +214,20 @@ def push(
                 pushed, layers = _push_cell(engine, api, exporter, registry, path, roles)
                 out += pushed
                 if build is not None:
-                    pulls.record(build, layers)
+                    _record_pulls(build, layers)
             except EngineError as exc:
                 failures.append(str(exc))
     finally:
         exporter.close()
     return out, failures
+
+
+def _record_pulls(build: Path, layers: Mapping[str, Sequence[pulls.Layer]]) -> None:
+    """The report's pull sizes: figures, so a failure to write them never fails a push."""
+    try:
+        pulls.record(build, layers)
+    except OSError as exc:
+        log(f"push: pull sizes not recorded in {build / pulls.FILE}: {exc}")
 
 
 def _push_cell(
