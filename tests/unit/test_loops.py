@@ -170,3 +170,31 @@ def test_run_cells_yields_every_result(ctx: Context) -> None:
     work: Callable[[Cell], Any] = lambda c: report.fresh(c)  # noqa: E731
     done = [r.id for _, r in run_cells(ctx.cells, work, 2, "x")]
     assert sorted(done) == sorted(c.id for c in ctx.cells)
+
+
+def test_bases_build_while_the_wheels_download_and_each_failure_stays_with_its_cells(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import build as build_mod
+    from harness.errors import HarnessError
+
+    base_started = threading.Event()
+
+    def ensure_base(engine: Any, m: Any, cell: Cell, work: Path, fresh: bool = False) -> Any:
+        base_started.set()
+        if cell.python == "3.13.5":
+            raise HarnessError("mmdebstrap trixie failed")
+        return BaseImage("b", "sha256:b", cell.python, None, "debian:bookworm")
+
+    def fetch_wheels(paths: Paths, cells: list[Cell]) -> dict[str, str]:
+        # with bases built only after the wheels, this would wait in vain
+        assert base_started.wait(10), "no base started while the wheels downloaded"
+        return {"ray2.60.0-py3.11.2-cpu": "wheels: no wheel for numpy"}
+
+    monkeypatch.setattr(build_mod, "ensure_base", ensure_base)
+    monkeypatch.setattr(build_mod, "_fetch_wheels", fetch_wheels)
+    out = build_mod.prepare(as_engine(FakeEngine()), ctx.matrix, ctx.paths, ctx.cells)
+    assert out["ray2.60.0-py3.11.2-cpu"] == "wheels: no wheel for numpy"
+    assert out["ray2.60.0-py3.13.5-cpu"] == (
+        "base debian:trixie for Python 3.13.5: mmdebstrap trixie failed"
+    )
