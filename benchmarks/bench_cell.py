@@ -5,6 +5,7 @@ pass as a flake), and the pull size of each image. Prints figures; asserts nothi
     nox -s bench                           # default cell, one test run
     nox -s bench -- --repeat 30            # the flake measure: 30 runs in a row
     nox -s bench -- --only python=3.13.5   # another selection (first selected cell)
+    nox -s bench -- --matrix matrix-arm64.yaml --only platform=linux/arm64   # under QEMU
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from common import cells, cpu_speed, harness, not_passed, pull_sizes, spread, ta
 def main() -> None:
     speed = cpu_speed()
     parser = argparse.ArgumentParser()
+    parser.add_argument("--matrix", default="matrix.yaml")
     parser.add_argument("--only", default="ray=2.60.0,python=3.11.2,variant=cpu")
     parser.add_argument("--repeat", type=int, default=1, help="test the cell this many times")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold build")
     opts = parser.parse_args()
-    only = ["--only", opts.only]
+    only = ["--matrix", opts.matrix, "--only", opts.only]
     with tempfile.TemporaryDirectory() as tmp:
         build_dir = Path(tmp)
         _, rc = harness(["build", *only], build_dir)  # warm the wheelhouse (downloads, if any)

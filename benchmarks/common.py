@@ -76,8 +76,10 @@ def _loop(n: int) -> int:
 
 def cpu_speed() -> float:
     """Seconds every core takes, all at once, for a fixed pure-Python loop (best of three):
-    the machine's speed at that moment. Shared machines drift (here a cell's test went from
-    50 s to 62 s within an hour on the same code), so every table says how fast it was."""
+    the CPU's speed at that moment, printed with every table. It catches a slower or busier
+    CPU; it did not catch the drift seen here on 2026-11-30 (a cell's test went from 50 s
+    to 62 s within an hour on the same code while this loop stayed at 0.355 s), so a
+    steady figure here does not prove two runs comparable."""
     cores = os.cpu_count() or 1
     best = float("inf")
     with ProcessPoolExecutor(cores) as pool:

@@ -3,6 +3,9 @@
 - `debian:<suite>`: a minbase rootfs built on the host with mmdebstrap from Debian's archive
   (reproducible with SOURCE_DATE_EPOCH) and `docker import`ed. Its tarball sha256 is the
   base's identity (`base.rootfs.sha256` label), and equals the image's layer diff_id.
+  A linux/arm64 base is the same recipe with `mmdebstrap --arch=arm64` (dpkg runs under
+  QEMU) and `docker load`ed from an image archive written here, because `docker import
+  --platform` on engine 20.10 still records amd64; its one layer is the tarball, unchanged.
 - `image:<ref>`: a registry image (e.g. python:3.11.9-slim-bookworm), used if present
   locally, else pulled.
 Either way the Python micro inside is measured and must equal the one asked for.
@@ -11,13 +14,16 @@ Either way the Python micro inside is measured and must equal the one asked for.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import children, labels
@@ -97,8 +103,8 @@ def _apt_options(matrix: Matrix) -> list[str]:
     return []
 
 
-def debian_key(matrix: Matrix, suite: str, python: str) -> str:
-    doc = {
+def debian_key(matrix: Matrix, suite: str, python: str, arch: str = "amd64") -> str:
+    doc: dict[str, object] = {
         "recipe": RECIPE,
         "suite": suite,
         "sources": _sources(matrix, suite),
@@ -108,17 +114,19 @@ def debian_key(matrix: Matrix, suite: str, python: str) -> str:
         "dpkg": DPKG_OPTS,
         "sde": matrix.source_date_epoch,
     }
+    if arch != "amd64":  # amd64 keys stay what they were before other architectures
+        doc["arch"] = arch
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def measure_python(engine: Engine, ref: str) -> str:
-    r = engine.run_once(ref, ["-c", MICRO_PROBE], entrypoint=["python3"], timeout=120)
+def measure_python(engine: Engine, ref: str, timeout: float = 120) -> str:
+    r = engine.run_once(ref, ["-c", MICRO_PROBE], entrypoint=["python3"], timeout=timeout)
     if r.returncode != 0:
         raise HarnessError(f"base {ref}: cannot run python3 in it: {r.stderr.strip()[-300:]}")
     return r.stdout.strip()
 
 
-def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
+def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path, arch: str = "amd64") -> str:
     """mmdebstrap a minbase rootfs tarball; returns its sha256."""
     if shutil.which("mmdebstrap") is None:
         raise HarnessError(
@@ -132,9 +140,15 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial.tar")  # mmdebstrap picks the format by extension
+    if arch != "amd64" and shutil.which("arch-test") is None:
+        raise HarnessError(
+            f"arch-test not found: mmdebstrap needs it for {arch}; run "
+            "`scripts/setup-engine.sh` as root (installs qemu-user-static and arch-test)"
+        )
     cmd = [
         "mmdebstrap",  # not --quiet: it would hide apt's reasons, which the error shows
         "--variant=minbase",
+        *([f"--arch={arch}"] if arch != "amd64" else []),
         f"--include={','.join(packages(suite, python))}",
         *_hooks(suite, python),
         *_apt_options(matrix),
@@ -146,15 +160,20 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path) -> str:
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(matrix.source_date_epoch)}
     try:  # nothing half-built stays behind, whatever stops us (error, timeout, signal)
         try:
-            rc, _, err = children.run(cmd, env=env, timeout=1200)
+            rc, _, err = children.run(cmd, env=env, timeout=2400)
         except subprocess.TimeoutExpired:
-            raise HarnessError(f"mmdebstrap {suite} did not finish in 20 minutes") from None
+            raise HarnessError(f"mmdebstrap {suite} did not finish in 40 minutes") from None
         except children.Stopped as exc:
             raise HarnessError(str(exc)) from None
         if rc != 0:
             errors = [ln for ln in err.splitlines() if ln.startswith(("E:", "W:"))]
             tail = "\n".join((errors or err.strip().splitlines())[-8:])
             hint = f"is {matrix.debian_mirror} reachable?"
+            if arch != "amd64" and "arch-test" in err:
+                hint = (
+                    f"this host cannot run {arch} binaries: run `scripts/setup-engine.sh` as "
+                    "root (registers QEMU with binfmt_misc)"
+                )
             if re.search(r"Release file .* is expired", err):
                 hint = (
                     f"the Release files of {matrix.debian_mirror} have expired; if it is a "
@@ -184,14 +203,31 @@ def ensure(
     if spec.kind == "image":
         return _registry_base(engine, spec.ref, cell.python)
     suite = spec.ref
-    key = debian_key(matrix, suite, cell.python)
+    key = debian_key(matrix, suite, cell.python, cell.arch)
     ref = f"{matrix.prefix}/base:debian-{suite}-py{cell.python}"
+    if not cell.native:
+        ref += f"-{cell.arch}"
     have = engine.image_labels(ref)
     if not fresh and have and have.get(labels.BASE_KEY) == key:
         info = engine.inspect("image", ref) or {}
         return BaseImage(ref, str(info.get("Id")), cell.python, have.get(labels.ROOTFS), spec.label)
     tarball = work / f"debian-{suite}-{key}.tar"
-    digest = build_rootfs(matrix, suite, cell.python, tarball)
+    digest = build_rootfs(matrix, suite, cell.python, tarball, cell.arch)
+    if not cell.native:
+        base_labels = {
+            labels.MANAGED: "base",
+            labels.BASE_KEY: key,
+            labels.ROOTFS: digest,
+            labels.PYTHON: cell.python,
+            f"{labels.NS}.base.source": f"debian:{suite}",
+            labels.PLATFORM: cell.platform,
+            **(extra_labels or {}),
+        }
+        try:
+            _load_rootfs(engine, tarball, digest, ref, cell.arch, base_labels, matrix)
+        finally:
+            tarball.unlink(missing_ok=True)
+        return _measured(engine, matrix, cell, ref, suite, digest)
     changes = [
         f"LABEL {labels.MANAGED}=base",
         f"LABEL {labels.BASE_KEY}={key}",
@@ -206,7 +242,14 @@ def ensure(
         engine.import_rootfs(tarball, ref, changes)
     finally:
         tarball.unlink(missing_ok=True)
-    measured = measure_python(engine, ref)
+    return _measured(engine, matrix, cell, ref, suite, digest)
+
+
+def _measured(
+    engine: Engine, matrix: Matrix, cell: Cell, ref: str, suite: str, digest: str
+) -> BaseImage:
+    """The base just made, once its Python micro is the one asked for."""
+    measured = measure_python(engine, ref, timeout=120 if cell.native else 600)
     if measured != cell.python:
         engine.untag(ref, force=True)
         raise HarnessError(
@@ -214,7 +257,58 @@ def ensure(
             f'`bases: {{"{cell.python}": ...}}` in {matrix.path} to a suite or image that has it'
         )
     info = engine.inspect("image", ref) or {}
-    return BaseImage(ref, str(info.get("Id")), cell.python, digest, spec.label)
+    return BaseImage(ref, str(info.get("Id")), cell.python, digest, cell.base.label)
+
+
+def _load_rootfs(
+    engine: Engine,
+    tarball: Path,
+    digest: str,
+    ref: str,
+    arch: str,
+    image_labels: Mapping[str, str],
+    matrix: Matrix,
+) -> None:
+    """`docker load` the rootfs as a one-layer image of `arch`: an image archive (docker
+    save's format) whose layer is the tarball itself, so its diff_id is the rootfs sha256."""
+    created = config_created(matrix)
+    config = {
+        "architecture": arch,
+        "os": "linux",
+        "created": created,
+        "config": {
+            "Env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8",
+            ],
+            "Cmd": ["python3"],
+            "Labels": dict(image_labels),
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest}"]},
+        "history": [{"created": created, "created_by": f"mmdebstrap --arch={arch}"}],
+    }
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    config_name = hashlib.sha256(blob).hexdigest() + ".json"
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{digest}/layer.tar"]}]
+    ).encode()
+    archive = tarball.with_suffix(".image.tar")
+    try:
+        with tarfile.open(archive, "w") as tar:
+            for name, data in ((config_name, blob), ("manifest.json", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mtime = matrix.source_date_epoch
+                tar.addfile(info, io.BytesIO(data))
+            tar.add(tarball, arcname=f"{digest}/layer.tar")
+        engine.load(archive, ref)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def config_created(matrix: Matrix) -> str:
+    created = datetime.fromtimestamp(matrix.source_date_epoch, tz=timezone.utc)
+    return created.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _registry_base(engine: Engine, ref: str, python: str) -> BaseImage:

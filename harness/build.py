@@ -24,7 +24,7 @@ from harness.base import BaseImage
 from harness.base import ensure as ensure_base
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
-from harness.matrix import ROLES, Cell, Matrix
+from harness.matrix import NATIVE_PLATFORM, ROLES, Cell, Matrix
 from harness.paths import Paths
 from harness.progress import log, step
 from harness.results import CellResult, Check, Image
@@ -77,26 +77,33 @@ def stage_context(paths: Paths, cell: Cell, wheelhouse: Wheelhouse, epoch: int) 
     notebook = lock.lock_path(paths.locks, cell, "notebook")
     shutil.copy2(runtime, ctx / "locks" / "runtime.txt")
     shutil.copy2(notebook, ctx / "locks" / "notebook.txt")
-    runtime_wheels = wheelhouse.wheels_for(runtime, cell.python)
+    runtime_wheels = wheelhouse.wheels_for(runtime, cell.python, cell.arch)
     names = {w.name for w in runtime_wheels}
     link_into(runtime_wheels, ctx / "wheels" / "runtime")
     link_into(
-        [w for w in wheelhouse.wheels_for(notebook, cell.python) if w.name not in names],
+        [w for w in wheelhouse.wheels_for(notebook, cell.python, cell.arch) if w.name not in names],
         ctx / "wheels" / "notebook",
     )
     return ctx
 
 
 def build_key(
-    base: BaseImage, lock_sha: str, dockerfile_sha: str, role: str, args: dict[str, str]
+    base: BaseImage,
+    lock_sha: str,
+    dockerfile_sha: str,
+    role: str,
+    args: dict[str, str],
+    platform: str = NATIVE_PLATFORM,
 ) -> str:
-    doc = {
+    doc: dict[str, object] = {
         "base": base.id,
         "lock": lock_sha,
         "dockerfile": dockerfile_sha,
         "role": role,
         "args": args,
     }
+    if platform != NATIVE_PLATFORM:  # linux/amd64 keys stay what they were
+        doc["platform"] = platform
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -119,6 +126,7 @@ def labels_for(
         labels.COMMIT: commit,
         labels.PYTHON: cell.python,
         labels.VARIANT: cell.variant,
+        labels.PLATFORM: cell.platform,
         labels.LOCK: lock_sha,
         labels.BUILD_KEY: key,
         labels.ROOTFS: base.rootfs_sha256 or "",
@@ -135,8 +143,11 @@ def _docker_build(
     image_labels: dict[str, str],
     log_path: Path,
     no_cache: bool,
+    platform: str = NATIVE_PLATFORM,
 ) -> None:
     cmd = ["build", "--network", "none", "--progress", "plain", "--target", role, "--tag", tag]
+    if platform != NATIVE_PLATFORM:  # RUN steps execute under QEMU (binfmt_misc)
+        cmd += ["--platform", platform]
     if no_cache:
         cmd.append("--no-cache")
     for k, v in args.items():
@@ -146,7 +157,7 @@ def _docker_build(
     cmd.append(str(ctx))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        r = engine.run(cmd, timeout=1800, check=False, env={"DOCKER_BUILDKIT": "1"})
+        r = engine.run(cmd, timeout=3600, check=False, env={"DOCKER_BUILDKIT": "1"})
     except EngineError as exc:
         log_path.write_text(str(exc))
         raise BuildFailed(role, log_path, str(exc)) from None
@@ -180,13 +191,13 @@ def prepare(
     Returns, per cell id, its base image or the reason it has none (that cell then fails;
     the others go on).
     """
-    first: dict[tuple[str, str], Cell] = {}
+    first: dict[tuple[str, str, str], Cell] = {}
     for cell in cells:
-        first.setdefault((cell.base.label, cell.python), cell)
+        first.setdefault((cell.base.label, cell.python, cell.platform), cell)
 
     def base_of(cell: Cell) -> BaseImage | str:
         try:
-            with step(f"base {cell.base.label} (Python {cell.python})"):
+            with step(f"base {cell.base.label} (Python {cell.python}, {cell.platform})"):
                 return ensure_base(engine, matrix, cell, paths.build / "rootfs", fresh=fresh)
         except HarnessError as exc:
             return f"base {cell.base.label} for Python {cell.python}: {exc}"
@@ -200,7 +211,7 @@ def prepare(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     for cell in cells:
-        out.setdefault(cell.id, bases[(cell.base.label, cell.python)])
+        out.setdefault(cell.id, bases[(cell.base.label, cell.python, cell.platform)])
     return out
 
 
@@ -257,7 +268,7 @@ def build_cell(
     ctx: Path | None = None
     for role in ROLES:
         tag = cell.tag(matrix.prefix, role)
-        key = build_key(base, lock_sha, dockerfile_sha, role, args)
+        key = build_key(base, lock_sha, dockerfile_sha, role, args, cell.platform)
         existing = engine.inspect("image", tag)
         existing_labels = (existing or {}).get("Config", {}).get("Labels") or {}
         cached = (
@@ -286,7 +297,7 @@ def build_cell(
         else:
             if ctx is None:
                 ctx = stage_context(paths, cell, wheelhouse, matrix.source_date_epoch)
-                commit = wheelhouse.ray_commit(runtime_lock, cell.python)
+                commit = wheelhouse.ray_commit(runtime_lock, cell.python, cell.arch)
             with step(f"{cell.id}: build {role} -> {tag}"):
                 # --no-cache rebuilds the shared runtime stage once (with the first role);
                 # the other roles reuse that fresh stage instead of rebuilding it again.
@@ -302,6 +313,7 @@ def build_cell(
                     },
                     paths.logs(cell.id) / f"{role}.log",
                     no_cache and role == ROLES[0],
+                    cell.platform,
                 )
         info = engine.inspect("image", tag) or {}
         images.append(
@@ -331,7 +343,7 @@ def build_cell(
             "wheels": {
                 w.name: wheelhouse.sha256_of(w)
                 for w in wheelhouse.wheels_for(
-                    notebook_lock if role == "notebook" else runtime_lock, cell.python
+                    notebook_lock if role == "notebook" else runtime_lock, cell.python, cell.arch
                 )
             },
         }

@@ -59,7 +59,7 @@ def plan(
         for c in cells
         if any(engine.inspect("image", t) is None for t in c.tags(matrix.prefix).values())
     ]
-    bases = {(c.base.label, c.python) for c in to_build if c.base.kind == "debian"}
+    bases = {(c.base.label, c.python, c.platform) for c in to_build if c.base.kind == "debian"}
     needs = [
         Need("Debian rootfs tarballs", build_dir, BASE_HOST * min(len(bases), 1)),
         Need("wheels", wheelhouse, CELL_WHEELS * len(wheels_missing)),

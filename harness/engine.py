@@ -385,6 +385,19 @@ class Engine:
         if self.inspect("image", ref) is None:
             raise EngineError(f"import {ref}: {str(out)[-300:]}")
 
+    def load(self, archive: Path, ref: str) -> None:
+        """`docker load` an image archive (docker save's format) that tags `ref`."""
+        self.guard(f"load {ref}")
+
+        def load() -> None:
+            with archive.open("rb") as f:
+                for _ in self._api(900).load_image(f):  # type: ignore[no-untyped-call]
+                    pass
+
+        _bounded(load, 900, f"load {ref}")
+        if self.inspect("image", ref) is None:
+            raise EngineError(f"load {ref}: the engine has no such image afterwards")
+
     def history(self, ref: str) -> list[str]:
         """The `CreatedBy` of every layer of an image, newest first."""
         entries: list[dict[str, Any]] = self.client.api.history(ref)  # type: ignore[no-untyped-call]

@@ -33,6 +33,7 @@ VERTEX_ROLES = ("head", "worker")  # the images a Vertex AI cluster's node types
 # unless each ran on the very image id that was tested.
 STRUCTURE_CHECKS = (
     "python",
+    "platform",
     "ray",
     "labels",
     "non-root",
@@ -118,7 +119,7 @@ def structure_checks(
     info = engine.inspect("image", tag) or {}
     config = info.get("Config") or {}
     found: dict[str, str] = dict(config.get("Labels") or {})
-    facts = run_probe(engine, tag, STRUCTURE_ARGS)
+    facts = run_probe(engine, tag, STRUCTURE_ARGS, timeout=180 if cell.native else 900)
     name = f"image:{role}"
     checks = [
         Check.of(
@@ -128,6 +129,7 @@ def structure_checks(
             f"asked {cell.python}",
             stage="build",
         ),
+        platform_check(cell, name, info, facts, found),
         Check.of(
             f"{name}:ray",
             facts.get("ray") == cell.ray == found.get(labels.RAY)
@@ -198,6 +200,30 @@ def structure_checks(
     for c in checks:
         c.image_id = str(info.get("Id"))
     return checks, facts
+
+
+def platform_check(
+    cell: Cell,
+    name: str,
+    info: Mapping[str, object],
+    facts: Mapping[str, object],
+    found: Mapping[str, str],
+) -> Check:
+    """The image is the cell's platform: its config's architecture, its label and what
+    `platform.machine()` says inside it (run under QEMU for a foreign architecture).
+    Images built before the platform label existed are linux/amd64 and carry none."""
+    arch = info.get("Architecture")
+    label = found.get(labels.PLATFORM) or (None if cell.native else "(none)")
+    return Check.of(
+        f"{name}:platform",
+        arch == cell.arch
+        and facts.get("machine") == cell.machine
+        and label in (None, cell.platform),
+        f"config {info.get('Os')}/{arch}, label {label or '(none)'}, platform.machine() "
+        f"{facts.get('machine')}; asked {cell.platform} ({cell.machine})"
+        + ("" if cell.native else ", run under QEMU emulation"),
+        stage="build",
+    )
 
 
 def bytecode_check(name: str, facts: Mapping[str, object]) -> Check:

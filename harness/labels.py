@@ -20,6 +20,7 @@ RAY = f"{NS}.ray.version"
 COMMIT = f"{NS}.ray.commit"
 PYTHON = f"{NS}.python.version"
 VARIANT = f"{NS}.variant"  # cpu | gpu
+PLATFORM = f"{NS}.platform"  # linux/amd64 | linux/arm64: the image's, as built
 CUDA = f"{NS}.cuda.version"  # gpu cells: the CUDA runtime (major.minor)
 LOCK = f"{NS}.lock.sha256"  # digest of the cell's two lock files
 BUILD_KEY = f"{NS}.build.key"  # digest of everything that went into the image

@@ -12,6 +12,7 @@ inputs no longer match matrix.yaml, so a build never resolves on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,17 +25,28 @@ from pathlib import Path
 
 from harness.contracts import VERTEX
 from harness.errors import HarnessError
-from harness.matrix import Cell, Matrix
+from harness.matrix import NATIVE_PLATFORM, Cell, Matrix
 
 LOCK_FORMAT = 1
-PLATFORM = "x86_64-manylinux_2_28"
-# pip does not widen --platform to older glibc tags: list every tag a glibc 2.28 host takes.
-PIP_PLATFORMS: tuple[str, ...] = (
-    *(f"manylinux_2_{n}_x86_64" for n in range(28, 4, -1)),
-    "manylinux2014_x86_64",
-    "manylinux2010_x86_64",
-    "manylinux1_x86_64",
-)
+# uv's target per architecture: glibc 2.28 (every Debian base here has a newer one).
+PLATFORMS = {"amd64": "x86_64-manylinux_2_28", "arm64": "aarch64-manylinux_2_28"}
+PLATFORM = PLATFORMS["amd64"]
+
+
+def pip_platforms(arch: str = "amd64") -> tuple[str, ...]:
+    """pip does not widen --platform to older glibc tags: every tag a glibc 2.28 host of
+    that architecture takes (manylinux2010/1 were never defined for aarch64)."""
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}[arch]
+    legacy = (
+        ("manylinux2014", "manylinux2010", "manylinux1") if arch == "amd64" else ("manylinux2014",)
+    )
+    return (
+        *(f"manylinux_2_{n}_{machine}" for n in range(28, 4 if arch == "amd64" else 16, -1)),
+        *(f"{tag}_{machine}" for tag in legacy),
+    )
+
+
+PIP_PLATFORMS = pip_platforms()
 KINDS = ("notebook", "runtime")  # resolution order: runtime is constrained by notebook
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
@@ -68,16 +80,20 @@ def requirements(cell: Cell, matrix: Matrix, kind: str) -> list[str]:
     raise ValueError(kind)
 
 
-def input_digest(cell: Cell, matrix: Matrix, kind: str) -> str:
-    """sha256 of everything the resolver is given: changes when matrix.yaml asks for more."""
-    doc = {
+def input_digest(cell: Cell, matrix: Matrix, kind: str, native_lock: str | None = None) -> str:
+    """sha256 of everything the resolver is given: changes when matrix.yaml asks for more.
+    A non-native cell resolves within its linux/amd64 cell's notebook lock (`native_lock`,
+    that file's sha256), so it goes stale when that lock moves."""
+    doc: dict[str, object] = {
         "format": LOCK_FORMAT,
         "kind": kind,
         "requirements": requirements(cell, matrix, kind),
         "python": cell.python,
-        "platform": PLATFORM,
+        "platform": PLATFORMS[cell.arch],
         "constrained_by": "notebook" if kind == "runtime" else None,
     }
+    if not cell.native:
+        doc["native_lock"] = native_lock
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -128,8 +144,28 @@ def file_digest(*paths: Path) -> str:
     return h.hexdigest()
 
 
+def native_cell(cell: Cell) -> Cell:
+    """The linux/amd64 cell of the same Ray, Python and variant."""
+    return dataclasses.replace(cell, platform=NATIVE_PLATFORM)
+
+
+def native_lock(root: Path, cell: Cell) -> str | None:
+    """sha256 of the native cell's notebook lock, for a non-native cell (else None)."""
+    if cell.native:
+        return None
+    path = lock_path(root, native_cell(cell), "notebook")
+    if not path.is_file():
+        raise HarnessError(
+            f"{path}: missing: cell {cell.id} is resolved within the pins of its "
+            f"{NATIVE_PLATFORM} cell, so every library that crosses the wire has one version "
+            "on both architectures; lock that cell first (`nox -s lock`)"
+        )
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def check(root: Path, cell: Cell, matrix: Matrix) -> None:
     """Refuse missing or stale lock files: the build never resolves dependencies itself."""
+    native = native_lock(root, cell)
     for kind in KINDS:
         path = lock_path(root, cell, kind)
         if not path.is_file():
@@ -138,7 +174,7 @@ def check(root: Path, cell: Cell, matrix: Matrix) -> None:
                 f"harness lock --only ray={cell.ray},python={cell.python}`) and commit it"
             )
         m = _INPUT.search(path.read_text(encoding="utf-8"))
-        if not m or m.group(1) != input_digest(cell, matrix, kind):
+        if not m or m.group(1) != input_digest(cell, matrix, kind, native):
             raise HarnessError(
                 f"{path}: stale lock: it was resolved for other inputs than {matrix.path} now "
                 "asks for; run `nox -s lock` and commit the result"
@@ -159,7 +195,7 @@ def _uv_compile(reqs: Sequence[str], cell: Cell, constraints: Path | None) -> st
         "--python-version",
         cell.python,
         "--python-platform",
-        PLATFORM,
+        PLATFORMS[cell.arch],
     ]
     if constraints is not None:
         cmd += ["--constraint", str(constraints)]
@@ -177,20 +213,34 @@ def _uv_compile(reqs: Sequence[str], cell: Cell, constraints: Path | None) -> st
 
 
 def compile_cell(root: Path, cell: Cell, matrix: Matrix) -> list[Path]:
-    """Resolve and write both lock files of a cell; return their paths."""
+    """Resolve and write both lock files of a cell; return their paths.
+
+    A non-native cell (linux/arm64) resolves its notebook lock within the pins of its
+    linux/amd64 cell: the same versions on both architectures (a pin with no wheel for it
+    fails the resolution, naming the package)."""
+    native = native_lock(root, cell)
     out_dir = lock_dir(root, cell)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     constraints: Path | None = None
     with tempfile.TemporaryDirectory() as tmp:
+        if native is not None:
+            constraints = Path(tmp) / "native.txt"
+            pins = pins_of(lock_path(root, native_cell(cell), "notebook"))
+            constraints.write_text("".join(f"{p.name}=={p.version}\n" for p in pins))
         for kind in KINDS:
             body = _uv_compile(requirements(cell, matrix, kind), cell, constraints)
             if constraints is not None:  # keep the file byte-stable: no temporary path in it
-                body = body.replace(f"-c {constraints}", "-c notebook.txt")
+                other = (
+                    f"../{native_cell(cell).id}/notebook.txt"
+                    if kind == "notebook"
+                    else "notebook.txt"
+                )
+                body = body.replace(f"-c {constraints}", f"-c {other}")
             header = (
                 f"# Generated by `python -m harness lock` for cell {cell.id}. Do not edit.\n"
-                f"# kind: {kind}; python: {cell.python}; platform: {PLATFORM}\n"
-                f"# input-sha256: {input_digest(cell, matrix, kind)}\n"
+                f"# kind: {kind}; python: {cell.python}; platform: {PLATFORMS[cell.arch]}\n"
+                f"# input-sha256: {input_digest(cell, matrix, kind, native)}\n"
             )
             path = lock_path(root, cell, kind)
             path.write_text(header + body, encoding="utf-8")

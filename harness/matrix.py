@@ -25,6 +25,11 @@ from harness.inside.probe import WIRE_LIBS  # what the probe measures is what ca
 from harness.results import Word
 
 ROLES: tuple[str, ...] = ("head", "worker", "notebook")
+# Platforms a cell's images are built for. linux/amd64 is native here and every cell has it;
+# linux/arm64 is opt-in (`platforms:`), built and run under QEMU emulation.
+NATIVE_PLATFORM = "linux/amd64"
+PLATFORMS: tuple[str, ...] = (NATIVE_PLATFORM, "linux/arm64")
+MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}  # platform.machine() inside
 
 
 class Variant(Word):
@@ -108,6 +113,7 @@ TOP_KEYS = (
     "gpu_e2e",
     "targets",
     "constraints",
+    "platforms",
 )
 # Who consumes a cell's images; each target adds its contract's checks (harness/contracts.py).
 TARGETS = ("kuberay", "kubeflow", "vertex")
@@ -120,7 +126,7 @@ REQUIRED_KEYS = ("ray", "python")
 EXCLUDE_KEYS = ("ray", "python", "variant", "reason")
 CONSTRAINT_KEYS = ("ray", "python", "variant", "requirement", "reason")
 BASE_KEYS = ("debian", "image")
-SELECT_KEYS = ("ray", "python", "variant")
+SELECT_KEYS = ("ray", "python", "variant", "platform")
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,11 @@ class BaseSpec:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (Ray, Python micro, variant) combination: builds three images."""
+    """One (Ray, Python micro, variant) combination on one platform: builds three images.
+
+    The same combination on linux/amd64 and linux/arm64 is two cells here (two builds, two
+    sets of checks, local tags told apart by `-arm64`); the registry gets one multi-arch tag
+    per role (`index_suffix`) whose index lists both."""
 
     ray: str
     python: str
@@ -146,6 +156,25 @@ class Cell:
     cuda: str | None = None  # CUDA runtime (major.minor) of a gpu cell
     targets: tuple[str, ...] = ("kuberay", "kubeflow")  # who consumes the images (`targets:`)
     constraints: tuple[str, ...] = ()  # extra requirements its locks resolve with
+    platform: str = NATIVE_PLATFORM
+
+    @property
+    def arch(self) -> str:
+        """`amd64` or `arm64`: the OCI architecture."""
+        return self.platform.rpartition("/")[2]
+
+    @property
+    def native(self) -> bool:
+        return self.platform == NATIVE_PLATFORM
+
+    @property
+    def machine(self) -> str:
+        """What `platform.machine()` says inside the cell's images."""
+        return MACHINES[self.platform]
+
+    @property
+    def _arch_suffix(self) -> str:
+        return "" if self.native else f"-{self.arch}"
 
     @property
     def flavour(self) -> str:
@@ -156,10 +185,16 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"ray{self.ray}-py{self.python}-{self.flavour}"
+        return f"ray{self.ray}-py{self.python}-{self.flavour}{self._arch_suffix}"
 
     @property
     def tag_suffix(self) -> str:
+        """The local tag: one architecture per tag (the engine holds one per name)."""
+        return f"{self.index_suffix}{self._arch_suffix}"
+
+    @property
+    def index_suffix(self) -> str:
+        """The registry's tag: one image index listing every platform of the combination."""
         return f"{self.ray}-py{self.python}-{self.flavour}"
 
     @property
@@ -177,7 +212,12 @@ class Cell:
         return {role: self.tag(prefix, role) for role in ROLES}
 
     def as_selector(self) -> dict[str, str]:
-        return {"ray": self.ray, "python": self.python, "variant": self.variant}
+        return {
+            "ray": self.ray,
+            "python": self.python,
+            "variant": self.variant,
+            "platform": self.platform,
+        }
 
 
 @dataclass(frozen=True)
@@ -739,6 +779,7 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
     bases = _bases(loader, pythons)
     rules = _excludes(loader)
     targets = _targets(loader)
+    platforms = _platforms(loader)
     constraints = _constraints(loader)
     cells: list[Cell] = []
     excluded: list[Excluded] = []
@@ -768,10 +809,20 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
             constraints=tuple(req for sel, req in constraints if matches(sel, cell)),
         )
         reason = next((r for sel, r in rules if matches(sel, cell)), None)
-        if reason is None:
-            cells.append(cell)
-        else:
+        if reason is not None:
             excluded.append(Excluded(cell, reason))
+            continue
+        for platform in PLATFORMS:
+            if not _targeted(platforms.get(platform), cell):
+                continue
+            if platform != NATIVE_PLATFORM and cell.base.kind != "debian":
+                raise loader.fail(
+                    f"platforms.{platform}",
+                    f"cell {cell.id} takes Python {cell.python} from {cell.base.label}: only "
+                    "Debian bases (built here per architecture) can be built for "
+                    f"{platform}; narrow the selector or use a Debian base",
+                )
+            cells.append(dataclasses.replace(cell, platform=platform))
     if not cells:
         raise MatrixError(
             str(path),
@@ -829,6 +880,53 @@ def _targets(loader: _Loader) -> Mapping[str, str | tuple[str, ...]]:
                     f'{", ".join(SELECT_KEYS)}, e.g. "ray=2.33.0,python=3.10.*"',
                 ) from None
         out[name] = tuple(value)
+    return out
+
+
+def _platforms(loader: _Loader) -> Mapping[str, str | tuple[str, ...]]:
+    """`platforms:` a list (every cell) or platform -> all, none or cell selectors;
+    linux/amd64 is every cell's."""
+    raw = loader.data.get("platforms")
+    if raw is None:
+        return {NATIVE_PLATFORM: "all"}
+    example = 'e.g. [linux/amd64, linux/arm64], or {linux/amd64: all, linux/arm64: ["ray=2.60.0"]}'
+    if isinstance(raw, list):
+        raw = {name: "all" for name in raw} if all(isinstance(v, str) for v in raw) else None
+    if not isinstance(raw, dict) or not raw:
+        raise loader.fail(
+            "platforms", f"must list platforms or map each to all/none/selectors; {example}"
+        )
+    out: dict[str, str | tuple[str, ...]] = {}
+    for name, value in raw.items():
+        key = f"platforms.{name}"
+        if name not in PLATFORMS:
+            near = difflib.get_close_matches(str(name), PLATFORMS, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(PLATFORMS)}"
+            raise loader.fail(key, f"unknown platform {name!r}; {hint}")
+        if value in ("all", "none"):
+            out[name] = value
+            continue
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise loader.fail(key, 'must be all, none or a list of selectors like "ray=2.60.0"')
+        for i, text in enumerate(value):
+            try:
+                selector = parse_selector(text)
+            except MatrixError:
+                selector = {"platform": ""}
+            if "platform" in selector:
+                raise loader.fail(
+                    f"{key}.{i}",
+                    f"{text!r} is not a cell selector; write KEY=GLOB[,KEY=GLOB] with keys "
+                    'ray, python, variant, e.g. "ray=2.60.0,python=3.11.*"',
+                )
+        out[name] = tuple(value)
+    if out.get(NATIVE_PLATFORM) != "all":
+        raise loader.fail(
+            f"platforms.{NATIVE_PLATFORM}" if NATIVE_PLATFORM in out else "platforms",
+            f"every cell is built for {NATIVE_PLATFORM} (native here; the grid and the "
+            f"consumers' checks run on it): keep {NATIVE_PLATFORM}: all and add linux/arm64 "
+            "beside it",
+        )
     return out
 
 

@@ -20,12 +20,14 @@ from harness import pulls, registry_api, report
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.image_checks import structure_check_names
-from harness.matrix import ROLES, Cell, Matrix, registry_problem
+from harness.matrix import PLATFORMS, ROLES, Cell, Matrix, registry_problem
 from harness.progress import log
 from harness.results import ERROR, FAILED, PASSED, SKIPPED, CellResult, CellStatus
 
 ENV = "RAYCOMPAT_REGISTRY"
-LOCK_SCHEMA = 2  # 2: gpu_e2e per entry
+LOCK_SCHEMA = 3  # 2: gpu_e2e per entry; 3: platforms per entry (schema 2 is still read)
+READ_SCHEMAS = (2, 3)
+PROVEN = {True: "native", False: "emulated (QEMU)"}  # how a platform's images were tested
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,17 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image behind a multi-arch tag."""
+
+    platform: str  # linux/amd64 | linux/arm64
+    cell: str  # the local cell id (…-arm64 for arm64)
+    digest: str  # its manifest's digest, which the index lists
+    image_id: str  # the tested image
+    proven: str  # "native" or "emulated (QEMU)"
+
+
+@dataclass(frozen=True)
 class Pushed:
     cell: str
     ray: str
@@ -59,6 +72,8 @@ class Pushed:
     ref: str  # REGISTRY/ray-ROLE@sha256:... -- what operators should deploy
     image_id: str  # the tested image (config digest)
     gpu_e2e: str = ""  # gpu cells: "passed", or "not run on a GPU: <why>"
+    # every platform behind `digest` (an image index when there are several)
+    platforms: tuple[PlatformImage, ...] = ()
 
 
 def target(m: Matrix, env: Mapping[str, str] = os.environ) -> str:
@@ -175,7 +190,33 @@ def gate(
             cell_ok.append(Approved(cell, role, tag, info["Id"], note))
         if len(cell_ok) == len(ROLES):  # a cell goes out whole or not at all
             approved += cell_ok
-    return approved, refused
+    return _whole_indexes(m, approved, refused)
+
+
+def _whole_indexes(
+    m: Matrix, approved: list[Approved], refused: list[Refusal]
+) -> tuple[list[Approved], list[Refusal]]:
+    """A multi-arch tag goes out with every platform the matrix gives its cell, or not at
+    all: pushing the amd64 image alone would take arm64 away from whoever pulls the tag."""
+    ok = {a.cell.id for a in approved}
+    out: list[Approved] = []
+    for a in approved:
+        siblings = [c for c in m.cells if c.index_suffix == a.cell.index_suffix]
+        missing = [c for c in siblings if c.id not in ok]
+        if not missing:
+            out.append(a)
+            continue
+        if a.role == ROLES[0]:
+            names = ", ".join(f"{c.id} ({c.platform})" for c in missing)
+            refused.append(
+                Refusal(
+                    a.cell.id,
+                    "",
+                    f"its tag is multi-arch and {names} did not pass the gate (or was not "
+                    "selected): every platform goes out together",
+                )
+            )
+    return out, refused
 
 
 def _repo(registry: str, role: str) -> str:
@@ -206,10 +247,10 @@ def push(
         cells = sorted({a.cell.id for a in approved})
         return [], [f"push to {registry} failed: {exc}; no tag of {', '.join(cells)} was changed"]
     try:
-        by_cell: dict[str, list[Approved]] = {}
+        by_tag: dict[str, list[Approved]] = {}  # every platform of a tag together
         for a in approved:
-            by_cell.setdefault(a.cell.id, []).append(a)
-        for roles in by_cell.values():
+            by_tag.setdefault(a.cell.index_suffix, []).append(a)
+        for roles in by_tag.values():
             try:
                 pushed, layers = _push_cell(engine, api, exporter, registry, path, roles)
                 out += pushed
@@ -238,18 +279,21 @@ def _push_cell(
     path: str,
     roles: Sequence[Approved],
 ) -> tuple[list[Pushed], dict[str, list[pulls.Layer]]]:
-    """One cell, whole or not at all; what was pushed, and each image's compressed layers."""
-    cell = roles[0].cell
+    """One tag's images (one cell; or one per platform of a multi-arch tag), whole or not at
+    all; what was pushed, and each image's compressed layers."""
+    native = next((a.cell for a in roles if a.cell.native), roles[0].cell)
+    suffix = native.index_suffix
+    names = ", ".join(sorted({a.cell.id for a in roles}))
     t0 = time.monotonic()
-    manifests: dict[str, registry_api.Manifest] = {}
+    manifests: dict[tuple[str, str], registry_api.Manifest] = {}  # (platform, role) -> it
     uploaded: dict[str, str] = {}  # blob digest -> repo it is already in
-    layers: dict[str, list[registry_api.Blob]] = {}
+    layers: dict[str, list[registry_api.Blob]] = {}  # image id -> its compressed layers
     for a in roles:  # 1. everything up by digest; no tag changes yet
         repo = f"{path}/ray-{a.role}"
-        what = f"push of {_repo(registry, a.role)}:{cell.tag_suffix}"
+        what = f"push of {_repo(registry, a.role)}:{suffix} ({a.cell.platform})"
         try:
             exported = exporter.export(a.image_id)
-            layers[a.role] = exported.layers
+            layers[a.image_id] = exported.layers
             for blob in [*exported.layers, exported.config]:
                 api.upload(repo, blob, mount_from=uploaded.get(blob.digest))
                 uploaded.setdefault(blob.digest, repo)
@@ -257,11 +301,11 @@ def _push_cell(
             api.put_manifest(repo, manifest.digest, manifest)
         except registry_api.RegistryError as exc:
             raise registry_api.RegistryError(
-                f"{what} failed: {exc}; no tag of {cell.id} was changed"
+                f"{what} failed: {exc}; no tag of {names} was changed"
             ) from None
-        manifests[a.role] = manifest
+        manifests[(a.cell.platform, a.role)] = manifest
     for a in roles:  # 2. the registry serves the tested image under that digest
-        ref = f"{_repo(registry, a.role)}@{manifests[a.role].digest}"
+        ref = f"{_repo(registry, a.role)}@{manifests[(a.cell.platform, a.role)].digest}"
         engine.untag(ref)  # a pull satisfied locally proves nothing
         engine.pull(ref, timeout=3600)
         pulled = engine.inspect("image", ref)
@@ -269,42 +313,84 @@ def _push_cell(
             got = pulled["Id"] if pulled else "nothing"
             raise EngineError(
                 f"pulled {ref} back and got {got}, not the tested {a.image_id}; "
-                f"no tag of {cell.id} was changed"
+                f"no tag of {names} was changed"
             )
-    _move_tags(api, path, cell, manifests)  # 3. the tags, all or none
+    platforms = sorted({a.cell.platform for a in roles}, key=PLATFORMS.index)
+    tagged = {  # 3. what each role's tag names: the image, or an index of every platform
+        role: _index(api, f"{path}/ray-{role}", platforms, manifests, role)
+        if len(platforms) > 1
+        else manifests[(platforms[0], role)]
+        for role in ROLES
+    }
+    _move_tags(api, path, suffix, names, tagged)  # 4. the tags, all or none
     out = []
-    for a in roles:
-        digest = manifests[a.role].digest
-        gpu = (a.note or PASSED) if cell.variant == "gpu" else ""
-        remote = f"{_repo(registry, a.role)}:{cell.tag_suffix}"
+    for role in ROLES:
+        digest = tagged[role].digest
+        mine = [a for a in roles if a.role == role]
+        first = next(a for a in mine if a.cell.platform == platforms[0])
+        gpu = (first.note or PASSED) if native.variant == "gpu" else ""
+        remote = f"{_repo(registry, role)}:{suffix}"
+        images = tuple(
+            PlatformImage(
+                a.cell.platform, a.cell.id, manifests[(a.cell.platform, role)].digest,
+                a.image_id, PROVEN[a.cell.native],
+            )
+            for a in sorted(mine, key=lambda a: PLATFORMS.index(a.cell.platform))
+        )  # fmt: skip
         out.append(
             Pushed(
-                cell.id, cell.ray, cell.python, cell.variant, a.role, remote, digest,
-                f"{_repo(registry, a.role)}@{digest}", a.image_id, gpu,
+                native.id, native.ray, native.python, native.variant, role, remote, digest,
+                f"{_repo(registry, role)}@{digest}", first.image_id, gpu, images,
             )
         )  # fmt: skip
-    by_role = {role: [(b.digest, b.size) for b in blobs] for role, blobs in layers.items()}
+    by_image = {a.image_id: [(b.digest, b.size) for b in layers[a.image_id]] for a in roles}
+    for platform in platforms:
+        by_role = {a.role: by_image[a.image_id] for a in roles if a.cell.platform == platform}
+        log(f"push: {suffix} {platform}: pull {pulls.summary(by_role)}")
+    what = f"an index of {', '.join(platforms)} per role" if len(platforms) > 1 else "tags"
     log(
-        f"push: {cell.id}: {len(roles)} image(s) uploaded, pulled back (same images), tags "
-        f"moved in {time.monotonic() - t0:.1f}s; pull: {pulls.summary(by_role)}"
+        f"push: {names}: {len(roles)} image(s) uploaded, pulled back by digest (same images), "
+        f"{what} in {time.monotonic() - t0:.1f}s"
     )
-    return out, {a.image_id: by_role[a.role] for a in roles}
+    return out, by_image
+
+
+def _index(
+    api: registry_api.Registry,
+    repo: str,
+    platforms: Sequence[str],
+    manifests: Mapping[tuple[str, str], registry_api.Manifest],
+    role: str,
+) -> registry_api.Manifest:
+    """Put one role's image index (a Docker manifest list) by digest and read it back: it
+    must list exactly each platform's pushed manifest."""
+    index = registry_api.index_of([(p, manifests[(p, role)]) for p in platforms])
+    api.put_manifest(repo, index.digest, index)
+    served = api.manifest(repo, index.digest)
+    listed = registry_api.index_entries(served) if served is not None else {}
+    want = {p: manifests[(p, role)].digest for p in platforms}
+    if listed != want:
+        raise registry_api.RegistryError(
+            f"{repo}@{index.digest}: the registry serves an index of {listed}, not {want}"
+        )
+    return index
 
 
 def _move_tags(
     api: registry_api.Registry,
     path: str,
-    cell: Cell,
+    suffix: str,
+    names: str,
     manifests: Mapping[str, registry_api.Manifest],
 ) -> None:
-    """Point the cell's tags at the new manifests; on a failure, restore those moved."""
+    """Point the tags at the new manifests; on a failure, restore those moved."""
     before: dict[str, registry_api.Manifest | None] = {
-        role: api.manifest(f"{path}/ray-{role}", cell.tag_suffix) for role in manifests
+        role: api.manifest(f"{path}/ray-{role}", suffix) for role in manifests
     }
     moved: list[str] = []
     try:
         for role, manifest in manifests.items():
-            api.put_manifest(f"{path}/ray-{role}", cell.tag_suffix, manifest)
+            api.put_manifest(f"{path}/ray-{role}", suffix, manifest)
             moved.append(role)
     except registry_api.RegistryError as exc:
         unrestored = []
@@ -312,8 +398,8 @@ def _move_tags(
             repo, old = f"{path}/ray-{role}", before[role]
             try:
                 if old is not None:
-                    api.put_manifest(repo, cell.tag_suffix, old)
-                elif not api.delete_tag(repo, cell.tag_suffix):
+                    api.put_manifest(repo, suffix, old)
+                elif not api.delete_tag(repo, suffix):
                     unrestored.append(role)
             except registry_api.RegistryError:
                 unrestored.append(role)
@@ -323,7 +409,7 @@ def _move_tags(
             else "; the tags already moved were put back"
         )
         raise registry_api.RegistryError(
-            f"moving the tags of {cell.id} failed: {exc}{left}"
+            f"moving the tags of {names} failed: {exc}{left}"
         ) from None
 
 
@@ -346,10 +432,15 @@ class ImagesLock:
 _PUSHED_FIELDS = tuple(f.name for f in fields(Pushed))
 
 
+_PLATFORM_FIELDS = tuple(f.name for f in fields(PlatformImage))
+
+
 def _pushed_entry(doc: object, i: int) -> Pushed:
     if not isinstance(doc, dict):
         raise ValueError(f"images[{i}] is not an object")
-    missing = [k for k in _PUSHED_FIELDS if k not in doc and k != "gpu_e2e"]
+    doc = dict(doc)
+    raw = doc.pop("platforms", [])
+    missing = [k for k in _PUSHED_FIELDS if k not in doc and k not in ("gpu_e2e", "platforms")]
     unknown = set(doc) - set(_PUSHED_FIELDS)
     if missing or unknown:
         raise ValueError(f"images[{i}]: missing {missing}, unknown {sorted(unknown)}")
@@ -357,7 +448,14 @@ def _pushed_entry(doc: object, i: int) -> Pushed:
         raise ValueError(f"images[{i}]: every value must be a string")
     if not str(doc["digest"]).startswith("sha256:") or "@sha256:" not in str(doc["ref"]):
         raise ValueError(f"images[{i}]: digest and ref must name a sha256 digest")
-    return Pushed(**doc)
+    if not isinstance(raw, list) or not all(
+        isinstance(p, dict)
+        and set(p) == set(_PLATFORM_FIELDS)
+        and all(isinstance(v, str) for v in p.values())
+        for p in raw
+    ):
+        raise ValueError(f"images[{i}].platforms: a list of {{{', '.join(_PLATFORM_FIELDS)}}}")
+    return Pushed(**doc, platforms=tuple(PlatformImage(**p) for p in raw))
 
 
 def read_lock(path: Path) -> ImagesLock:
@@ -368,8 +466,11 @@ def read_lock(path: Path) -> ImagesLock:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
             raise ValueError("no list of images")
-        if doc.get("schema") != LOCK_SCHEMA:
-            raise ValueError(f"schema {doc.get('schema')!r}, this harness reads {LOCK_SCHEMA}")
+        if doc.get("schema") not in READ_SCHEMAS:
+            raise ValueError(
+                f"schema {doc.get('schema')!r}, this harness reads "
+                f"{', '.join(map(str, READ_SCHEMAS))}"
+            )
         if not isinstance(doc.get("registry"), str):
             raise ValueError("no registry")
         images = tuple(_pushed_entry(e, i) for i, e in enumerate(doc["images"]))

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,8 @@ from harness.errors import EngineError
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 ACCEPT = ", ".join(
     (
@@ -272,6 +274,37 @@ class Registry:
         except RegistryError:
             return False
         return True
+
+
+def index_of(entries: Sequence[tuple[str, Manifest]]) -> Manifest:
+    """A Docker manifest list (what `docker manifest push` and buildx write for schema-2
+    images) naming one manifest per platform (`linux/arm64`)."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_LIST,
+        "manifests": [
+            {
+                "mediaType": m.media_type,
+                "size": len(m.body),
+                "digest": m.digest,
+                "platform": {"architecture": platform.split("/")[1], "os": platform.split("/")[0]},
+            }
+            for platform, m in entries
+        ],
+    }
+    return Manifest(json.dumps(doc, indent=3).encode(), MANIFEST_LIST)
+
+
+def index_entries(m: Manifest) -> dict[str, str]:
+    """platform -> manifest digest of an image index (Docker list or OCI); {} for an image."""
+    if m.media_type not in (MANIFEST_LIST, OCI_INDEX):
+        return {}
+    doc = json.loads(m.body)
+    return {
+        f"{e['platform']['os']}/{e['platform']['architecture']}": str(e["digest"])
+        for e in doc.get("manifests", [])
+        if isinstance(e, dict) and isinstance(e.get("platform"), dict)
+    }
 
 
 def _scope(repo: str) -> str:

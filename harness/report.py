@@ -16,7 +16,7 @@ from xml.etree import ElementTree as ET
 
 from harness import pulls
 from harness.errors import HarnessError
-from harness.matrix import Cell, Excluded
+from harness.matrix import NATIVE_PLATFORM, Cell, Excluded
 from harness.results import (
     ERROR,
     FAILED,
@@ -102,7 +102,9 @@ def merge(reports: Iterable[Report]) -> tuple[dict[str, CellResult], dict[str, s
 
 
 def fresh(cell: Cell) -> CellResult:
-    return CellResult(id=cell.id, ray=cell.ray, python=cell.python, variant=cell.variant)
+    return CellResult(
+        id=cell.id, ray=cell.ray, python=cell.python, variant=cell.variant, platform=cell.platform
+    )
 
 
 def excluded(items: Iterable[Excluded]) -> list[CellResult]:
@@ -204,8 +206,8 @@ def markdown(
         f"Matrix `{doc['matrix']}`, run `{doc['run_id']}`, generated {doc['generated']}.",
         "Summary: " + ", ".join(f"{v} {k}" for k, v in sorted(doc["summary"].items())),
         "",
-        "| Cell | Ray | Python | Variant | Status | Checks | Images |",
-        "|---|---|---|---|---|---|---|",
+        "| Cell | Ray | Python | Variant | Platform | Status | Checks | Images |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         checks = c.checks
@@ -216,7 +218,8 @@ def markdown(
         if c.status == CellStatus.EXCLUDED:
             status += f": {c.detail}"
         lines.append(
-            f"| {c.id} | {c.ray} | {c.python} | {c.variant} | {status} | "
+            f"| {c.id} | {c.ray} | {c.python} | {c.variant} | {platform_note(c.platform)} | "
+            f"{status} | "
             f"{passed}/{len(checks)}{f' ({skipped} skipped)' if skipped else ''} | {images} |"
         )
     for c in cells:
@@ -236,6 +239,11 @@ def markdown(
                 detail = k.detail.replace("|", "\\|").replace("\n", " ")[:300]
                 lines.append(f"| {k.name} | {ICON.get(k.status, '')} {k.status} | {detail} |")
     return "\n".join(lines) + "\n"
+
+
+def platform_note(platform: str) -> str:
+    """`linux/amd64 (native)`, `linux/arm64 (emulated)`: where the checks ran."""
+    return f"{platform} ({'native' if platform == NATIVE_PLATFORM else 'emulated'})"
 
 
 def junit(cells: list[CellResult]) -> ET.Element:

@@ -90,6 +90,7 @@ class CellResult:
     python: str
     variant: str
     status: CellStatus = CellStatus.PENDING
+    platform: str = "linux/amd64"  # the images' platform; other than amd64: run under QEMU
     detail: str = ""
     images: list[Image] = field(default_factory=list)
     build_checks: list[Check] = field(default_factory=list)
@@ -132,6 +133,7 @@ class CellResult:
             ray=doc["ray"],
             python=doc["python"],
             variant=doc["variant"],
+            platform=doc.get("platform", "linux/amd64"),
             status=CellStatus(doc.get("status", "pending")),
             detail=doc.get("detail", ""),
             images=[Image(**i) for i in doc.get("images", [])],
@@ -161,7 +163,15 @@ def _shape(doc: object) -> None:
     """Raise ValueError unless `doc` has the shape CellResult.to_json writes."""
     _fields(
         doc,
-        {"id": str, "ray": str, "python": str, "variant": str, "status": str, "detail": str},
+        {
+            "id": str,
+            "ray": str,
+            "python": str,
+            "variant": str,
+            "platform": str,
+            "status": str,
+            "detail": str,
+        },
         "cell",
         ("id", "ray", "python", "variant"),
     )

@@ -27,8 +27,17 @@ class Timeouts:
     auth: float = 60.0  # one client's round of the token paths (Jobs, GCS, Ray Client)
     facts: float = 60.0  # an idle client container reports its interpreter
 
+    def scaled(self, factor: float) -> Timeouts:
+        """Every bound `factor` times longer (a cell run under QEMU emulation)."""
+        return Timeouts(
+            **{f.name: getattr(self, f.name) * factor for f in dataclasses.fields(self)}
+        )
+
 
 DEFAULT = Timeouts()
+# Under QEMU (a linux/arm64 cell on an x86_64 host) Python and Ray run ~5-10x slower
+# (measured: `import ray` ...); every bound of such a cell is this many times longer.
+EMULATION = 6.0
 # The grid's clients only connect and probe (no workload), to a cluster proven up.
 GRID = Timeouts(connect=60.0)
 # Pods on Kubernetes are scheduled and their containers created before Ray starts.

@@ -32,6 +32,14 @@ from harness.results import ERROR, FAILED, SKIPPED, Check
 from harness.timeouts import DEFAULT, Timeouts
 
 NOTEBOOK_PATH = "/tmp/parity.ipynb"
+# Why the driver checks are skipped under QEMU (measured 2026-11-30, Ray 2.60.0, 3 of 3).
+EMULATED_DRIVER_SKIP = (
+    "not run under QEMU emulation: a joining node's raylet waits a fixed 15 s for its "
+    "agents to write their port files, then aborts (Ray's node_manager.cc: `Timed out "
+    "waiting for file .../metrics_agent_port_*`; giving the ports only moves the wait to "
+    "the next file); the notebook container's emulated dashboard agent took 18 s. Parity "
+    "on every node is proven by client:parity and jobs:submit (a driver in the head)"
+)
 
 
 def _notebook_source() -> str:
@@ -130,23 +138,7 @@ def test_cell(
 
         # 6. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
         #    Last, because it changes the cluster's membership.
-        with step(f"{cell.id}: driver connect and parity"):
-            # it stays joined: the cluster goes right after (Ray's `ray stop` takes ~2 s)
-            refused, r = join_as_driver(cluster, cluster.notebook, timeouts, leave=False)
-            if refused is not None:
-                results.append(
-                    Check.of(
-                        "driver:connect",
-                        False,
-                        f"`ray start` in the notebook failed: {refused.strip()[-600:]}",
-                    )
-                )
-            else:
-                results += checks.connect("driver:connect", r, expect_nodes=3)
-                if r.get("connect", {}).get("ok"):
-                    results.append(
-                        checks.parity("driver:parity", r["client"], r.get("nodes", []), expected)
-                    )
+        results += _driver_checks(cell, cluster, timeouts, expected)
 
         # The token must be in no output or log of the whole test, the driver's included.
         results.insert(
@@ -166,6 +158,27 @@ def test_cell(
             log(f"{cell.id}: a check failed; logs in {log_dir.parent}")
     timings["test_seconds"] = round(time.monotonic() - start, 2)
     return results, timings
+
+
+def _driver_checks(
+    cell: Cell, cluster: Cluster, timeouts: Timeouts, expected: dict[str, str]
+) -> list[Check]:
+    """A driver: needs a raylet in the notebook container, so join it as a 0-CPU node. It
+    stays joined: the cluster goes right after (Ray's `ray stop` takes ~2 s)."""
+    if cluster.emulated:
+        return [
+            Check("driver:connect", SKIPPED, EMULATED_DRIVER_SKIP),
+            Check("driver:parity", SKIPPED, EMULATED_DRIVER_SKIP),
+        ]
+    with step(f"{cell.id}: driver connect and parity"):
+        refused, r = join_as_driver(cluster, cluster.notebook, timeouts, leave=False)
+    if refused is not None:
+        why = f"`ray start` in the notebook failed: {refused.strip()[-600:]}"
+        return [Check.of("driver:connect", False, why)]
+    found = checks.connect("driver:connect", r, expect_nodes=3)
+    if r.get("connect", {}).get("ok"):
+        found.append(checks.parity("driver:parity", r["client"], r.get("nodes", []), expected))
+    return found
 
 
 def _lane(cluster: Cluster, steps: Sequence[Callable[[], list[Check]]]) -> list[Check]:
@@ -354,13 +367,9 @@ def join_as_driver(
         ({} when it did not join)."""
     address = f"{cluster.head_host}:6379"
     joined = False
+    start = ["ray", "start", f"--address={address}", "--num-cpus=0", "--disable-usage-stats"]
     try:
-        rc, out, err = cluster.exec(
-            client,
-            ["ray", "start", f"--address={address}", "--num-cpus=0", "--disable-usage-stats"],
-            timeout=timeouts.join,
-            env=env,
-        )
+        rc, out, err = cluster.exec(client, start, timeout=timeouts.join, env=env)
         if rc != 0:
             return out + err, {}
         joined = True

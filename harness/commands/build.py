@@ -37,7 +37,10 @@ def build_cells(engine: Engine, ctx: Context, no_cache: bool, at_once: int) -> i
     wheels_missing = {
         c.id
         for c in cells
-        if any(wheelhouse.missing(lock.lock_path(paths.locks, c, k), c.python) for k in lock.KINDS)
+        if any(
+            wheelhouse.missing(lock.lock_path(paths.locks, c, k), c.python, c.arch)
+            for k in lock.KINDS
+        )
     }
     diskspace.check(
         diskspace.plan(

@@ -29,6 +29,11 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     m, paths = ctx.matrix, ctx.paths
     lock = registry.read_lock(args.images_lock or paths.build / "images.lock.json")
     gpu_notes = {e.cell: e.gpu_e2e for e in lock.images if e.gpu_e2e and e.gpu_e2e != "passed"}
+    platforms = {
+        e.cell: ", ".join(f"{p.platform} ({p.proven})" for p in e.platforms)
+        for e in lock.images
+        if e.platforms
+    }
     out = paths.build / "deploy"
     problems: list[str] = []
     files: dict[Path, str] = {}
@@ -48,8 +53,10 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         service = k8s.rayservice(cell, images, namespace=args.namespace, gpu_e2e=note)
         problems += [p for obj in (rc, job, *service) for p in k8s.validate(obj)]
         d = out / cell_id
-        header = f"# {cell_id}: images pinned by digest from {lock.registry}\n" + (
-            f"# WARNING: {note}\n" if note else ""
+        header = (
+            f"# {cell_id}: images pinned by digest from {lock.registry}\n"
+            + (f"# platforms: {platforms[cell_id]}\n" if cell_id in platforms else "")
+            + (f"# WARNING: {note}\n" if note else "")
         )
         files[d / "raycluster.yaml"] = header + _dump([rc])
         files[d / "rayjob.yaml"] = header + _dump([job])

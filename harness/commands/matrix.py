@@ -14,10 +14,12 @@ from harness.errors import HarnessError
 def run(args: argparse.Namespace, run_id: str) -> int:
     """The selected cells as data: a GitHub Actions job matrix with --github."""
     cells = context(args, run_id, check_index=False).cells
+    multi_arch = any(not c.native for c in cells)  # then a selector names the platform too
     include = [
         {
             "cell": c.id,
-            "only": f"ray={c.ray},python={c.python},variant={c.variant}",
+            "only": f"ray={c.ray},python={c.python},variant={c.variant}"
+            + (f",platform={c.platform}" if multi_arch else ""),
             "variant": c.variant,
         }
         for c in cells

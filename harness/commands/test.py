@@ -31,6 +31,13 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             require_built(engine, ctx.matrix, c)  # a failed build is reported, not tested
         images_of[c.id] = c.tags(ctx.matrix.prefix)
     kube = args.backend == "kind"
+    foreign = [c.id for c in ctx.cells if not c.native]
+    if kube and foreign:
+        raise HarnessError(
+            f"--backend kind runs linux/amd64 nodes: {', '.join(foreign)} cannot be tested "
+            "there; test them with the containers backend (under emulation) and select the "
+            "others with --only platform=linux/amd64"
+        )
     waits = timeouts.from_args(args, timeouts.KUBE if kube else timeouts.DEFAULT)
     backend = open_backend(
         args.backend, engine, run_id, args.kube_context, args.kind_node_image, pushed(args, ctx)
@@ -44,9 +51,14 @@ def run(args: argparse.Namespace, run_id: str) -> int:
 
         def cluster_for(c: Cell) -> Callable[[], Cluster]:
             log_dir = ctx.paths.logs(c.id) / ("kube" if kube else "cluster")
-            return lambda: backend.cluster(c, deploy[c.id], log_dir, waits)
+            return lambda: backend.cluster(c, deploy[c.id], log_dir, bounds(waits, c))
 
         return test_cells(engine, ctx, images_of, waits, at_once, cluster_for)
+
+
+def bounds(waits: timeouts.Timeouts, c: Cell) -> timeouts.Timeouts:
+    """A cell's time bounds: `waits`, longer for a cell run under emulation."""
+    return waits if c.native else waits.scaled(timeouts.EMULATION)
 
 
 def test_cells(
@@ -64,7 +76,7 @@ def test_cells(
 
     def work(c: Cell) -> CellResult:
         previous = state.get(c.id) or report.fresh(c)
-        return test_one(engine, ctx, c, images_of[c.id], previous, waits, cluster_for(c))
+        return test_one(engine, ctx, c, images_of[c.id], previous, bounds(waits, c), cluster_for(c))
 
     failed = 0
     for done, result in run_cells(ctx.cells, work, at_once, "testing cells"):

@@ -11,3 +11,5 @@ from __future__ import annotations
 from pathlib import Path
 
 PROBE_SOURCE = (Path(__file__).resolve().parent / "probe.py").read_text(encoding="utf-8")
+# Staged as sitecustomize.py into the test containers of a cell run under QEMU emulation.
+QEMU_SHIM_SOURCE = (Path(__file__).resolve().parent / "qemu_shim.py").read_text(encoding="utf-8")

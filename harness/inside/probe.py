@@ -43,6 +43,7 @@ def facts() -> Json:
     out: Json = {
         "python": "%d.%d.%d" % sys.version_info[:3],
         "implementation": platform.python_implementation(),
+        "machine": platform.machine(),
         "executable": sys.executable,
         "hostname": platform.node(),
         "uid": os.getuid(),

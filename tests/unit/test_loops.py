@@ -198,3 +198,29 @@ def test_bases_build_while_the_wheels_download_and_each_failure_stays_with_its_c
     assert out["ray2.60.0-py3.13.5-cpu"] == (
         "base debian:trixie for Python 3.13.5: mmdebstrap trixie failed"
     )
+
+
+def test_each_platform_gets_its_own_base(
+    write_matrix: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import build as build_mod
+    from harness import matrix as matrix_mod
+
+    m = matrix_mod.load(
+        write_matrix('ray: ["2.60.0"]\npython: ["3.11.2"]\nplatforms: [linux/amd64, linux/arm64]\n')
+    )
+    asked: list[str] = []
+
+    def ensure_base(engine: Any, m: Any, cell: Cell, work: Path, fresh: bool = False) -> Any:
+        asked.append(cell.platform)
+        return BaseImage(cell.arch, "sha256:" + cell.arch, cell.python, None, "debian:bookworm")
+
+    monkeypatch.setattr(build_mod, "ensure_base", ensure_base)
+    monkeypatch.setattr(build_mod, "_fetch_wheels", lambda paths, cells: {})
+    paths = Paths.for_matrix(m.path)
+    out = build_mod.prepare(as_engine(FakeEngine()), m, paths, list(m.cells))
+    assert sorted(asked) == ["linux/amd64", "linux/arm64"]
+    assert {cid: b.ref for cid, b in out.items() if isinstance(b, BaseImage)} == {
+        "ray2.60.0-py3.11.2-cpu": "amd64",
+        "ray2.60.0-py3.11.2-cpu-arm64": "arm64",
+    }

@@ -268,6 +268,47 @@ BAD = [
         "targets.vertex.0",
         "is not a cell selector",
     ),
+    # platforms
+    (
+        "unknown platform",
+        MINIMAL + "platforms: [linux/amd64, linux/arm]\n",
+        "platforms.linux/arm",
+        "'linux/arm64'",
+    ),
+    (
+        "platforms not a list",
+        MINIMAL + "platforms: linux/arm64\n",
+        "platforms",
+        "must list platforms",
+    ),
+    ("platforms empty", MINIMAL + "platforms: []\n", "platforms", "must list platforms"),
+    ("no amd64", MINIMAL + "platforms: [linux/arm64]\n", "platforms", "keep linux/amd64: all"),
+    (
+        "amd64 narrowed",
+        MINIMAL + "platforms: {linux/amd64: [ray=2.60.0], linux/arm64: all}\n",
+        "platforms.linux/amd64",
+        "keep linux/amd64: all",
+    ),
+    (
+        "platform value",
+        MINIMAL + "platforms: {linux/amd64: all, linux/arm64: yes}\n",
+        "platforms.linux/arm64",
+        "all, none",
+    ),
+    (
+        "platform selector",
+        MINIMAL + "platforms: {linux/amd64: all, linux/arm64: [platform=linux/arm64]}\n",
+        "platforms.linux/arm64.0",
+        "is not a cell selector",
+    ),
+    (
+        "arm64 on a registry base",
+        MINIMAL
+        + 'bases: {"3.11.2": {image: "python:3.11.2-slim"}}\n'
+        + "platforms: [linux/amd64, linux/arm64]\n",
+        "platforms.linux/arm64",
+        "only Debian bases",
+    ),
 ]
 
 
@@ -428,3 +469,41 @@ def test_constraints_reach_the_matching_cells_locks(write_matrix: Callable[[str]
     for kind in lock.KINDS:
         assert "protobuf<7" in lock.requirements(by_ray["2.51.2"], m, kind)
         assert "protobuf<7" not in lock.requirements(by_ray["2.60.0"], m, kind)
+
+
+def test_platforms_default_is_amd64_with_todays_ids(write_matrix: Callable[[str], Path]) -> None:
+    m = matrix.load(write_matrix(MINIMAL))
+    (cell,) = m.cells
+    assert (cell.platform, cell.native, cell.arch) == ("linux/amd64", True, "amd64")
+    assert cell.id == "ray2.60.0-py3.11.2-cpu" and cell.tag_suffix == cell.index_suffix
+
+
+def test_arm64_is_a_cell_of_its_own_under_one_registry_tag(
+    write_matrix: Callable[[str], Path],
+) -> None:
+    m = matrix.load(
+        write_matrix(
+            'ray: ["2.60.0"]\npython: ["3.11.2", "3.13.5"]\n'
+            'platforms: {linux/amd64: all, linux/arm64: ["python=3.11.*"]}\n'
+        )
+    )
+    assert [c.id for c in m.cells] == [
+        "ray2.60.0-py3.11.2-cpu",
+        "ray2.60.0-py3.11.2-cpu-arm64",
+        "ray2.60.0-py3.13.5-cpu",
+    ]
+    arm = m.cell("ray2.60.0-py3.11.2-cpu-arm64")
+    assert (arm.machine, arm.native) == ("aarch64", False)
+    assert arm.tag("p", "head") == "p/ray-head:2.60.0-py3.11.2-cpu-arm64"
+    assert arm.index_suffix == "2.60.0-py3.11.2-cpu" == m.cells[0].index_suffix
+    chosen, _ = matrix.select(m, ["platform=linux/arm64"])
+    assert chosen == [arm]
+    both, _ = matrix.select(m, ["python=3.11.2"])
+    assert len(both) == 2
+
+
+def test_the_arm64_example_matrix_is_the_default_cell_plus_arm64() -> None:
+    default = matrix.load(ROOT / "matrix.yaml").cell("ray2.60.0-py3.11.2-cpu")
+    m = matrix.load(ROOT / "matrix-arm64.yaml")
+    assert [c.platform for c in m.cells] == ["linux/amd64", "linux/arm64"]
+    assert m.cells[0] == default  # same cell: same lock, same images

@@ -34,7 +34,8 @@ def test_report_files_and_schema(tmp_path: Path) -> None:
     assert {"role", "tag", "id", "size_bytes"} <= first["images"][0].keys()
     assert {"name", "status", "detail"} <= first["checks"][0].keys()
     md = (tmp_path / "report.md").read_text()
-    assert "| ray2.60.0-py3.11.2-cpu | 2.60.0 | 3.11.2 | cpu | ✅ passed | 2/2 |" in md
+    row = "| ray2.60.0-py3.11.2-cpu | 2.60.0 | 3.11.2 | cpu | linux/amd64 (native) | ✅ passed |"
+    assert row + " 2/2 |" in md
     assert "detail \\| pipe" in md
     xml = ET.parse(tmp_path / "junit.xml").getroot()
     suites = {s.get("name"): s for s in xml}
