@@ -197,7 +197,7 @@ def test_images_in_report_are_the_tagged_images_with_labels(run: dict[str, Any])
 def test_reports_written(run: dict[str, Any]) -> None:
     md = (run["build_dir"] / "report.md").read_text()
     assert f"| {CELL} | 2.60.0 | 3.11.2 | cpu | linux/amd64 (native) | ✅ passed |" in md
-    assert f"| {GPU_CELL} | 2.60.0 | 3.11.2 | gpu | ✅ passed |" in md
+    assert f"| {GPU_CELL} | 2.60.0 | 3.11.2 | gpu | linux/amd64 (native) | ✅ passed |" in md
     junit = (run["build_dir"] / "junit.xml").read_text()
     assert 'failures="0"' in junit and "client:parity" in junit
 
