@@ -25,18 +25,17 @@ from pathlib import Path
 
 from harness.contracts import VERTEX
 from harness.errors import HarnessError
-from harness.matrix import NATIVE_PLATFORM, Cell, Matrix
+from harness.matrix import NATIVE_PLATFORM, Cell, Matrix, machine_of
 
 LOCK_FORMAT = 1
 # uv's target per architecture: glibc 2.28 (every Debian base here has a newer one).
 PLATFORMS = {"amd64": "x86_64-manylinux_2_28", "arm64": "aarch64-manylinux_2_28"}
-PLATFORM = PLATFORMS["amd64"]
 
 
 def pip_platforms(arch: str = "amd64") -> tuple[str, ...]:
     """pip does not widen --platform to older glibc tags: every tag a glibc 2.28 host of
     that architecture takes (manylinux2010/1 were never defined for aarch64)."""
-    machine = {"amd64": "x86_64", "arm64": "aarch64"}[arch]
+    machine = machine_of(arch)
     legacy = (
         ("manylinux2014", "manylinux2010", "manylinux1") if arch == "amd64" else ("manylinux2014",)
     )

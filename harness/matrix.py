@@ -29,7 +29,13 @@ ROLES: tuple[str, ...] = ("head", "worker", "notebook")
 # linux/arm64 is opt-in (`platforms:`), built and run under QEMU emulation.
 NATIVE_PLATFORM = "linux/amd64"
 PLATFORMS: tuple[str, ...] = (NATIVE_PLATFORM, "linux/arm64")
-MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}  # platform.machine() inside
+_MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}  # OCI architecture -> platform.machine()
+
+
+def machine_of(arch: str) -> str:
+    """What `platform.machine()` says on an OCI architecture (`amd64` -> `x86_64`): the
+    name wheel tags and pip's platforms use too."""
+    return _MACHINES[arch]
 
 
 class Variant(Word):
@@ -170,7 +176,7 @@ class Cell:
     @property
     def machine(self) -> str:
         """What `platform.machine()` says inside the cell's images."""
-        return MACHINES[self.platform]
+        return machine_of(self.arch)
 
     @property
     def _arch_suffix(self) -> str:

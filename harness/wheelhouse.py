@@ -21,7 +21,7 @@ from packaging.utils import parse_wheel_filename
 
 from harness import lock
 from harness.errors import HarnessError
-from harness.matrix import Cell
+from harness.matrix import Cell, machine_of
 
 
 class Wheelhouse:
@@ -152,10 +152,7 @@ class Wheelhouse:
 def supported_tags(python: str, arch: str = "amd64") -> frozenset[Tag]:
     """Wheel tags that CPython `python` on `arch` Linux with glibc >= 2.28 installs."""
     major, minor, _ = (int(p) for p in python.split("."))
-    platforms = [
-        *lock.pip_platforms(arch),
-        "linux_" + {"amd64": "x86_64", "arm64": "aarch64"}[arch],
-    ]
+    platforms = [*lock.pip_platforms(arch), f"linux_{machine_of(arch)}"]
     version = (major, minor)
     interpreter = f"cp{major}{minor}"
     return frozenset(

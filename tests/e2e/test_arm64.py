@@ -13,7 +13,6 @@ Needs `scripts/setup-engine.sh` (qemu-user-static and the binfmt_misc handler).
 from __future__ import annotations
 
 import json
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,12 @@ from harness.labels import RUN as LABEL_RUN
 from harness.matrix import ROLES
 from tests.conftest import ROOT
 from tests.e2e.cli import harness
-from tests.e2e.test_registry import registry  # noqa: F401 (the local registry fixture)
+from tests.e2e.test_registry import (
+    MANIFEST_LIST,
+    manifest,
+    manifest_digest,
+    registry,  # noqa: F401 (the local registry fixture)
+)
 
 MATRIX = str(ROOT / "matrix-arm64.yaml")
 AMD = "ray2.60.0-py3.11.2-cpu"
@@ -69,17 +73,6 @@ def test_arm64_cell_builds_offline_and_its_structure_checks_run_emulated(
     assert engine.ids("container", {LABEL_RUN: run_id}) == []
 
 
-def index(at: str, repo: str, reference: str) -> dict[str, Any]:
-    host, path = at.split("/", 1)
-    req = urllib.request.Request(
-        f"http://{host}/v2/{path}/{repo}/manifests/{reference}",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.list.v2+json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        doc: dict[str, Any] = json.loads(resp.read())
-        return doc
-
-
 @pytest.mark.emulated
 def test_arm64_end_to_end_and_one_multi_arch_tag_per_role(
     registry: str,  # noqa: F811
@@ -116,8 +109,12 @@ def test_arm64_end_to_end_and_one_multi_arch_tag_per_role(
     engine = Engine()
     for role, e in entries.items():
         assert e["tag"] == f"{registry}/ray-{role}:{SUFFIX}"
-        listed = index(registry, f"ray-{role}", SUFFIX)  # the one tag is an index ...
-        assert e["digest"] == "sha256:" + _sha256(registry, f"ray-{role}", SUFFIX)
+        listed = manifest(
+            registry, f"ray-{role}", SUFFIX, MANIFEST_LIST
+        )  # the one tag is an index ...
+        assert e["digest"] == "sha256:" + manifest_digest(
+            registry, f"ray-{role}", SUFFIX, MANIFEST_LIST
+        )
         by_platform = {
             f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
             for m in listed["manifests"]
@@ -141,14 +138,3 @@ def test_arm64_end_to_end_and_one_multi_arch_tag_per_role(
     assert k8s.validate(rc) == []
     head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     assert head == entries["head"]["ref"] and head.endswith(entries["head"]["digest"])
-
-
-def _sha256(at: str, repo: str, reference: str) -> str:
-    host, path = at.split("/", 1)
-    req = urllib.request.Request(
-        f"http://{host}/v2/{path}/{repo}/manifests/{reference}",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.list.v2+json"},
-        method="HEAD",
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return str(resp.headers["Docker-Content-Digest"]).removeprefix("sha256:")

@@ -123,15 +123,29 @@ def report_md_pulls(build: Path) -> int:
     return row.count(", pull ")
 
 
-def manifest(registry: str, repo: str, digest: str) -> dict[str, Any]:
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def _manifest_request(registry: str, repo: str, ref: str, media: str, method: str) -> Any:
     host, path = registry.split("/", 1)
     req = urllib.request.Request(
-        f"http://{host}/v2/{path}/{repo}/manifests/{digest}",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        f"http://{host}/v2/{path}/{repo}/manifests/{ref}", headers={"Accept": media}, method=method
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    return urllib.request.urlopen(req, timeout=30)
+
+
+def manifest(registry: str, repo: str, ref: str, media: str = MANIFEST) -> dict[str, Any]:
+    """The manifest (or, with MANIFEST_LIST, the index) the registry serves for `ref`."""
+    with _manifest_request(registry, repo, ref, media, "GET") as resp:
         doc: dict[str, Any] = json.loads(resp.read())
         return doc
+
+
+def manifest_digest(registry: str, repo: str, ref: str, media: str = MANIFEST) -> str:
+    """The hex digest the registry names for `ref` (Docker-Content-Digest of a HEAD)."""
+    with _manifest_request(registry, repo, ref, media, "HEAD") as resp:
+        return str(resp.headers["Docker-Content-Digest"]).removeprefix("sha256:")
 
 
 def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None:

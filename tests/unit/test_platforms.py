@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
 import sys
 import types
 from collections.abc import Callable
@@ -145,3 +147,49 @@ def test_qemu_shim_finds_the_raylet_behind_the_emulator(monkeypatch: pytest.Monk
     assert fake._is_raylet_process([qemu, "/opt/ray/raylet", "/opt/ray/raylet", "--node_id=a"])
     assert fake._is_raylet_process(["/opt/ray/raylet", "--node_id=ab"])
     assert not fake._is_raylet_process([qemu, "/usr/bin/python3", "python3"])
+
+
+def test_manifests_name_each_platform_and_how_it_was_proven(tmp_path: Path) -> None:
+    """`manifests` pins the index digest and says in each file's header which platforms it
+    holds and how each was proven (no engine: the images lock is all it reads)."""
+    arm = registry.PlatformImage(
+        "linux/arm64", "ray2.60.0-py3.11.2-cpu-arm64", "sha256:" + "2" * 64, "j", "emulated (QEMU)"
+    )
+    amd = registry.PlatformImage(
+        "linux/amd64", "ray2.60.0-py3.11.2-cpu", "sha256:" + "3" * 64, "i", "native"
+    )
+    images = []
+    for n, role in enumerate(matrix.ROLES, start=4):
+        digest = "sha256:" + str(n) * 64
+        images.append(
+            dataclasses.replace(
+                pushed((amd, arm)),
+                role=role,
+                tag=f"r/ray-{role}:2.60.0-py3.11.2-cpu",
+                digest=digest,
+                ref=f"r/ray-{role}@{digest}",
+            )
+        )
+    registry.write_lock(tmp_path / "images.lock.json", "r", images)
+    r = subprocess.run(
+        [
+            *(
+                sys.executable,
+                "-m",
+                "harness",
+                "manifests",
+                "--matrix",
+                str(ROOT / "matrix-arm64.yaml"),
+            ),
+            *("--build-dir", str(tmp_path), "--images-lock", str(tmp_path / "images.lock.json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (tmp_path / "deploy" / "ray2.60.0-py3.11.2-cpu" / "raycluster.yaml").read_text()
+    assert "# platforms: linux/amd64 (native), linux/arm64 (emulated (QEMU))\n" in text
+    head = "r/ray-head@sha256:" + str(4 + matrix.ROLES.index("head")) * 64
+    assert f"image: {head}\n" in text
