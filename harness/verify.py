@@ -1,9 +1,11 @@
 """End-to-end test of one cell: start a cluster from its images, run every check, tear down.
 
-Order: Ray Client (`ray://`) from the notebook container with parity and the workload
-(tasks, actor, object, placement group, runtime env). Then three lanes side by side: a
-real .ipynb executed with nbclient and JupyterLab's /api/status, then the notebook image
-as a Kubeflow notebook; token authentication's attempts; over HTTP, the dashboard and a
+Order: while the nodes come up and the Ray Client checks run, what needs no Ray cluster
+(JupyterLab's /api/status in the notebook, the notebook image started as a Kubeflow
+notebook and its server probed). Ray Client (`ray://`) from the notebook container with
+parity and the workload (tasks, actor, object, placement group, runtime env). Then three
+lanes side by side: a real .ipynb executed with nbclient, then the Kubeflow notebook's
+kernel running it too; token authentication's attempts; over HTTP, the dashboard and a
 job through the Jobs API, then a Serve application deployed through it. Last, the notebook
 container joins as a 0-CPU node so a real driver can run (`ray.init(address="ray-head:6379")`
 needs a local raylet) and parity is checked again; then the token is searched in every log."""
@@ -73,6 +75,14 @@ def test_cell(
             results.append(Check("cluster:start", ERROR, f"the cluster did not start: {exc}"))
             log(f"{cell.id}: the cluster did not start: {exc}")
             return results, timings
+        # What needs no Ray cluster starts now, beside start-up and the Ray Client checks
+        # (measured: a third of the CPU idle there, none in the lanes). Exited before the
+        # Kubeflow notebook's stack, which is exited before the cluster.
+        kubeflow_stack = stack.enter_context(contextlib.ExitStack())
+        early_pool = stack.enter_context(
+            ThreadPoolExecutor(1, thread_name_prefix="raycompat-early")
+        )
+        early = early_pool.submit(_without_cluster, cell, cluster, timeouts, kubeflow_stack)
         # 0. Readiness, judged on the head itself (a local driver waits for every node).
         #    Connecting a Ray Client to a head that is still starting can stall ~40 s in
         #    Ray's own retry/cleanup path, so the client only connects to a ready cluster.
@@ -125,7 +135,7 @@ def test_cell(
         #      the HTTP lane's checks need the Ray Client checks' node ids. A lane stops at
         #      a dead node.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="raycompat-lane") as pool:
-            notebook_lane = pool.submit(_notebook_lane, cell, cluster, timeouts)
+            notebook_lane = pool.submit(_notebook_lane, cell, cluster, timeouts, early.result())
             token_lane = pool.submit(_token_lane, cluster, timeouts)
             http_checks = _http_lane(cell, cluster, timeouts, expected, node_ids)
             client_checks, auth = notebook_lane.result(), token_lane.result()
@@ -191,9 +201,26 @@ def _lane(cluster: Cluster, steps: Sequence[Callable[[], list[Check]]]) -> list[
     return out
 
 
-def _notebook_lane(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> list[Check]:
-    """A real notebook (nbclient in the notebook image) and JupyterLab's status; then the
-    notebook image as a Kubeflow notebook."""
+@dataclass(frozen=True)
+class _Early:
+    """What the checks that need no Ray cluster found, before the lanes."""
+
+    jupyter: dict[str, Any]  # JupyterLab's /api/status and /lab in the notebook container
+    kubeflow: Check | _KubeflowNotebook  # a verdict already, or the started notebook
+
+
+def _without_cluster(
+    cell: Cell, cluster: Cluster, timeouts: Timeouts, stack: contextlib.ExitStack[bool | None]
+) -> _Early:
+    """JupyterLab in the notebook container and the Kubeflow notebook's start and server
+    probe: neither needs Ray, so they run while the nodes come up."""
+    jupyter = Probe(cluster, cluster.notebook).jupyter(cluster.jupyter_token, timeouts.jupyter)
+    return _Early(jupyter, _kubeflow_start(cell, cluster, timeouts, stack))
+
+
+def _notebook_lane(cell: Cell, cluster: Cluster, timeouts: Timeouts, early: _Early) -> list[Check]:
+    """A real notebook (nbclient in the notebook image), JupyterLab's status (probed
+    earlier); then the Kubeflow notebook's kernel runs the same notebook."""
 
     def notebook() -> list[Check]:
         with step(f"{cell.id}: notebook parity.ipynb"):
@@ -201,10 +228,9 @@ def _notebook_lane(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> list[Che
             probe = Probe(cluster, cluster.notebook)
             address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
             r = probe.notebook(NOTEBOOK_PATH, timeouts.notebook, env=address)
-            jupyter = probe.jupyter(cluster.jupyter_token, timeouts.jupyter)
-            return [checks.notebook(r), checks.jupyterlab(jupyter)]
+            return [checks.notebook(r), checks.jupyterlab(early.jupyter)]
 
-    return _lane(cluster, [notebook, lambda: [_kubeflow_check(cell, cluster, timeouts)]])
+    return _lane(cluster, [notebook, lambda: [_kubeflow_kernel(cluster, early.kubeflow, timeouts)]])
 
 
 def _token_lane(cluster: Cluster, timeouts: Timeouts) -> Check | AuthAttempts:
@@ -244,16 +270,39 @@ def _http_lane(
     def gpu() -> list[Check]:  # only where the Docker host can hand GPUs to containers
         return [_gpu_check(cluster, cluster.gpus, timeouts)] if cell.variant == "gpu" else []
 
-    return _lane(cluster, [jobs, serve, gpu])
+    # Serve needs nothing of the job's: it deploys beside it (both through the Jobs API).
+    with ThreadPoolExecutor(1, thread_name_prefix="raycompat-serve") as pool:
+        served = pool.submit(_lane, cluster, [serve])
+        ran = _lane(cluster, [jobs])
+        ran += served.result()
+    return ran + _lane(cluster, [gpu])
 
 
 KUBEFLOW_PREFIX = "/notebook/raycompat/parity"  # as the controller sets it: /notebook/<ns>/<name>
 
 
+@dataclass(frozen=True)
+class _KubeflowNotebook:
+    """The cell's notebook image started the Kubeflow way, and what its server answered."""
+
+    name: str
+    contract: dict[str, Any]
+
+
 def _kubeflow_check(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> Check:
-    """`kubeflow:contract`: the cell's notebook image, started the Kubeflow way next to the
-    cluster, checked from inside (no token, prefix, headers, user, home) and by a kernel
-    that runs parity.ipynb against the cluster."""
+    """`kubeflow:contract` in one go: the cell's notebook image, started the Kubeflow way
+    next to the cluster, checked from inside (no token, prefix, headers, user, home) and by
+    a kernel that runs parity.ipynb against the cluster. `test_cell` runs the two halves
+    apart: the first while the nodes come up."""
+    with contextlib.ExitStack() as stack:
+        return _kubeflow_kernel(cluster, _kubeflow_start(cell, cluster, timeouts, stack), timeouts)
+
+
+def _kubeflow_start(
+    cell: Cell, cluster: Cluster, timeouts: Timeouts, stack: contextlib.ExitStack[bool | None]
+) -> Check | _KubeflowNotebook:
+    """The Kubeflow notebook started (removed by `stack`) and its server probed; or the
+    check's verdict when it cannot be (skipped, error)."""
     if "kubeflow" not in cell.targets:
         return Check(
             "kubeflow:contract",
@@ -263,10 +312,7 @@ def _kubeflow_check(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> Check:
     image = cluster.images.get("notebook")
     if not image:
         return Check("kubeflow:contract", SKIPPED, "no notebook image in this cluster")
-    with (
-        step(f"{cluster.cell_id}: the notebook as a Kubeflow custom image"),
-        contextlib.ExitStack() as stack,
-    ):
+    with step(f"{cluster.cell_id}: the notebook as a Kubeflow custom image: its server"):
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raycompat-jovyan-")))
         os.chown(home, 1000, 100)  # an empty PVC as Kubeflow gives it (fsGroup users)
         home.chmod(0o2775)
@@ -277,12 +323,22 @@ def _kubeflow_check(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> Check:
         except EngineError as exc:
             return Check("kubeflow:contract", ERROR, str(exc))
         stack.callback(cluster.remove, name)
-        probe = Probe(cluster, name)
-        result = probe.kubeflow(timeouts.jupyter)
-        cluster.put_file(name, NOTEBOOK_PATH, _notebook_source())
+        return _KubeflowNotebook(name, dict(Probe(cluster, name).kubeflow(timeouts.jupyter)))
+
+
+def _kubeflow_kernel(
+    cluster: Cluster, started: Check | _KubeflowNotebook, timeouts: Timeouts
+) -> Check:
+    """`kubeflow:contract`'s verdict: the server's answers and a kernel in the Kubeflow
+    notebook running parity.ipynb against the cluster."""
+    if isinstance(started, Check):
+        return started
+    with step(f"{cluster.cell_id}: the Kubeflow notebook's kernel"):
+        probe = Probe(cluster, started.name)
+        cluster.put_file(started.name, NOTEBOOK_PATH, _notebook_source())
         address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
         kernel = checks.notebook(probe.notebook(NOTEBOOK_PATH, timeouts.notebook, env=address))
-        return checks.kubeflow_contract(result, kernel)
+        return checks.kubeflow_contract(started.contract, kernel)
 
 
 NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}  # a client that sends no token
