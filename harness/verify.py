@@ -3,10 +3,10 @@
 Order: while the nodes come up and the Ray Client checks run, what needs no Ray cluster
 (JupyterLab's /api/status in the notebook, the notebook image started as a Kubeflow
 notebook and its server probed). Ray Client (`ray://`) from the notebook container with
-parity and the workload (tasks, actor, object, placement group, runtime env). Then three
+parity and the workload (tasks, actor, object, placement group, runtime env). Then four
 lanes side by side: a real .ipynb executed with nbclient, then the Kubeflow notebook's
 kernel running it too; token authentication's attempts; over HTTP, the dashboard and a
-job through the Jobs API, then a Serve application deployed through it. Last, the notebook
+job through the Jobs API; a Serve application deployed through it. Last, the notebook
 container joins as a 0-CPU node so a real driver can run (`ray.init(address="ray-head:6379")`
 needs a local raylet) and parity is checked again; then the token is searched in every log."""
 
@@ -129,11 +129,11 @@ def test_cell(
         if _lost_node(cluster, results, "the Ray Client checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
-        # 2-5. Three lanes side by side: most of their time is waiting for the cluster (a
-        #      Jupyter server, a kernel, Serve's controller and proxies, Ray's answers to
-        #      refused clients), not computing. Only the token lane runs `ray start`; only
-        #      the HTTP lane's checks need the Ray Client checks' node ids. A lane stops at
-        #      a dead node.
+        # 2-5. Four lanes side by side (the HTTP lane runs Serve beside the Jobs API job):
+        #      most of their time is waiting for the cluster (a Jupyter server, a kernel,
+        #      Serve's controller and proxies, Ray's answers to refused clients), not
+        #      computing. Only the token lane runs `ray start`; only the HTTP lane's checks
+        #      need the Ray Client checks' node ids. A lane stops at a dead node.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="raycompat-lane") as pool:
             notebook_lane = pool.submit(_notebook_lane, cell, cluster, timeouts, early.result())
             token_lane = pool.submit(_token_lane, cluster, timeouts)
