@@ -224,10 +224,7 @@ def _notebook_lane(cell: Cell, cluster: Cluster, timeouts: Timeouts, early: _Ear
 
     def notebook() -> list[Check]:
         with step(f"{cell.id}: notebook parity.ipynb"):
-            cluster.put_file(cluster.notebook, NOTEBOOK_PATH, _notebook_source())
-            probe = Probe(cluster, cluster.notebook)
-            address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
-            r = probe.notebook(NOTEBOOK_PATH, timeouts.notebook, env=address)
+            r = _run_notebook(cluster, cluster.notebook, timeouts)
             return [checks.notebook(r), checks.jupyterlab(early.jupyter)]
 
     return _lane(cluster, [notebook, lambda: [_kubeflow_kernel(cluster, early.kubeflow, timeouts)]])
@@ -323,7 +320,7 @@ def _kubeflow_start(
         except EngineError as exc:
             return Check("kubeflow:contract", ERROR, str(exc))
         stack.callback(cluster.remove, name)
-        return _KubeflowNotebook(name, dict(Probe(cluster, name).kubeflow(timeouts.jupyter)))
+        return _KubeflowNotebook(name, Probe(cluster, name).kubeflow(timeouts.jupyter))
 
 
 def _kubeflow_kernel(
@@ -334,11 +331,15 @@ def _kubeflow_kernel(
     if isinstance(started, Check):
         return started
     with step(f"{cluster.cell_id}: the Kubeflow notebook's kernel"):
-        probe = Probe(cluster, started.name)
-        cluster.put_file(started.name, NOTEBOOK_PATH, _notebook_source())
-        address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
-        kernel = checks.notebook(probe.notebook(NOTEBOOK_PATH, timeouts.notebook, env=address))
+        kernel = checks.notebook(_run_notebook(cluster, started.name, timeouts))
         return checks.kubeflow_contract(started.contract, kernel)
+
+
+def _run_notebook(cluster: Cluster, container: str, timeouts: Timeouts) -> dict[str, Any]:
+    """parity.ipynb executed by a kernel in `container`, against the cluster's Ray Client."""
+    cluster.put_file(container, NOTEBOOK_PATH, _notebook_source())
+    address = {"RAY_ADDRESS": f"ray://{cluster.head_host}:10001"}
+    return Probe(cluster, container).notebook(NOTEBOOK_PATH, timeouts.notebook, env=address)
 
 
 NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}  # a client that sends no token
