@@ -162,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_jobs_count,
         default=None,
         help="cells at once (default: a build per core, a test cluster per 2 cores, "
-        "bounded by memory)",
+        "bounded by memory; a test's next cluster starts during the last phase)",
     )
     common.add_argument(
         "--build-dir",

@@ -32,6 +32,7 @@ from harness.probe_client import Probe
 from harness.progress import log, step
 from harness.results import ERROR, FAILED, SKIPPED, Check
 from harness.timeouts import DEFAULT, Timeouts
+from harness.turns import Alone, Turn
 
 NOTEBOOK_PATH = "/tmp/parity.ipynb"
 # Why the driver checks are skipped under QEMU (measured 2026-11-30, Ray 2.60.0, 3 of 3).
@@ -59,10 +60,17 @@ def _lost_node(cluster: Cluster, results: list[Check], phase: str) -> bool:
 
 
 def test_cell(
-    cell: Cell, log_dir: Path, timeouts: Timeouts, make_cluster: Callable[[], Cluster]
+    cell: Cell,
+    log_dir: Path,
+    timeouts: Timeouts,
+    make_cluster: Callable[[], Cluster],
+    turn: Turn | None = None,
 ) -> tuple[list[Check], dict[str, float]]:
     """All runtime checks of a cell on the cluster `make_cluster` starts (from whichever
-    backend), each recorded separately; never raises for a failed check."""
+    backend), each recorded separately; never raises for a failed check. `turn` says when
+    the checks may begin and when the last phase does (see harness.turns); the timings
+    leave out the time spent waiting for the turn (`waited`)."""
+    turn = turn or Alone()
     expected = {"python": cell.python, "ray": cell.ray}
     results: list[Check] = []
     timings: dict[str, float] = {}
@@ -107,6 +115,10 @@ def test_cell(
             _lost_node(cluster, results, "start-up")
             return _give_up(cluster, cell, results, timings, log_dir, "did not come up")
 
+        # The cluster is ready; its checks wait for the cell before to be gone.
+        timings["waited"] = turn.checks()
+        start += timings["waited"]
+
         # 1. Ray Client, the notebook user's path.
         with step(f"{cell.id}: Ray Client connect, parity, workload"):
             r = Probe(cluster, cluster.notebook).cluster(
@@ -147,8 +159,9 @@ def test_cell(
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
         # 6. A driver: needs a raylet in the notebook container, so join it as a 0-CPU node.
-        #    Last, because it changes the cluster's membership.
-        results += _driver_checks(cell, cluster, timeouts, expected)
+        #    Last, because it changes the cluster's membership. Once it has joined, the
+        #    next cell's cluster may start (see harness.turns).
+        results += _driver_checks(cell, cluster, timeouts, expected, turn.last_phase)
 
         # The token must be in no output or log of the whole test, the driver's included.
         results.insert(
@@ -171,17 +184,26 @@ def test_cell(
 
 
 def _driver_checks(
-    cell: Cell, cluster: Cluster, timeouts: Timeouts, expected: dict[str, str]
+    cell: Cell,
+    cluster: Cluster,
+    timeouts: Timeouts,
+    expected: dict[str, str],
+    joined: Callable[[], None],
 ) -> list[Check]:
     """A driver: needs a raylet in the notebook container, so join it as a 0-CPU node. It
-    stays joined: the cluster goes right after (Ray's `ray stop` takes ~2 s)."""
+    stays joined: the cluster goes right after (Ray's `ray stop` takes ~2 s). `joined` is
+    called as soon as the node has joined, or it is clear it will not."""
     if cluster.emulated:
+        joined()
         return [
             Check("driver:connect", SKIPPED, EMULATED_DRIVER_SKIP),
             Check("driver:parity", SKIPPED, EMULATED_DRIVER_SKIP),
         ]
     with step(f"{cell.id}: driver connect and parity"):
-        refused, r = join_as_driver(cluster, cluster.notebook, timeouts, leave=False)
+        refused, r = join_as_driver(
+            cluster, cluster.notebook, timeouts, leave=False, on_join=joined
+        )
+    joined()
     if refused is not None:
         why = f"`ray start` in the notebook failed: {refused.strip()[-600:]}"
         return [Check.of("driver:connect", False, why)]
@@ -412,13 +434,14 @@ def join_as_driver(
     env: dict[str, str] | None = None,
     roundtrip: bool = False,
     leave: bool = True,
+    on_join: Callable[[], None] | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """Run a real driver in `client`: it needs a raylet on its own machine, so the client
         first joins as a 0-CPU node (`ray start --address`, where Ray compares its Ray and
         Python versions with the cluster's), then `ray.init(address="head:6379")` probes every
         node (with `roundtrip`: sends functions, instances, closures and arrays through tasks
         and an actor instead); the client leaves the cluster again (always, unless `leave` is
-    False and it joined). `env` reaches both.
+    False and it joined). `env` reaches both; `on_join` is called once it has joined.
 
         Returns the output of a refused `ray start` (None when it joined) and the probe's result
         ({} when it did not join)."""
@@ -430,6 +453,8 @@ def join_as_driver(
         if rc != 0:
             return out + err, {}
         joined = True
+        if on_join is not None:
+            on_join()
         probe = Probe(cluster, client)
         if roundtrip:
             return None, probe.roundtrip(address, timeouts.driver, env=env)

@@ -159,7 +159,8 @@ class ContainerCluster(Cluster):
             env = {"JUPYTER_TOKEN": self.jupyter_token}
             self._container(self.notebook, self.images["notebook"], env=env).start()
         ready = LogMessageWaitStrategy(HEAD_READY)
-        ready.with_startup_timeout(int(self.ready_timeout)).wait_until_ready(head)
+        ready.with_startup_timeout(int(self.ready_timeout)).with_poll_interval(0.2)
+        ready.wait_until_ready(head)
 
     def _client_names(self) -> list[str]:
         return [self.notebook] if "notebook" in self.images else []

@@ -68,8 +68,9 @@ def validate_against_index(m: Matrix, paths: Paths) -> None:
         index.check(m, unlocked, index.fetch(paths.root / ".cache" / "index"))
 
 
-def default_jobs(cores_per_job: int) -> int:
-    """Cells at once, bounded by cores and by memory (a cell's cluster takes ~3 GiB).
+def default_jobs(cores_per_job: int, gib_per_job: int = 3) -> int:
+    """Cells at once, bounded by cores and by memory (`gib_per_job`: a cell's cluster takes
+    ~3 GiB; a test slot holds two while one is in its last phase, see harness.turns).
 
     A build keeps about one core busy; a test cluster runs some eight Ray processes across
     three containers and wants about two: on 2 cores, two clusters at once take as long
@@ -79,12 +80,12 @@ def default_jobs(cores_per_job: int) -> int:
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         mem_gib = 8.0
-    return max(1, min(cpus // cores_per_job, int(mem_gib // 3), 4))
+    return max(1, min(cpus // cores_per_job, int(mem_gib // gib_per_job), 4))
 
 
-def jobs(args: argparse.Namespace, n: int, cores_per_job: int) -> int:
+def jobs(args: argparse.Namespace, n: int, cores_per_job: int, gib_per_job: int = 3) -> int:
     """--jobs, else the default for this machine; never more than there are cells."""
-    return max(1, min(args.jobs or default_jobs(cores_per_job), n))
+    return max(1, min(args.jobs or default_jobs(cores_per_job, gib_per_job), n))
 
 
 def require_built(engine: Engine, m: Matrix, c: Cell) -> None:

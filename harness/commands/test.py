@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.progress import log
 from harness.results import ERROR, FAILED, CellResult, CellStatus, Check
+from harness.turns import Alone, Turn, Turns
 from harness.verify import test_cell
 
 ClusterFor = Callable[[Cell], Callable[[], Cluster]]
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     # what each cluster runs: local tags, or pushed digests where it pulls (checked before
     # anything is created)
     deploy = {c.id: backend.images_for(c, images_of[c.id]) for c in ctx.cells}
-    at_once = 1 if kube else jobs(args, len(ctx.cells), cores_per_job=2)
+    at_once = 1 if kube else jobs(args, len(ctx.cells), cores_per_job=2, gib_per_job=6)
     with backend:
         backend.load([tag for c in ctx.cells for tag in images_of[c.id].values()])
 
@@ -53,7 +55,10 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             log_dir = ctx.paths.logs(c.id) / ("kube" if kube else "cluster")
             return lambda: backend.cluster(c, deploy[c.id], log_dir, bounds(waits, c))
 
-        return test_cells(engine, ctx, images_of, waits, at_once, cluster_for)
+        # Kubernetes: one cell at a time, each alone (its pods and the kind node share cores
+        # the harness does not see)
+        turns = None if kube else Turns(at_once)
+        return test_cells(engine, ctx, images_of, waits, at_once, cluster_for, turns)
 
 
 def bounds(waits: timeouts.Timeouts, c: Cell) -> timeouts.Timeouts:
@@ -68,18 +73,25 @@ def test_cells(
     waits: timeouts.Timeouts,
     at_once: int,
     cluster_for: ClusterFor,
+    turns: Turns | None = None,
 ) -> int:
-    """Test every cell on the clusters `cluster_for` makes; the report after each. Exit
-    code 1 when a cell failed or errored."""
+    """Test every cell on the clusters `cluster_for` makes, `at_once` checking at a time
+    (with `turns`, the next cluster starts while one is in its last phase); the report
+    after each. Exit code 1 when a cell failed or errored."""
     state = report.load_state(ctx.paths.state)
-    log(f"testing {len(ctx.cells)} cell(s), {at_once} at a time")
+    overlap = ", the next cluster starting during the last phase" if turns else ""
+    log(f"testing {len(ctx.cells)} cell(s), {at_once} at a time{overlap}")
 
     def work(c: Cell) -> CellResult:
         previous = state.get(c.id) or report.fresh(c)
-        return test_one(engine, ctx, c, images_of[c.id], previous, bounds(waits, c), cluster_for(c))
+        with turns.cell() if turns else contextlib.nullcontext(Alone()) as turn:
+            return test_one(
+                engine, ctx, c, images_of[c.id], previous, bounds(waits, c), cluster_for(c), turn
+            )
 
     failed = 0
-    for done, result in run_cells(ctx.cells, work, at_once, "testing cells"):
+    workers = turns.cells_at_once if turns else at_once
+    for done, result in run_cells(ctx.cells, work, workers, "testing cells"):
         result.settle()
         failed += result.status == CellStatus.FAILED
         state[result.id] = result
@@ -100,6 +112,7 @@ def test_one(
     result: CellResult,
     waits: timeouts.Timeouts,
     make_cluster: Callable[[], Cluster],
+    turn: Turn,
 ) -> CellResult:
     """One cell's cluster checks; an infrastructure failure stops only this cell."""
     if any(k.status == FAILED for k in result.build_checks):
@@ -110,7 +123,7 @@ def test_one(
     log_dir = ctx.paths.logs(c.id) / "cluster"
     result.timings = {}  # this run's, not a mix with an earlier run's phases
     try:
-        result.test_checks, timings = test_cell(c, log_dir, waits, make_cluster)
+        result.test_checks, timings = test_cell(c, log_dir, waits, make_cluster, turn)
     except HarnessError as exc:  # this cell's infrastructure failed: the others go on
         result.test_checks = [Check("test:aborted", ERROR, f"testing stopped: {exc}")]
         log(f"{c.id}: testing stopped: {exc}")

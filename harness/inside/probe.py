@@ -61,6 +61,11 @@ def facts() -> Json:
     return out
 
 
+# How often a wait during start-up asks again (a port, nodes alive, a Jupyter server): the
+# cores are partly idle then, each answer is a cheap local call and the cell waits for it.
+# Waits during the lanes ask once a second: both cores are busy there, and each question
+# costs the dashboard and this probe CPU the lanes need.
+POLL = 0.25
 # Libraries whose objects or protocols cross the wire between a client and the cluster.
 WIRE_LIBS = ("cloudpickle", "grpcio", "protobuf", "pyarrow", "numpy", "pydantic", "msgpack")
 
@@ -237,7 +242,7 @@ def _wait_port(address: str, deadline: float) -> None:
             with socket.create_connection((host, int(port)), timeout=2):
                 return
         except OSError:
-            time.sleep(0.5)
+            time.sleep(POLL)
 
 
 def _connect(address: str, deadline: float, captured: _Captured, once: bool = False) -> Json:
@@ -284,7 +289,7 @@ def _alive_nodes(expect: int, deadline: float) -> list[Json]:
         alive = [n for n in ray.nodes() if n.get("Alive")]
         if len(alive) >= expect or time.time() > deadline:
             return alive
-        time.sleep(1)
+        time.sleep(POLL)
 
 
 def _node_probes(nodes: list[Json], timeout: float) -> list[Json]:
@@ -592,7 +597,7 @@ def _wait_job(client: Any, job_id: str, deadline: float) -> Json:
     terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
     status = client.get_job_status(job_id)
     while status not in terminal and time.time() < deadline:
-        time.sleep(1)
+        time.sleep(1)  # not POLL: this runs in the lanes
         status = client.get_job_status(job_id)
     logs = client.get_job_logs(job_id)
     return {
@@ -627,9 +632,10 @@ def serve(args: argparse.Namespace) -> Json:
         if out["deploy"]["status"] == "SUCCEEDED":
             replies: list[Json] = []
             for proxy in args.http:
-                for _ in range(10):  # a node's proxy starts with its replica: give it time
+                until = time.time() + 10  # a node's proxy starts with its replica: give it time
+                while True:
                     reply = _http(proxy + args.route)
-                    if reply["status"] == 200 or time.time() > deadline:
+                    if reply["status"] == 200 or time.time() > min(until, deadline):
                         break
                     time.sleep(1)
                 replies.append(dict(reply, proxy=proxy))
@@ -957,7 +963,7 @@ def jupyter(args: argparse.Namespace) -> Json:
             return {"ok": True, "status": status, "lab_page": "JupyterLab" in page}
         except Exception as exc:
             last = "%s: %s" % (type(exc).__name__, exc)
-            time.sleep(1)
+            time.sleep(POLL)
     return {"ok": False, "error": last}
 
 
@@ -978,7 +984,7 @@ def kubeflow(args: argparse.Namespace) -> Json:
         status = _http(base + "/api/status", timeout=5, token=False, headers=origin)
         if status["status"] in (200, 403, 404):
             break
-        time.sleep(1)
+        time.sleep(POLL)
     out["api_status"] = status
     if status["status"] is not None:
         lab = _http(base + "/lab", timeout=5, token=False, headers=origin)
