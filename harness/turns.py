@@ -4,7 +4,9 @@ A cell's cluster spends its first seconds starting (containers, the head's `ray 
 nodes registering, readiness) and its last ones in the driver check and teardown; both
 leave the cores half idle (measured on 2 cores: 45-55 % idle while a cluster starts, ~40 %
 through the driver check). So the next cell's cluster starts as soon as the cell before
-enters its last phase, and waits, ready, until that cell is gone before its own checks run.
+enters its last phase (its driver's node has joined: started beside the joining `ray start`,
+it made the join take 10 s instead of 5-6, and a joining raylet gives its agents a fixed
+15 s), and waits, ready, until that cell is gone before its own checks run.
 Two clusters never run their checks at the same time per slot: Ray Client connects stalled
 for 40-80 s when two whole clusters shared two cores.
 

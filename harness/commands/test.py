@@ -79,7 +79,8 @@ def test_cells(
     (with `turns`, the next cluster starts while one is in its last phase); the report
     after each. Exit code 1 when a cell failed or errored."""
     state = report.load_state(ctx.paths.state)
-    overlap = ", the next cluster starting during the last phase" if turns else ""
+    overlaps = turns is not None and len(ctx.cells) > 1
+    overlap = ", the next cluster starting during the last phase" if overlaps else ""
     log(f"testing {len(ctx.cells)} cell(s), {at_once} at a time{overlap}")
 
     def work(c: Cell) -> CellResult:
