@@ -55,8 +55,8 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             log_dir = ctx.paths.logs(c.id) / ("kube" if kube else "cluster")
             return lambda: backend.cluster(c, deploy[c.id], log_dir, bounds(waits, c))
 
-        # Kubernetes: one cell at a time, each alone (its pods and the kind node share cores
-        # the harness does not see)
+        # Kubernetes: one cell at a time, each alone (the overlap was measured on
+        # containers only)
         turns = None if kube else Turns(at_once)
         return test_cells(engine, ctx, images_of, waits, at_once, cluster_for, turns)
 
