@@ -232,6 +232,26 @@ def _fetch_wheels(paths: Paths, cells: list[Cell]) -> dict[str, str]:
     return failed
 
 
+def drop_replaced(engine: Engine, old: Mapping[str, object] | None, tag: str) -> None:
+    """Remove the image `tag` named before a rebuild, once nothing names or uses it.
+
+    Docker leaves a replaced image behind, untagged; a harness that rebuilds ~1 GB images
+    whenever an input changes would fill the disk with them. The engine refuses while a
+    container or an image built FROM it uses it; another tag on it keeps it too."""
+    if not old:
+        return
+    old_id = str(old.get("Id"))
+    now = engine.inspect("image", old_id)
+    if (
+        now is None
+        or now.get("RepoTags")
+        or (engine.inspect("image", tag) or {}).get("Id") == old_id
+    ):
+        return
+    if engine.untag(old_id):
+        log(f"{tag}: removed the image it replaced ({old_id.removeprefix('sha256:')[:12]})")
+
+
 def build_cell(
     engine: Engine,
     matrix: Matrix,
@@ -315,6 +335,7 @@ def build_cell(
                     no_cache and role == ROLES[0],
                     cell.platform,
                 )
+            drop_replaced(engine, existing, tag)
         info = engine.inspect("image", tag) or {}
         images.append(
             Image(

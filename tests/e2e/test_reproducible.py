@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,11 @@ def built() -> None:
 def test_rebuild_from_scratch_is_identical(built: None) -> None:
     manifest = ROOT / "build" / "manifests" / CELL / "head.json"
     before = manifest.read_bytes()
+    since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     r = harness("verify-reproducible", *ONLY)
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    # the rebuild's own build cache (every step, no layer cache) went with its images
+    assert Engine().build_cache_since(since) == []
     # the rebuild's own build manifests went to a scratch dir: ours still describe our images
     assert manifest.read_bytes() == before
     assert not (ROOT / "build" / "repro").exists() or not any((ROOT / "build" / "repro").iterdir())
