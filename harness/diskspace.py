@@ -75,8 +75,35 @@ def plan(
     return [n for n in needs if n.bytes > 0]
 
 
-def check(needs: Iterable[Need]) -> None:
-    """Sum the needs per file system and compare with what is free there."""
+def reclaimable(engine: Engine | None) -> str:
+    """What the engine holds that a prune would give back, for the refusal's message."""
+    if engine is None:
+        return ""
+    try:
+        df = engine.client.api.df()
+    except Exception:  # the numbers are a hint; the refusal stands without them
+        return ""
+    untagged = [
+        i
+        for i in df.get("Images") or []
+        if not [t for t in i.get("RepoTags") or [] if t != "<none>:<none>"]
+    ]
+    unshared = sum(int(i.get("Size") or 0) - int(i.get("SharedSize") or 0) for i in untagged)
+    cache = sum(
+        int(r.get("Size") or 0)
+        for r in df.get("BuildCache") or []
+        if not r.get("InUse") and not r.get("Shared")
+    )
+    return (
+        f"; the engine holds {cache / GIB:.1f} GiB of build cache no image shares "
+        f"(`docker builder prune`) and {len(untagged)} untagged image(s), "
+        f"{max(unshared, 0) / GIB:.1f} GiB of their own (`docker image prune`)"
+    )
+
+
+def check(needs: Iterable[Need], engine: Engine | None = None) -> None:
+    """Sum the needs per file system and compare with what is free there; the refusal
+    says what the engine could give back."""
     by_device: dict[int, list[Need]] = {}
     for need in needs:
         by_device.setdefault(os.stat(_existing(need.path)).st_dev, []).append(need)
@@ -90,6 +117,7 @@ def check(needs: Iterable[Need]) -> None:
                 f"({parts}, plus {MARGIN / GIB:.0f} GiB margin) but only {free / GIB:.2f} GiB "
                 f"is free on {_existing(group[0].path)}; free space (`python -m harness clean "
                 "--images`, `docker builder prune`) or select fewer cells with --only"
+                + reclaimable(engine)
             )
 
 

@@ -51,7 +51,8 @@ def build_cells(engine: Engine, ctx: Context, no_cache: bool, at_once: int) -> i
             paths.wheelhouse,
             diskspace.docker_root(engine),
             wheels_missing,
-        )
+        ),
+        engine,
     )
     state = report.load_state(paths.state)
     # pip-audit waits on PyPI, not on the CPU: every cell's audit runs while the wheels,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from harness import diskspace
+from harness.diskspace import GIB
+from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.image_checks import find_secrets
 
@@ -45,3 +49,30 @@ def test_disk_check_refuses_with_numbers(tmp_path: Path) -> None:
     message = str(info.value)
     assert "not enough disk" in message and "GiB is free on" in message and "--only" in message
     diskspace.check([diskspace.Need("wheels", tmp_path, 1)])
+
+
+def test_disk_refusal_says_what_the_engine_could_give_back(tmp_path: Path) -> None:
+    """The numbers come from the engine's own `df`: build cache that no image shares and
+    no build uses, and untagged images' own bytes."""
+    df = {
+        "Images": [
+            {"RepoTags": ["<none>:<none>"], "Size": 3 * GIB, "SharedSize": GIB},
+            {"RepoTags": None, "Size": GIB, "SharedSize": 0},
+            {"RepoTags": ["localhost/raycompat/ray-head:x"], "Size": 9 * GIB, "SharedSize": 0},
+        ],
+        "BuildCache": [
+            {"Size": 2 * GIB, "InUse": False, "Shared": False},
+            {"Size": 5 * GIB, "InUse": False, "Shared": True},
+            {"Size": 7 * GIB, "InUse": True, "Shared": False},
+        ],
+    }
+    engine = cast(
+        Engine, SimpleNamespace(client=SimpleNamespace(api=SimpleNamespace(df=lambda: df)))
+    )
+    huge = diskspace.Need("images (Docker data root)", tmp_path, 1 << 60)
+    with pytest.raises(HarnessError) as info:
+        diskspace.check([huge], engine)
+    assert str(info.value).endswith(
+        "the engine holds 2.0 GiB of build cache no image shares (`docker builder prune`) "
+        "and 2 untagged image(s), 3.0 GiB of their own (`docker image prune`)"
+    )
