@@ -77,11 +77,8 @@ def plan(
 
 def reclaimable(engine: Engine | None) -> str:
     """What the engine holds that a prune would give back, for the refusal's message."""
-    if engine is None:
-        return ""
-    try:
-        df = engine.client.api.df()
-    except Exception:  # the numbers are a hint; the refusal stands without them
+    df = engine.disk_usage() if engine is not None else {}
+    if not df:  # the numbers are a hint; the refusal stands without them
         return ""
     untagged = [
         i

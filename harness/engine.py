@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
 
@@ -331,22 +332,27 @@ class Engine:
             counts[kind] = len(ids)
         return counts
 
-    def build_cache_since(self, since: str) -> list[dict[str, Any]]:
-        """Build-cache records created at or after `since` (UTC, `YYYY-MM-DDTHH:MM:SS`)
-        that no running build uses and no image shares."""
+    def disk_usage(self) -> dict[str, Any]:
+        """The engine's own `df` (images, containers, volumes, build cache); {} if it
+        cannot answer."""
         try:
-            records = self.client.api.df().get("BuildCache") or []
+            return dict(self.client.api.df())
         except (docker.errors.DockerException, requests.exceptions.RequestException):
-            return []
+            return {}
+
+    def build_cache_since(self, since: datetime) -> list[dict[str, Any]]:
+        """Build-cache records created at or after `since` (to the second) that no running
+        build uses and no image shares."""
+        stamp = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         return [
             dict(r)
-            for r in records
-            if str(r.get("CreatedAt", ""))[:19] >= since
+            for r in self.disk_usage().get("BuildCache") or []
+            if str(r.get("CreatedAt", ""))[:19] >= stamp  # RFC 3339 in UTC, as the engine writes
             and not r.get("InUse")
             and not r.get("Shared")
         ]
 
-    def prune_build_cache_since(self, since: str) -> int:
+    def prune_build_cache_since(self, since: datetime) -> int:
         """Remove the records `build_cache_since` lists (a record whose children are still
         there goes in a later pass); the bytes freed."""
         freed = 0

@@ -111,7 +111,7 @@ def verify_cell(
     scratch = dataclasses.replace(paths, build=paths.build / "repro" / run_id)
     run_labels = {labels.RUN: run_id}
     checks: list[Check] = []
-    since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    since = datetime.now(timezone.utc)
     try:
         with step(f"{cell.id}: rebuild from scratch (fresh rootfs, no layer cache)"):
             base = ensure_base(

@@ -66,9 +66,7 @@ def test_disk_refusal_says_what_the_engine_could_give_back(tmp_path: Path) -> No
             {"Size": 7 * GIB, "InUse": True, "Shared": False},
         ],
     }
-    engine = cast(
-        Engine, SimpleNamespace(client=SimpleNamespace(api=SimpleNamespace(df=lambda: df)))
-    )
+    engine = cast(Engine, SimpleNamespace(disk_usage=lambda: df))
     huge = diskspace.Need("images (Docker data root)", tmp_path, 1 << 60)
     with pytest.raises(HarnessError) as info:
         diskspace.check([huge], engine)
