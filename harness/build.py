@@ -48,7 +48,8 @@ def _sha256_file(path: Path) -> str:
 
 
 def image_files(paths: Paths) -> list[Path]:
-    """The files beside the Dockerfile that it COPYs into images (e.g. Jupyter's config)."""
+    """The files beside the Dockerfile that it COPYs into images (Jupyter's config) or
+    bind-mounts into a build step (trim.py)."""
     return sorted(
         p for p in paths.dockerfile.parent.iterdir() if p.is_file() and p.name != "Dockerfile"
     )
@@ -70,7 +71,7 @@ def stage_context(paths: Paths, cell: Cell, wheelhouse: Wheelhouse, epoch: int) 
         shutil.rmtree(ctx)
     (ctx / "locks").mkdir(parents=True)
     shutil.copy2(paths.dockerfile, ctx / "Dockerfile")
-    for extra in image_files(paths):  # what the Dockerfile COPYs, at the fixed build time
+    for extra in image_files(paths):  # what the Dockerfile COPYs or mounts, at the fixed time
         shutil.copyfile(extra, ctx / extra.name)
         os.utime(ctx / extra.name, (epoch, epoch))
     runtime = lock.lock_path(paths.locks, cell, "runtime")

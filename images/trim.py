@@ -1,0 +1,229 @@
+"""Remove from an installed environment what no Ray process reads, in the layer that installed it.
+
+`images/Dockerfile` runs it (bind-mounted from the build context, never copied into an image)
+right after each `pip install`, with the image's own Python (3.9 and newer):
+
+    python trim.py /opt/ray/lib/python3.X/site-packages
+
+It removes, and prints how many files and bytes of each kind:
+
+- `ray/jars`: Ray's Java jars (no JVM here; Ray starts Java workers only where `java` is);
+- directories named `tests`: the packages' own test suites (numpy's alone is ~16 MB);
+- `*.map` under Ray's dashboard: source maps, read only by a browser's developer tools;
+- `*.exe`: distlib's Windows launchers (in pip and distlib), never run on Linux;
+- virtualenv's seed wheels meant for other Python versions than this interpreter's (a
+  `runtime_env` virtualenv is always made from this interpreter);
+- the DWARF sections (`.debug_*`) of third-party ELF files: only a debugger reads them, and
+  symbol tables stay, so backtraces keep their function names. Ray's own binaries are left as
+  they are (its crash reports may read them).
+
+Nothing it touches is rewritten unless it changes: in a later layer, an untouched file is
+not copied up. A run over a tree it already trimmed changes nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr, little-endian
+PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
+SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
+E_SHOFF = 0x28  # offset of e_shoff in Elf64_Ehdr
+SHT_NULL, SHT_RELA, SHT_NOBITS, SHT_REL = 0, 4, 8, 9
+SHF_ALLOC = 0x2
+# Shdr fields by index
+NAME, TYPE, FLAGS, OFFSET, SIZE, INFO, ALIGN = 0, 1, 2, 4, 5, 7, 8
+
+
+def strip_debug(data: bytes) -> bytes | None:
+    """`data` without the contents of its `.debug_*` sections (and of relocations that apply
+    to them), or None when there are none or the file is not a 64-bit little-endian ELF this
+    can rewrite safely.
+
+    What the loader maps (everything up to the end of the last segment and of the last
+    allocated section) is kept byte for byte. The sections after it that no segment maps
+    (symbols, strings, notes, `.comment`) are packed one after the other, the debug ones left
+    empty, and the section header table follows. Section indices do not change, so the symbol
+    tables and every link between sections stay valid.
+    """
+    if len(data) < EHDR.size or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return None
+    ehdr = EHDR.unpack_from(data, 0)
+    phoff, shoff, ehsize, phentsize, phnum, shentsize, shnum, shstrndx = (
+        ehdr[5],
+        ehdr[6],
+        ehdr[8],
+        ehdr[9],
+        ehdr[10],
+        ehdr[11],
+        ehdr[12],
+        ehdr[13],
+    )
+    if not shoff or not shnum or shentsize != SHDR.size or shstrndx >= shnum:
+        return None  # no section table, or extended numbering: leave the file alone
+    if shoff + shnum * SHDR.size > len(data) or phoff + phnum * PHDR.size > len(data):
+        return None
+    sections = [list(SHDR.unpack_from(data, shoff + i * SHDR.size)) for i in range(shnum)]
+    names = data[sections[shstrndx][OFFSET] : sections[shstrndx][OFFSET] + sections[shstrndx][SIZE]]
+
+    def name(s: list[int]) -> bytes:
+        end = names.find(b"\0", s[NAME])
+        return names[s[NAME] : end if end >= 0 else len(names)]
+
+    def mapped(s: list[int]) -> bool:
+        return bool(s[FLAGS] & SHF_ALLOC)
+
+    def stored(s: list[int]) -> bool:
+        return s[TYPE] not in (SHT_NULL, SHT_NOBITS)
+
+    debug = {
+        i
+        for i, s in enumerate(sections)
+        if name(s).startswith((b".debug", b".zdebug")) and stored(s) and not mapped(s) and s[SIZE]
+    }
+    debug |= {
+        i
+        for i, s in enumerate(sections)
+        if s[TYPE] in (SHT_REL, SHT_RELA) and not mapped(s) and s[INFO] in debug and s[SIZE]
+    }
+    if not debug:
+        return None
+    ends = [ehsize, phoff + phnum * phentsize]
+    for i in range(phnum):
+        p = PHDR.unpack_from(data, phoff + i * phentsize)
+        ends.append(p[2] + p[5])  # p_offset + p_filesz
+    ends += [s[OFFSET] + s[SIZE] for s in sections if mapped(s) and stored(s)]
+    end = max(ends)
+    tail = [i for i, s in enumerate(sections) if stored(s) and not mapped(s)]
+    if any(sections[i][OFFSET] < end for i in tail):
+        return None  # unmapped content interleaved with mapped content: not rewritten
+    if any(sections[i][OFFSET] + sections[i][SIZE] > len(data) for i in tail):
+        return None
+    out = bytearray(data[:end])
+    for i in sorted(tail, key=lambda i: sections[i][OFFSET]):
+        s = sections[i]
+        if i in debug:
+            s[OFFSET], s[SIZE] = len(out), 0
+            continue
+        out += b"\0" * (-len(out) % max(s[ALIGN], 1))
+        content = data[s[OFFSET] : s[OFFSET] + s[SIZE]]
+        s[OFFSET] = len(out)
+        out += content
+    out += b"\0" * (-len(out) % 8)
+    struct.pack_into("<Q", out, E_SHOFF, len(out))
+    for s in sections:
+        out += SHDR.pack(*s)
+    return bytes(out)
+
+
+class Tally:
+    """Paths removed (files, or directories for `tests` and `ray/jars`; ELF files stripped)
+    and bytes freed, by kind, for the build log."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, list[int]] = {}
+
+    def add(self, kind: str, nbytes: int) -> None:
+        entry = self.kinds.setdefault(kind, [0, 0])
+        entry[0] += 1
+        entry[1] += nbytes
+
+    def report(self) -> str:
+        return "; ".join(
+            f"{kind}: {n} removed, {b / 1e6:.1f} MB" for kind, (n, b) in sorted(self.kinds.items())
+        )
+
+
+def tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def remove_tree(path: Path, kind: str, tally: Tally) -> None:
+    tally.add(kind, tree_size(path))
+    shutil.rmtree(path)
+
+
+def remove_file(path: Path, kind: str, tally: Tally) -> None:
+    tally.add(kind, path.stat().st_size)
+    path.unlink()
+
+
+def other_seed_wheels(site: Path) -> list[Path]:
+    """virtualenv's bundled seed wheels that no Python but another version's would take."""
+    embed = site / "virtualenv" / "seed" / "wheels" / "embed"
+    if not embed.is_dir():
+        return []
+    support = None
+    tree = ast.parse((embed / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:  # read, not imported: importing would run virtualenv's code
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets: list[ast.expr] = [node.target]
+            value = node.value
+        elif isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "BUNDLE_SUPPORT" for t in targets):
+            support = ast.literal_eval(value)
+    if not isinstance(support, dict):
+        return []  # a virtualenv without that table: keep every wheel
+    mine = support.get("%d.%d" % sys.version_info[:2])  # noqa: UP031
+    if not mine:
+        return []
+    keep = set(mine.values())
+    return sorted(p for p in embed.glob("*.whl") if p.name not in keep)
+
+
+def is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def trim(site: Path) -> Tally:
+    tally = Tally()
+    jars = site / "ray" / "jars"
+    if jars.is_dir():
+        remove_tree(jars, "ray/jars", tally)
+    for tests in sorted(p for p in site.rglob("tests") if p.is_dir() and not p.is_symlink()):
+        if tests.exists():  # not inside one removed before it
+            remove_tree(tests, "tests", tally)
+    dashboard = site / "ray" / "dashboard"
+    for source_map in sorted(dashboard.rglob("*.map")) if dashboard.is_dir() else []:
+        remove_file(source_map, "source maps", tally)
+    for exe in sorted(site.rglob("*.exe")):
+        remove_file(exe, "Windows launchers", tally)
+    for wheel in other_seed_wheels(site):
+        remove_file(wheel, "seed wheels for other Pythons", tally)
+    ray_own = site / "ray"
+    for path in sorted(site.rglob("*")):
+        if not path.is_file() or path.is_symlink() or ray_own in path.parents:
+            continue
+        if path.stat().st_size < EHDR.size or not is_elf(path):
+            continue
+        data = path.read_bytes()
+        stripped = strip_debug(data)
+        if stripped is None:
+            continue
+        with path.open("r+b") as f:  # in place: owner, mode and links stay
+            f.write(stripped)
+            f.truncate()
+        tally.add("debug sections", len(data) - len(stripped))
+    return tally
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not Path(argv[1]).is_dir():
+        print("usage: python trim.py SITE_PACKAGES_DIR", file=sys.stderr)
+        return 2
+    site = Path(argv[1])
+    tally = trim(site)
+    print(f"trim {site}: {tally.report() or 'nothing to remove'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
