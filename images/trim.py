@@ -52,19 +52,13 @@ def strip_debug(data: bytes) -> bytes | None:
     """
     if len(data) < EHDR.size or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return None
-    ehdr = EHDR.unpack_from(data, 0)
-    phoff, shoff, ehsize, phentsize, phnum, shentsize, shnum, shstrndx = (
-        ehdr[5],
-        ehdr[6],
-        ehdr[8],
-        ehdr[9],
-        ehdr[10],
-        ehdr[11],
-        ehdr[12],
-        ehdr[13],
+    (_, _, _, _, _, phoff, shoff, _, ehsize, phentsize, phnum, shentsize, shnum, shstrndx) = (
+        EHDR.unpack_from(data, 0)
     )
     if not shoff or not shnum or shentsize != SHDR.size or shstrndx >= shnum:
         return None  # no section table, or extended numbering: leave the file alone
+    if phnum and phentsize != PHDR.size:
+        return None
     if shoff + shnum * SHDR.size > len(data) or phoff + phnum * PHDR.size > len(data):
         return None
     sections = [list(SHDR.unpack_from(data, shoff + i * SHDR.size)) for i in range(shnum)]
