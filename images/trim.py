@@ -5,7 +5,7 @@ right after each `pip install`, with the image's own Python (3.9 and newer):
 
     python trim.py /opt/ray/lib/python3.X/site-packages
 
-It removes, and prints how many files and bytes of each kind:
+It removes, and prints by kind how many paths (or stripped files) and bytes:
 
 - `ray/jars`: Ray's Java jars (no JVM here; Ray starts Java workers only where `java` is);
 - directories named `tests`: the packages' own test suites (numpy's alone is ~16 MB);
