@@ -24,6 +24,7 @@ not copied up. A run over a tree it already trimmed changes nothing.
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import struct
 import sys
@@ -178,35 +179,48 @@ def is_elf(path: Path) -> bool:
 
 
 def trim(site: Path) -> Tally:
+    """One walk of `site`: `tests` directories are removed as they are met (and not walked
+    into), Windows launchers removed, third-party ELF files stripped."""
     tally = Tally()
     jars = site / "ray" / "jars"
     if jars.is_dir():
         remove_tree(jars, "ray/jars", tally)
-    for tests in sorted(p for p in site.rglob("tests") if p.is_dir() and not p.is_symlink()):
-        if tests.exists():  # not inside one removed before it
-            remove_tree(tests, "tests", tally)
     dashboard = site / "ray" / "dashboard"
     for source_map in sorted(dashboard.rglob("*.map")) if dashboard.is_dir() else []:
         remove_file(source_map, "source maps", tally)
-    for exe in sorted(site.rglob("*.exe")):
-        remove_file(exe, "Windows launchers", tally)
     for wheel in other_seed_wheels(site):
         remove_file(wheel, "seed wheels for other Pythons", tally)
     ray_own = site / "ray"
-    for path in sorted(site.rglob("*")):
-        if not path.is_file() or path.is_symlink() or ray_own in path.parents:
-            continue
-        if path.stat().st_size < EHDR.size or not is_elf(path):
-            continue
-        data = path.read_bytes()
-        stripped = strip_debug(data)
-        if stripped is None:
-            continue
-        with path.open("r+b") as f:  # in place: owner, mode and links stay
-            f.write(stripped)
-            f.truncate()
-        tally.add("debug sections", len(data) - len(stripped))
+    for root, dirs, files in os.walk(site):  # symlinked directories are not followed
+        here = Path(root)
+        for name in sorted(d for d in dirs if d == "tests" and not (here / d).is_symlink()):
+            remove_tree(here / name, "tests", tally)
+            dirs.remove(name)
+        dirs.sort()
+        for name in sorted(files):
+            path = here / name
+            if path.is_symlink():
+                continue
+            if name.endswith(".exe"):
+                remove_file(path, "Windows launchers", tally)
+            elif here != ray_own and ray_own not in here.parents:
+                strip_file(path, tally)
     return tally
+
+
+def strip_file(path: Path, tally: Tally) -> None:
+    """Empty the debug sections of an ELF file in place (owner, mode and links stay); any
+    other file, or an ELF file with nothing to strip, is not opened for writing."""
+    if path.stat().st_size < EHDR.size or not is_elf(path):
+        return
+    data = path.read_bytes()
+    stripped = strip_debug(data)
+    if stripped is None:
+        return
+    with path.open("r+b") as f:
+        f.write(stripped)
+        f.truncate()
+    tally.add("debug sections", len(data) - len(stripped))
 
 
 def main(argv: list[str]) -> int:
