@@ -233,6 +233,10 @@ def markdown(
         ray_logs = sorted({str(k.data["ray_logs"]) for k in c.checks if k.data.get("ray_logs")})
         if ray_logs:
             lines += [f"Ray's session logs of every node: `{', '.join(ray_logs)}`", ""]
+        aborted = {r: why for k in c.checks for r, why in k.data.get("ray_aborted", {}).items()}
+        if aborted:
+            lines += ["What Ray's logs say stopped a node:", ""]
+            lines += [f"- {role}: {why}" for role, why in aborted.items()] + [""]
         if c.checks:
             lines += ["| Check | Status | Detail |", "|---|---|---|"]
             for k in c.checks:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import cluster_checks as checks
+from harness import raylogs
 from harness.backends import Cluster, ClusterStartFailed
 from harness.errors import EngineError
 from harness.matrix import Cell
@@ -481,10 +482,15 @@ def _give_up(
 def _attach_logs(cluster: Cluster, results: list[Check], log_dir: Path) -> None:
     """Save every container's output (log_dir) and Ray's own session logs of every node
     (log_dir/../ray/<node>/, where Ray says why, e.g. ray_client_server_*.err) before the
-    containers go; the failed checks carry the output's tails and where Ray's logs are."""
+    containers go; the failed checks carry the output's tails, where Ray's logs are, and
+    which Ray process aborted and why (harness.raylogs)."""
     tails = cluster.save_logs()
     ray_dir = log_dir.parent / "ray"
     saved = cluster.save_ray_logs(ray_dir)
+    aborted = raylogs.fatal_causes(ray_dir, saved)
+    if aborted:
+        log(f"{cluster.cell_id}: Ray's logs: {raylogs.summary(aborted)}")
+        raylogs.judge(results, aborted)
     for c in results:
         if c.status in (FAILED, ERROR):
             c.data["logs"] = tails

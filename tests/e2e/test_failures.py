@@ -295,6 +295,57 @@ def test_a_cell_whose_containers_cannot_start_fails_alone(
         remove_prefix(prefix)
 
 
+# A worker whose dashboard agent takes 25 s to start: what a node starved of CPU does (its
+# agent still importing when Ray's raylet gives up), made certain by a .pth file that delays
+# that one process. Nothing else in the image changes.
+SLOW_AGENT = (
+    "USER 0:0\n"
+    'RUN echo \'import time; time.sleep(25) if b"dashboard/agent.py" in '
+    'open("/proc/self/cmdline", "rb").read() else None\' '
+    "> /opt/ray/lib/python3.11/site-packages/zz_slow_agent.pth\n"
+    "USER 1000:1000"
+)
+
+
+def test_a_node_too_slow_for_ray_is_an_error_with_ray_s_own_reason(
+    default_images: None, tmp_path: Path
+) -> None:
+    """The worker's raylet aborts after Ray's fixed 15 s wait for its agent; `ray start` says
+    only "timed out during startup". The report names the raylet's reason, and the checks the
+    node's start decides are `error` (the image is not judged), not `failed`."""
+    prefix = "localhost/raycompat-e2eslow"
+    matrix = copy_project(tmp_path, prefix)
+    alias_images(prefix, "2.60.0-py3.11.2-cpu", ("head", "notebook"))
+    derive_image(
+        tmp_path,
+        "localhost/raycompat/ray-worker:2.60.0-py3.11.2-cpu",
+        SLOW_AGENT,
+        f"{prefix}/ray-worker:2.60.0-py3.11.2-cpu",
+    )
+    run_id = new_run_id()
+    try:
+        r = run(
+            "test", "--matrix", str(matrix), *CPU_ONLY, "--ready-timeout", "90",
+            run_id=run_id, env=WHEELHOUSE,
+        )  # fmt: skip
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr
+        assert "Ray's logs: worker1: raylet gave up waiting for" in r.stderr
+        found = checks(report(tmp_path / "build")[CELL])
+        undecided = [c for c in found.values() if c["status"] == "error"]
+        assert undecided, found
+        assert all(c["name"].startswith("cluster:") for c in undecided)
+        assert not [c for c in found.values() if c["status"] == "failed"], found
+        why = undecided[0]["data"]["ray_aborted"]["worker1"]
+        assert "after Ray's fixed 15 s for its dashboard_agent to start" in why
+        assert "the agent was still starting" in why
+        md = (tmp_path / "build" / "report.md").read_text()
+        assert f"- worker1: {why}" in md
+    finally:
+        assert_nothing_left(run_id)
+        remove_prefix(prefix)
+
+
 # --- 5. a worker killed mid-test is named -----------------------------------------------------
 
 
