@@ -22,6 +22,7 @@ FATAL = re.compile(
 BOILERPLATE = re.compile(r"An unexpected system state has occurred\..*?fix it\.\s*")
 CHECK = re.compile(r"Check failed: \S+\s*")  # the failed expression (statussetor3588.has_value())
 PORT_WAIT = re.compile(r"Timed out waiting for file \S*?(?P<port>[a-z_]+_port)_[0-9a-f]+\b")
+WAITED = re.compile(r"\bafter (?P<ms>\d+) ?ms\b")  # newer Rays say how long they waited
 AGENT_OF_PORT = {  # which of the raylet's child processes writes each port file
     "metrics_agent_port": "dashboard_agent",
     "metrics_export_port": "dashboard_agent",
@@ -71,8 +72,10 @@ def _explain(fatal: re.Match[str], role_dir: Path) -> str:
         if err
         else f"{agent}.err is empty: {STILL_STARTING}, the node too slow for the limit"
     )
+    waited = WAITED.search(msg)
+    limit = f"{int(waited['ms']) / 1000:g} s" if waited else "fixed 15 s"
     return (
-        f"{fatal['process']} gave up waiting for {wait['port']} after Ray's fixed 15 s for its "
+        f"{fatal['process']} gave up waiting for {wait['port']} after Ray's {limit} for its "
         f"{agent} to start (ray-project/ray#65983); {state}"
     )
 
@@ -100,7 +103,7 @@ def judge(checks: list[Check], causes: dict[str, str]) -> None:
     for c in checks:
         if undecided and c.status == FAILED and c.name.split(":")[0] in ("cluster", "driver"):
             c.status = ERROR
-            c.detail = f"a node too slow for Ray's start-up limit (Ray's logs below); {c.detail}"
+            c.detail = f"undecided, a node too slow for Ray's start-up limit; {c.detail}"
         if c.status in (FAILED, ERROR):
             c.data["ray_aborted"] = causes
 

@@ -96,7 +96,7 @@ def test_a_starved_node_makes_its_start_checks_errors_not_failures(tmp_path: Pat
     ]
     raylogs.judge(checks, raylogs.fatal_causes(tmp_path, ["notebook"]))
     assert [c.status for c in checks] == ["passed", "failed", "error"]
-    assert checks[2].detail.startswith("a node too slow for Ray's start-up limit")
+    assert checks[2].detail.startswith("undecided, a node too slow for Ray's start-up limit")
     assert "ray_aborted" not in checks[0].data
     assert checks[1].data["ray_aborted"] == checks[2].data["ray_aborted"]
 
@@ -107,3 +107,11 @@ def test_an_agent_that_failed_leaves_the_failures_failures(tmp_path: Path) -> No
     checks = [Check("cluster:ready", Status.FAILED, "1 of 2 nodes")]
     raylogs.judge(checks, raylogs.fatal_causes(tmp_path, ["worker"]))
     assert checks[0].status == "failed" and checks[0].detail == "1 of 2 nodes"
+
+
+def test_a_wait_ray_states_is_quoted_instead_of_15_s(tmp_path: Path) -> None:
+    """Newer Rays make the wait a setting and print it ("... after 30000 ms. The ...")."""
+    line = FATAL.replace(NODE + "\n", NODE + " after 30000 ms. The process may be slow.\n")
+    node_logs(tmp_path, "worker", {"raylet.out": line})
+    why = raylogs.fatal_causes(tmp_path, ["worker"])["worker"]
+    assert "after Ray's 30 s for its dashboard_agent to start" in why
