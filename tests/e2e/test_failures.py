@@ -307,21 +307,25 @@ SLOW_AGENT = (
 )
 
 
+@pytest.mark.parametrize("slow", ["worker", "head"])
 def test_a_node_too_slow_for_ray_is_an_error_with_ray_s_own_reason(
-    default_images: None, tmp_path: Path
+    slow: str, default_images: None, tmp_path: Path
 ) -> None:
-    """The worker's raylet aborts after Ray's fixed 15 s wait for its agent; `ray start` says
-    only "timed out during startup". The report names the raylet's reason, and the checks the
-    node's start decides are `error` (the image is not judged), not `failed`."""
+    """The slow node's raylet aborts after Ray's fixed 15 s wait for its agent; `ray start`
+    says only "timed out during startup". The report names the raylet's reason, and what the
+    node's start decides is `error` (the image is not judged), never `failed`: for a worker
+    the cluster:* checks, for the head the cluster's start."""
     prefix = "localhost/raycompat-e2eslow"
     matrix = copy_project(tmp_path, prefix)
-    alias_images(prefix, "2.60.0-py3.11.2-cpu", ("head", "notebook"))
+    roles = {"head", "worker", "notebook"}
+    alias_images(prefix, "2.60.0-py3.11.2-cpu", tuple(sorted(roles - {slow})))
     derive_image(
         tmp_path,
-        "localhost/raycompat/ray-worker:2.60.0-py3.11.2-cpu",
+        f"localhost/raycompat/ray-{slow}:2.60.0-py3.11.2-cpu",
         SLOW_AGENT,
-        f"{prefix}/ray-worker:2.60.0-py3.11.2-cpu",
+        f"{prefix}/ray-{slow}:2.60.0-py3.11.2-cpu",
     )
+    node = "worker1" if slow == "worker" else "head"
     run_id = new_run_id()
     try:
         r = run(
@@ -330,17 +334,22 @@ def test_a_node_too_slow_for_ray_is_an_error_with_ray_s_own_reason(
         )  # fmt: skip
         assert r.returncode == 1, r.stderr[-3000:]
         assert "Traceback" not in r.stderr
-        assert "Ray's logs: worker1: raylet gave up waiting for" in r.stderr
+        assert f"Ray's logs: {node}: raylet gave up waiting for" in r.stderr
         found = checks(report(tmp_path / "build")[CELL])
         undecided = [c for c in found.values() if c["status"] == "error"]
         assert undecided, found
         assert all(c["name"].startswith("cluster:") for c in undecided)
         assert not [c for c in found.values() if c["status"] == "failed"], found
-        why = undecided[0]["data"]["ray_aborted"]["worker1"]
+        if slow == "head":  # the cluster never started: its one check says why, Ray first
+            [start] = undecided
+            assert start["name"] == "cluster:start"
+            why = start["detail"].split(f"Ray's logs: {node}: ", 1)[1]
+        else:
+            why = undecided[0]["data"]["ray_aborted"][node]
+            md = (tmp_path / "build" / "report.md").read_text()
+            assert f"- {node}: {why}" in md
         assert "after Ray's fixed 15 s for its dashboard_agent to start" in why
         assert "the agent was still starting" in why
-        md = (tmp_path / "build" / "report.md").read_text()
-        assert f"- worker1: {why}" in md
     finally:
         assert_nothing_left(run_id)
         remove_prefix(prefix)
