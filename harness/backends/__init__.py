@@ -8,6 +8,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from harness import raylogs
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.inside import PROBE_SOURCE
@@ -54,6 +55,7 @@ class Cluster(ABC):
     auth_token: str | None = None
     auth_skip: str = "this backend does not start clusters with a token yet"
     emulated: bool = False  # the images are of a foreign architecture, run under QEMU
+    log_dir: Path | None = None  # containers' output; Ray's logs go to its parent's ray/
 
     @abstractmethod
     def __enter__(self) -> Cluster: ...
@@ -85,6 +87,18 @@ class Cluster(ABC):
     @abstractmethod
     def save_ray_logs(self, dest: Path) -> list[str]:
         """Ray's own session logs of every node into dest/<node>/; the nodes copied."""
+
+    def start_failed(self, why: str) -> ClusterStartFailed:
+        """For a cluster that did not start (call before removing it): save its containers'
+        output and Ray's logs, and say why, Ray's own reason first when a Ray process
+        aborted (harness.raylogs): the report's table shows a detail's start."""
+        if self.log_dir is not None:
+            self.save_logs()
+            ray_dir = self.log_dir.parent / "ray"  # where verify.py puts them too
+            aborted = raylogs.fatal_causes(ray_dir, self.save_ray_logs(ray_dir))
+            if aborted:
+                why = f"Ray's logs: {raylogs.summary(aborted)}; {why}"
+        return ClusterStartFailed(f"{self.cell_id}: {why}")
 
     @abstractmethod
     def exec(

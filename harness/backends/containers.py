@@ -23,7 +23,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from harness import labels, raylogs
+from harness import labels
 from harness.backends import RAY_LOGS, TOKEN_PATH, Backend, Cluster, ClusterStartFailed
 from harness.engine import Engine
 from harness.errors import EngineError
@@ -256,15 +256,9 @@ class ContainerCluster(Cluster):
         try:
             self.start()
         except (EngineError, DockerException, TimeoutError, RuntimeError) as exc:
-            why = " ".join(str(exc).split())[:600]
-            if self.log_dir is not None:
-                self.save_logs()
-                ray_dir = self.log_dir.parent / "ray"  # where verify.py puts them too
-                aborted = raylogs.fatal_causes(ray_dir, self.save_ray_logs(ray_dir))
-                if aborted:  # first: the report's table shows a detail's start
-                    why = f"Ray's logs: {raylogs.summary(aborted)}; {why}"
+            failed = self.start_failed(" ".join(str(exc).split())[:600])
             self.stop()
-            raise ClusterStartFailed(f"{self.cell_id}: {why}") from None
+            raise failed from None
         except BaseException:
             self.stop()
             raise

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from harness import children, k8s, labels
-from harness.backends import RAY_LOGS, Backend, Cluster, ClusterStartFailed
+from harness.backends import RAY_LOGS, Backend, Cluster
 from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
@@ -294,10 +294,9 @@ class KubeCluster(Cluster):
         try:
             self.start()
         except HarnessError as exc:
-            if self.log_dir is not None:
-                self.save_logs()
+            failed = self.start_failed(str(exc))
             self.stop()
-            raise ClusterStartFailed(f"{self.cell_id}: {exc}") from None
+            raise failed from None
         except BaseException:
             if self.log_dir is not None:
                 self.save_logs()
