@@ -26,7 +26,7 @@ from typing import Any
 
 from harness import cluster_checks as checks
 from harness import raylogs
-from harness.backends import Cluster, ClusterStartFailed
+from harness.backends import Cluster, ClusterStartFailed, ray_logs_dir
 from harness.errors import EngineError
 from harness.matrix import Cell
 from harness.probe_client import Probe
@@ -485,7 +485,7 @@ def _attach_logs(cluster: Cluster, results: list[Check], log_dir: Path) -> None:
     containers go; the failed checks carry the output's tails, where Ray's logs are, and
     which Ray process aborted and why (harness.raylogs)."""
     tails = cluster.save_logs()
-    ray_dir = log_dir.parent / "ray"
+    ray_dir = ray_logs_dir(log_dir)
     saved = cluster.save_ray_logs(ray_dir)
     aborted = raylogs.fatal_causes(ray_dir, saved)
     if aborted:

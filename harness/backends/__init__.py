@@ -19,6 +19,12 @@ RAY_LOGS = "/tmp/ray/session_latest/logs"  # Ray's own logs inside every node
 TOKEN_PATH = "/run/raycompat/auth_token"  # where a cluster's containers find Ray's token
 
 
+def ray_logs_dir(log_dir: Path) -> Path:
+    """Where Ray's own session logs of a cluster whose containers log to log_dir are saved,
+    one directory per node (build/logs/<cell>/ray/<node>/)."""
+    return log_dir.parent / "ray"
+
+
 class ClusterStartFailed(HarnessError):
     """A cell's cluster could not be started (an engine or API server refused): that cell
     is recorded as an `error`, the others go on."""
@@ -94,7 +100,7 @@ class Cluster(ABC):
         aborted (harness.raylogs): the report's table shows a detail's start."""
         if self.log_dir is not None:
             self.save_logs()
-            ray_dir = self.log_dir.parent / "ray"  # where verify.py puts them too
+            ray_dir = ray_logs_dir(self.log_dir)
             aborted = raylogs.fatal_causes(ray_dir, self.save_ray_logs(ray_dir))
             if aborted:
                 why = f"Ray's logs: {raylogs.summary(aborted)}; {why}"
