@@ -478,11 +478,12 @@ class _Loader:
 
 def exact_version(loader: _Loader, key: str, text: str, what: str) -> str:
     """Accept only a final X.Y.Z release: `3.11` or `2.60` is refused, not guessed."""
+    example = "3.11.2" if what == "Python" else "2.60.0"
     try:
         version = Version(text)
     except InvalidVersion:
         raise loader.fail(
-            key, f"{text!r} is not a version; write an exact {what} like 3.11.2"
+            key, f"{text!r} is not a version; write an exact {what} version like {example}"
         ) from None
     if (
         len(version.release) != 3
@@ -492,8 +493,7 @@ def exact_version(loader: _Loader, key: str, text: str, what: str) -> str:
     ):
         raise loader.fail(
             key,
-            f"{text!r} is not an exact {what} version; pin major.minor.micro (e.g. "
-            f"{'3.11.2' if what == 'Python' else '2.60.0'})",
+            f"{text!r} is not an exact {what} version; pin major.minor.micro (e.g. {example})",
         )
     if str(version) != text:
         raise loader.fail(key, f"{text!r} is not written canonically; write {str(version)!r}")

@@ -392,6 +392,16 @@ def test_only_exact_micro_versions_are_accepted(
     assert len(parts) == 3 and all(p.isdigit() for p in parts)
 
 
+@pytest.mark.parametrize(("key", "example"), [("ray", "2.60.0"), ("python", "3.11.2")])
+@pytest.mark.parametrize("bad", ["2.60.0; rm -rf /", "2.60"])
+def test_a_bad_version_s_message_gives_an_example_of_its_own_kind(
+    write_matrix: Callable[[str], Path], key: str, example: str, bad: str
+) -> None:
+    other = {"ray": 'python: ["3.11.2"]', "python": 'ray: ["2.60.0"]'}[key]
+    with pytest.raises(MatrixError, match=rf"like {example}|e\.g\. {example}"):
+        matrix.load(write_matrix(f'{key}: ["{bad}"]\n{other}\n'))
+
+
 def test_forky_extra_interpreters_are_offered(write_matrix: Callable[[str], Path]) -> None:
     m = matrix.load(write_matrix('ray: ["2.60.0"]\npython: ["3.13.15", "3.13.5"]\n'))
     bases = {c.python: c.base for c in m.cells}
