@@ -255,6 +255,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_id = os.environ.get("HARNESS_RUN_ID") or new_run_id()
+    # Every throwaway container (Engine.run_once) is labelled from here, so that an
+    # interrupt's cleanup below finds it by this run's label.
+    os.environ["HARNESS_RUN_ID"] = run_id
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:

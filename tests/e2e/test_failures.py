@@ -430,6 +430,47 @@ def test_interrupt_during_build_exits_130(default_images: None, tmp_path: Path) 
     assert not list(tmp_path.glob("rootfs/*.partial.tar")), "half-built rootfs left behind"
 
 
+def test_a_run_given_no_id_labels_its_throwaway_containers_for_cleanup(tmp_path: Path) -> None:
+    """A user's run (no HARNESS_RUN_ID in its environment), interrupted while a structure
+    check's throwaway container runs: the container carries the run's own label, so the
+    interrupt's cleanup removes it (it used to carry an empty one and stay)."""
+    prefix = "localhost/raycompat-e2escratch"
+    matrix = copy_project(tmp_path, prefix)
+    head = f"{prefix}/ray-head:2.60.0-py3.11.2-cpu"
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_RUN_ID"}
+    proc = subprocess.Popen(
+        harness_cmd("build", *CPU_ONLY, "--matrix", str(matrix)),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, **WHEELHOUSE},
+    )
+    api = Engine().client.api
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "structure checks head ..." in line:
+                break
+        deadline = time.monotonic() + 60
+        while not (found := api.containers(all=True, filters={"ancestor": head})):
+            assert time.monotonic() < deadline, "no structure-check container appeared"
+            time.sleep(0.1)
+        label = (found[0].get("Labels") or {}).get(LABEL_RUN)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=120) == 130, rest
+        assert f"removing what run {label} created" in rest, (label, rest)
+        assert_nothing_left(str(label))
+        assert api.containers(all=True, filters={"ancestor": head}) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for c in api.containers(all=True, filters={"ancestor": head}):
+            api.remove_container(c["Id"], force=True)
+        remove_prefix(prefix)
+
+
 def start_killable(*args: str, run_id: str, build_dir: Path) -> subprocess.Popen[str]:
     """The harness in its own process group, so SIGKILL takes its docker children too (as
     when a CI machine or a session dies)."""
