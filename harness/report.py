@@ -240,9 +240,25 @@ def markdown(
         if c.checks:
             lines += ["| Check | Status | Detail |", "|---|---|---|"]
             for k in c.checks:
-                detail = k.detail.replace("|", "\\|").replace("\n", " ")[:300]
+                detail = brief(k.detail, 300).replace("|", "\\|")
                 lines.append(f"| {k.name} | {ICON.get(k.status, '')} {k.status} | {detail} |")
     return "\n".join(lines) + "\n"
+
+
+def brief(detail: str, limit: int) -> str:
+    """`detail` on one line of at most `limit` characters. A longer one keeps its start
+    (where a check puts its reason) and its last line, where a Python traceback or a log
+    tail says what was raised, e.g. "deploy job FAILED: ... … AttributeError: ..."."""
+    flat = " ".join(detail.split())
+    if len(flat) <= limit:
+        return flat
+    lines = detail.strip().splitlines()
+    last = " ".join(lines[-1].split()) if len(lines) > 1 else ""
+    if not last:
+        return flat[: limit - 1] + "…"
+    if len(last) > limit // 2:
+        last = last[: limit // 2 - 1] + "…"
+    return f"{flat[: limit - len(last) - 3]} … {last}"
 
 
 def platform_note(platform: str) -> str:
@@ -266,7 +282,7 @@ def junit(cells: list[CellResult]) -> ET.Element:
             if k.status in (FAILED, ERROR):
                 logs = k.data.get("logs")
                 body = k.detail + ("\n\n" + json.dumps(logs, indent=1) if logs else "")
-                ET.SubElement(case, "failure", message=k.detail[:200]).text = body
+                ET.SubElement(case, "failure", message=brief(k.detail, 200)).text = body
             elif k.status == SKIPPED:
                 ET.SubElement(case, "skipped", message=k.detail)
         suite.set("tests", str(len(suite)))

@@ -95,3 +95,51 @@ def test_the_report_shows_pull_sizes_once_push_measured_them(tmp_path: Path) -> 
     (tmp_path / "report.json").write_text("{}")
     with pytest.raises(HarnessError, match="not a harness report"):
         report.rerender(tmp_path)
+
+
+# What Ray 2.44.1's Serve raised with protobuf 7 (a real run's deploy log tail).
+TRACEBACK_TAIL = """deploy job FAILED: to_deployment_info
+    deployment_config = DeploymentConfig.from_proto_bytes(deployment_config_proto_bytes)
+                        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File ".../ray/serve/_private/config.py", line 302, in from_proto_bytes
+    return cls.from_proto(proto)
+  File ".../ray/serve/_private/config.py", line 64, in _proto_to_dict
+    if field.label == FieldDescriptor.LABEL_REPEATED:
+       ^^^^^^^^^^^
+AttributeError: 'google._upb._message.FieldDescriptor' object has no attribute 'label'"""
+
+
+@pytest.mark.parametrize("limit", [200, 300])
+def test_a_long_detail_keeps_its_start_and_what_was_raised(limit: int) -> None:
+    line = report.brief(TRACEBACK_TAIL, limit)
+    assert len(line) <= limit and "\n" not in line
+    assert line.startswith("deploy job FAILED: to_deployment_info")
+    assert line.endswith(
+        "AttributeError: 'google._upb._message.FieldDescriptor' object has no attribute 'label'"
+    )
+
+
+def test_a_short_detail_is_kept_whole_and_a_long_line_is_cut() -> None:
+    assert report.brief("ok:\n  3 nodes", 300) == "ok: 3 nodes"
+    one = "x" * 500
+    assert report.brief(one, 300) == "x" * 299 + "…"
+    long_last = "reason\n" + "y" * 400
+    cut = report.brief(long_last, 300)
+    assert len(cut) <= 300 and cut.startswith("reason y") and cut.endswith("…")
+
+
+def test_the_report_shows_what_was_raised(tmp_path: Path) -> None:
+    failed = cell([])
+    failed.test_checks = [Check("serve:http", Status("failed"), TRACEBACK_TAIL)]
+    failed.settle()
+    report.write(tmp_path, {failed.id: failed}, "m", "r")
+    md = (tmp_path / "report.md").read_text()
+    assert (
+        "… AttributeError: 'google._upb._message.FieldDescriptor' object has no attribute 'label' |"
+        in md
+    )
+    case = ET.parse(tmp_path / "junit.xml").getroot().find(".//testcase[@name='serve:http']")
+    assert case is not None
+    failure = case.find("failure")
+    assert failure is not None and failure.get("message", "").endswith("attribute 'label'")
+    assert failure.text is not None and failure.text.startswith(TRACEBACK_TAIL)
