@@ -16,7 +16,9 @@ from harness.backends import probe_result
 from harness.engine import STAGING, Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
+from harness.inside.probe import FROM_SERVER
 from harness.probe_client import cluster_args, jobs_args, version_check_args
+from harness.report import brief
 from harness.timeouts import PROBE_MARGIN
 
 TIMEOUT = 30.0  # default of --timeout
@@ -99,10 +101,19 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         return 0 if ours.verdict != grid.INCOMPATIBLE and result["verdict"] == "accepted" else 1
     client = grid.ray_client_verdict(result)
     nodes = [n.get("facts") or {} for n in result.get("nodes", [])]
-    if client.verdict == grid.UNDECIDED and not nodes:
+    answered = client.verdict != grid.UNDECIDED or FROM_SERVER in client.message.lower()
+    if not answered and not nodes:
         raise HarnessError(f"{unreachable} ({client.message[:200]})")
+    print(f"Ray Client {args.address}: {client.verdict}: {brief(client.message, 600)}")
+    if not nodes:  # Ray ended the connection: there is nothing of the nodes to compare
+        host = args.address.removeprefix("ray://").rsplit(":", 1)[0]
+        print(
+            "harness: undecided: no node was probed, Ray ended the connection (above); "
+            f"`probe --address {host}:6379` compares this client with the cluster's Ray "
+            "and Python"
+        )
+        return 1
     ours = grid.judge(result.get("client") or {}, nodes, policy)
-    print(f"Ray Client {args.address}: {client.verdict}: {client.message[:500]}")
     print(f"harness: {ours.verdict} over {len(nodes)} node(s)")
     for reason in ours.reasons:
         print(f"  - {reason}")

@@ -245,6 +245,10 @@ def _wait_port(address: str, deadline: float) -> None:
             time.sleep(POLL)
 
 
+FROM_SERVER = "initialization failure from server"  # Ray Client: the server answered
+NO_SPECIFIC_SERVER = "starting ray client server failed"  # ... without a server for the client
+
+
 def _connect(address: str, deadline: float, captured: _Captured, once: bool = False) -> Json:
     """ray.init until it connects, Ray gives a verdict or the deadline passes; with `once`
     (a cluster already proven up), one ray.init: Ray's own connection retries only."""
@@ -267,11 +271,15 @@ def _connect(address: str, deadline: float, captured: _Captured, once: bool = Fa
                 ray.shutdown()
             except Exception:
                 pass
-            # A version mismatch or a refused token is Ray's verdict, not a cluster still
-            # starting: stop at once. (Ray Client retries a refused token as if the server
-            # were unavailable and says only "timeout"; its debug log has the server's words.)
+            # A version mismatch, a refused token or a server that took the connection and
+            # failed it in its own code (e.g. a Ray Client of another Ray: its JobConfig
+            # lacks what the server reads) is Ray's verdict, not a cluster still starting:
+            # stop at once. (Ray Client retries a refused token as if the server were
+            # unavailable and says only "timeout"; its debug log has the server's words.)
+            # A server that could not start its process for this client is not a verdict.
             said = " ".join([last, *captured.messages]).lower()
-            verdict = "mismatch" in said or "authenticat" in said
+            refused = FROM_SERVER in said and NO_SPECIFIC_SERVER not in said
+            verdict = refused or "mismatch" in said or "authenticat" in said
             if verdict or once or time.time() > deadline:
                 return {
                     "ok": False,

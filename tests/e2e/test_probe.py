@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 PREFIX = "localhost/raycompat"
 OLD = "2.60.0-py3.13.5-cpu"
 NEW = "2.60.0-py3.13.15-cpu"
+RAY_OLD = "2.51.2-py3.13.5-cpu"  # built with the others: python=3.13.* below
 
 
 def notebook(tag: str) -> str:
@@ -60,6 +61,21 @@ def test_micro_mismatch_over_ray_client_only_warns_in_ray_but_fails_here(head_ip
     assert "warned" in r.stdout
     assert "harness: incompatible" in r.stdout
     assert "python: notebook 3.13.15 vs cluster 3.13.5" in r.stdout
+
+
+def test_a_client_of_another_ray_is_told_what_ray_answered_not_unreachable(head_ip: str) -> None:
+    """A Ray 2.51.2 Ray Client against Ray 2.60.0: the server takes the connection and
+    fails it (its proxier reads a JobConfig field the older client does not send). That is
+    Ray's answer, given after Ray's own ~30 s: exit 1 with the raised error, not exit 2
+    "cannot reach" (what the probe said before, after retrying until its deadline)."""
+    r = harness("probe", "--address", f"ray://{head_ip}:10001", "--image", notebook(RAY_OLD))
+    assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+    assert "cannot reach" not in r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("Ray Client"))
+    assert ": error: ConnectionAbortedError: Initialization failure from server" in line
+    assert line.endswith("object has no attribute '_disable_job_level_lineage_reconstruction'")
+    assert "harness: undecided: no node was probed" in r.stdout
+    assert f"probe --address {head_ip}:6379" in r.stdout
 
 
 @pytest.mark.parametrize(("image", "rc", "verdict"), [(OLD, 0, "accepted"), (NEW, 1, "rejected")])
