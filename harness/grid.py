@@ -189,13 +189,18 @@ def judge(
         )
     for severity, keys in ((INCOMPATIBLE, policy.fail), (WARN, policy.warn)):
         for key in keys:
-            mine = _value(client, key)
-            theirs = sorted({str(_value(n, key)) for n in nodes})
-            if theirs != [str(mine)]:
+            mine = _shown(_value(client, key))
+            theirs = sorted({_shown(_value(n, key)) for n in nodes})
+            if theirs != [mine]:
                 reasons.append(f"{key}: notebook {mine} vs cluster {', '.join(theirs)}")
                 if level != INCOMPATIBLE:
                     level = severity
     return Verdict(level, reasons=reasons)
+
+
+def _shown(value: object) -> str:
+    """A compared value as a reason shows it: a library that is not there says so."""
+    return "not installed" if value is None else str(value)
 
 
 def _no_answer(result: Mapping[str, Any], stage: str = "") -> Verdict | None:

@@ -39,6 +39,13 @@ def test_wire_library_difference_only_warns() -> None:
     assert verdict.reasons == ["grpcio: notebook 1.71.0 vs cluster 1.70.0"]
 
 
+def test_a_library_missing_on_one_side_is_named_as_such() -> None:
+    client = facts()
+    client["libs"] = {k: v for k, v in LIBS.items() if k != "numpy"}
+    verdict = grid.judge(client, [facts()], POLICY)
+    assert verdict.reasons == ["numpy: notebook not installed vs cluster 2.3.0"]
+
+
 def test_ray_version_mismatch_names_version_and_commit() -> None:
     verdict = grid.judge(facts(ray="2.51.2"), [facts()], POLICY)
     assert verdict.verdict == "incompatible"
