@@ -9,7 +9,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from harness import children, grid, matrix
 from harness.backends import probe_result
@@ -83,6 +85,17 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     if result is None:
         why = (err.strip().splitlines() or ["no output"])[-1][:300]
         raise HarnessError(f"the probe gave no answer (exit {rc}): {why}")
+    refusal = _token_refusal(result)
+    if refusal:
+        given = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        raise HarnessError(
+            f"{args.address} refused this client's token: check RAY_AUTH_TOKEN or "
+            f"RAY_AUTH_TOKEN_PATH (Ray said: {refusal})"
+            if given
+            else f"{args.address} wants Ray's token (the cluster runs with token "
+            "authentication): set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or "
+            f"RAY_AUTH_TOKEN_PATH, as Ray reads them (Ray said: {refusal})"
+        )
     if jobs_api:
         return _jobs(args.address, result, unreachable)
     if not result.get("ok") and "client" not in result:
@@ -137,6 +150,20 @@ def _jobs(address: str, result: dict[str, object], unreachable: str) -> int:
         print(f"  the job's driver ran on Python {cluster.get('python')}, Ray {cluster.get('ray')}")
     ok = ours.verdict in (grid.COMPATIBLE, grid.WARN) and ray_verdict.verdict == "accepted"
     return 0 if ok else 1
+
+
+# How each path says a token is missing or wrong: Ray Client's server, GCS, the dashboard.
+TOKEN_REFUSALS = ("authentication token", "authenticationerror", "answered 401")
+
+
+def _token_refusal(result: Mapping[str, Any]) -> str:
+    """Ray's words when the cluster refused this client for want of the right token, else
+    "" (a refusal is not a verdict on compatibility)."""
+    connect = result.get("connect") or {}
+    for said in (connect.get("error"), result.get("error"), result.get("message")):
+        if isinstance(said, str) and any(w in said.lower() for w in TOKEN_REFUSALS):
+            return brief(said, 300)
+    return ""
 
 
 def _token() -> str:

@@ -221,6 +221,28 @@ class _Captured(logging.Handler):
             self.messages.append(message)
 
 
+SERVER_SAID = "Received when checking init: "  # Ray Client's debug line: the server's words
+
+
+class _ServerWords(logging.Handler):
+    """What a Ray Client server said when it refused the connection (a token, for one):
+    Ray logs it only at debug level and retries as if the server were unavailable."""
+
+    def __init__(self, into: _Captured) -> None:
+        super().__init__(logging.DEBUG)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(SERVER_SAID):
+            self.into.emit(record)
+
+
+def _listen_to_the_server(captured: _Captured) -> None:
+    worker_log = logging.getLogger("ray.util.client.worker")
+    worker_log.setLevel(logging.DEBUG)
+    worker_log.addHandler(_ServerWords(captured))
+
+
 def _section(fn: Callable[[], Json]) -> Json:
     try:
         return {"ok": True, **fn()}
@@ -281,11 +303,14 @@ def _connect(address: str, deadline: float, captured: _Captured, once: bool = Fa
             refused = FROM_SERVER in said and NO_SPECIFIC_SERVER not in said
             verdict = refused or "mismatch" in said or "authenticat" in said
             if verdict or once or time.time() > deadline:
+                said_so = [m for m in captured.messages if m.startswith(SERVER_SAID)]
+                if said_so:
+                    last += " (the server said: %s)" % said_so[-1][len(SERVER_SAID) :]
                 return {
                     "ok": False,
                     "attempts": attempts,
                     "error": last[:4000],
-                    "warnings": captured.messages,
+                    "warnings": [m for m in captured.messages if m not in said_so],
                 }
             time.sleep(2)
 
@@ -688,15 +713,9 @@ def _ray_client_path(address: str, deadline: float) -> Json:
     # Ray Client treats the server's refusal as unavailability and retries with backoff
     # (polled fast: see auth), and its debug line carries what the server said.
     captured = _Captured()
-    captured.setLevel(logging.DEBUG)
-    worker_log = logging.getLogger("ray.util.client.worker")
-    worker_log.setLevel(logging.DEBUG)
-    worker_log.addHandler(captured)
+    _listen_to_the_server(captured)
     connect = _connect(address, min(deadline, time.time() + 20), captured)
-    said = [m for m in captured.messages if m.startswith("Received when checking init")]
     detail = "connected" if connect["ok"] else str(connect.get("error"))
-    if said and not connect["ok"]:
-        detail += " (the server said: %s)" % said[-1][len("Received when checking init: ") :]
     return {"ok": connect["ok"], "detail": detail[:600]}
 
 
@@ -840,6 +859,7 @@ def _cluster(args: argparse.Namespace) -> Json:
     # Ray's loggers do not propagate to the root logger: listen on them too, and on warnings.
     for name in ("", "ray", "ray.util.client", "ray.util.client.worker"):
         logging.getLogger(name).addHandler(captured)
+    _listen_to_the_server(captured)
     warnings.simplefilter("always")
     warnings.showwarning = lambda message, *rest: captured.messages.append(str(message)[:500])
     deadline = time.time() + args.timeout

@@ -128,3 +128,53 @@ def test_a_silent_address_gives_up_within_its_timeout() -> None:
     [line] = r.stderr.strip().splitlines()[-1:]
     assert f"cannot reach ray://127.0.0.1:{port} within 5s" in line
     assert elapsed < 5 + 30  # the container and Ray's import around the bounded wait
+
+
+TOKEN = "probe-e2e-" + uuid.uuid4().hex  # this module's token cluster only
+
+
+@pytest.fixture(scope="module")
+def token_head_ip(head_ip: str) -> Iterator[str]:
+    """A cluster of the same images with Ray's token authentication on (as `test` runs
+    Ray 2.60.0 cells)."""
+    engine = Engine()
+    run_id = "probetok" + uuid.uuid4().hex[:8]
+    images = {role: f"{PREFIX}/ray-{role}:{OLD}" for role in ("head", "worker")}
+    with ContainerCluster(engine, run_id, "probe-token", images, auth_token=TOKEN) as cluster:
+        ready = cluster.probe(
+            cluster.head, ["cluster", "auto", "--expect-nodes", "2", "--timeout", "120"], 180
+        )
+        assert ready.get("connect", {}).get("ok"), ready
+        networks = (engine.inspect("container", cluster.head) or {})["NetworkSettings"]["Networks"]
+        [ip] = [n["IPAddress"] for n in networks.values()]
+        yield ip
+    assert engine.ids("container", {LABEL_RUN: run_id}) == []
+
+
+@pytest.mark.parametrize("form", ["ray://{}:10001", "http://{}:8265", "{}:6379"])
+def test_a_token_cluster_asks_for_the_token_by_name(token_head_ip: str, form: str) -> None:
+    """Without a token every path is refused: exit 2 naming what to set, not "cannot
+    reach" (Ray Client's refusal looks like an unavailable server) nor "incompatible"."""
+    address = form.format(token_head_ip)
+    r = harness("probe", "--address", address, "--image", notebook(OLD))
+    assert r.returncode == 2, r.stdout + r.stderr[-2000:]
+    assert f"error: {address} wants Ray's token" in r.stderr
+    assert "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in r.stderr
+    assert "cannot reach" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_token_cluster_with_a_wrong_token_says_so(token_head_ip: str) -> None:
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-" + uuid.uuid4().hex}
+    address = f"{token_head_ip}:6379"
+    r = harness("probe", "--address", address, "--image", notebook(OLD), env=env)
+    assert r.returncode == 2, r.stdout + r.stderr[-2000:]
+    assert f"error: {address} refused this client's token" in r.stderr
+
+
+def test_a_token_cluster_with_its_token_is_probed(token_head_ip: str) -> None:
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+    address = f"ray://{token_head_ip}:10001"
+    r = harness("probe", "--address", address, "--image", notebook(OLD), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert "harness: compatible over 2 node(s)" in r.stdout
+    assert TOKEN not in r.stdout + r.stderr
