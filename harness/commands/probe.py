@@ -31,10 +31,11 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     policy = m.grid if m else matrix.GridPolicy()
     ray_client = args.address.startswith("ray://")
     jobs_api = args.address.startswith(("http://", "https://"))
-    if not re.fullmatch(r"(ray://|https?://)?[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}", args.address):
+    port = re.fullmatch(r"(ray://|https?://)?[A-Za-z0-9.\-\[\]:]+:([0-9]{1,5})", args.address)
+    if not port or not 0 < int(port.group(2)) < 65536:
         raise HarnessError(
             f"--address {args.address!r}: use ray://HOST:PORT (Ray Client), "
-            "http://HOST:PORT (the dashboard's Jobs API) or HOST:PORT (GCS)"
+            "http://HOST:PORT (the dashboard's Jobs API) or HOST:PORT (GCS), PORT 1-65535"
         )
     if not args.image and importlib.util.find_spec("ray") is None:
         raise HarnessError(
