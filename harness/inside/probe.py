@@ -237,10 +237,27 @@ class _ServerWords(logging.Handler):
             self.into.emit(record)
 
 
+class _Onwards(logging.Handler):
+    """Hands records of INFO and above on to `to` (and its parents), as propagation would."""
+
+    def __init__(self, to: logging.Logger) -> None:
+        super().__init__(logging.INFO)
+        self.to = to
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.to.handle(record)
+
+
 def _listen_to_the_server(captured: _Captured) -> None:
+    """Ray Client's debug records reach `captured` when they carry the server's words; the
+    rest of its debug output goes nowhere (not to Ray's stderr handler)."""
     worker_log = logging.getLogger("ray.util.client.worker")
+    if any(isinstance(h, _ServerWords) for h in worker_log.handlers):
+        return
     worker_log.setLevel(logging.DEBUG)
+    worker_log.propagate = False
     worker_log.addHandler(_ServerWords(captured))
+    worker_log.addHandler(_Onwards(logging.getLogger("ray.util.client")))
 
 
 def _section(fn: Callable[[], Json]) -> Json:
