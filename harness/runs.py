@@ -32,7 +32,14 @@ def runs_dir() -> Path:
 
 
 def _open(path: Path) -> IO[str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. --build-dir names a file
+        why = "it is a file" if path.parent.is_file() else exc.strerror
+        raise HarnessError(
+            f"{path.parent} cannot be used as a directory ({why}): name a directory, or "
+            "a path where one can be made"
+        ) from None
     try:
         return path.open("a+")
     except OSError as exc:
