@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import HarnessError
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -19,6 +21,13 @@ class Paths:
     def for_matrix(cls, matrix: Path, build: Path | None = None) -> Paths:
         root = matrix.resolve().parent
         wheelhouse = os.environ.get("HARNESS_WHEELHOUSE")
+        if wheelhouse and any(
+            p.exists() and not p.is_dir() for p in (Path(wheelhouse), *Path(wheelhouse).parents)
+        ):
+            raise HarnessError(
+                f"HARNESS_WHEELHOUSE={wheelhouse}: not a directory (a file is in the way); "
+                "name a directory for the wheel cache, or unset it for .cache/wheelhouse"
+            )
         return cls(
             root=root,
             build=(build or root / "build").resolve(),

@@ -163,6 +163,7 @@ NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
         (("probe", "--address", "not an address"), {}, "use ray://HOST:PORT"),
         (("build", "--build-dir", str(ROOT / "README.md")), {}, "README.md cannot be used as a"),
         (("test", "--build-dir", str(ROOT / "README.md" / "x")), {}, "(Not a directory)"),
+        (("build",), {"HARNESS_WHEELHOUSE": str(ROOT / "README.md")}, "HARNESS_WHEELHOUSE="),
         (("probe", "--address", "ray://10.0.0.1:99999"), {}, "PORT 1-65535"),
         (("frobnicate",), {}, "invalid choice: 'frobnicate'"),
     ],
