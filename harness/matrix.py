@@ -464,7 +464,8 @@ class _Loader:
         if isinstance(value, (str, int, float)):
             value = [value]
         if not isinstance(value, list) or not value:
-            raise self.fail(key, 'must be a non-empty list, e.g. ["2.60.0"]')
+            example = LIST_EXAMPLES.get(key, '["..."]')
+            raise self.fail(key, f"must be a non-empty list, e.g. {example}")
         out: list[str] = []
         for i, item in enumerate(value):
             if not isinstance(item, str):
@@ -474,6 +475,17 @@ class _Loader:
                 )
             out.append(item.strip())
         return out
+
+
+# What a list key's error shows as an example (matrix.yaml's own keys).
+LIST_EXAMPLES = {
+    "ray": '["2.60.0"]',
+    "python": '["3.11.2"]',
+    "variants": "[cpu, gpu]",
+    "ray_extras": "[default, serve]",
+    "notebook_packages": "[jupyterlab, nbclient, ipykernel]",
+    "runtime_packages": '["torch==2.9.1"]',
+}
 
 
 def exact_version(loader: _Loader, key: str, text: str, what: str) -> str:

@@ -114,7 +114,8 @@ BAD = [
     ("unknown cuda", MINIMAL + 'variants: [gpu]\ncuda: "11.8"\n', "cuda", "unknown CUDA version"),
     ("cuda not string", MINIMAL + "variants: [gpu]\ncuda: 12.8\n", "cuda", "quoted string"),
     ("missing ray", 'python: ["3.11.2"]\n', "ray", "is required"),
-    ("empty list", 'ray: []\npython: ["3.11.2"]\n', "ray", "non-empty list"),
+    ("empty list", 'ray: []\npython: ["3.11.2"]\n', "ray", 'non-empty list, e.g. ["2.60.0"]'),
+    ("empty extras", MINIMAL + "ray_extras: []\n", "ray_extras", "e.g. [default, serve]"),
     (
         "all excluded",
         MINIMAL + "exclude:\n  - {ray: '*', reason: nope}\n",
