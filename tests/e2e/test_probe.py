@@ -30,14 +30,12 @@ def notebook(tag: str) -> str:
     return f"{PREFIX}/ray-notebook:{tag}"
 
 
-@pytest.fixture(scope="module")
-def head_ip() -> Iterator[str]:
-    built = harness("build", "--only", "ray=2.60.0,python=3.13.*,variant=cpu")
-    assert built.returncode == 0, built.stderr[-3000:]
+def head_of_a_ready_cluster(name: str, auth_token: str | None = None) -> Iterator[str]:
+    """A head and a worker of OLD, ready; yields the head's IP, then checks it is all gone."""
     engine = Engine()
-    run_id = "probe" + uuid.uuid4().hex[:8]
+    run_id = name + uuid.uuid4().hex[:8]
     images = {role: f"{PREFIX}/ray-{role}:{OLD}" for role in ("head", "worker")}
-    with ContainerCluster(engine, run_id, "probe-target", images) as cluster:
+    with ContainerCluster(engine, run_id, name, images, auth_token=auth_token) as cluster:
         ready = cluster.probe(
             cluster.head, ["cluster", "auto", "--expect-nodes", "2", "--timeout", "120"], 180
         )
@@ -46,6 +44,13 @@ def head_ip() -> Iterator[str]:
         [ip] = [n["IPAddress"] for n in networks.values()]
         yield ip
     assert engine.ids("container", {LABEL_RUN: run_id}) == []
+
+
+@pytest.fixture(scope="module")
+def head_ip() -> Iterator[str]:
+    built = harness("build", "--only", "ray=2.60.0,python=3.13.*,variant=cpu")
+    assert built.returncode == 0, built.stderr[-3000:]
+    yield from head_of_a_ready_cluster("probe-target")
 
 
 def test_matching_image_passes_over_ray_client(head_ip: str) -> None:
@@ -137,18 +142,7 @@ TOKEN = "probe-e2e-" + uuid.uuid4().hex  # this module's token cluster only
 def token_head_ip(head_ip: str) -> Iterator[str]:
     """A cluster of the same images with Ray's token authentication on (as `test` runs
     Ray 2.60.0 cells)."""
-    engine = Engine()
-    run_id = "probetok" + uuid.uuid4().hex[:8]
-    images = {role: f"{PREFIX}/ray-{role}:{OLD}" for role in ("head", "worker")}
-    with ContainerCluster(engine, run_id, "probe-token", images, auth_token=TOKEN) as cluster:
-        ready = cluster.probe(
-            cluster.head, ["cluster", "auto", "--expect-nodes", "2", "--timeout", "120"], 180
-        )
-        assert ready.get("connect", {}).get("ok"), ready
-        networks = (engine.inspect("container", cluster.head) or {})["NetworkSettings"]["Networks"]
-        [ip] = [n["IPAddress"] for n in networks.values()]
-        yield ip
-    assert engine.ids("container", {LABEL_RUN: run_id}) == []
+    yield from head_of_a_ready_cluster("probe-token", auth_token=TOKEN)
 
 
 @pytest.mark.parametrize("form", ["ray://{}:10001", "http://{}:8265", "{}:6379"])
