@@ -133,6 +133,8 @@ def test_the_report_shows_what_was_raised(tmp_path: Path) -> None:
     failed.test_checks = [Check("serve:http", Status("failed"), TRACEBACK_TAIL)]
     failed.settle()
     report.write(tmp_path, {failed.id: failed}, "m", "r")
+    [kept] = json.loads((tmp_path / "report.json").read_text())["cells"][0]["checks"][-1:]
+    assert kept["detail"] == TRACEBACK_TAIL  # report.json keeps the detail whole
     md = (tmp_path / "report.md").read_text()
     assert (
         "… AttributeError: 'google._upb._message.FieldDescriptor' object has no attribute 'label' |"
