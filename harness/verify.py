@@ -438,14 +438,15 @@ def join_as_driver(
     on_join: Callable[[], None] | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """Run a real driver in `client`: it needs a raylet on its own machine, so the client
-        first joins as a 0-CPU node (`ray start --address`, where Ray compares its Ray and
-        Python versions with the cluster's), then `ray.init(address="head:6379")` probes every
-        node (with `roundtrip`: sends functions, instances, closures and arrays through tasks
-        and an actor instead); the client leaves the cluster again (always, unless `leave` is
-    False and it joined). `env` reaches both; `on_join` is called once it has joined.
+    first joins as a 0-CPU node (`ray start --address`, where Ray compares its Ray and
+    Python versions with the cluster's), then `ray.init(address="head:6379")` probes every
+    node (with `roundtrip`: sends functions, instances, closures and arrays through tasks
+    and an actor instead); the client leaves the cluster again unless `leave` is False
+    (after a refusal, Ray's processes are stopped if any was left). `env` reaches both;
+    `on_join` is called once it has joined.
 
-        Returns the output of a refused `ray start` (None when it joined) and the probe's result
-        ({} when it did not join)."""
+    Returns the output of a refused `ray start` (None when it joined) and the probe's result
+    ({} when it did not join)."""
     address = f"{cluster.head_host}:6379"
     joined = False
     start = ["ray", "start", f"--address={address}", "--num-cpus=0", "--disable-usage-stats"]
@@ -461,8 +462,26 @@ def join_as_driver(
             return None, probe.roundtrip(address, timeouts.driver, env=env)
         return None, probe.cluster(address, nodes=3, timeout=timeouts.driver, env=env)
     finally:
-        if leave or not joined:  # a refused `ray start` can leave processes behind
+        # A refused `ray start` is refused at its first GCS call, before it starts a
+        # process; `ray stop --force` costs 2.5 CPU-s (measured), so after a refusal it runs
+        # only where a Ray process was left after all.
+        if (leave and joined) or (not joined and ray_processes_left(cluster, client)):
             cluster.exec(client, ["ray", "stop", "--force"], timeout=timeouts.join, env=env)
+
+
+# Ray's processes in a container: its binaries and scripts run from Ray's package
+# (raylet, gcs_server, the agents, the log monitor) and its workers retitle themselves
+# `ray::...`. The `[y]` keeps the shell's own command line from matching.
+_RAY_PROCESSES = (
+    "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\"; echo; done 2>/dev/null"
+    " | grep -q -e '-packages/ra[y]/' -e '^ra[y]::'"
+)
+
+
+def ray_processes_left(cluster: Cluster, container: str) -> bool:
+    """Whether any Ray process runs in `container` (True when that cannot be told)."""
+    rc, _, _ = cluster.exec(container, ["sh", "-c", _RAY_PROCESSES], timeout=30)
+    return rc != 1  # grep: 0 found, 1 none; anything else is no answer
 
 
 def _give_up(

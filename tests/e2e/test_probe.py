@@ -11,12 +11,14 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from harness.backends.containers import ContainerCluster
 from harness.engine import Engine
 from harness.labels import RUN as LABEL_RUN
+from harness.verify import TOKENLESS_NODE, join_as_driver, ray_processes_left
 from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
@@ -30,8 +32,11 @@ def notebook(tag: str) -> str:
     return f"{PREFIX}/ray-notebook:{tag}"
 
 
-def head_of_a_ready_cluster(name: str, auth_token: str | None = None) -> Iterator[str]:
-    """A head and a worker of OLD, ready; yields the head's IP, then checks it is all gone."""
+def head_of_a_ready_cluster(
+    name: str, auth_token: str | None = None
+) -> Iterator[tuple[str, ContainerCluster]]:
+    """A head and a worker of OLD, ready; yields the head's IP and the cluster, then checks
+    it is all gone."""
     engine = Engine()
     run_id = name + uuid.uuid4().hex[:8]
     images = {role: f"{PREFIX}/ray-{role}:{OLD}" for role in ("head", "worker")}
@@ -42,7 +47,7 @@ def head_of_a_ready_cluster(name: str, auth_token: str | None = None) -> Iterato
         assert ready.get("connect", {}).get("ok"), ready
         networks = (engine.inspect("container", cluster.head) or {})["NetworkSettings"]["Networks"]
         [ip] = [n["IPAddress"] for n in networks.values()]
-        yield ip
+        yield ip, cluster
     assert engine.ids("container", {LABEL_RUN: run_id}) == []
 
 
@@ -50,7 +55,8 @@ def head_of_a_ready_cluster(name: str, auth_token: str | None = None) -> Iterato
 def head_ip() -> Iterator[str]:
     built = harness("build", "--only", "ray=2.60.0,python=3.13.*,variant=cpu")
     assert built.returncode == 0, built.stderr[-3000:]
-    yield from head_of_a_ready_cluster("probe-target")
+    for ip, _ in head_of_a_ready_cluster("probe-target"):
+        yield ip
 
 
 def test_matching_image_passes_over_ray_client(head_ip: str) -> None:
@@ -139,10 +145,15 @@ TOKEN = "probe-e2e-" + uuid.uuid4().hex  # this module's token cluster only
 
 
 @pytest.fixture(scope="module")
-def token_head_ip(head_ip: str) -> Iterator[str]:
+def token_cluster(head_ip: str) -> Iterator[tuple[str, ContainerCluster]]:
     """A cluster of the same images with Ray's token authentication on (as `test` runs
     Ray 2.60.0 cells)."""
     yield from head_of_a_ready_cluster("probe-token", auth_token=TOKEN)
+
+
+@pytest.fixture(scope="module")
+def token_head_ip(token_cluster: tuple[str, ContainerCluster]) -> str:
+    return token_cluster[0]
 
 
 @pytest.mark.parametrize("form", ["ray://{}:10001", "http://{}:8265", "{}:6379"])
@@ -172,3 +183,36 @@ def test_a_token_cluster_with_its_token_is_probed(token_head_ip: str) -> None:
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert "harness: compatible over 2 node(s)" in r.stdout
     assert TOKEN not in r.stdout + r.stderr
+
+
+def test_a_refused_join_is_stopped_only_where_ray_left_a_process(
+    token_cluster: tuple[str, ContainerCluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node without the token is refused at its first GCS call, before `ray start`
+    starts anything: `ray stop --force` (2.5 CPU-s) runs after a refusal only where a Ray
+    process is left, and `ray_processes_left` sees Ray's processes and no others."""
+    _, cluster = token_cluster
+    client = cluster.add_client(notebook(OLD), "refused")
+    assert ray_processes_left(cluster, cluster.head)  # raylet, gcs_server, agents
+    assert not ray_processes_left(cluster, client)  # JupyterLab only
+    ran: list[list[str]] = []
+    exec_ = cluster.exec
+
+    def recorded(container: str, command: list[str], **kw: Any) -> tuple[int, str, str]:
+        ran.append(command)
+        return exec_(container, command, **kw)
+
+    monkeypatch.setattr(cluster, "exec", recorded)
+
+    refused, result = join_as_driver(cluster, client, env=TOKENLESS_NODE)
+    assert refused is not None and "InvalidAuthToken" in refused, refused
+    assert result == {}
+    assert not ray_processes_left(cluster, client)
+    assert ["ray", "stop", "--force"] not in ran
+
+    # A worker left behind (Ray's workers retitle themselves `ray::...`) is seen and stopped.
+    exec_(client, ["bash", "-c", "(exec -a ray::IDLE sleep 300 >/dev/null 2>&1 &)"])
+    assert ray_processes_left(cluster, client)
+    refused, _ = join_as_driver(cluster, client, env=TOKENLESS_NODE)
+    assert refused is not None
+    assert ["ray", "stop", "--force"] in ran
