@@ -1,11 +1,12 @@
 """Base images that carry an exact Python micro, with no registry needed.
 
 - `debian:<suite>`: a minbase rootfs built on the host with mmdebstrap from Debian's archive
-  (reproducible with SOURCE_DATE_EPOCH) and `docker import`ed. Its tarball sha256 is the
-  base's identity (`base.rootfs.sha256` label), and equals the image's layer diff_id.
-  A linux/arm64 base is the same recipe with `mmdebstrap --arch=arm64` (dpkg runs under
-  QEMU) and `docker load`ed from an image archive written here, because `docker import
-  --platform` on engine 20.10 still records amd64; its one layer is the tarball, unchanged.
+  (reproducible with SOURCE_DATE_EPOCH) and `docker load`ed from an image archive written
+  here: one layer, the tarball unchanged, and a config dated SOURCE_DATE_EPOCH. Its tarball
+  sha256 is the base's identity (`base.rootfs.sha256` label) and the layer's diff_id, and
+  the same rootfs gives the same image id (`docker import` would date it now, so a rebuilt
+  base would be a new image and every image on it would be rebuilt). A linux/arm64 base is
+  the same recipe with `mmdebstrap --arch=arm64` (dpkg runs under QEMU).
 - `image:<ref>`: a registry image (e.g. python:3.11.9-slim-bookworm), used if present
   locally, else pulled.
 Either way the Python micro inside is measured and must equal the one asked for.
@@ -213,33 +214,17 @@ def ensure(
         return BaseImage(ref, str(info.get("Id")), cell.python, have.get(labels.ROOTFS), spec.label)
     tarball = work / f"debian-{suite}-{key}.tar"
     digest = build_rootfs(matrix, suite, cell.python, tarball, cell.arch)
-    if not cell.native:
-        base_labels = {
-            labels.MANAGED: "base",
-            labels.BASE_KEY: key,
-            labels.ROOTFS: digest,
-            labels.PYTHON: cell.python,
-            f"{labels.NS}.base.source": f"debian:{suite}",
-            labels.PLATFORM: cell.platform,
-            **(extra_labels or {}),
-        }
-        try:
-            _load_rootfs(engine, tarball, digest, ref, cell.arch, base_labels, matrix)
-        finally:
-            tarball.unlink(missing_ok=True)
-        return _measured(engine, matrix, cell, ref, suite, digest)
-    changes = [
-        f"LABEL {labels.MANAGED}=base",
-        f"LABEL {labels.BASE_KEY}={key}",
-        f"LABEL {labels.ROOTFS}={digest}",
-        f"LABEL {labels.PYTHON}={cell.python}",
-        f"LABEL {labels.NS}.base.source=debian:{suite}",
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
-        'CMD ["python3"]',
-        *(f"LABEL {k}={v}" for k, v in (extra_labels or {}).items()),
-    ]
+    base_labels = {
+        labels.MANAGED: "base",
+        labels.BASE_KEY: key,
+        labels.ROOTFS: digest,
+        labels.PYTHON: cell.python,
+        f"{labels.NS}.base.source": f"debian:{suite}",
+        **({} if cell.native else {labels.PLATFORM: cell.platform}),
+        **(extra_labels or {}),
+    }
     try:
-        engine.import_rootfs(tarball, ref, changes)
+        _load_rootfs(engine, tarball, digest, ref, cell.arch, base_labels, matrix)
     finally:
         tarball.unlink(missing_ok=True)
     return _measured(engine, matrix, cell, ref, suite, digest)
@@ -270,7 +255,8 @@ def _load_rootfs(
     matrix: Matrix,
 ) -> None:
     """`docker load` the rootfs as a one-layer image of `arch`: an image archive (docker
-    save's format) whose layer is the tarball itself, so its diff_id is the rootfs sha256."""
+    save's format) whose layer is the tarball itself, so its diff_id is the rootfs sha256,
+    and whose config is dated SOURCE_DATE_EPOCH, so its image id is the same every time."""
     created = config_created(matrix)
     config = {
         "architecture": arch,
@@ -288,7 +274,8 @@ def _load_rootfs(
         "history": [{"created": created, "created_by": f"mmdebstrap --arch={arch}"}],
     }
     blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-    config_name = hashlib.sha256(blob).hexdigest() + ".json"
+    image_id = hashlib.sha256(blob).hexdigest()
+    config_name = image_id + ".json"
     manifest = json.dumps(
         [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{digest}/layer.tar"]}]
     ).encode()
@@ -301,7 +288,7 @@ def _load_rootfs(
                 info.mtime = matrix.source_date_epoch
                 tar.addfile(info, io.BytesIO(data))
             tar.add(tarball, arcname=f"{digest}/layer.tar")
-        engine.load(archive, ref)
+        engine.load(archive, ref, f"sha256:{image_id}")
     finally:
         archive.unlink(missing_ok=True)
 

@@ -411,32 +411,21 @@ class Engine:
 
         _bounded(pull, timeout, f"pull {ref}")
 
-    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> None:
-        """`docker import` a rootfs tarball as `ref` with Dockerfile `changes`."""
-        self.guard(f"import {ref}")
-        repo, _, tag = ref.rpartition(":")
-        out: list[object] = []
-
-        def load() -> None:
-            api = self.client.api
-            out.append(api.import_image_from_file(str(tarball), repo, tag, changes=changes))
-
-        _bounded(load, 900, f"import {ref}")
-        if self.inspect("image", ref) is None:
-            raise EngineError(f"import {ref}: {str(out)[-300:]}")
-
-    def load(self, archive: Path, ref: str) -> None:
-        """`docker load` an image archive (docker save's format) that tags `ref`."""
+    def load(self, archive: Path, ref: str, image_id: str) -> None:
+        """`docker load` an image archive (docker save's format) that tags `ref` as the
+        image `image_id` (the digest of the archive's config)."""
         self.guard(f"load {ref}")
 
         def load() -> None:
             with archive.open("rb") as f:
-                for _ in self._api(900).load_image(f):  # type: ignore[no-untyped-call]
-                    pass
+                for event in self._api(900).load_image(f):  # type: ignore[no-untyped-call]
+                    if isinstance(event, dict) and event.get("error"):
+                        raise EngineError(f"load {ref}: {event['error']}")
 
         _bounded(load, 900, f"load {ref}")
-        if self.inspect("image", ref) is None:
-            raise EngineError(f"load {ref}: the engine has no such image afterwards")
+        got = (self.inspect("image", ref) or {}).get("Id")
+        if got != image_id:
+            raise EngineError(f"load {ref}: the engine has {got or 'no such image'} afterwards")
 
     def history(self, ref: str) -> list[str]:
         """The `CreatedBy` of every layer of an image, newest first."""

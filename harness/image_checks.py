@@ -243,7 +243,7 @@ def bytecode_check(name: str, facts: Mapping[str, object]) -> Check:
 
 
 def base_layer_check(name: str, info: Mapping[str, object], found: Mapping[str, str]) -> Check:
-    """A Debian base is one imported rootfs tarball: the image's first layer (its diff id)
+    """A Debian base is one loaded rootfs tarball: the image's first layer (its diff id)
     is that tarball, whose sha256 the label records. A registry base records none."""
     rootfs = found.get(labels.ROOTFS) or ""
     layers = (info.get("RootFS") or {}).get("Layers") or []  # type: ignore[attr-defined]

@@ -3,6 +3,9 @@ host, input and environment handed over, copies and throwaway containers."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import tarfile
 import threading
 import time
 import uuid
@@ -15,6 +18,7 @@ from testcontainers.core.wait_strategies import ExecWaitStrategy
 
 from harness import labels, matrix
 from harness.backends.containers import use_reaper
+from harness.base import _load_rootfs, config_created
 from harness.base import ensure as ensure_base
 from harness.engine import Engine
 from tests.conftest import ROOT
@@ -95,3 +99,31 @@ def test_run_once_hands_over_files_and_is_bounded(base: str) -> None:
     slow = engine.run_once(base, ["sleep", "300"], timeout=3)
     assert slow.returncode == 124
     assert engine.ids("container", {labels.MANAGED: "scratch"}) == []  # both removed
+
+
+def test_a_rootfs_loads_as_the_same_image_every_time(tmp_path: Path) -> None:
+    """A Debian base is `docker load`ed with a config dated SOURCE_DATE_EPOCH: the same
+    rootfs is the same image id, made twice (`docker import` dated it now, so a rebuilt
+    base was a new image and every image on it was rebuilt), and its one layer is the
+    tarball unchanged."""
+    m = matrix.load(ROOT / "matrix.yaml")
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        data = b"a rootfs\n"
+        info = tarfile.TarInfo("etc/raycompat-e2e")
+        info.size, info.mtime = len(data), m.source_date_epoch
+        tar.addfile(info, io.BytesIO(data))
+    digest = hashlib.sha256(rootfs.read_bytes()).hexdigest()
+    engine = Engine()
+    refs = [f"localhost/raycompat-e2eload/base:{n}-{uuid.uuid4().hex[:8]}" for n in (1, 2)]
+    try:
+        for ref in refs:
+            _load_rootfs(engine, rootfs, digest, ref, "amd64", {labels.MANAGED: "base"}, m)
+        first, second = (engine.inspect("image", ref) or {} for ref in refs)
+        assert first["Id"] == second["Id"]
+        assert first["RootFS"]["Layers"] == [f"sha256:{digest}"]
+        assert first["Created"].startswith(config_created(m).rstrip("Z"))
+        assert first["Architecture"] == "amd64"
+    finally:
+        for ref in refs:
+            engine.untag(ref, force=True)
