@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import children
+from harness.files import write_atomic
 from harness.results import FAILED, PASSED, SKIPPED, WARNING, Check
 
 CACHE_SECONDS = 24 * 3600
@@ -102,10 +103,13 @@ def audit_lock(lock_file: Path, cache: Path, runner: Runner = run_pip_audit) -> 
     digest = hashlib.sha256(lock_file.read_bytes()).hexdigest()
     cached = cache / f"{digest}.v{CACHE_FORMAT}.json"
     if cached.is_file() and time.time() - cached.stat().st_mtime < CACHE_SECONDS:
-        return Audit(**json.loads(cached.read_text()))
+        try:
+            return Audit(**json.loads(cached.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            pass  # not a cached audit (cut short, or another version's): audited again
     cache.mkdir(parents=True, exist_ok=True)
     result = summarize(runner(lock_file, cache / f"{digest}.partial"))
-    cached.write_text(json.dumps(asdict(result)))
+    write_atomic(cached, json.dumps(asdict(result)))
     return result
 
 

@@ -24,6 +24,7 @@ from harness.base import BaseImage
 from harness.base import ensure as ensure_base
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
+from harness.files import write_atomic
 from harness.matrix import NATIVE_PLATFORM, ROLES, Cell, Matrix
 from harness.paths import Paths
 from harness.progress import log, step
@@ -180,7 +181,7 @@ def write_manifest(
         "pip_freeze": facts.get("pip_freeze"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    write_atomic(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def prepare(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import Backend, Cluster, ClusterStartFailed
+from harness.files import write_atomic
 from harness.matrix import Cell, GridPolicy, Matrix
 from harness.probe_client import Probe
 from harness.progress import log, step
@@ -378,9 +379,9 @@ COLOUR = {COMPATIBLE: "#2e7d32", WARN: "#f9a825", INCOMPATIBLE: "#c62828", UNDEC
 def write(build: Path, pairs: Sequence[Pair], policy: GridPolicy) -> None:
     build.mkdir(parents=True, exist_ok=True)
     doc = {"policy": asdict(policy), "pairs": [asdict(p) for p in pairs]}
-    (build / "grid.json").write_text(json.dumps(doc, indent=1))
-    (build / "grid.md").write_text(markdown(pairs, policy))
-    (build / "grid.html").write_text(page(pairs, policy))
+    write_atomic(build / "grid.json", json.dumps(doc, indent=1))
+    write_atomic(build / "grid.md", markdown(pairs, policy))
+    write_atomic(build / "grid.html", page(pairs, policy))
 
 
 def _axes(pairs: Sequence[Pair]) -> tuple[list[str], list[str]]:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.files import write_atomic
 from harness.matrix import Cell, Matrix
 
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -52,13 +53,27 @@ def parse_files(filenames: Iterable[str]) -> dict[str, set[str]]:
     return out
 
 
+def _read_cache(path: Path) -> dict[str, set[str]] | None:
+    """The cached listing; None when there is none or it is not one (it is asked again)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in doc.values()
+    ):
+        return None
+    return {str(k): set(v) for k, v in doc.items()}
+
+
 def fetch(cache: Path, url: str | None = None) -> dict[str, set[str]]:
     """Ray's wheels on the index (PEP 691 JSON), cached for a day under `cache`."""
     url = url or index_url()
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / "ray-wheels.json"
-    if path.is_file() and time.time() - path.stat().st_mtime < CACHE_SECONDS:
-        return {k: set(v) for k, v in json.loads(path.read_text()).items()}
+    cached = _read_cache(path)
+    if cached is not None and time.time() - path.stat().st_mtime < CACHE_SECONDS:
+        return cached
     request = urllib.request.Request(
         f"{url}/ray/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     )
@@ -66,14 +81,14 @@ def fetch(cache: Path, url: str | None = None) -> dict[str, set[str]]:
         with urllib.request.urlopen(request, timeout=60) as response:
             doc = json.loads(response.read())
     except (OSError, ValueError) as exc:
-        if path.is_file():
-            return {k: set(v) for k, v in json.loads(path.read_text()).items()}
+        if cached is not None:
+            return cached
         raise HarnessError(
             f"cannot ask {url} which Ray versions exist ({exc}); set PIP_INDEX_URL or "
             "UV_INDEX_URL to a reachable mirror, or run `nox -s lock` where the index is reachable"
         ) from None
     wheels = parse_files(f["filename"] for f in doc.get("files", []))
-    path.write_text(json.dumps({k: sorted(v) for k, v in wheels.items()}))
+    write_atomic(path, json.dumps({k: sorted(v) for k, v in wheels.items()}))
     return wheels
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness.contracts import VERTEX
 from harness.errors import HarnessError
+from harness.files import write_atomic
 from harness.matrix import NATIVE_PLATFORM, Cell, Matrix, machine_of
 
 LOCK_FORMAT = 1
@@ -242,7 +243,7 @@ def compile_cell(root: Path, cell: Cell, matrix: Matrix) -> list[Path]:
                 f"# input-sha256: {input_digest(cell, matrix, kind, native)}\n"
             )
             path = lock_path(root, cell, kind)
-            path.write_text(header + body, encoding="utf-8")
+            write_atomic(path, header + body)
             written.append(path)
             if kind == "notebook":
                 constraints = Path(tmp) / "constraints.txt"

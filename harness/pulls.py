@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from harness.files import write_atomic
+
 FILE = "pull-sizes.json"
 SCHEMA = 1
 
@@ -38,9 +40,7 @@ def record(build: Path, images: Mapping[str, Sequence[Layer]]) -> None:
     known = load(build)
     known.update({image_id: list(layers) for image_id, layers in images.items()})
     build.mkdir(parents=True, exist_ok=True)
-    tmp = build / (FILE + ".partial")
-    tmp.write_text(json.dumps({"schema": SCHEMA, "images": known}, indent=1) + "\n")
-    tmp.replace(build / FILE)
+    write_atomic(build / FILE, json.dumps({"schema": SCHEMA, "images": known}, indent=1) + "\n")
 
 
 def summary(layers: Mapping[str, Sequence[Layer]]) -> str:

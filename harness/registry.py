@@ -19,6 +19,7 @@ from pathlib import Path
 from harness import pulls, registry_api, report
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
+from harness.files import write_atomic
 from harness.image_checks import structure_check_names
 from harness.matrix import PLATFORMS, ROLES, Cell, Matrix, registry_problem
 from harness.progress import log
@@ -504,7 +505,5 @@ def write_lock(path: Path, registry: str, pushed: Sequence[Pushed]) -> ImagesLoc
         "images": [asdict(e) for e in lock.images],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
     return lock

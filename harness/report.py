@@ -16,6 +16,7 @@ from xml.etree import ElementTree as ET
 
 from harness import pulls
 from harness.errors import HarnessError
+from harness.files import write_atomic
 from harness.matrix import NATIVE_PLATFORM, Cell, Excluded
 from harness.results import (
     ERROR,
@@ -141,12 +142,15 @@ def write(
         "summary": summary(cells),
         "cells": [c.to_json() for c in cells],
     }
-    (build / "state.json").write_text(
-        json.dumps({**doc, "cells": [c.to_json() for c in results.values()]}, indent=1)
+    write_atomic(
+        build / "state.json",
+        json.dumps({**doc, "cells": [c.to_json() for c in results.values()]}, indent=1),
     )
-    (build / "report.json").write_text(json.dumps(doc, indent=1))
-    (build / "report.md").write_text(markdown(cells, doc, pulls.load(build)))
-    ET.ElementTree(junit(cells)).write(build / "junit.xml", encoding="utf-8", xml_declaration=True)
+    write_atomic(build / "report.json", json.dumps(doc, indent=1))
+    write_atomic(build / "report.md", markdown(cells, doc, pulls.load(build)))
+    write_atomic(
+        build / "junit.xml", ET.tostring(junit(cells), encoding="utf-8", xml_declaration=True)
+    )
     return doc
 
 
@@ -177,7 +181,7 @@ def rerender(build: Path) -> None:
         "generated": rep.generated,
         "summary": summary(cells),
     }
-    (build / "report.md").write_text(markdown(cells, doc, pulls.load(build)))
+    write_atomic(build / "report.md", markdown(cells, doc, pulls.load(build)))
 
 
 def _pull_line(cell: CellResult, known: dict[str, list[pulls.Layer]]) -> str:

@@ -21,6 +21,7 @@ from packaging.utils import parse_wheel_filename
 
 from harness import lock
 from harness.errors import HarnessError
+from harness.files import write_atomic
 from harness.matrix import Cell, machine_of
 
 
@@ -61,9 +62,7 @@ class Wheelhouse:
                 changed = True
             out[str(entry["sha256"])] = path
         if changed:
-            tmp = self._index_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._index, indent=1, sort_keys=True))
-            tmp.replace(self._index_path)
+            write_atomic(self._index_path, json.dumps(self._index, indent=1, sort_keys=True))
         self._have = out
         return out
 

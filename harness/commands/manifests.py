@@ -12,6 +12,7 @@ import yaml
 
 from harness import k8s, registry
 from harness.commands import context
+from harness.files import write_atomic
 from harness.matrix import ROLES
 from harness.progress import log
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         return 1
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_atomic(path, text)
     cells = len({path.parent for path in files})
     log(f"manifests: {cells} cell(s) rendered and validated in {out}")
     return 0

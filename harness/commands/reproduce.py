@@ -9,6 +9,7 @@ import json
 from harness import lock, reproduce
 from harness.commands import context, require_built
 from harness.engine import Engine, find_cli
+from harness.files import write_atomic
 from harness.progress import log
 from harness.results import FAILED, Check
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     out = paths.build / "reproducibility.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {cid: [dataclasses.asdict(k) for k in ks] for cid, ks in results.items()}
-    out.write_text(json.dumps(doc, indent=1))
+    write_atomic(out, json.dumps(doc, indent=1))
     n = len(ctx.cells)
     log(f"reproducibility: {n - failed}/{n} cell(s) identical; details in {out}")
     return 1 if failed else 0

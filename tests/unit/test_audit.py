@@ -81,6 +81,21 @@ def test_the_answer_is_cached_per_lock(tmp_path: Path) -> None:
     assert calls == [lock]
 
 
+@pytest.mark.parametrize("cut", ["", '{"packages": 2, "findings": [', "[]", '{"pkgs": 1}'])
+def test_a_cached_answer_that_is_not_one_is_audited_again(tmp_path: Path, cut: str) -> None:
+    """A cache entry cut short (an interrupted run, a full disk) or of another format is
+    asked again, not reported as "pip-audit could not run" for a day."""
+    lock = tmp_path / "runtime.txt"
+    lock.write_text("requests==2.19.0\n")
+    cache = tmp_path / "cache"
+    audit.check([lock], cache, "warn", recorded(VULNERABLE))
+    [entry] = cache.glob("*.json")
+    entry.write_text(cut)
+    again = audit.check([lock], cache, "warn", recorded(CLEAN))
+    assert again.status == PASSED, again.detail
+    assert audit.check([lock], cache, "warn", recorded(VULNERABLE)).status == PASSED  # cached
+
+
 def test_pip_audit_that_cannot_run(tmp_path: Path) -> None:
     def broken(lock_file: Path, out: Path) -> dict[str, Any]:
         raise RuntimeError("network unreachable")
