@@ -32,11 +32,12 @@ class Wheelhouse:
         self._index_path = root / ".index.json"
         self._index: dict[str, dict[str, object]] = {}
         self._have: dict[str, Path] | None = None  # sha256 -> wheel, until the next download
-        if self._index_path.is_file():
-            try:
-                self._index = json.loads(self._index_path.read_text())
-            except ValueError:
-                self._index = {}
+        try:  # a cache of wheels' hashes: one that cannot be read is made again
+            doc = json.loads(self._index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            doc = {}
+        if isinstance(doc, dict):
+            self._index = {k: v for k, v in doc.items() if isinstance(v, dict)}
 
     def _by_hash(self) -> dict[str, Path]:
         """sha256 -> wheel path, hashing only files that are new or changed since last time;

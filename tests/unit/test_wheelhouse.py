@@ -50,6 +50,14 @@ def test_a_pin_with_only_foreign_wheels_is_missing(tmp_path: Path) -> None:
         house.wheels_for(lock, "3.13.5")
 
 
+@pytest.mark.parametrize("cut", ["", '{"ray-2.51.2-cp39', "[]", '{"pip-26.3-py3-none-any.whl": 1}'])
+def test_a_hash_cache_that_is_not_one_is_made_again(tmp_path: Path, cut: str) -> None:
+    _, lock = make(tmp_path)
+    (tmp_path / "wheelhouse" / ".index.json").write_text(cut)
+    again = Wheelhouse(tmp_path / "wheelhouse")
+    assert [w.name for w in again.wheels_for(lock, "3.11.2")] == [NAMES[1], NAMES[2]]
+
+
 def test_link_into_makes_a_fresh_directory(tmp_path: Path) -> None:
     house, lock = make(tmp_path)
     dest = tmp_path / "ctx" / "wheels"
