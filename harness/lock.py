@@ -217,11 +217,13 @@ def compile_cell(root: Path, cell: Cell, matrix: Matrix) -> list[Path]:
 
     A non-native cell (linux/arm64) resolves its notebook lock within the pins of its
     linux/amd64 cell: the same versions on both architectures (a pin with no wheel for it
-    fails the resolution, naming the package)."""
+    fails the resolution, naming the package). Both files are written once both resolved:
+    an interrupt while the runtime lock resolves leaves the cell's locks as they were, not
+    a new notebook lock beside a runtime lock that was constrained by the old one."""
     native = native_lock(root, cell)
     out_dir = lock_dir(root, cell)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    resolved: dict[Path, str] = {}
     constraints: Path | None = None
     with tempfile.TemporaryDirectory() as tmp:
         if native is not None:
@@ -242,12 +244,12 @@ def compile_cell(root: Path, cell: Cell, matrix: Matrix) -> list[Path]:
                 f"# kind: {kind}; python: {cell.python}; platform: {PLATFORMS[cell.arch]}\n"
                 f"# input-sha256: {input_digest(cell, matrix, kind, native)}\n"
             )
-            path = lock_path(root, cell, kind)
-            write_atomic(path, header + body)
-            written.append(path)
+            resolved[lock_path(root, cell, kind)] = header + body
             if kind == "notebook":
                 constraints = Path(tmp) / "constraints.txt"
                 constraints.write_text(
                     "".join(f"{p.name}=={p.version}\n" for p in parse(body)), encoding="utf-8"
                 )
-    return written
+    for path, text in resolved.items():
+        write_atomic(path, text)
+    return list(resolved)

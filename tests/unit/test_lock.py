@@ -85,6 +85,36 @@ def test_check_refuses_missing_and_stale_locks(
         lock.check(tmp_path, cell, m)
 
 
+def test_an_interrupt_while_the_runtime_lock_resolves_changes_neither_lock(
+    tmp_path: Path, write_matrix: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime lock is constrained by the notebook lock: a new notebook lock beside the
+    old runtime lock would pass `check` and put other wire libraries on the nodes."""
+    m = matrix.load(write_matrix('ray: ["2.60.0"]\npython: ["3.11.2"]\n'))
+    cell = m.cells[0]
+    before = {}
+    for kind in lock.KINDS:
+        path = lock.lock_path(tmp_path, cell, kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        before[kind] = sample(lock.input_digest(cell, m, kind))
+        path.write_text(before[kind])
+
+    def resolver(reqs: list[str], cell: matrix.Cell, constraints: Path | None) -> str:
+        if constraints is None:  # the notebook lock resolves first, unconstrained
+            return sample().split("\n", 2)[2].replace("3.12.0", "3.13.0")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lock, "_uv_compile", resolver)
+    with pytest.raises(KeyboardInterrupt):
+        lock.compile_cell(tmp_path, cell, m)
+    for kind in lock.KINDS:
+        assert lock.lock_path(tmp_path, cell, kind).read_text() == before[kind]
+    assert sorted(p.name for p in lock.lock_dir(tmp_path, cell).iterdir()) == [
+        "notebook.txt",
+        "runtime.txt",
+    ]
+
+
 def test_committed_locks_match_the_default_matrix(tmp_path: Path) -> None:
     """CI fails when matrix.yaml changed but `nox -s lock` was not run and committed."""
     shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
