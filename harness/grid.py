@@ -192,8 +192,9 @@ def judge(
         for key in keys:
             mine = _shown(_value(client, key))
             theirs = sorted({_shown(_value(n, key)) for n in nodes})
-            if theirs != [mine]:
-                reasons.append(f"{key}: notebook {mine} vs cluster {', '.join(theirs)}")
+            if theirs != [mine]:  # a `warn` key says so: it is not why a pair is incompatible
+                tail = "" if severity == INCOMPATIBLE else " (warn)"
+                reasons.append(f"{key}: notebook {mine} vs cluster {', '.join(theirs)}{tail}")
                 if level != INCOMPATIBLE:
                     level = severity
     return Verdict(level, reasons=reasons)

@@ -18,7 +18,7 @@ from harness.backends import probe_result
 from harness.engine import STAGING, Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
-from harness.inside.probe import FROM_SERVER
+from harness.inside.probe import FROM_SERVER, MISSING_EXTRA
 from harness.probe_client import cluster_args, jobs_args, version_check_args
 from harness.report import brief
 from harness.timeouts import PROBE_MARGIN
@@ -86,6 +86,17 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     if result is None:
         why = (err.strip().splitlines() or ["no output"])[-1][:300]
         raise HarnessError(f"the probe gave no answer (exit {rc}): {why}")
+    extra = _missing_extra(result)
+    if extra:
+        name, said = extra
+        client = result.get("client") or {}
+        where = f"the image {args.image}" if args.image else sys.executable
+        raise HarnessError(
+            f"the Ray in {where} lacks its `{name}` extra, which this path needs: install "
+            f"'ray[{name}]=={client.get('ray') or '<its version>'}' there, or run the client "
+            "side in a notebook image built here (--image <prefix>/ray-notebook:...), which "
+            f"has every extra (Ray said: {said})"
+        )
     refusal = _token_refusal(result)
     if refusal:
         given = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
@@ -165,6 +176,16 @@ def _token_refusal(result: Mapping[str, Any]) -> str:
         if isinstance(said, str) and any(w in said.lower() for w in TOKEN_REFUSALS):
             return brief(said, 300)
     return ""
+
+
+def _missing_extra(result: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(the extra, Ray's words) when this client's Ray lacks an extra of Ray the path needs:
+    a fault of the client's installation, not an answer of the cluster."""
+    connect = result.get("connect") or {}
+    for said in (connect.get("error"), result.get("error"), result.get("message")):
+        if isinstance(said, str) and (found := MISSING_EXTRA.search(said)):
+            return found.group(1), brief(said, 300)
+    return None
 
 
 def _token() -> str:

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -286,6 +287,9 @@ def _wait_port(address: str, deadline: float) -> None:
 
 FROM_SERVER = "initialization failure from server"  # Ray Client: the server answered
 NO_SPECIFIC_SERVER = "starting ray client server failed"  # ... without a server for the client
+# How Ray says this client's own Ray lacks an extra a path needs (Ray Client: `client`;
+# JobSubmissionClient: `default`): "... please reinstall by executing `pip install ray[client]`"
+MISSING_EXTRA = re.compile(r"pip install '?ray\[(\w+)\]")
 
 
 def _connect(address: str, deadline: float, captured: _Captured, once: bool = False) -> Json:
@@ -316,10 +320,11 @@ def _connect(address: str, deadline: float, captured: _Captured, once: bool = Fa
             # stop at once. (Ray Client retries a refused token as if the server were
             # unavailable and says only "timeout"; its debug log has the server's words.)
             # A server that could not start its process for this client is not a verdict.
+            # Nor is a Ray here without its `client` extra, but no retry can change it.
             said = " ".join([last, *captured.messages]).lower()
             refused = FROM_SERVER in said and NO_SPECIFIC_SERVER not in said
             verdict = refused or "mismatch" in said or "authenticat" in said
-            if verdict or once or time.time() > deadline:
+            if verdict or MISSING_EXTRA.search(last) or once or time.time() > deadline:
                 said_so = [m for m in captured.messages if m.startswith(SERVER_SAID)]
                 if said_so:
                     last += " (the server said: %s)" % said_so[-1][len(SERVER_SAID) :]
@@ -936,7 +941,8 @@ def version_check(args: argparse.Namespace) -> Json:
     cluster = {k: metadata.get(k) for k in ("ray_version", "python_version", "git_commit")}
     out: Json = {"client": facts(), "cluster": cluster}
     try:
-        utils.check_version_info(metadata, "this process (harness probe)")
+        # Ray words it "This process on <address> was started with ...": name this host
+        utils.check_version_info(metadata, socket.gethostname())
         out.update(ok=True, verdict="accepted", message="versions match Ray's check")
     except Exception as exc:
         out.update(ok=True, verdict="rejected", message=str(exc)[:3000])

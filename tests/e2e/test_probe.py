@@ -8,9 +8,12 @@ Jobs API.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,13 +22,15 @@ from harness.backends.containers import ContainerCluster
 from harness.engine import Engine
 from harness.labels import RUN as LABEL_RUN
 from harness.verify import TOKENLESS_NODE, join_as_driver, ray_processes_left
+from tests.conftest import ROOT
 from tests.e2e.cli import harness
 
 pytestmark = pytest.mark.e2e
 PREFIX = "localhost/raycompat"
 OLD = "2.60.0-py3.13.5-cpu"
 NEW = "2.60.0-py3.13.15-cpu"
-RAY_OLD = "2.51.2-py3.13.5-cpu"  # built with the others: python=3.13.* below
+RAY_OLD = "2.51.2-py3.13.5-cpu"
+WHEELHOUSE = ROOT / ".cache" / "wheelhouse"  # built with the others: python=3.13.* below
 
 
 def notebook(tag: str) -> str:
@@ -216,3 +221,51 @@ def test_a_refused_join_is_stopped_only_where_ray_left_a_process(
     refused, _ = join_as_driver(cluster, client, env=TOKENLESS_NODE)
     assert refused is not None
     assert ["ray", "stop", "--force"] in ran
+
+
+@pytest.fixture(scope="module")
+def minimal_ray(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An interpreter outside the images with `pip install ray` and no extras, beside the
+    harness's own packages: a user's laptop or CI."""
+    venv = tmp_path_factory.mktemp("minimal-ray") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    wheels = ["--find-links", str(WHEELHOUSE)]  # what the index would give, if already here
+    installed = subprocess.run(
+        [python, "-m", "pip", "install", "-q", *wheels, "ray==" + OLD.split("-")[0]],
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ours = [p for p in sys.path if p.endswith("site-packages")]
+    (Path(site) / "raycompat-harness.pth").write_text("\n".join([str(ROOT), *ours]) + "\n")
+    return python
+
+
+@pytest.mark.parametrize(
+    ("form", "extra"), [("ray://{}:10001", "client"), ("http://{}:8265", "default")]
+)
+def test_a_client_without_the_extra_a_path_needs_is_told_which(
+    head_ip: str, minimal_ray: str, form: str, extra: str
+) -> None:
+    """Plain `pip install ray` has neither Ray Client (`ray[client]`) nor the Jobs SDK
+    (`ray[default]`): that is this client's installation, not the cluster's answer, so
+    neither "incompatible" nor "cannot reach" (the Ray Client path waited out --timeout)."""
+    address = form.format(head_ip)
+    r = subprocess.run(
+        [minimal_ray, "-m", "harness", "probe", "--address", address],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr[-2000:]
+    assert f"lacks its `{extra}` extra" in r.stderr, r.stderr[-2000:]
+    assert f"install 'ray[{extra}]==2.60.0'" in r.stderr
+    assert "incompatible" not in r.stdout and "cannot reach" not in r.stderr

@@ -36,14 +36,14 @@ def test_micro_mismatch_is_incompatible_in_both_directions(client: str, cluster:
 def test_wire_library_difference_only_warns() -> None:
     verdict = grid.judge(facts(grpcio="1.71.0"), [facts()], POLICY)
     assert (verdict.verdict, verdict.outcome) == ("warn", "warning")
-    assert verdict.reasons == ["grpcio: notebook 1.71.0 vs cluster 1.70.0"]
+    assert verdict.reasons == ["grpcio: notebook 1.71.0 vs cluster 1.70.0 (warn)"]
 
 
 def test_a_library_missing_on_one_side_is_named_as_such() -> None:
     client = facts()
     client["libs"] = {k: v for k, v in LIBS.items() if k != "numpy"}
     verdict = grid.judge(client, [facts()], POLICY)
-    assert verdict.reasons == ["numpy: notebook not installed vs cluster 2.3.0"]
+    assert verdict.reasons == ["numpy: notebook not installed vs cluster 2.3.0 (warn)"]
 
 
 def test_ray_version_mismatch_names_version_and_commit() -> None:
