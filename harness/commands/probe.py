@@ -168,12 +168,19 @@ def _jobs(address: str, result: dict[str, object], unreachable: str) -> int:
 TOKEN_REFUSALS = ("authentication token", "authenticationerror", "answered 401")
 
 
+def _ray_said(result: Mapping[str, Any]) -> list[str]:
+    """What Ray answered the probe, on whichever path: connect's error, the error, the
+    driver check's message."""
+    connect = result.get("connect") or {}
+    said = (connect.get("error"), result.get("error"), result.get("message"))
+    return [s for s in said if isinstance(s, str)]
+
+
 def _token_refusal(result: Mapping[str, Any]) -> str:
     """Ray's words when the cluster refused this client for want of the right token, else
     "" (a refusal is not a verdict on compatibility)."""
-    connect = result.get("connect") or {}
-    for said in (connect.get("error"), result.get("error"), result.get("message")):
-        if isinstance(said, str) and any(w in said.lower() for w in TOKEN_REFUSALS):
+    for said in _ray_said(result):
+        if any(w in said.lower() for w in TOKEN_REFUSALS):
             return brief(said, 300)
     return ""
 
@@ -181,9 +188,8 @@ def _token_refusal(result: Mapping[str, Any]) -> str:
 def _missing_extra(result: Mapping[str, Any]) -> tuple[str, str] | None:
     """(the extra, Ray's words) when this client's Ray lacks an extra of Ray the path needs:
     a fault of the client's installation, not an answer of the cluster."""
-    connect = result.get("connect") or {}
-    for said in (connect.get("error"), result.get("error"), result.get("message")):
-        if isinstance(said, str) and (found := MISSING_EXTRA.search(said)):
+    for said in _ray_said(result):
+        if found := MISSING_EXTRA.search(said):
             return found.group(1), brief(said, 300)
     return None
 
