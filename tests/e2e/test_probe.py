@@ -29,8 +29,8 @@ pytestmark = pytest.mark.e2e
 PREFIX = "localhost/raycompat"
 OLD = "2.60.0-py3.13.5-cpu"
 NEW = "2.60.0-py3.13.15-cpu"
-RAY_OLD = "2.51.2-py3.13.5-cpu"
-WHEELHOUSE = ROOT / ".cache" / "wheelhouse"  # built with the others: python=3.13.* below
+RAY_OLD = "2.51.2-py3.13.5-cpu"  # built with the others: python=3.13.* below
+WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
 
 
 def notebook(tag: str) -> str:
