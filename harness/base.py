@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -32,7 +33,7 @@ from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.matrix import Cell, Matrix, debian_offer
 
-RECIPE = 2  # bump when the rootfs recipe below changes
+RECIPE = 3  # bump when the rootfs recipe below changes
 # Merged /usr the way Debian's own images have it, without the `usrmerge` package: on
 # bookworm, apt satisfies init-system-helpers' `usrmerge | usr-is-merged` with usrmerge,
 # which depends on perl (~47 MB unpacked, ~14 MB of every pull). mmdebstrap's hook sets
@@ -59,22 +60,92 @@ def packages(suite: str, python: str) -> tuple[str, ...]:
     return (*base, "python3-distutils") if minor < 10 else base
 
 
+# Run by the base's own interpreter with -X no_debug_ranges: the bytecode dpkg compiled
+# (stdlib, dist-packages; or the directories given) again, without Python 3.11's column
+# tables (the `^^^^` under a traceback line's failing expression; -1.1 MB of a pull), same
+# file, same invalidation mode.
+RECOMPILE = """
+import os, py_compile, sys, sysconfig
+if next(compile("x", "", "eval").co_positions())[2] is not None:
+    sys.exit("recompile: run with -X no_debug_ranges")
+M = py_compile.PycInvalidationMode
+modes = {0: M.TIMESTAMP, 1: M.UNCHECKED_HASH, 3: M.CHECKED_HASH}
+suffix = "." + sys.implementation.cache_tag + ".pyc"
+n = 0
+for top in sys.argv[1:] or (sysconfig.get_paths()["stdlib"], "/usr/lib/python3/dist-packages"):
+    for root, dirs, files in os.walk(top):
+        dirs.sort()
+        if os.path.basename(root) != "__pycache__":
+            continue
+        for name in sorted(files):  # not .opt-1.pyc, nor another interpreter's
+            source = os.path.join(os.path.dirname(root), name[: -len(suffix)] + ".py")
+            if not name.endswith(suffix) or not os.path.isfile(source):
+                continue
+            pyc = os.path.join(root, name)
+            with open(pyc, "rb") as f:
+                flags = int.from_bytes(f.read(8)[4:8], "little")
+            py_compile.compile(source, pyc, doraise=True, invalidation_mode=modes[flags])
+            n += 1
+print("recompiled %d .pyc without column tables" % n)
+"""
+
+
+# Removed once the packages are configured (a path-exclude would break python3.X's postinst,
+# which compiles every file of its package): CPython's own test suite (`test`: test.support,
+# regrtest; the `_test*` extension modules), and dpkg's and debconf's backups of their
+# databases (Debian's own images drop them too). Paths relative to the rootfs.
+REMOVED = (
+    "usr/lib/python3*/test",
+    "usr/lib/python3*/lib-dynload/_test*",
+    "usr/lib/python3*/lib-dynload/_ctypes_test*",
+    "usr/lib/python3*/lib-dynload/_xxtestfuzz*",
+    "var/cache/debconf/*-old",
+    "var/lib/dpkg/*-old",
+)
+
+
 def _hooks(suite: str, python: str) -> list[str]:
     """Merged /usr (see MERGED_USR_HOOKS); an extra interpreter becomes `python3` on PATH
-    (/usr/local/bin comes first)."""
+    (/usr/local/bin comes first); REMOVED removed; then the bytecode dpkg compiled, without
+    column tables (Python 3.11 and newer, see RECOMPILE)."""
     hooks = [f"--hook-dir={MERGED_USR_HOOKS}"]
     package = interpreter_package(suite, python)
     if package != "python3":
         hooks.append(f'--customize-hook=ln -sf /usr/bin/{package} "$1/usr/local/bin/python3"')
+    major, minor = (int(x) for x in python.split(".")[:2])
+    hooks.append(f'--customize-hook=cd "$1" && rm -rf {" ".join(REMOVED)}')
+    if (major, minor) >= (3, 11):
+        run = f"/usr/bin/python{major}.{minor} -X no_debug_ranges -c {shlex.quote(RECOMPILE)}"
+        hooks.append(f'--customize-hook=chroot "$1" {run}')
     return hooks
 
 
+# Written into the rootfs (/etc/dpkg/dpkg.cfg.d/), so packages a derived image installs skip
+# the same paths. Besides documentation, what no Ray process reads:
+# - glibc's iconv modules but Debian's core eight (UTF-7/16/32, UNICODE, ISO-8859-1/15,
+#   CP1252, ANSI_X3.110): the others are what Debian calls extra charsets (its own package
+#   since trixie); iconv_open() in C refuses them, Python's codecs are its own;
+# - tzdata's `right/` zones (clocks counting leap seconds, read only with TZ=right/...).
+GCONV_CORE = (
+    "ANSI_X3.110",
+    "CP1252",
+    "ISO8859-1",
+    "ISO8859-15",
+    "UNICODE",
+    "UTF-16",
+    "UTF-32",
+    "UTF-7",
+)
 DPKG_OPTS = (
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/info/*",
     "path-exclude=/usr/share/locale/*",
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/lib/*/gconv/*",
+    "path-include=/usr/lib/*/gconv/gconv-modules*",
+    *(f"path-include=/usr/lib/*/gconv/{name}.so" for name in GCONV_CORE),
+    "path-exclude=/usr/share/zoneinfo/right/*",
 )
 MICRO_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
 
@@ -167,9 +238,15 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path, arch: str =
         except children.Stopped as exc:
             raise HarnessError(str(exc)) from None
         if rc != 0:
-            errors = [ln for ln in err.splitlines() if ln.startswith(("E:", "W:"))]
-            tail = "\n".join((errors or err.strip().splitlines())[-8:])
+            lines = err.strip().splitlines()
+            errors = [ln for ln in lines if ln.startswith(("E:", "W:"))]
+            tail = "\n".join((errors or lines)[-8:])
             hint = f"is {matrix.debian_mirror} reachable?"
+            hook = next((i for i, ln in enumerate(lines) if "E: command failed" in ln), None)
+            if hook is not None:  # what the hook printed last is above mmdebstrap's E: lines
+                hint = "a step of the recipe failed in the rootfs"
+                said = [ln for ln in lines[max(0, hook - 4) : hook] if not ln.startswith("I:")]
+                tail = "\n".join([*said, lines[hook][:200]])
             if arch != "amd64" and "arch-test" in err:
                 hint = (
                     f"this host cannot run {arch} binaries: run `scripts/setup-engine.sh` as "

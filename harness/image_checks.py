@@ -228,7 +228,8 @@ def platform_check(
 
 def bytecode_check(name: str, facts: Mapping[str, object]) -> Check:
     """Every .pyc in the venv (all the layers the harness builds) is checked-hash, so
-    bytecode does not depend on when the image was built."""
+    bytecode does not depend on when the image was built; on Python 3.11 and newer, a
+    module of each layer has bytecode without column tables (what the pull sizes assume)."""
     found = facts.get("bytecode")
     counts = found if isinstance(found, dict) else {}
     good = int(counts.get("checked-hash") or 0)
@@ -239,7 +240,21 @@ def bytecode_check(name: str, facts: Mapping[str, object]) -> Check:
     )
     if bad:
         detail += f"; e.g. {', '.join(counts.get('examples') or [])}"
-    return Check.of(f"{name}:bytecode", good > 0 and bad == 0, detail, stage="build")
+    tables = facts.get("column_tables")
+    columns_ok = True
+    if isinstance(tables, dict):
+        with_tables = sorted(
+            f"{m} ({v})" if v is not True else m for m, v in tables.items() if v is not False
+        )
+        columns_ok = bool(tables) and not with_tables
+        if with_tables:
+            detail += f"; bytecode with column tables or none: {', '.join(with_tables)}"
+        else:
+            detail += f"; no column tables in {', '.join(sorted(tables)) or 'no sampled module'}"
+    elif "column_tables" not in facts:
+        columns_ok = False
+        detail += "; column tables not measured"
+    return Check.of(f"{name}:bytecode", good > 0 and bad == 0 and columns_ok, detail, stage="build")
 
 
 def base_layer_check(name: str, info: Mapping[str, object], found: Mapping[str, str]) -> Check:

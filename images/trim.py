@@ -3,9 +3,9 @@
 `images/Dockerfile` runs it (bind-mounted from the build context, never copied into an image)
 right after each `pip install`, with the image's own Python (3.9 and newer):
 
-    python trim.py /opt/ray/lib/python3.X/site-packages
+    python trim.py [--link-duplicates] /opt/ray/lib/python3.X/site-packages
 
-It removes, and prints by kind how many paths (or stripped files) and bytes:
+It removes, and prints by kind how many paths (or stripped or linked files) and bytes:
 
 - `ray/jars`: Ray's Java jars (no JVM here; Ray starts Java workers only where `java` is);
 - directories named `tests`: the packages' own test suites (numpy's alone is ~16 MB);
@@ -15,7 +15,15 @@ It removes, and prints by kind how many paths (or stripped files) and bytes:
   `runtime_env` virtualenv is always made from this interpreter);
 - the DWARF sections (`.debug_*`) of third-party ELF files: only a debugger reads them, and
   symbol tables stay, so backtraces keep their function names. Ray's own binaries are left as
-  they are (its crash reports may read them).
+  they are (its crash reports may read them); the third-party libraries Ray vendors under
+  `thirdparty_files` directories (the runtime-env agent's aiohttp, multidict, ...) are not
+  Ray's own and are stripped like the rest;
+- with `--link-duplicates`, files of identical content, mode and owner become hard links to
+  one of them (Ray vendors aiohttp, yarl and attrs beside the venv's own copies; pip vendors
+  idna and urllib3; licenses repeat): a layer stores a hard link's content once. Only for the
+  layer that installed every file it sees: linking to a file of a lower layer would copy that
+  file up into this one. The venv's bytecode is checked-hash, so no .pyc depends on a
+  source's modification time, which linked files share.
 
 Nothing it touches is rewritten unless it changes: in a later layer, an untouched file is
 not copied up. A run over a tree it already trimmed changes nothing.
@@ -24,8 +32,10 @@ not copied up. A run over a tree it already trimmed changes nothing.
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import shutil
+import stat
 import struct
 import sys
 from pathlib import Path
@@ -116,20 +126,23 @@ def strip_debug(data: bytes) -> bytes | None:
 
 
 class Tally:
-    """Paths removed (files, or directories for `tests` and `ray/jars`; ELF files stripped)
-    and bytes freed, by kind, for the build log."""
+    """Paths removed (files, or directories for `tests` and `ray/jars`; ELF files stripped;
+    files linked) and bytes freed, by kind, for the build log."""
 
     def __init__(self) -> None:
         self.kinds: dict[str, list[int]] = {}
+        self.verbs: dict[str, str] = {}
 
-    def add(self, kind: str, nbytes: int) -> None:
+    def add(self, kind: str, nbytes: int, verb: str = "removed") -> None:
         entry = self.kinds.setdefault(kind, [0, 0])
         entry[0] += 1
         entry[1] += nbytes
+        self.verbs[kind] = verb
 
     def report(self) -> str:
         return "; ".join(
-            f"{kind}: {n} removed, {b / 1e6:.1f} MB" for kind, (n, b) in sorted(self.kinds.items())
+            f"{kind}: {n} {self.verbs[kind]}, {b / 1e6:.1f} MB"
+            for kind, (n, b) in sorted(self.kinds.items())
         )
 
 
@@ -178,9 +191,23 @@ def is_elf(path: Path) -> bool:
         return f.read(4) == b"\x7fELF"
 
 
-def trim(site: Path) -> Tally:
+# Directories in which Ray vendors other projects' packages (and their binaries).
+VENDORED = frozenset({"thirdparty_files", "thirdparty"})
+
+
+def rays_own(site: Path, here: Path) -> bool:
+    """Whether files in directory `here` are Ray's own (under `ray/`, not vendored)."""
+    try:
+        parts = here.relative_to(site).parts
+    except ValueError:
+        return False
+    return parts[:1] == ("ray",) and not VENDORED.intersection(parts)
+
+
+def trim(site: Path, link_duplicates: bool = False) -> Tally:
     """One walk of `site`: `tests` directories are removed as they are met (and not walked
-    into), Windows launchers removed, third-party ELF files stripped."""
+    into), Windows launchers removed, third-party ELF files stripped; then, if asked,
+    identical files linked."""
     tally = Tally()
     jars = site / "ray" / "jars"
     if jars.is_dir():
@@ -190,7 +217,6 @@ def trim(site: Path) -> Tally:
         remove_file(source_map, "source maps", tally)
     for wheel in other_seed_wheels(site):
         remove_file(wheel, "seed wheels for other Pythons", tally)
-    ray_own = site / "ray"
     for root, dirs, files in os.walk(site):  # symlinked directories are not followed
         here = Path(root)
         for name in sorted(d for d in dirs if d == "tests" and not (here / d).is_symlink()):
@@ -203,9 +229,38 @@ def trim(site: Path) -> Tally:
                 continue
             if name.endswith(".exe"):
                 remove_file(path, "Windows launchers", tally)
-            elif here != ray_own and ray_own not in here.parents:
+            elif not rays_own(site, here):
                 strip_file(path, tally)
+    if link_duplicates:
+        link_identical(site, tally)
     return tally
+
+
+def link_identical(site: Path, tally: Tally) -> None:
+    """Make each set of non-empty regular files with the same content, mode and owner hard
+    links to the first of them by path (already linked files stay as they are)."""
+    by_shape: dict[tuple[int, int, int, int], list[Path]] = {}
+    for root, dirs, files in os.walk(site):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_size:
+                by_shape.setdefault((st.st_size, st.st_mode, st.st_uid, st.st_gid), []).append(path)
+    for (size, *_), paths in by_shape.items():
+        if len(paths) < 2:
+            continue
+        first: dict[bytes, Path] = {}
+        for path in paths:
+            digest = hashlib.sha256(path.read_bytes()).digest()
+            keep = first.setdefault(digest, path)
+            if keep is path or os.path.samefile(keep, path):
+                continue
+            tmp = path.with_name(path.name + ".trim-link")
+            tmp.unlink(missing_ok=True)
+            os.link(keep, tmp)
+            os.replace(tmp, path)
+            tally.add("duplicate files", size, "linked")
 
 
 def strip_file(path: Path, tally: Tally) -> None:
@@ -220,15 +275,18 @@ def strip_file(path: Path, tally: Tally) -> None:
     with path.open("r+b") as f:
         f.write(stripped)
         f.truncate()
-    tally.add("debug sections", len(data) - len(stripped))
+    tally.add("debug sections", len(data) - len(stripped), "stripped")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not Path(argv[1]).is_dir():
-        print("usage: python trim.py SITE_PACKAGES_DIR", file=sys.stderr)
+    args = argv[1:]
+    link = args[:1] == ["--link-duplicates"]
+    args = args[1:] if link else args
+    if len(args) != 1 or not Path(args[0]).is_dir():
+        print("usage: python trim.py [--link-duplicates] SITE_PACKAGES_DIR", file=sys.stderr)
         return 2
-    site = Path(argv[1])
-    tally = trim(site)
+    site = Path(args[0])
+    tally = trim(site, link_duplicates=link)
     print(f"trim {site}: {tally.report() or 'nothing to remove'}")
     return 0
 

@@ -159,6 +159,38 @@ def _pyc_kind(path: str) -> str:
     return {3: "checked-hash", 1: "unchecked-hash"}.get(flags, "timestamp")
 
 
+# One module per layer the harness builds or recompiles: the base's stdlib, the runtime
+# layer, the notebook's layer (where installed). Their bytecode is compiled without
+# Python 3.11's column tables (see images/Dockerfile and harness/base.py).
+COLUMN_SAMPLES = ("json", "ray", "jupyter_server")
+
+
+def column_tables() -> Any:
+    """Per sampled module: whether its .pyc carries column tables, "no pyc" or "unreadable";
+    None before Python 3.11 (which has none)."""
+    if sys.version_info < (3, 11):
+        return None
+    import importlib.util
+    import marshal
+
+    out: Json = {}
+    for name in COLUMN_SAMPLES:
+        spec = importlib.util.find_spec(name)  # finds, does not import
+        if spec is None or not spec.cached:
+            continue
+        try:
+            with open(spec.cached, "rb") as f:
+                code = marshal.loads(f.read()[16:])
+        except FileNotFoundError:
+            out[name] = "no pyc"
+            continue
+        except (OSError, ValueError, EOFError, TypeError):
+            out[name] = "unreadable"
+            continue
+        out[name] = any(p[2] is not None for p in code.co_positions())
+    return out
+
+
 def structure() -> Json:
     out = facts()
     out.update(packages())
@@ -186,6 +218,7 @@ def structure() -> Json:
             if path.endswith(("/.cache/pip", "/.cache/uv")):
                 caches.append(path)
     out["bytecode"] = pyc
+    out["column_tables"] = column_tables()
     out["wheel_files"] = leftovers[:20]
     out["packaged_wheels"] = len(packaged)
     out["pip_caches"] = caches[:20]

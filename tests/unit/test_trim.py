@@ -112,6 +112,9 @@ def site_tree(root: Path, debug_so: Path) -> Path:
         (embed / wheel).write_bytes(b"PK")
     shutil.copy(debug_so, site / "pkg" / "_speedups.so")
     shutil.copy(debug_so, site / "ray" / "_raylet.so")
+    vendored = site / "ray/_private/runtime_env/agent/thirdparty_files/aiohttp"
+    vendored.mkdir(parents=True)
+    shutil.copy(debug_so, vendored / "_http_parser.so")
     return site
 
 
@@ -137,6 +140,8 @@ def test_trim_removes_each_kind_and_keeps_the_rest(tmp_path: Path) -> None:
     assert [p for p in kept if not (site / p).exists()] == []
     assert sections(site / "pkg/_speedups.so")[".debug_info"] == 0
     assert (site / "ray/_raylet.so").read_bytes() == raylet  # Ray's own: untouched
+    vendored = site / "ray/_private/runtime_env/agent/thirdparty_files/aiohttp/_http_parser.so"
+    assert sections(vendored)[".debug_info"] == 0  # vendored by Ray, not Ray's own
     assert set(tally.kinds) == {
         "ray/jars",
         "tests",
@@ -146,6 +151,34 @@ def test_trim_removes_each_kind_and_keeps_the_rest(tmp_path: Path) -> None:
         "debug sections",
     }
     assert tally.kinds["tests"][0] == 2
+    assert tally.kinds["debug sections"][0] == 2
+    assert all(p.stat().st_nlink == 1 for p in site.rglob("*") if p.is_file())  # not asked to
+
+
+def test_duplicates_become_links_to_the_first_and_differences_keep_them_apart(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site-packages"
+    for d in ("a", "b", "c"):
+        (site / d).mkdir(parents=True)
+    for d in ("a", "b", "c"):
+        (site / d / "LICENSE").write_text("MIT\n" * 100)
+    (site / "b/other.txt").write_text("MIT\n" * 99 + "BSD\n")  # same size, other content
+    (site / "c/LICENSE").chmod(0o600)  # other mode: kept apart
+    (site / "a/empty").write_text("")
+    (site / "b/empty").write_text("")
+    tally = trim.trim(site, link_duplicates=True)
+    first = (site / "a/LICENSE").stat()
+    assert (site / "b/LICENSE").stat().st_ino == first.st_ino
+    assert first.st_nlink == 2
+    assert (site / "c/LICENSE").stat().st_nlink == 1
+    assert (site / "b/other.txt").read_text().endswith("BSD\n")
+    assert (site / "b/other.txt").stat().st_nlink == 1
+    assert (site / "b/empty").stat().st_nlink == 1  # empty files: nothing to save
+    assert (site / "b/LICENSE").read_text() == "MIT\n" * 100
+    assert tally.kinds["duplicate files"] == [1, 400]
+    assert not list(site.rglob("*.trim-link"))
+    assert trim.trim(site, link_duplicates=True).kinds == {}  # linked files stay linked
 
 
 def test_a_second_trim_changes_nothing_and_rewrites_no_file(tmp_path: Path) -> None:
@@ -174,3 +207,5 @@ def test_main_refuses_a_missing_directory(
 ) -> None:
     assert trim.main(["trim.py", str(tmp_path / "nowhere")]) == 2
     assert "usage" in capsys.readouterr().err
+    assert trim.main(["trim.py", "--link", str(tmp_path)]) == 2  # an unknown option
+    assert trim.main(["trim.py", "--link-duplicates", str(tmp_path)]) == 0
