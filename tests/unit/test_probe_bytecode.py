@@ -61,6 +61,10 @@ def test_bytecode_check_wants_no_column_tables_where_python_has_them() -> None:
         check = bytecode_check("image:head", {"bytecode": counts, "column_tables": tables})
         assert check.status == "failed", tables
     assert bytecode_check("image:head", {"bytecode": counts}).status == "failed"  # not measured
+    registry_base = {"bytecode": counts, "column_tables": {"json": True, "ray": False}}
+    assert bytecode_check("image:head", registry_base).status == "failed"
+    check = bytecode_check("image:head", registry_base, debian_base=False)
+    assert check.status == "passed" and "no column tables in ray" in check.detail
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="column tables exist from Python 3.11")
