@@ -3,7 +3,8 @@
 Inputs per image (base image id, lock hash, Dockerfile hash, role, build args) give a
 content-addressed build key stored as a label; an image whose label carries the same key
 is reused and reported `cached`. After building, every image gets its structure checks
-(`image_checks`), reused with the image when it is the very one checked before.
+(`image_checks`), reused with the image when it is the very one checked before, by the
+same check code (`image_checks.fingerprint`).
 """
 
 from __future__ import annotations
@@ -267,8 +268,8 @@ def build_cell(
     """Build (or reuse) the three images of a cell; return them and their structure checks.
 
     An image whose build key is unchanged is reused (`cached`); if it is also the very
-    image `previous` checked, its structure checks are reused too, so a no-op build only
-    asks the engine a few questions."""
+    image `previous` checked, by the same check code, its structure checks are reused too,
+    so a no-op build only asks the engine a few questions."""
     lock.check(paths.locks, cell, matrix)
     runtime_lock = lock.lock_path(paths.locks, cell, "runtime")
     notebook_lock = lock.lock_path(paths.locks, cell, "notebook")
@@ -286,7 +287,7 @@ def build_cell(
         args["CUDA_VERSION"] = cell.cuda
     images: list[Image] = []
     checks: list[Check] = []
-    checked = {i.role: i.id for i in previous.images} if previous else {}
+    checked = {i.role: (i.id, i.checked_with) for i in previous.images} if previous else {}
     ctx: Path | None = None
     for role in ROLES:
         tag = cell.tag(matrix.prefix, role)
@@ -302,10 +303,10 @@ def build_cell(
             if (
                 previous
                 and existing
-                and checked.get(role) == existing.get("Id")
+                and checked.get(role) == (existing.get("Id"), image_checks.fingerprint())
                 and paths.manifest(cell.id, role).is_file()
             ):
-                # Same image as last checked: its structure checks still hold.
+                # Same image as last checked, by the same checks: their results still hold.
                 prefix = f"image:{role}:"
                 reused = [c for c in previous.build_checks if c.name.startswith(prefix)]
                 complete = {c.name for c in reused} >= set(
@@ -348,6 +349,7 @@ def build_cell(
                 cached=cached,
                 build_seconds=round(time.monotonic() - start, 2),
                 labels=dict((info.get("Config") or {}).get("Labels") or {}),
+                checked_with=image_checks.fingerprint(),
             )
         )
         with step(f"{cell.id}: structure checks {role}"):

@@ -6,8 +6,11 @@ push gate accepts a role only when all of them ran on the tested image."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from harness import contracts, labels
 from harness.backends import probe_result
@@ -110,6 +113,16 @@ def secret_check(engine: Engine, role: str, tag: str, config: dict[str, object])
         + (", ".join(hits) if hits else "no credentials or tokens"),
         stage="build",
     )
+
+
+@functools.cache
+def fingerprint() -> str:
+    """Of the code that decides structure checks (this module, the contracts, the probe run
+    inside the image): checks recorded under another fingerprint are not reused."""
+    h = hashlib.sha256(PROBE_SOURCE.encode())
+    for module in (__file__, contracts.__file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def structure_checks(

@@ -81,6 +81,7 @@ class Image:
     cached: bool = False
     build_seconds: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)
+    checked_with: str = ""  # image_checks.fingerprint() of its structure checks
 
 
 @dataclass

@@ -3,11 +3,13 @@ cell's images and removes the ones they replaced, unless another tag still names
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 import pytest
 
+from harness import image_checks
 from harness.engine import Engine
 from harness.matrix import ROLES
 from tests.e2e.test_failures import WHEELHOUSE, copy_project, remove_prefix, run
@@ -33,6 +35,23 @@ def test_a_rebuild_removes_the_images_it_replaced(tmp_path: Path) -> None:
             for r in ROLES
         }
         engine.tag(before["head"], kept)  # someone else's name for the old head image
+
+        # a no-op build reuses the structure checks of the images it checked, unless they
+        # were recorded by other check code (a harness upgrade): then it runs them again
+        again = run("build", *only, run_id="rebuild" + uuid.uuid4().hex[:8], env=WHEELHOUSE)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "structure checks head ..." not in again.stderr
+        state = tmp_path / "build" / "state.json"
+        doc = json.loads(state.read_text())
+        for cell in doc["cells"]:
+            for image in cell["images"]:
+                assert image["checked_with"] == image_checks.fingerprint()
+                image["checked_with"] = "an-older-harness"
+        state.write_text(json.dumps(doc))
+        rechecked = run("build", *only, run_id="rebuild" + uuid.uuid4().hex[:8], env=WHEELHOUSE)
+        assert rechecked.returncode == 0, rechecked.stderr[-2000:]
+        assert all(f"structure checks {r} ..." in rechecked.stderr for r in ROLES)
+        assert "build head ->" not in rechecked.stderr  # the same images: only checked again
 
         # any change to the recipe changes every role's build key (the layers come from
         # the build cache): three new images under the same tags
