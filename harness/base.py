@@ -93,7 +93,7 @@ print("recompiled %d .pyc without column tables" % n)
 # Removed once the packages are configured (a path-exclude would break python3.X's postinst,
 # which compiles every file of its package): CPython's own test suite (`test`: test.support,
 # regrtest; the `_test*` extension modules), and dpkg's and debconf's backups of their
-# databases (Debian's own images drop them too). Paths relative to the rootfs.
+# databases (nothing reads them). Paths relative to the rootfs.
 REMOVED = (
     "usr/lib/python3*/test",
     "usr/lib/python3*/lib-dynload/_test*",

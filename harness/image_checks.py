@@ -17,6 +17,7 @@ from harness.backends import probe_result
 from harness.engine import STAGING, Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
+from harness.inside.probe import STDLIB_SAMPLE
 from harness.matrix import Cell
 from harness.probe_client import STRUCTURE_ARGS
 from harness.results import SKIPPED, Check
@@ -243,8 +244,8 @@ def bytecode_check(name: str, facts: Mapping[str, object], debian_base: bool = T
     """Every .pyc in the venv (all the layers the harness builds) is checked-hash, so
     bytecode does not depend on when the image was built; on Python 3.11 and newer, a
     module of each layer the harness compiled has bytecode without column tables (what the
-    pull sizes assume): the venv's, and the standard library's (`json`) of a Debian base it
-    built. A registry base's standard library is that image's own."""
+    pull sizes assume): the venv's, and the standard library's (STDLIB_SAMPLE) of a Debian
+    base it built. A registry base's standard library is that image's own."""
     found = facts.get("bytecode")
     counts = found if isinstance(found, dict) else {}
     good = int(counts.get("checked-hash") or 0)
@@ -258,7 +259,7 @@ def bytecode_check(name: str, facts: Mapping[str, object], debian_base: bool = T
     tables = facts.get("column_tables")
     columns_ok = True
     if isinstance(tables, dict):
-        tables = {m: v for m, v in tables.items() if debian_base or m != "json"}
+        tables = {m: v for m, v in tables.items() if debian_base or m != STDLIB_SAMPLE}
         with_tables = sorted(
             f"{m} ({v})" if v is not True else m for m, v in tables.items() if v is not False
         )
