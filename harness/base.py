@@ -32,6 +32,7 @@ from harness import children, labels
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.matrix import Cell, Matrix, debian_offer
+from harness.progress import log
 
 RECIPE = 3  # bump when the rootfs recipe below changes
 # Merged /usr the way Debian's own images have it, without the `usrmerge` package: on
@@ -148,6 +149,7 @@ DPKG_OPTS = (
     "path-exclude=/usr/share/zoneinfo/right/*",
 )
 MICRO_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
+LOADED_BY = "mmdebstrap --arch="  # the one history entry of a base the harness loads
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,7 @@ def _load_rootfs(
             "Labels": dict(image_labels),
         },
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest}"]},
-        "history": [{"created": created, "created_by": f"mmdebstrap --arch={arch}"}],
+        "history": [{"created": created, "created_by": f"{LOADED_BY}{arch}"}],
     }
     blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     image_id = hashlib.sha256(blob).hexdigest()
@@ -373,6 +375,39 @@ def _load_rootfs(
 def config_created(matrix: Matrix) -> str:
     created = datetime.fromtimestamp(matrix.source_date_epoch, tz=timezone.utc)
     return created.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def replaced(engine: Engine) -> list[str]:
+    """Ids of Debian bases the harness loaded that no tag names any more.
+
+    A base rebuilt under a new key takes the tag; the base it replaced stays behind,
+    untagged, and nothing would ever remove it. An image is one of these only if its whole
+    history is the one entry `_load_rootfs` writes: an image built FROM a base inherits its
+    labels but adds history, so a user's derived image is never taken for one. A run's
+    temporary bases go with their run."""
+    found: list[str] = []
+    for image_id in engine.ids("image", {labels.MANAGED: "base"}):
+        info = engine.inspect("image", image_id) or {}
+        image_labels = (info.get("Config") or {}).get("Labels") or {}
+        if info.get("RepoTags") or image_labels.get(labels.RUN):
+            continue
+        history = engine.history(image_id)
+        if len(history) == 1 and history[0].startswith(LOADED_BY):
+            found.append(image_id)
+    return found
+
+
+def drop_replaced(engine: Engine) -> int:
+    """Remove the bases `replaced` lists; the count removed. The engine refuses one a
+    container uses (it goes in a later build). Images built on one keep working: BuildKit
+    records no parent image, and the layer they share stays while any image uses it."""
+    dropped = 0
+    for image_id in replaced(engine):
+        if engine.untag(image_id):
+            dropped += 1
+            short = image_id.removeprefix("sha256:")[:12]
+            log(f"removed a base image no tag names any more ({short})")
+    return dropped
 
 
 def _registry_base(engine: Engine, ref: str, python: str) -> BaseImage:

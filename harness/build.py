@@ -240,7 +240,8 @@ def drop_replaced(engine: Engine, old: Mapping[str, object] | None, tag: str) ->
 
     Docker leaves a replaced image behind, untagged; a harness that rebuilds ~1 GB images
     whenever an input changes would fill the disk with them. The engine refuses while a
-    container or an image built FROM it uses it; another tag on it keeps it too."""
+    container uses it; another tag on it keeps it too. An image built FROM it keeps only
+    the layers they share (BuildKit records no parent image)."""
     if not old:
         return
     old_id = str(old.get("Id"))

@@ -428,8 +428,11 @@ class Engine:
             raise EngineError(f"load {ref}: the engine has {got or 'no such image'} afterwards")
 
     def history(self, ref: str) -> list[str]:
-        """The `CreatedBy` of every layer of an image, newest first."""
-        entries: list[dict[str, Any]] = self.client.api.history(ref)  # type: ignore[no-untyped-call]
+        """The `CreatedBy` of every layer of an image, newest first ([] if it is gone)."""
+        try:
+            entries: list[dict[str, Any]] = self.client.api.history(ref)  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:
+            return []
         return [str(h.get("CreatedBy") or "") for h in entries]
 
     def save(self, image_id: str, timeout: float = 1800) -> IO[bytes]:

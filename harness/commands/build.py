@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from harness import audit, diskspace, lock, report
 from harness.base import BaseImage
+from harness.base import drop_replaced as drop_replaced_bases
 from harness.build import BuildFailed, build_cell, prepare
 from harness.commands import Context, context, jobs, run_cells
 from harness.engine import Engine, find_cli
@@ -108,6 +109,8 @@ def _build_all(
         kept = f" (last test: {result.status})" if result.test_checks else ""
         log(f"[{done}/{len(cells)}] {result.id}: {'build failed' if broken else 'built'}{kept}")
         report.write(paths.build, state, str(m.path), ctx.run_id, ctx.excluded())
+    # a base rebuilt under a new key took the old one's tag: the old one can go
+    drop_replaced_bases(engine)
     log(f"report: {paths.build / 'report.md'}")
     return 1 if failed else 0
 

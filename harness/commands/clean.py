@@ -6,7 +6,8 @@
 - kind clusters named `raycompat-<run id>`: likewise, only those of dead runs.
 - `--images`: images the harness built (role images and Debian bases), untagged by the
   very tags the harness gives them. A user's image built FROM ours inherits our labels but
-  not our tags, so it stays, and so does any other tag on one of our images.
+  not our tags, so it stays, and so does any other tag on one of our images. Then the
+  Debian bases no tag names any more (`base.replaced`).
 - The build directory's staging areas (`context/`, `rootfs/`), unless a live run owns it.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 
 from harness import labels, runs
 from harness.backends import kube
+from harness.base import drop_replaced
 from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.paths import Paths
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     counts["kind cluster"] += len(kind_clusters)
     if args.images:
         counts["image tag"] += remove_images(engine)
+        counts["untagged base image"] += drop_replaced(engine)
     print(
         f"removed leftovers of {len(dead)} finished run(s): "
         + (", ".join(f"{n} {k}(s)" for k, n in sorted(counts.items()) if n) or "nothing")

@@ -30,13 +30,16 @@ TEXT = 'version: 1\nray: ["2.60.0"]\npython: ["3.11.2", "3.13.5"]\nvariants: [cp
 
 
 class FakeEngine:
-    """Answers `inspect` for the images a build made; nothing else is asked of it here."""
+    """Answers `inspect` for the images a build made, and has no replaced base to list."""
 
     def __init__(self) -> None:
         self.images: dict[str, str] = {}
 
     def inspect(self, kind: str, ref: str) -> dict[str, Any] | None:
         return {"Id": self.images[ref]} if ref in self.images else None
+
+    def ids(self, kind: str, labels_: dict[str, str]) -> list[str]:
+        return []
 
 
 class Peak:
