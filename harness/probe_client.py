@@ -100,13 +100,19 @@ class Probe:
         return self._run(jobs_args(address, timeout, fail), timeout)
 
     def serve(
-        self, address: str, proxies: list[str], timeout: float, route: str | None = None
+        self,
+        address: str,
+        proxies: list[str],
+        timeout: float,
+        route: str | None = None,
+        proxy_wait: float = 10.0,
     ) -> Result:
         """Deploy the probe's Serve application through the Jobs API at `address`, ask it
-        at every proxy (`http://NODE:8000`, the head's first) + `route` (default: its own
-        route), /-/healthz and /-/routes, then shut Serve down through the REST API."""
+        at every proxy (`http://NODE:8000`, the head's first, each for up to `proxy_wait`
+        seconds) + `route` (default: its own route), /-/healthz and /-/routes, then shut
+        Serve down through the REST API."""
         args = ["serve", address, *(a for p in proxies for a in ("--http", p))]
-        args += ["--timeout", _seconds(timeout)]
+        args += ["--timeout", _seconds(timeout), "--proxy-wait", _seconds(proxy_wait)]
         return self._run([*args, *(["--route", route] if route else [])], timeout)
 
     def auth(self, head: str, timeout: float, env: dict[str, str] | None = None) -> Result:

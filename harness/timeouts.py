@@ -24,6 +24,7 @@ class Timeouts:
     gpu: float = 120.0  # Ray's GPU resources and a num_gpus=1 task
     jobs: float = 120.0  # the dashboard answers and a job runs to a terminal status
     serve: float = 180.0  # a Serve app deployed by a job, asked over HTTP, shut down
+    proxy: float = 10.0  # after the deploy, a node's Serve proxy answers (it starts last)
     auth: float = 60.0  # one client's round of the token paths (Jobs, GCS, Ray Client)
     facts: float = 60.0  # an idle client container reports its interpreter
 

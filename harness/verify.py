@@ -284,7 +284,8 @@ def _http_lane(
     def serve() -> list[Check]:
         with step(f"{cell.id}: Serve application over HTTP"):
             hosts = [f"http://{host}:{checks.SERVE_PORT}" for host in cluster.node_hosts()]
-            r = Probe(cluster, cluster.notebook).serve(dashboard, hosts, timeouts.serve)
+            probe = Probe(cluster, cluster.notebook)
+            r = probe.serve(dashboard, hosts, timeouts.serve, proxy_wait=timeouts.proxy)
             return [checks.serve(r, expected, checks.SERVE_ROUTE)]
 
     def gpu() -> list[Check]:  # only where the Docker host can hand GPUs to containers

@@ -34,11 +34,22 @@ from harness.timeouts import Timeouts
 
 HEAD_ALIAS = "ray-head"
 QEMU_SHIM_DIR = "/run/raycompat/qemu"  # sitecustomize.py of an emulated cell's containers
-# Ray's own start-up bounds, longer under QEMU (everything runs 3-10x slower): an agent
-# or a worker process that registers late is killed. Both are Ray settings (RAY_<name>).
+# Ray's and Serve's own bounds that are settings, longer under QEMU (everything runs
+# 3-10x slower), each because a check met it there (README, "arm64"); in the test
+# containers only, never in the images.
 EMULATED_RAY_ENV = {
+    # an agent or a worker process that registers late is killed
     "RAY_agent_register_timeout_ms": "300000",
     "RAY_worker_register_timeout_seconds": "300",
+    # a proxy not ready in 5 s three times in a row is restarted, again and again
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+    # Ray Client drops a client whose SpecificServer is not ready in 30 s (a constant,
+    # not a setting, in Ray 2.51.2)
+    "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180",
+    # a proxy routes to its own node's replica only if it reports its queue in 0.1 s
+    "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "2",
+    "RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "10",
 }
 HEAD_READY = "Ray runtime started"  # what `ray start --head` prints once it serves
 TOKEN_AUTH_PROBE = (  # exit 0 when the image's Ray has token authentication, 3 when not

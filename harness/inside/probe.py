@@ -721,7 +721,7 @@ def serve(args: argparse.Namespace) -> Json:
         if out["deploy"]["status"] == "SUCCEEDED":
             replies: list[Json] = []
             for proxy in args.http:
-                until = time.time() + 10  # a node's proxy starts with its replica: give it time
+                until = time.time() + args.proxy_wait  # a proxy starts with its replica
                 while True:
                     reply = _http(proxy + args.route)
                     if reply["status"] == 200 or time.time() > min(until, deadline):
@@ -1131,6 +1131,7 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--http", action="append", required=True)  # http://NODE:8000, head first
     p.add_argument("--route", default="/" + SERVE_APP)
     p.add_argument("--timeout", type=float, default=180)
+    p.add_argument("--proxy-wait", type=float, default=10)  # per proxy, after the deploy
     p = sub.add_parser("auth")
     p.add_argument("--dashboard", required=True)  # http://HOST:8265
     p.add_argument("--client", required=True)  # ray://HOST:10001

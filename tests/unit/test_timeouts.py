@@ -52,3 +52,27 @@ def test_the_probe_reads_the_command_lines_the_host_builds() -> None:
     assert full.workload and not full.once and not full.count_only
     ready = probe.arguments().parse_args(cluster_args("auto", 2, 60, count_only=True))
     assert ready.count_only and not ready.workload
+
+
+def test_the_serve_probe_waits_for_each_proxy_as_long_as_the_host_says() -> None:
+    """A node's Serve proxy starts last; under QEMU it takes minutes (measured), so its
+    wait is a bound of `Timeouts`, scaled with the others, not a constant in the probe."""
+    from harness.inside import probe
+
+    seen: list[list[str]] = []
+
+    class Runner:
+        def probe(
+            self, container: str, args: list[str], timeout: float, env: object = None
+        ) -> dict[str, object]:
+            seen.append(args)
+            return {}
+
+    emulated = timeouts.DEFAULT.scaled(timeouts.EMULATION)
+    Probe(Runner(), "c").serve(
+        "http://h:8265", ["http://h:8000", "http://w:8000"], emulated.serve, None, emulated.proxy
+    )
+    parsed = probe.arguments().parse_args(seen[0])
+    assert parsed.proxy_wait == timeouts.DEFAULT.proxy * timeouts.EMULATION
+    assert parsed.http == ["http://h:8000", "http://w:8000"]
+    assert probe.arguments().parse_args(["serve", "http://h:8265", "--http", "x"]).proxy_wait == 10
