@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from harness.timeouts import PROBE_MARGIN
+from harness.timeouts import DEFAULT, PROBE_MARGIN
 
 Result = dict[str, Any]
 
@@ -105,7 +105,7 @@ class Probe:
         proxies: list[str],
         timeout: float,
         route: str | None = None,
-        proxy_wait: float = 10.0,
+        proxy_wait: float = DEFAULT.proxy,
     ) -> Result:
         """Deploy the probe's Serve application through the Jobs API at `address`, ask it
         at every proxy (`http://NODE:8000`, the head's first, each for up to `proxy_wait`
