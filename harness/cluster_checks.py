@@ -344,11 +344,16 @@ def auth_token(
     return Check.of("auth:token", not problems, detail, paths=evidence, seconds=seconds)
 
 
-def notebook(result: Mapping[str, Any], marker: str = "PARITY_OK") -> Check:
+def notebook(
+    result: Mapping[str, Any], where: str = "the notebook image", marker: str = "PARITY_OK"
+) -> Check:
+    """`notebook:execute`: parity.ipynb ran in nbclient (in `where`) and printed `marker`."""
     ok = bool(result.get("ok")) and marker in str(result.get("stdout", ""))
     if ok:
         line = next(ln for ln in str(result["stdout"]).splitlines() if marker in ln)
-        return Check.of("notebook:execute", True, f"parity.ipynb ran in nbclient: {line[:200]}")
+        return Check.of(
+            "notebook:execute", True, f"parity.ipynb ran in nbclient in {where}: {line[:200]}"
+        )
     return Check.of(
         "notebook:execute",
         False,

@@ -2,11 +2,12 @@
 
 Order: while the nodes come up and the Ray Client checks run, what needs no Ray cluster
 (JupyterLab's /api/status in the notebook, the notebook image started as a Kubeflow
-notebook and its server probed). Ray Client (`ray://`) from the notebook container with
-parity and the workload (tasks, actor, object, placement group, runtime env). Then four
-lanes side by side: a real .ipynb executed with nbclient, then the Kubeflow notebook's
-kernel running it too; token authentication's attempts; over HTTP, the dashboard and a
-job through the Jobs API; a Serve application deployed through it. Last, the notebook
+notebook and its server probed). Once the cluster is ready, a Serve application deployed
+through the Jobs API (the longest chain) and, beside it, Ray Client (`ray://`) from the
+notebook container with parity and the workload (tasks, actor, object, placement group).
+Then three more lanes side by side: a real .ipynb executed with nbclient (in the notebook
+started as a Kubeflow notebook when there is one); token authentication's attempts; over
+HTTP, the dashboard and a job through the Jobs API (runtime env). Last, the notebook
 container joins as a 0-CPU node so a real driver can run (`ray.init(address="ray-head:6379")`
 needs a local raylet) and parity is checked again; then the token is searched in every log."""
 
@@ -18,7 +19,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,11 @@ EMULATED_DRIVER_SKIP = (
     "the next file); the notebook container's emulated dashboard agent took 18 s. Parity "
     "on every node is proven by client:parity and jobs:submit (a driver in the head)"
 )
+
+
+def _expected(cell: Cell) -> dict[str, str]:
+    """What every client and node of the cell must report."""
+    return {"python": cell.python, "ray": cell.ray}
 
 
 def _notebook_source() -> str:
@@ -72,11 +78,16 @@ def test_cell(
     the checks may begin and when the last phase does (see harness.turns); the timings
     leave out the time spent waiting for the turn (`waited`)."""
     turn = turn or Alone()
-    expected = {"python": cell.python, "ray": cell.ray}
+    expected = _expected(cell)
     results: list[Check] = []
     timings: dict[str, float] = {}
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
+        # Serve's lane may outlive a cell that gives up; entered first, so it is joined
+        # after the cluster is gone (its probe then ends at once).
+        serve_pool = stack.enter_context(
+            ThreadPoolExecutor(1, thread_name_prefix="raycompat-serve")
+        )
         try:
             cluster = make_cluster()
             stack.enter_context(cluster)
@@ -119,6 +130,10 @@ def test_cell(
         # The cluster is ready; its checks wait for the cell before to be gone.
         timings["waited"] = turn.checks()
         start += timings["waited"]
+        # Serve's chain (a job, then Serve's controller, a proxy and a replica per node,
+        # each a new Ray worker) is the longest lane and needs nothing of the Ray Client
+        # checks: it starts now, in the CPU they leave idle (measured: a third to a half).
+        serving = serve_pool.submit(_lane, cluster, [lambda: _serve(cell, cluster, timeouts)])
 
         # 1. Ray Client, the notebook user's path.
         with step(f"{cell.id}: Ray Client connect, parity, workload"):
@@ -142,15 +157,15 @@ def test_cell(
         if _lost_node(cluster, results, "the Ray Client checks"):
             return _give_up(cluster, cell, results, timings, log_dir, "lost a node")
 
-        # 2-5. Four lanes side by side (the HTTP lane runs Serve beside the Jobs API job):
-        #      most of their time is waiting for the cluster (a Jupyter server, a kernel,
-        #      Serve's controller and proxies, Ray's answers to refused clients), not
-        #      computing. Only the token lane runs `ray start`; only the HTTP lane's checks
-        #      need the Ray Client checks' node ids. A lane stops at a dead node.
+        # 2-4. Three lanes side by side, Serve's still running: most of their time is
+        #      waiting for the cluster (a kernel, Ray's answers to refused clients, a job),
+        #      not computing. Only the token lane runs `ray start`; only the Jobs API
+        #      lane's checks need the Ray Client checks' node ids. A lane stops at a dead
+        #      node.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="raycompat-lane") as pool:
             notebook_lane = pool.submit(_notebook_lane, cell, cluster, timeouts, early.result())
             token_lane = pool.submit(_token_lane, cluster, timeouts)
-            http_checks = _http_lane(cell, cluster, timeouts, expected, node_ids)
+            http_checks = _http_lane(cell, cluster, timeouts, expected, node_ids, serving)
             client_checks, auth = notebook_lane.result(), token_lane.result()
         results += client_checks + http_checks
         timings["lanes"] = round(time.monotonic() - start, 2)
@@ -242,15 +257,28 @@ def _without_cluster(
 
 
 def _notebook_lane(cell: Cell, cluster: Cluster, timeouts: Timeouts, early: _Early) -> list[Check]:
-    """A real notebook (nbclient in the notebook image), JupyterLab's status (probed
-    earlier); then the Kubeflow notebook's kernel runs the same notebook."""
+    """A real notebook: parity.ipynb executed once by nbclient in the notebook image, in
+    the notebook started the Kubeflow way where one was started (the same image, kernel
+    and Ray Client path as the cluster's notebook container, in the setting users run it;
+    its run also completes `kubeflow:contract`), else in the cluster's notebook container.
+    JupyterLab's status was probed earlier."""
+    kubeflow = early.kubeflow
 
     def notebook() -> list[Check]:
-        with step(f"{cell.id}: notebook parity.ipynb"):
-            r = _run_notebook(cluster, cluster.notebook, timeouts)
-            return [checks.notebook(r), checks.jupyterlab(early.jupyter)]
+        if isinstance(kubeflow, _KubeflowNotebook):
+            container, where = kubeflow.name, "the notebook started as a Kubeflow notebook"
+        else:
+            container, where = cluster.notebook, "the notebook container"
+        with step(f"{cell.id}: parity.ipynb in {where}"):
+            kernel = checks.notebook(_run_notebook(cluster, container, timeouts), where)
+        verdict = (
+            checks.kubeflow_contract(kubeflow.contract, kernel)
+            if isinstance(kubeflow, _KubeflowNotebook)
+            else kubeflow
+        )
+        return [kernel, checks.jupyterlab(early.jupyter), verdict]
 
-    return _lane(cluster, [notebook, lambda: [_kubeflow_kernel(cluster, early.kubeflow, timeouts)]])
+    return _lane(cluster, [notebook])
 
 
 def _token_lane(cluster: Cluster, timeouts: Timeouts) -> Check | AuthAttempts:
@@ -266,9 +294,10 @@ def _http_lane(
     timeouts: Timeouts,
     expected: dict[str, str],
     node_ids: list[str],
+    serving: Future[list[Check]],
 ) -> list[Check]:
     """The dashboard and a job through the Jobs API (as KubeRay's RayJob and Vertex AI use
-    them); a Serve application deployed through it and asked over HTTP on every node; the
+    them), beside `serving` (Serve's lane, started before the Ray Client checks); then the
     GPU check where the host has GPUs."""
     dashboard = f"http://{cluster.head_host}:8265"
 
@@ -281,22 +310,22 @@ def _http_lane(
                 checks.runtime_env(r, node_ids),
             ]
 
-    def serve() -> list[Check]:
-        with step(f"{cell.id}: Serve application over HTTP"):
-            hosts = [f"http://{host}:{checks.SERVE_PORT}" for host in cluster.node_hosts()]
-            probe = Probe(cluster, cluster.notebook)
-            r = probe.serve(dashboard, hosts, timeouts.serve, proxy_wait=timeouts.proxy)
-            return [checks.serve(r, expected, checks.SERVE_ROUTE)]
-
     def gpu() -> list[Check]:  # only where the Docker host can hand GPUs to containers
         return [_gpu_check(cluster, cluster.gpus, timeouts)] if cell.variant == "gpu" else []
 
-    # Serve needs nothing of the job's: it deploys beside it (both through the Jobs API).
-    with ThreadPoolExecutor(1, thread_name_prefix="raycompat-serve") as pool:
-        served = pool.submit(_lane, cluster, [serve])
-        ran = _lane(cluster, [jobs])
-        ran += served.result()
+    ran = _lane(cluster, [jobs])
+    ran += serving.result()
     return ran + _lane(cluster, [gpu])
+
+
+def _serve(cell: Cell, cluster: Cluster, timeouts: Timeouts) -> list[Check]:
+    """A Serve application deployed through the Jobs API and asked over HTTP on every node."""
+    dashboard = f"http://{cluster.head_host}:8265"
+    with step(f"{cell.id}: Serve application over HTTP"):
+        hosts = [f"http://{host}:{checks.SERVE_PORT}" for host in cluster.node_hosts()]
+        probe = Probe(cluster, cluster.notebook)
+        r = probe.serve(dashboard, hosts, timeouts.serve, proxy_wait=timeouts.proxy)
+        return [checks.serve(r, _expected(cell), checks.SERVE_ROUTE)]
 
 
 KUBEFLOW_PREFIX = "/notebook/raycompat/parity"  # as the controller sets it: /notebook/<ns>/<name>
@@ -355,7 +384,9 @@ def _kubeflow_kernel(
     if isinstance(started, Check):
         return started
     with step(f"{cluster.cell_id}: the Kubeflow notebook's kernel"):
-        kernel = checks.notebook(_run_notebook(cluster, started.name, timeouts))
+        kernel = checks.notebook(
+            _run_notebook(cluster, started.name, timeouts), "the Kubeflow notebook"
+        )
         return checks.kubeflow_contract(started.contract, kernel)
 
 

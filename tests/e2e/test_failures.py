@@ -126,8 +126,13 @@ def checks(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_a_failing_cell_does_not_stop_the_others(tmp_path: Path) -> None:
+    """Its matrix also takes `kubeflow` out of the targets, so the healthy cell's notebook
+    runs parity.ipynb in the cluster's notebook container (elsewhere: the Kubeflow one)."""
     prefix = "localhost/raycompat-e2efail"
     matrix = copy_project(tmp_path, prefix)
+    text = matrix.read_text()
+    assert "\n  kubeflow: all\n" in text
+    matrix.write_text(text.replace("\n  kubeflow: all\n", "\n  kubeflow: none\n"))
     dockerfile = tmp_path / "images" / "Dockerfile"
     text = dockerfile.read_text()
     anchor = "FROM runtime AS runtime-gpu\n"
@@ -156,6 +161,9 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path: Path) -> None:
         assert "not tested, its build failed" in tested.stderr
         cells = report(tmp_path / "build")
         assert cells[CELL]["status"] == "passed"
+        found = checks(cells[CELL])
+        assert "in the notebook container: PARITY_OK" in found["notebook:execute"]["detail"]
+        assert found["kubeflow:contract"]["status"] == "skipped"
         assert cells["ray2.60.0-py3.11.2-cu128"]["status"] == "failed"  # still reported
         md = (tmp_path / "build" / "report.md").read_text()
         assert "deliberate failure" in md

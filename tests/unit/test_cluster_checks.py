@@ -184,8 +184,13 @@ def test_serve_needs_answers_from_the_cells_interpreter_health_routes_and_shutdo
 
 
 def test_notebook_needs_the_marker_and_strips_colour() -> None:
-    ok = checks.notebook({"ok": True, "stdout": 'PARITY_OK {"nodes": 2}\n'})
+    ok = checks.notebook(
+        {"ok": True, "stdout": 'PARITY_OK {"nodes": 2}\n'}, "the Kubeflow notebook"
+    )
     assert ok.status == "passed"
+    assert (
+        ok.detail == 'parity.ipynb ran in nbclient in the Kubeflow notebook: PARITY_OK {"nodes": 2}'
+    )
     bad = checks.notebook({"ok": False, "error": "\x1b[31mAssertionError\x1b[0m: parity broken"})
     assert bad.status == "failed" and bad.detail == "AssertionError: parity broken"
     assert checks.notebook({"ok": True, "stdout": "nothing"}).status == "failed"
