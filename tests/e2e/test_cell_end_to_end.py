@@ -69,6 +69,21 @@ def test_cell_passed_and_exit_code_0(run: dict[str, Any]) -> None:
     assert cell_of(run)["status"] == "passed"
 
 
+def test_import_ray_in_the_notebook_compiles_no_grammar(run: dict[str, Any]) -> None:
+    """jsonschema imports its optional rfc3987-syntax eagerly, which compiles Earley
+    grammars (~0.9 CPU-s on every `import ray` here): the notebook image leaves it out, and
+    jsonschema's format checker, Jupyter's event schemas and nbformat still load."""
+    tag = {i["role"]: i["tag"] for i in cell_of(run)["images"]}["notebook"]
+    code = (
+        "import sys, ray, jsonschema, jupyter_events.validators, nbformat; "
+        "jsonschema.Draft7Validator.FORMAT_CHECKER.check('x', 'uri-reference'); "
+        "print(sorted(m for m in ('rfc3987_syntax', 'lark') if m in sys.modules))"
+    )
+    r = Engine().run_once(tag, ["python", "-c", code], timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_gpu_cell_cuda_runtime_checked_and_gpu_e2e_never_faked(run: dict[str, Any]) -> None:
     checks = checks_of(run, GPU_CELL)
     for role in ("head", "worker", "notebook"):
