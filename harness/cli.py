@@ -41,7 +41,8 @@ PROBE_TIMEOUT = probe.TIMEOUT
 EPILOG = """\
 cell selection: --only KEY=GLOB[,KEY=GLOB...] with keys ray, python, variant; repeat --only
 to select the union. Example: --only ray=2.60.0,python=3.11.*  (quote globs in a shell)
-exit codes: 0 passed, 1 a build or check failed, 2 bad input or environment, 130/143 interrupted;
+exit codes: 0 passed, 1 a build or check failed or a cell was not verified, 2 bad input or
+environment, 130/143 interrupted;
 grid: 1 the harness called a pair compatible that Ray refuses, 3 a pair got no verdict
 """
 
@@ -241,6 +242,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--images-lock", type=Path, help="default: build/images.lock.json")
     s.add_argument("--namespace", type=_namespace, help="metadata.namespace of what is rendered")
+    s.add_argument(
+        "--crd",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="also validate against these KubeRay CRDs, e.g. your cluster's from `kubectl get "
+        "crd rayclusters.ray.io rayjobs.ray.io rayservices.ray.io -o yaml` (repeatable)",
+    )
     s = sub.add_parser("matrix", parents=[common], help="the selected cells as JSON")
     s.add_argument(
         "--github", action="store_true", help="as a GitHub Actions job matrix (cells=...)"

@@ -22,12 +22,12 @@ from packaging.version import InvalidVersion, Version
 
 from harness.errors import MatrixError
 from harness.inside.probe import WIRE_LIBS  # what the probe measures is what can be judged
+from harness.results import NATIVE_PLATFORM as NATIVE_PLATFORM
 from harness.results import Word
 
 ROLES: tuple[str, ...] = ("head", "worker", "notebook")
 # Platforms a cell's images are built for. linux/amd64 is native here and every cell has it;
 # linux/arm64 is opt-in (`platforms:`), built and run under QEMU emulation.
-NATIVE_PLATFORM = "linux/amd64"
 PLATFORMS: tuple[str, ...] = (NATIVE_PLATFORM, "linux/arm64")
 _MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}  # OCI architecture -> platform.machine()
 

@@ -153,6 +153,8 @@ def gate(
             why = f"status {result.status!r}" + (f" (failed: {', '.join(bad[:5])})" if bad else "")
             if result.status == CellStatus.BUILT:
                 why += "; built but not tested: run `nox -s test`"
+            if result.status == CellStatus.NOT_VERIFIED:
+                why += f" (not proven: {', '.join(result.unproven())})"
             refused.append(Refusal(cell.id, "", why))
             continue
         note = gpu_note(m, result)

@@ -162,6 +162,7 @@ ICON = {
     WARNING: "⚠️",
     CellStatus.EXCLUDED: "➖",
     CellStatus.BUILT: "🔨",
+    CellStatus.NOT_VERIFIED: "❔",
     CellStatus.PENDING: "…",
 }
 
@@ -232,6 +233,12 @@ def markdown(
         lines += ["", f"## {c.id}", ""]
         if c.detail and c.status != CellStatus.EXCLUDED:
             lines += ["```", c.detail[-2000:], "```", ""]
+        if c.status == CellStatus.NOT_VERIFIED:
+            lines += [
+                f"Not verified: what the cell is for was not proven ({', '.join(c.unproven())});"
+                " a cell passes only when every required check passed.",
+                "",
+            ]
         if c.images:
             lines += [_pull_line(c, known), ""]
         ray_logs = sorted({str(k.data["ray_logs"]) for k in c.checks if k.data.get("ray_logs")})
@@ -281,6 +288,10 @@ def junit(cells: list[CellResult]) -> ET.Element:
                 ET.SubElement(case, "failure", message=c.detail[:200]).text = c.detail
             else:
                 ET.SubElement(case, "skipped", message=c.detail or c.status)
+        if c.status == CellStatus.NOT_VERIFIED:
+            case = ET.SubElement(suite, "testcase", classname=c.id, name="cell:verified")
+            why = f"not verified: {', '.join(c.unproven())}"
+            ET.SubElement(case, "failure", message=why).text = why
         for k in checks:
             case = ET.SubElement(suite, "testcase", classname=c.id, name=k.name)
             if k.status in (FAILED, ERROR):

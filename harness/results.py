@@ -39,6 +39,9 @@ class CellStatus(Word):
     PASSED = "passed"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # tested, nothing failed, but a check that proves the cell's purpose did not pass
+    # (skipped, or never ran): not a pass, and the gate refuses it like a failure
+    NOT_VERIFIED = "not verified"
     EXCLUDED = "excluded"  # named by the matrix, or left out by --only: not built
     BUILT = "built"  # built and checked, not tested
     PENDING = "pending"
@@ -53,6 +56,26 @@ PASSED, FAILED, SKIPPED, ERROR, WARNING = (
 )
 CHECK_STATUSES = tuple(Status)
 CELL_STATUSES = tuple(CellStatus)
+
+# The platform whose images run natively on the test host; any other runs under QEMU.
+NATIVE_PLATFORM = "linux/amd64"
+
+# The checks that prove what a cell is for: its cluster starts from the images, the
+# notebook client and every node agree on Python micro, Ray version and commit (over Ray
+# Client and as a real driver, with Ray's own patch-level check), the notebook runs against
+# the cluster, and a job through the Jobs API (KubeRay's RayJob, Vertex AI) runs on every
+# node with the cell's versions. A cell passes only when each of these ran and passed.
+REQUIRED_CHECKS = (
+    "cluster:ready",
+    "client:parity",
+    "driver:parity",
+    "notebook:execute",
+    "jobs:submit",
+)
+# Under QEMU a joining node cannot start (verify.EMULATED_DRIVER_SKIP says why, measured):
+# there the driver's parity is what jobs:submit proves (its driver runs in the head, a task
+# pinned to every node), which stays required.
+WAIVED_WHEN_EMULATED = {"driver:parity": "jobs:submit"}
 
 
 @dataclass
@@ -91,7 +114,7 @@ class CellResult:
     python: str
     variant: str
     status: CellStatus = CellStatus.PENDING
-    platform: str = "linux/amd64"  # the images' platform; other than amd64: run under QEMU
+    platform: str = NATIVE_PLATFORM  # the images' platform; any other: run under QEMU
     detail: str = ""
     images: list[Image] = field(default_factory=list)
     build_checks: list[Check] = field(default_factory=list)
@@ -103,15 +126,36 @@ class CellResult:
     def checks(self) -> list[Check]:
         return [*self.build_checks, *self.test_checks]
 
+    @property
+    def emulated(self) -> bool:
+        return self.platform != NATIVE_PLATFORM
+
+    def unproven(self) -> list[str]:
+        """The required checks (REQUIRED_CHECKS) that did not pass, each with its status
+        ("driver:parity skipped", "jobs:submit missing"); [] when every one passed."""
+        by_name = {c.name: c for c in self.test_checks}
+        out = []
+        for name in REQUIRED_CHECKS:
+            if self.emulated and name in WAIVED_WHEN_EMULATED:
+                continue
+            check = by_name.get(name)
+            if check is None:
+                out.append(f"{name} missing")
+            elif check.status != PASSED:
+                out.append(f"{name} {check.status}")
+        return out
+
     def settle(self) -> None:
-        """Derive the status from the checks (excluded/skipped cells keep theirs)."""
+        """Derive the status from the checks (excluded/skipped cells keep theirs): failed
+        when a check failed or erred; passed only when every required check passed, else
+        not verified, whatever else passed."""
         if self.status in (CellStatus.EXCLUDED, CellStatus.SKIPPED):
             return
         checks = self.checks
         if any(c.status in (FAILED, ERROR) for c in checks) or (self.detail and not checks):
             self.status = CellStatus.FAILED
         elif self.test_checks:
-            self.status = CellStatus.PASSED
+            self.status = CellStatus.NOT_VERIFIED if self.unproven() else CellStatus.PASSED
         elif self.build_checks:
             self.status = CellStatus.BUILT
         else:
@@ -134,7 +178,7 @@ class CellResult:
             ray=doc["ray"],
             python=doc["python"],
             variant=doc["variant"],
-            platform=doc.get("platform", "linux/amd64"),
+            platform=doc.get("platform", NATIVE_PLATFORM),
             status=CellStatus(doc.get("status", "pending")),
             detail=doc.get("detail", ""),
             images=[Image(**i) for i in doc.get("images", [])],

@@ -77,7 +77,7 @@ def test_cells(
 ) -> int:
     """Test every cell on the clusters `cluster_for` makes, `at_once` checking at a time
     (with `turns`, the next cluster starts while one is in its last phase); the report
-    after each. Exit code 1 when a cell failed or errored."""
+    after each. Exit code 1 when a cell failed, errored or was not verified."""
     state = report.load_state(ctx.paths.state)
     overlaps = turns is not None and len(ctx.cells) > 1
     overlap = ", the next cluster starting during the last phase" if overlaps else ""
@@ -94,7 +94,7 @@ def test_cells(
     workers = turns.cells_at_once if turns else at_once
     for done, result in run_cells(ctx.cells, work, workers, "testing cells"):
         result.settle()
-        failed += result.status == CellStatus.FAILED
+        failed += result.status in (CellStatus.FAILED, CellStatus.NOT_VERIFIED)
         state[result.id] = result
         counts = Counter(k.status for k in result.test_checks)
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

@@ -23,7 +23,7 @@ from harness.engine import Engine
 from harness.errors import EngineError
 from harness.matrix import ROLES, Cell
 from harness.paths import Paths
-from harness.results import PASSED, SKIPPED, Check, Image, Status
+from harness.results import PASSED, REQUIRED_CHECKS, SKIPPED, Check, Image, Status
 from tests.conftest import ROOT
 
 TEXT = 'version: 1\nray: ["2.60.0"]\npython: ["3.11.2", "3.13.5"]\nvariants: [cpu]\n'
@@ -149,7 +149,7 @@ def test_test_loop_records_tested_ids_and_an_aborted_cell_stops_only_itself(
         with peak:
             if "3.11.2" in c.id:
                 raise EngineError("`docker network create ...` failed: pool overlaps")
-            return [Check("client:parity", PASSED, "same")], {"test_seconds": 1.0}
+            return [Check(n, PASSED, "same") for n in REQUIRED_CHECKS], {"test_seconds": 1.0}
 
     monkeypatch.setattr(test_cmd, "test_cell", test_cell)
     images = {c.id: c.tags(ctx.matrix.prefix) for c in ctx.cells}

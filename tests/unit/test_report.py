@@ -10,14 +10,21 @@ import pytest
 
 from harness import pulls, report
 from harness.errors import HarnessError
-from harness.results import CellResult, Check, Image, Status
+from harness.results import REQUIRED_CHECKS, CellResult, Check, Image, Status
 
 
 def cell(status_checks: list[tuple[str, str]]) -> CellResult:
+    """A built cell; tested when checks are given: those, then every other required check
+    passed."""
     c = CellResult(id="ray2.60.0-py3.11.2-cpu", ray="2.60.0", python="3.11.2", variant="cpu")
     c.images = [Image("head", "p/ray-head:t", "sha256:1", 500_000_000)]
     c.build_checks = [Check("image:head:python", Status("passed"), "ok", "build")]
     c.test_checks = [Check(n, Status(s), f"{n} detail | pipe") for n, s in status_checks]
+    named = {n for n, _ in status_checks}
+    if status_checks:
+        c.test_checks += [
+            Check(n, Status("passed"), "ok") for n in REQUIRED_CHECKS if n not in named
+        ]
     c.settle()
     return c
 
@@ -35,7 +42,7 @@ def test_report_files_and_schema(tmp_path: Path) -> None:
     assert {"name", "status", "detail"} <= first["checks"][0].keys()
     md = (tmp_path / "report.md").read_text()
     row = "| ray2.60.0-py3.11.2-cpu | 2.60.0 | 3.11.2 | cpu | linux/amd64 (native) | ✅ passed |"
-    assert row + " 2/2 |" in md
+    assert row + f" {len(REQUIRED_CHECKS) + 1}/{len(REQUIRED_CHECKS) + 1} |" in md
     assert "detail \\| pipe" in md
     xml = ET.parse(tmp_path / "junit.xml").getroot()
     suites = {s.get("name"): s for s in xml}
@@ -48,7 +55,7 @@ def test_state_round_trip(tmp_path: Path) -> None:
     report.write(tmp_path, {c.id: c}, "m", "r")
     back = report.load_state(tmp_path / "state.json")[c.id]
     assert [k.name for k in back.build_checks] == ["image:head:python"]
-    assert [k.name for k in back.test_checks] == ["client:parity"]
+    assert [k.name for k in back.test_checks] == [k.name for k in c.test_checks]
     assert back.status == "passed"
 
 
@@ -56,6 +63,7 @@ def test_status_rules() -> None:
     assert cell([]).status == "built"
     assert cell([("x", "skipped"), ("y", "passed")]).status == "passed"
     assert cell([("x", "failed")]).status == "failed"
+    assert cell([("client:parity", "skipped"), ("y", "passed")]).status == "not verified"
 
 
 def test_the_vocabulary_reads_as_its_value_everywhere() -> None:
