@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from harness import children
 from harness.files import write_atomic
-from harness.results import FAILED, PASSED, SKIPPED, WARNING, Check
+from harness.results import ERROR, FAILED, PASSED, SKIPPED, WARNING, Check
 
 CACHE_SECONDS = 24 * 3600
 CACHE_FORMAT = 2  # 2: audited/unaudited counts beside the findings
@@ -97,6 +98,13 @@ def run_pip_audit(lock_file: Path, out: Path) -> dict[str, Any]:
 
 Runner = Callable[[Path, Path], Mapping[str, Any]]
 
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==\S+", re.MULTILINE)
+
+
+def locked_packages(lock_file: Path) -> int:
+    """How many packages a hash-pinned lock pins (`name==version` at a line's start)."""
+    return len(_PIN.findall(lock_file.read_text(encoding="utf-8")))
+
 
 def audit_lock(lock_file: Path, cache: Path, runner: Runner = run_pip_audit) -> Audit:
     """One lock's audit, from the day's cache when there is one; raises on no answer."""
@@ -127,8 +135,21 @@ def check(locks: list[Path], cache: Path, policy: str, runner: Runner = run_pip_
         if strict:
             why += "; audit: fail needs a complete audit"
         return Check("audit:locks", FAILED if strict else SKIPPED, why, "build")
+    locked = sum(locked_packages(lock_file) for lock_file in locks)
+    if total.packages != locked or not locked:
+        # pip-audit's count is the evidence: one that is not the lock's proves nothing
+        return Check(
+            "audit:locks",
+            ERROR,
+            f"pip-audit reported {total.packages} package(s), the lock(s) pin {locked}: "
+            "the audit does not cover the lock"
+            + ("" if locked else " (no locked package: nothing was audited)"),
+            "build",
+            {"policy": policy, "packages": total.packages, "locked": locked},
+        )
     data: dict[str, Any] = {
         "policy": policy,
+        "locked": locked,
         "packages": total.packages,
         "audited": total.packages - len(total.unaudited),
         "findings": total.findings,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.errors import EngineError
 from harness.inside.probe import SERVE_APP
 from harness.inside.probe import SERVE_PORT as SERVE_PORT  # the checks and tests name it here
-from harness.results import Check
+from harness.results import ERROR, Check
 
 PARITY_KEYS = ("python", "ray", "commit")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -36,8 +37,12 @@ def parity(
         for key, want in expected.items():
             if client.get(key) != want:
                 problems.append(f"client {key} {client.get(key)} != cell {want}")
-    if not nodes:
+    if not nodes or not isinstance(nodes, Sequence) or isinstance(nodes, str):
         problems.append("no node answered")
+        nodes = []
+    nodes = [
+        n if isinstance(n, Mapping) else {"error": f"unreadable answer {n!r:.40}"} for n in nodes
+    ]
     for node in nodes:
         label = node.get("hostname") or str(node.get("node_id", "?"))[:12]
         facts = node.get("facts")
@@ -59,6 +64,23 @@ def parity(
             {"host": n.get("hostname"), **{k: (n.get("facts") or {}).get(k) for k in PARITY_KEYS}}
             for n in nodes
         ],
+    )
+
+
+def no_published_ports(read: Callable[[], Mapping[str, Sequence[str]]]) -> Check:
+    """`security:no-published-ports` from what `read` (a backend's published_ports) found;
+    `error` when it could not be read: an unread list is no evidence of none."""
+    name = "security:no-published-ports"
+    try:
+        published = {k: list(v) for k, v in read().items() if v}
+    except EngineError as exc:
+        return Check(name, ERROR, f"what the cluster publishes could not be read: {exc}")
+    return Check.of(
+        name,
+        not published,
+        "no container publishes a port; the client reaches the head on a private network"
+        if not published
+        else f"published: {published}",
     )
 
 
@@ -228,10 +250,21 @@ def serve(result: Mapping[str, Any], expected: Mapping[str, str], route: str) ->
         problems.append(f"no proxy was asked for {route}")
     replica_nodes = set(result.get("replica_nodes") or [])
     answered = {str(a.get("node")) for a in answers}
-    if len(replies) >= len(replica_nodes) and not replica_nodes <= answered:
+    # Each node's proxy routes to its own node's replica first: with a proxy asked on every
+    # node that runs one, every replica must have answered. A backend that reaches the head
+    # only (one proxy) proves the replicas that answered, and the detail says so.
+    every_node_asked = len(replies) >= len(replica_nodes)
+    if not replica_nodes:
+        apps = result.get("applications") or {}
         problems.append(
-            f"replicas run on {len(replica_nodes)} node(s) but {len(answered)} answered "
-            "through their node's proxy"
+            "which nodes run replicas could not be read from the dashboard "
+            f"(/api/serve/applications/ answered {apps.get('status', '?')}): that every "
+            "replica answered is not proven"
+        )
+    elif every_node_asked and not replica_nodes <= answered:
+        problems.append(
+            f"replicas run on {len(replica_nodes)} node(s) but {len(replica_nodes & answered)} "
+            "of them answered through their node's proxy"
         )
     wrong = sorted(
         {f"{k} {a.get(k)}" for a in answers for k in ("python", "ray") if a.get(k) != expected[k]}
@@ -245,11 +278,16 @@ def serve(result: Mapping[str, Any], expected: Mapping[str, str], route: str) ->
     shutdown = result.get("shutdown") or {}
     if shutdown.get("status") != 200:
         problems.append(f"shutting Serve down answered {shutdown.get('status')}")
+    proven = (
+        f"every replica answered (replicas on {len(replica_nodes)} node(s))"
+        if every_node_asked
+        else f"replicas on {len(replica_nodes)} node(s), {len(replies)} proxy(ies) asked: "
+        f"{len(replica_nodes & answered)} replica node(s) answered, the others not asked"
+    )
     detail = (
-        f"GET :{SERVE_PORT}{route} at {len(replies)} node proxy(ies) answered from replicas "
-        f"on {len(answered)} node(s), all Python {expected['python']}, Ray "
-        f"{expected['ray']}; /-/healthz and /-/routes answered; Serve shut down through the "
-        "REST API"
+        f"GET :{SERVE_PORT}{route} at {len(replies)} node proxy(ies): {proven}, all Python "
+        f"{expected['python']}, Ray {expected['ray']}; /-/healthz and /-/routes answered; "
+        "Serve shut down through the REST API"
         if not problems
         else "; ".join(problems)
     )
@@ -272,6 +310,24 @@ def _accepted(path: str, answer: Mapping[str, Any]) -> bool:
     return bool(answer.get("ok"))
 
 
+# How Ray refuses a client or node without the cluster's token, on every path (read from
+# Ray 2.60.0's answers: HTTP 401 "Missing authentication token" / 403 "Invalid
+# authentication token"; JobSubmissionClient's AuthenticationError; GCS's
+# "InvalidAuthToken: Authentication token is missing or incorrect"; Ray Client's server
+# "Invalid or missing authentication token"). Anything else (a connection refused, a
+# crashed server, a timeout) is not a refusal for want of the token, and proves nothing.
+TOKEN_REFUSAL = re.compile(r"authentication token|InvalidAuthToken|AuthenticationError", re.I)
+
+
+def token_refused(path: str, answer: Mapping[str, Any]) -> bool:
+    """Whether `answer` is Ray's own refusal of a missing or wrong token on `path`."""
+    if path == "http":
+        return answer.get("status") in (401, 403) and bool(
+            TOKEN_REFUSAL.search(str(answer.get("body") or ""))
+        )
+    return not answer.get("ok") and bool(TOKEN_REFUSAL.search(str(answer.get("detail") or "")))
+
+
 def files_with(secret: str, roots: Sequence[Path]) -> tuple[list[str], int]:
     """Every file under `roots` whose bytes contain `secret` (paths relative to a root),
     and how many files were searched."""
@@ -291,12 +347,15 @@ def auth_token(
     leaks: Sequence[str],
     scanned: int,
     token: str,
+    unread: Sequence[str] = (),
 ) -> Check:
     """Token authentication, per client path: with the cluster's token every path is
-    accepted; without it and with a wrong one every path is refused (a path that lets such
-    a client in is a finding, with Ray's answer as the evidence); the token is in none of
+    accepted; without it and with a wrong one every path is refused with Ray's refusal for
+    the token (TOKEN_REFUSAL: any other failure proves nothing); the token is in none of
     the containers' output or Ray's session logs. `answers`: the `auth` probe's result for
-    the keys "token", "none" and "wrong"."""
+    the keys "token", "none" and "wrong"; `scanned`: how many files were searched for the
+    token, `unread`: what of the nodes' logs could not be read. Searching nothing, or not
+    every node's logs, is an `error`: no evidence of no leak."""
 
     def say(answer: Mapping[str, Any]) -> str:
         if "status" in answer:  # a plain HTTP answer
@@ -323,10 +382,25 @@ def auth_token(
                     f"finding: {AUTH_PATH_NAMES[path]} accepts a client with {who} token: "
                     f"{say(answer)}"
                 )
+            elif who != "token" and not token_refused(path, answer):
+                problems.append(
+                    f"{AUTH_PATH_NAMES[path]} with {who} token failed, but not with Ray's "
+                    f"refusal for the token: {say(answer)}"
+                )
     if driver_refused is None:
         problems.append("finding: a node without the token joined the cluster")
+    elif not TOKEN_REFUSAL.search(driver_refused):
+        problems.append(
+            "a node without the token failed to join, but not with Ray's refusal for the "
+            f"token: {plain(driver_refused).replace(token, '<token>')[-200:]}"
+        )
     if leaks:
         problems.append(f"the token is written in {', '.join(leaks[:5])}")
+    no_evidence = []
+    if not scanned:
+        no_evidence.append("no log file was searched for the token")
+    if unread:
+        no_evidence.append(f"not every node's logs could be read ({'; '.join(unread)})")
     refusal = say((answers.get("none") or {}).get("jobs") or {})
     detail = (
         "with the cluster's token: Jobs API (HTTP and JobSubmissionClient), GCS and Ray "
@@ -341,6 +415,10 @@ def auth_token(
         for who in ("token", "none", "wrong")
     }
     seconds = {who: (answers.get(who) or {}).get("seconds") for who in ("token", "none", "wrong")}
+    if no_evidence and not problems:
+        why = "; ".join(no_evidence) + ": that the token leaked nowhere is not proven"
+        return Check("auth:token", ERROR, why, data={"paths": evidence, "seconds": seconds})
+    detail = "; ".join([*problems, *no_evidence]) if problems else detail
     return Check.of("auth:token", not problems, detail, paths=evidence, seconds=seconds)
 
 
@@ -429,3 +507,19 @@ def kubeflow_contract(result: Mapping[str, Any], kernel: Check) -> Check:
         else "; ".join(problems)
     )
     return Check.of(name, not problems, detail, kubeflow=dict(result))
+
+
+def gpu(result: Mapping[str, Any]) -> Check:
+    """`gpu:e2e`: Ray sees the host's GPUs and a num_gpus=1 task got one."""
+    found = result.get("task")
+    task: Mapping[str, Any] = found if isinstance(found, dict) else {}
+    gpus = result.get("cluster_gpus")
+    seen = isinstance(gpus, (int, float)) and gpus > 0 and bool(task.get("CUDA_VISIBLE_DEVICES"))
+    return Check.of(
+        "gpu:e2e",
+        bool(result.get("ok")) and seen,
+        f"cluster GPUs {result.get('cluster_gpus')}, task CUDA_VISIBLE_DEVICES="
+        f"{task.get('CUDA_VISIBLE_DEVICES')!r}"
+        + (f"; {result.get('error')}" if result.get("error") else ""),
+        probe=dict(result),
+    )

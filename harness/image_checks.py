@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from harness import contracts, labels
 from harness.backends import probe_result
 from harness.engine import STAGING, Engine
@@ -188,7 +190,7 @@ def structure_checks(
         ),
     ]
     checks.append(bytecode_check(name, facts, debian_base=cell.base.kind == "debian"))
-    checks.append(base_layer_check(name, info, found))
+    checks.append(base_layer_check(name, info, found, debian_base=cell.base.kind == "debian"))
     checks.append(kuberay_check(cell, name, facts))
     checks.append(secret_check(engine, role, tag, config))
     if "vertex" in cell.targets and role in VERTEX_ROLES:
@@ -224,15 +226,14 @@ def platform_check(
     found: Mapping[str, str],
 ) -> Check:
     """The image is the cell's platform: its config's architecture, its label and what
-    `platform.machine()` says inside it (run under QEMU for a foreign architecture).
-    Images built before the platform label existed are linux/amd64 and carry none."""
+    `platform.machine()` says inside it (run under QEMU for a foreign architecture). Every
+    image the harness builds carries the label: one without it was not built by this
+    harness and fails, native or not."""
     arch = info.get("Architecture")
-    label = found.get(labels.PLATFORM) or (None if cell.native else "(none)")
+    label = found.get(labels.PLATFORM)
     return Check.of(
         f"{name}:platform",
-        arch == cell.arch
-        and facts.get("machine") == cell.machine
-        and label in (None, cell.platform),
+        arch == cell.arch and facts.get("machine") == cell.machine and label == cell.platform,
         f"config {info.get('Os')}/{arch}, label {label or '(none)'}, platform.machine() "
         f"{facts.get('machine')}; asked {cell.platform} ({cell.machine})"
         + ("" if cell.native else ", run under QEMU emulation"),
@@ -258,7 +259,10 @@ def bytecode_check(name: str, facts: Mapping[str, object], debian_base: bool = T
         detail += f"; e.g. {', '.join(counts.get('examples') or [])}"
     tables = facts.get("column_tables")
     columns_ok = True
-    if isinstance(tables, dict):
+    python = str(facts.get("python") or "")
+    if tables is None and _before_column_tables(python):
+        detail += f"; Python {python} has no column tables"  # they came with 3.11
+    elif isinstance(tables, dict):
         tables = {m: v for m, v in tables.items() if debian_base or m != STDLIB_SAMPLE}
         with_tables = sorted(
             f"{m} ({v})" if v is not True else m for m, v in tables.items() if v is not False
@@ -268,29 +272,41 @@ def bytecode_check(name: str, facts: Mapping[str, object], debian_base: bool = T
             detail += f"; bytecode with column tables or none: {', '.join(with_tables)}"
         else:
             detail += f"; no column tables in {', '.join(sorted(tables)) or 'no sampled module'}"
-    elif "column_tables" not in facts:
+    else:  # absent, None or another shape on 3.11+: not measured is not a pass
         columns_ok = False
-        detail += "; column tables not measured"
+        detail += f"; column tables not measured on Python {python or '(unknown)'}"
     return Check.of(f"{name}:bytecode", good > 0 and bad == 0 and columns_ok, detail, stage="build")
 
 
-def base_layer_check(name: str, info: Mapping[str, object], found: Mapping[str, str]) -> Check:
+def _before_column_tables(python: str) -> bool:
+    """A measured Python older than 3.11, whose bytecode has no column tables."""
+    try:
+        return Version(python) < Version("3.11")
+    except InvalidVersion:
+        return False
+
+
+def base_layer_check(
+    name: str, info: Mapping[str, object], found: Mapping[str, str], debian_base: bool = True
+) -> Check:
     """A Debian base is one loaded rootfs tarball: the image's first layer (its diff id)
-    is that tarball, whose sha256 the label records. A registry base records none."""
+    is that tarball, whose sha256 the label records; an image on a Debian base without the
+    label fails. A registry base (`bases:` image) has no tarball: skipped, with that."""
     rootfs = found.get(labels.ROOTFS) or ""
     layers = (info.get("RootFS") or {}).get("Layers") or []  # type: ignore[attr-defined]
     first = str(layers[0]) if layers else ""
-    if not rootfs:
+    if not debian_base:
         return Check(
             f"{name}:base-layer",
             SKIPPED,
-            "registry base: no rootfs tarball to compare",
+            "registry base (matrix.yaml `bases:`): no rootfs tarball to compare",
             stage="build",
         )
     return Check.of(
         f"{name}:base-layer",
-        first == f"sha256:{rootfs}",
-        f"first layer {first[:19]}, rootfs label sha256:{rootfs[:12]}",
+        bool(rootfs) and first == f"sha256:{rootfs}",
+        f"first layer {first[:19] or '(none)'}, rootfs label "
+        + (f"sha256:{rootfs[:12]}" if rootfs else "missing: which rootfs is under it is unknown"),
         stage="build",
     )
 

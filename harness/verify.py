@@ -118,16 +118,7 @@ def test_cell(
                 "auto", nodes=2, timeout=timeouts.ready, count_only=True
             )
         timings["cluster_ready"] = round(time.monotonic() - start, 2)
-        published = {k: v for k, v in cluster.published_ports().items() if v}
-        results.append(
-            Check.of(
-                "security:no-published-ports",
-                not published,
-                "no container publishes a port; the client reaches the head on a private network"
-                if not published
-                else f"published: {published}",
-            )
-        )
+        results.append(checks.no_published_ports(cluster.published_ports))
         ready = checks.connect("cluster:ready", r, expect_nodes=2)
         results += ready
         if not all(c.status == "passed" for c in ready):
@@ -462,11 +453,20 @@ def _auth_verdict(cluster: Cluster, attempts: AuthAttempts, log_dir: Path) -> Ch
     """`auth:token`, second half, at the end of the cell: the attempts' answers, and the
     token searched in every container's output and every node's Ray session logs."""
     with tempfile.TemporaryDirectory(prefix="raycompat-auth-") as tmp:
-        cluster.save_logs()
-        cluster.save_ray_logs(Path(tmp))
+        outputs = cluster.save_logs()
+        saved = cluster.save_ray_logs(Path(tmp))
         roots = [r for r in (log_dir, Path(tmp)) if r.is_dir()]
         leaks, scanned = checks.files_with(attempts.token, roots)
-    return checks.auth_token(attempts.answers, attempts.refused, leaks, scanned, attempts.token)
+    # every node's Ray logs and output were read, or the search is partial
+    nodes = len(cluster.node_containers())
+    unread = [
+        f"{what}: {len(got)} of {nodes} node(s)"
+        for what, got in (("Ray's session logs", saved), ("container output", outputs))
+        if len(got) < nodes
+    ]
+    return checks.auth_token(
+        attempts.answers, attempts.refused, leaks, scanned, attempts.token, unread
+    )
 
 
 def join_as_driver(
@@ -560,19 +560,6 @@ def _attach_logs(cluster: Cluster, results: list[Check], log_dir: Path) -> None:
 
 def _gpu_check(cluster: Cluster, gpu_host: bool, timeouts: Timeouts) -> Check:
     if not gpu_host:
-        return Check(
-            "gpu:e2e",
-            SKIPPED,
-            "no NVIDIA container runtime on this Docker host (`docker info` lists no "
-            "'nvidia' runtime): Ray GPU resources and CUDA_VISIBLE_DEVICES not checked",
-        )
+        return Check("gpu:e2e", SKIPPED, cluster.gpu_skip)
     with step(f"{cluster.cell_id}: GPU resources and a num_gpus=1 task"):
-        r = Probe(cluster, cluster.head).gpu(timeouts.gpu)
-    task = r.get("task") or {}
-    return Check.of(
-        "gpu:e2e",
-        bool(r.get("ok")),
-        f"cluster GPUs {r.get('cluster_gpus')}, task CUDA_VISIBLE_DEVICES="
-        f"{task.get('CUDA_VISIBLE_DEVICES')!r}" + (f"; {r.get('error')}" if r.get("error") else ""),
-        probe=dict(r),
-    )
+        return checks.gpu(Probe(cluster, cluster.head).gpu(timeouts.gpu))

@@ -53,6 +53,11 @@ class Cluster(ABC):
     head: str
     notebook: str
     gpus: bool  # the host's GPUs are handed to the nodes (NVIDIA runtime)
+    # why gpu:e2e cannot run on this cluster when `gpus` is False (the backend's own reason)
+    gpu_skip: str = (
+        "no NVIDIA container runtime on this Docker host (`docker info` lists no 'nvidia' "
+        "runtime): Ray GPU resources and CUDA_VISIBLE_DEVICES not checked"
+    )
     worker_names: list[str]
     jupyter_token: str
     head_host: str  # how the notebook reaches the head (network alias or Service name)
@@ -80,7 +85,9 @@ class Cluster(ABC):
         return [self.head_host]
 
     @abstractmethod
-    def published_ports(self) -> dict[str, list[str]]: ...
+    def published_ports(self) -> dict[str, list[str]]:
+        """What each container (or Service) publishes outside the cluster's network;
+        EngineError when that cannot be read."""
 
     @abstractmethod
     def dead_nodes(self) -> dict[str, str]:

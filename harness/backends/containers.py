@@ -203,7 +203,9 @@ class ContainerCluster(Cluster):
         """Host port bindings of every container of this cluster (should be none)."""
         out: dict[str, list[str]] = {}
         for name in [*self.node_containers(), *self._client_names()]:
-            info = self.engine.inspect("container", name) or {}
+            info = self.engine.inspect("container", name)
+            if info is None:  # no evidence is no pass
+                raise EngineError(f"container {name} could not be inspected")
             docs = (
                 (info.get("HostConfig") or {}).get("PortBindings") or {},
                 (info.get("NetworkSettings") or {}).get("Ports") or {},

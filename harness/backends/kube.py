@@ -28,7 +28,7 @@ import yaml
 from harness import children, k8s, labels
 from harness.backends import RAY_LOGS, Backend, Cluster
 from harness.engine import Engine
-from harness.errors import HarnessError
+from harness.errors import EngineError, HarnessError
 from harness.matrix import Cell
 from harness.progress import log
 from harness.timeouts import DEFAULT, Timeouts
@@ -167,6 +167,15 @@ class KubeCluster(Cluster):
         self.ready_timeout = ready_timeout  # bounds each wait for pods to be ready
         self.client = client  # start the notebook Pod (the grid brings its own clients)
         self.gpus = False
+        self.gpu_skip = (
+            "the Kubernetes backend does not request GPUs for its Pods (no nvidia.com/gpu "
+            "limits): Ray GPU resources and CUDA_VISIBLE_DEVICES not checked on Kubernetes"
+        )
+        self.auth_skip = (
+            "the Kubernetes backend starts its Ray clusters without token authentication "
+            "(no RAY_AUTH_MODE=token Secret rendered yet): token auth is checked on the Docker "
+            "backend only"
+        )
         self.run_id = run_id
         self.cell = cell
         self.cell_id = cell.id
@@ -319,12 +328,23 @@ class KubeCluster(Cluster):
         return [self.head, *self.worker_names]
 
     def published_ports(self) -> dict[str, list[str]]:
-        """Services reachable from outside the cluster (should be none: ClusterIP only)."""
-        _, out, _ = self.kubectl.run(
+        """Services reachable from outside the cluster (should be none: ClusterIP only);
+        EngineError when the API server's list cannot be read (no evidence is no pass)."""
+        rc, out, err = self.kubectl.run(
             ["get", "services", "-n", self.namespace, "-o", "json"], check=False, timeout=60
         )
+        try:
+            items = json.loads(out)["items"] if rc == 0 else None
+        except (ValueError, KeyError, TypeError):
+            items = None
+        if not isinstance(items, list) or not items:
+            why = (err.strip() or out.strip() or "no answer")[-300:]
+            raise EngineError(
+                f"the services of namespace {self.namespace} could not be listed "
+                f"(kubectl exit {rc}; {why if rc else 'no head Service in the list'})"
+            )
         exposed: dict[str, list[str]] = {}
-        for s in json.loads(out or "{}").get("items", []):
+        for s in items:
             kind = s.get("spec", {}).get("type", "ClusterIP")
             if kind != "ClusterIP":
                 exposed[s["metadata"]["name"]] = [kind]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from harness.audit import locked_packages
 from harness.engine import Engine
 from harness.image_checks import RUNTIME_USER
 from harness.labels import RUN as LABEL_RUN
@@ -24,6 +25,7 @@ from tests.e2e.cli import harness
 pytestmark = pytest.mark.e2e
 CELL = "ray2.60.0-py3.11.2-cpu"
 GPU_CELL = "ray2.60.0-py3.11.2-cu128"
+LOCKS = ROOT / "locks"
 # Both cells in one run (builds two at a time on 2 cores: the parallel path).
 ONLY = ["--only", "ray=2.60.0,python=3.11.2"]
 
@@ -244,9 +246,14 @@ def test_build_manifest_per_image(run: dict[str, Any]) -> None:
 def test_locks_were_audited(run: dict[str, Any]) -> None:
     audit = checks_of(run)["audit:locks"]
     data = audit["data"]
+    # the audit's evidence covers exactly what the cell's locks pin (never 0 of 0)
+    locks = [LOCKS / CELL / f"{kind}.txt" for kind in ("runtime", "notebook")]
+    assert data["packages"] == data["locked"] == sum(map(locked_packages, locks)) > 0
     # warn policy: findings are a warning, an incomplete audit is skipped: never a silent pass
     if data["audited"] < data["packages"]:
         assert audit["status"] == "skipped", audit["detail"]
         assert "could not be audited" in audit["detail"]
+    elif data["findings"]:
+        assert audit["status"] == "warning", audit["detail"]
     else:
-        assert audit["status"] in ("passed", "warning"), audit["detail"]
+        assert audit["status"] == "passed", audit["detail"]

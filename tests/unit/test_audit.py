@@ -10,11 +10,17 @@ from typing import Any
 import pytest
 
 from harness import audit
-from harness.results import FAILED, PASSED, SKIPPED, WARNING
+from harness.results import ERROR, FAILED, PASSED, SKIPPED, WARNING
 from tests.conftest import ROOT
 
 LOCK = ROOT / "locks" / "ray2.60.0-py3.11.2-cpu" / "runtime.txt"
-CLEAN = {"dependencies": [{"name": "a", "version": "1", "vulns": []}]}
+PINS = "idna==3.7 \\\n    --hash=sha256:00\nrequests==2.19.0 \\\n    --hash=sha256:11\n"
+CLEAN = {
+    "dependencies": [
+        {"name": "idna", "version": "3.7", "vulns": []},
+        {"name": "requests", "version": "2.19.0", "vulns": []},
+    ]
+}
 VULNERABLE = {  # pip-audit 2.x JSON for requests 2.19.0 where PyPI serves its advisories
     "dependencies": [
         {"name": "idna", "version": "3.7", "vulns": []},
@@ -49,7 +55,7 @@ def recorded(doc: dict[str, Any]) -> audit.Runner:
 @pytest.mark.parametrize(
     ("answer", "policy", "status", "fragment"),
     [
-        (CLEAN, "warn", PASSED, "all 1 locked packages audited"),
+        (CLEAN, "warn", PASSED, "all 2 locked packages audited"),
         (CLEAN, "fail", PASSED, "no known vulnerabilities"),
         (VULNERABLE, "warn", WARNING, "requests 2.19.0: PYSEC-2018-28, GHSA-9wx4-h78v-vm56"),
         (VULNERABLE, "fail", FAILED, "(fixed in 2.20.0, 2.32.0)"),
@@ -61,15 +67,46 @@ def test_recorded_answers(
     tmp_path: Path, answer: dict[str, Any], policy: str, status: str, fragment: str
 ) -> None:
     lock = tmp_path / "runtime.txt"
-    lock.write_text("requests==2.19.0\n")
+    lock.write_text(PINS)
     check = audit.check([lock], tmp_path / "cache", policy, recorded(answer))
     assert check.status == status, check.detail
     assert fragment in check.detail
 
 
+@pytest.mark.parametrize(
+    ("pins", "fragment"),
+    [
+        (
+            PINS + "numpy==2.1.0 \\\n    --hash=sha256:22\n",
+            "reported 2 package(s), the lock(s) pin 3",
+        ),
+        ("", "no locked package: nothing was audited"),
+        ("# only comments\n", "no locked package"),
+    ],
+)
+def test_an_audit_that_does_not_cover_the_lock_is_an_error(
+    tmp_path: Path, pins: str, fragment: str
+) -> None:
+    """pip-audit's count is compared with the lock's: 0 of 0 is no audit, and an answer
+    about fewer (or other) packages than the lock pins proves nothing about it."""
+    lock = tmp_path / "runtime.txt"
+    lock.write_text(pins)
+    empty: dict[str, Any] = {"dependencies": []}
+    answer = CLEAN if pins.startswith(PINS) else empty
+    for policy in ("warn", "fail"):
+        check = audit.check([lock], tmp_path / f"cache-{policy}", policy, recorded(answer))
+        assert check.status == ERROR, check.detail
+        assert fragment in check.detail
+
+
+def test_locked_packages_counts_pins_not_hashes_or_comments() -> None:
+    assert audit.locked_packages(LOCK) == LOCK.read_text().count("==")
+    assert audit.locked_packages(LOCK) >= 50
+
+
 def test_the_answer_is_cached_per_lock(tmp_path: Path) -> None:
     lock = tmp_path / "runtime.txt"
-    lock.write_text("requests==2.19.0\n")
+    lock.write_text(PINS)
     calls: list[Path] = []
 
     def runner(lock_file: Path, out: Path) -> dict[str, Any]:
@@ -86,7 +123,7 @@ def test_a_cached_answer_that_is_not_one_is_audited_again(tmp_path: Path, cut: s
     """A cache entry cut short (an interrupted run, a full disk) or of another format is
     asked again, not reported as "pip-audit could not run" for a day."""
     lock = tmp_path / "runtime.txt"
-    lock.write_text("requests==2.19.0\n")
+    lock.write_text(PINS)
     cache = tmp_path / "cache"
     audit.check([lock], cache, "warn", recorded(VULNERABLE))
     [entry] = cache.glob("*.json")
@@ -119,5 +156,8 @@ def test_real_pip_audit_over_a_committed_lock(tmp_path: Path) -> None:
         assert "could not be audited" in check.detail
         strict = audit.check([LOCK], tmp_path / "cache", "fail")
         assert strict.status == FAILED
+    elif data["findings"]:
+        assert check.status == WARNING, check.detail
     else:
-        assert check.status in (PASSED, WARNING)
+        assert check.status == PASSED, check.detail
+    assert data["packages"] == data["locked"] == audit.locked_packages(LOCK)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness import cluster_checks as checks
 from harness.results import FAILED, PASSED, Check
 
@@ -161,7 +163,7 @@ def serve_result(**changes: object) -> dict[str, object]:
 def test_serve_needs_answers_from_the_cells_interpreter_health_routes_and_shutdown() -> None:
     expected = {"python": "3.11.2", "ray": "2.60.0"}
     ok = checks.serve(serve_result(), expected, "/raycompat")
-    assert ok.status == "passed" and "from replicas on 2 node(s)" in ok.detail
+    assert ok.status == "passed" and "every replica answered (replicas on 2 node(s))" in ok.detail
     missing = serve_result(
         replies=[{"status": 404, "body": "Path '/x' not found", "proxy": "http://h"}],
         answers=[],
@@ -170,7 +172,10 @@ def test_serve_needs_answers_from_the_cells_interpreter_health_routes_and_shutdo
     bad = checks.serve(missing, expected, "/x")
     assert bad.status == "failed" and "GET http://h/x answered 404" in bad.detail
     one = serve_result(answers=[{"python": "3.11.2", "ray": "2.60.0", "node": "a"}])
-    assert "replicas run on 2 node(s) but 1 answered" in checks.serve(one, expected, "/r").detail
+    assert (
+        "replicas run on 2 node(s) but 1 of them answered"
+        in checks.serve(one, expected, "/r").detail
+    )
     assert "does not list /x" in bad.detail
     drift = serve_result(answers=[{"python": "3.11.7", "ray": "2.60.0", "node": "a"}])
     assert "a replica reports python 3.11.7" in checks.serve(drift, expected, "/raycompat").detail
@@ -181,6 +186,33 @@ def test_serve_needs_answers_from_the_cells_interpreter_health_routes_and_shutdo
     out = checks.serve(unhealthy, expected, "/raycompat")
     assert "/-/healthz answered 503" in out.detail and "shutting Serve down" in out.detail
     assert checks.serve({"ok": False, "error": "refused"}, expected, "/r").status == "failed"
+
+
+def test_serve_without_the_replicas_placement_is_not_a_pass() -> None:
+    """The dashboard's list of replicas is the evidence that every replica answered: an
+    unreadable or empty list fails the check instead of skipping the comparison."""
+    expected = {"python": "3.11.2", "ray": "2.60.0"}
+    nodes: list[str] | None
+    for nodes in ([], None):
+        unread = serve_result(replica_nodes=nodes, applications={"status": 500, "body": "x"})
+        out = checks.serve(unread, expected, "/raycompat")
+        assert out.status == "failed", out.detail
+        assert "which nodes run replicas could not be read" in out.detail
+        assert "answered 500" in out.detail
+
+
+def test_serve_through_one_proxy_says_what_it_proved() -> None:
+    """A backend that reaches the head's proxy only cannot ask every replica: the detail
+    says how many replica nodes answered and that the others were not asked."""
+    expected = {"python": "3.11.2", "ray": "2.60.0"}
+    head_only = serve_result(
+        replies=[{"status": 200, "body": "{}", "proxy": "http://h"}],
+        answers=[{"python": "3.11.2", "ray": "2.60.0", "node": "a"}],
+    )
+    out = checks.serve(head_only, expected, "/raycompat")
+    assert out.status == "passed"
+    assert "1 proxy(ies) asked: 1 replica node(s) answered, the others not asked" in out.detail
+    assert "every replica answered" not in out.detail
 
 
 def test_notebook_needs_the_marker_and_strips_colour() -> None:
@@ -213,11 +245,17 @@ def test_runtime_env_must_reach_every_node() -> None:
     assert checks.runtime_env(job_result("FAILED"), ["a", "b"]).status == "failed"
 
 
+REFUSED = "AuthenticationError: Authentication required: Missing authentication token"
+
+
 def auth_round(accepted: bool) -> dict[str, object]:
-    answer = {"ok": accepted, "detail": "fine" if accepted else "AuthenticationError: refused"}
+    answer = {"ok": accepted, "detail": "fine" if accepted else REFUSED}
     return {
         "ok": True,
-        "http": {"status": 200 if accepted else 401, "body": ""},
+        "http": {
+            "status": 200 if accepted else 401,
+            "body": "[]" if accepted else "Unauthorized: Missing authentication token",
+        },
         "jobs": answer,
         "gcs": answer,
         "ray_client": answer,
@@ -231,7 +269,7 @@ def test_auth_token_passes_only_when_every_path_enforces_it(tmp_path: Path) -> N
     assert ok.status == "passed" and "12 log file(s)" in ok.detail
     # a path that lets a tokenless client in is a finding, never a pass
     open_gcs = {**good, "none": {**auth_round(False), "gcs": {"ok": True, "detail": "Ray 2.60.0"}}}
-    finding = checks.auth_token(open_gcs, "refused", [], 12, token)
+    finding = checks.auth_token(open_gcs, REFUSED, [], 12, token)
     assert finding.status == "failed" and "finding: GCS accepts a client with none token" in (
         finding.detail
     )
@@ -240,11 +278,11 @@ def test_auth_token_passes_only_when_every_path_enforces_it(tmp_path: Path) -> N
     refused = {**good, "token": auth_round(False)}
     assert (
         "Ray Client refused the cluster's token"
-        in checks.auth_token(refused, "refused", [], 12, token).detail
+        in checks.auth_token(refused, REFUSED, [], 12, token).detail
     )
     # the token itself never appears in what the check reports
     echoed = {**good, "token": {**auth_round(False), "jobs": {"ok": False, "detail": token}}}
-    out = checks.auth_token(echoed, "refused", [], 1, token)
+    out = checks.auth_token(echoed, REFUSED, [], 1, token)
     assert token not in out.detail and token not in str(out.data)
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "gcs_server.out").write_text(f"loaded {token}\n")
@@ -253,8 +291,45 @@ def test_auth_token_passes_only_when_every_path_enforces_it(tmp_path: Path) -> N
     assert leaks == ["ray/gcs_server.out"] and searched == 2
     assert (
         "the token is written in ray/gcs_server.out"
-        in checks.auth_token(good, "refused", leaks, 2, token).detail
+        in checks.auth_token(good, REFUSED, leaks, 2, token).detail
     )
+
+
+def test_auth_token_wants_rays_refusal_not_any_failure() -> None:
+    """A crashed server or a closed port also "refuses" a client: only Ray's refusal for a
+    missing or wrong token counts, on every path and for the joining node."""
+    token = "s3cr3t-token-value"
+    good = {"token": auth_round(True), "none": auth_round(False), "wrong": auth_round(False)}
+    crashed = {"ok": False, "detail": "ConnectionError: [Errno 111] Connection refused"}
+    for path in ("jobs", "gcs", "ray_client"):
+        broken = {**good, "none": {**auth_round(False), path: crashed}}
+        out = checks.auth_token(broken, REFUSED, [], 12, token)
+        assert out.status == "failed", path
+        assert "not with Ray's refusal for the token" in out.detail and "Errno 111" in out.detail
+    gone = {**good, "wrong": {**auth_round(False), "http": {"status": 502, "body": "Bad Gateway"}}}
+    assert checks.auth_token(gone, REFUSED, [], 12, token).status == "failed"
+    unauthorized = {"status": 401, "body": "no"}  # a 401 without Ray's words: not Ray's
+    other = {**good, "none": {**auth_round(False), "http": unauthorized}}
+    assert checks.auth_token(other, REFUSED, [], 12, token).status == "failed"
+    node = checks.auth_token(good, "ray start: Connection refused to ray-head:6379", [], 12, token)
+    assert node.status == "failed" and "a node without the token failed to join" in node.detail
+    assert checks.auth_token(good, REFUSED, [], 12, token).status == "passed"
+
+
+@pytest.mark.parametrize(
+    ("scanned", "unread", "fragment"),
+    [
+        (0, [], "no log file was searched"),
+        (12, ["Ray's session logs: 1 of 2 node(s)"], "not every node's logs could be read"),
+    ],
+)
+def test_auth_token_without_the_logs_is_an_error(
+    scanned: int, unread: list[str], fragment: str
+) -> None:
+    token = "s3cr3t-token-value"
+    good = {"token": auth_round(True), "none": auth_round(False), "wrong": auth_round(False)}
+    out = checks.auth_token(good, REFUSED, [], scanned, token, unread)
+    assert out.status == "error" and fragment in out.detail
 
 
 def kubeflow_result(**changes: object) -> dict[str, object]:
@@ -303,3 +378,68 @@ def test_kubeflow_contract_names_each_broken_promise() -> None:
     broken_kernel = Check("notebook:execute", FAILED, "ConnectionError")
     out = checks.kubeflow_contract(kubeflow_result(), broken_kernel)
     assert "a kernel there did not pass parity: ConnectionError" in out.detail
+
+
+# Every check that can be `skipped` (for a stated reason) is judged on its evidence when it
+# runs: empty or malformed evidence is `failed` or `error`, never `passed`.
+def _kuberay_cell() -> Any:
+    from harness.matrix import BaseSpec, Cell, Variant
+
+    return Cell("2.60.0", "3.11.2", Variant.CPU, BaseSpec("debian", "bookworm"))
+
+
+KERNEL_OK = Check("notebook:execute", PASSED, "PARITY_OK")
+TOKEN = "s3cr3t-token-value"
+SKIPPABLE: dict[str, Any] = {
+    "driver:connect": lambda e: checks.connect("driver:connect", e, expect_nodes=3)[0],
+    "driver:parity": lambda e: checks.parity("driver:parity", e, e.get("nodes") or []),
+    "kubeflow:contract": lambda e: checks.kubeflow_contract(e, KERNEL_OK),
+    "gpu:e2e": checks.gpu,
+    "auth:token": lambda e: checks.auth_token(e, e.get("refused"), [], e.get("scanned", 0), TOKEN),
+    "serve:http": lambda e: checks.serve(e, {"python": "3.11.2", "ray": "2.60.0"}, "/r"),
+    # its evidence is a listing: an empty one is "none published"; the unread one is this
+    "security:no-published-ports": lambda e: checks.no_published_ports(_unread),
+}
+
+
+def _unread() -> dict[str, list[str]]:
+    from harness.errors import EngineError
+
+    raise EngineError("container rh-x-head could not be inspected")
+
+
+def _image_check(name: str) -> Any:
+    from harness import image_checks
+
+    cell = _kuberay_cell()
+    if name == "kuberay-shell":
+        return lambda e: image_checks.kuberay_check(cell, "image:head", e)
+    if name == "base-layer":
+        return lambda e: image_checks.base_layer_check("image:head", e, e.get("labels") or {})
+    return lambda e: image_checks.bytecode_check("image:head", e)
+
+
+SKIPPABLE.update(
+    {f"image:head:{n}": _image_check(n) for n in ("kuberay-shell", "base-layer", "bytecode")}
+)
+MALFORMED: list[dict[str, Any]] = [
+    {},
+    {"ok": True},
+    {"ok": None, "nodes": "x", "connect": {}, "facts": [], "login_shell": "ray", "bytecode": []},
+    {"ok": True, "replies": [], "answers": [], "column_tables": None, "RootFS": {"Layers": []}},
+]
+
+
+@pytest.mark.parametrize(
+    "evidence", MALFORMED, ids=["empty", "ok-only", "wrong-types", "empty-lists"]
+)
+@pytest.mark.parametrize("name", sorted(SKIPPABLE))
+def test_a_skippable_check_never_passes_on_empty_or_malformed_evidence(
+    name: str, evidence: dict[str, Any]
+) -> None:
+    try:
+        check = SKIPPABLE[name](evidence)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # the caller's probe always hands a dict; a shape it cannot read must not pass
+        pytest.fail(f"{name} raised {type(exc).__name__} on malformed evidence: {exc}")
+    assert check.status in ("failed", "error"), (name, check.status, check.detail)

@@ -28,9 +28,23 @@ def test_parse_keeps_linux_x86_64_cpython_wheels_only() -> None:
     assert index.parse_files(FILES) == {"2.60.0": {"cp310", "cp311"}, "2.51.2": {"cp39", "cp311"}}
 
 
-def test_known_cells_pass(write_matrix: Callable[[str], Path]) -> None:
+def test_known_cells_pass_and_the_same_cells_without_their_wheel_do_not(
+    write_matrix: Callable[[str], Path],
+) -> None:
+    """The index proves each cell: the same matrix passes with every cell's wheel listed
+    and is refused, naming the cell, once one wheel is gone (a check that accepted
+    anything would pass the first half only)."""
     m = matrix.load(write_matrix('ray: ["2.60.0", "2.51.2"]\npython: ["3.11.2"]\n'))
-    index.check(m, m.cells, index.parse_files(FILES))
+    index.check(m, m.cells, index.parse_files(FILES))  # raises on a cell it cannot prove
+    for gone in (
+        "ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl",
+        "ray-2.51.2-cp311-cp311-manylinux2014_x86_64.whl",
+    ):
+        wheels = index.parse_files([f for f in FILES if f != gone])
+        with pytest.raises(MatrixError) as info:
+            index.check(m, m.cells, wheels)
+        ray = gone.split("-")[1]
+        assert f"cell ray{ray}-py3.11.2-cpu: Ray {ray} publishes no cp311 wheel" in str(info.value)
 
 
 def test_unknown_ray_version_names_the_key_and_line(write_matrix: Callable[[str], Path]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness import k8s
@@ -49,3 +51,57 @@ def test_namespace_is_dns_safe_and_per_cell() -> None:
     )
     assert c.namespace != other.namespace
     assert len(c.namespace) <= 63 and c.namespace == c.namespace.lower()
+
+
+class AnsweringKubectl(kube.Kubectl):
+    """kubectl that answers `get services` with what it is given (no API server)."""
+
+    def __init__(self, rc: int, out: str, err: str = "") -> None:
+        super().__init__("unused")
+        self.answer = (rc, out, err)
+
+    def run(self, args: list[str], **kwargs: object) -> tuple[int, str, str]:
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("rc", "out", "err"),
+    [
+        (1, "", "The connection to the server localhost:8080 was refused"),
+        (0, "", ""),
+        (0, "not json", ""),
+        (0, '{"kind": "List"}', ""),
+        (0, '{"items": []}', ""),
+    ],
+    ids=["kubectl-failed", "empty", "not-json", "no-items", "no-services"],
+)
+def test_unread_services_are_an_error_not_a_pass(rc: int, out: str, err: str) -> None:
+    """`security:no-published-ports` on Kubernetes: a failed or empty list is no evidence."""
+    from harness import cluster_checks
+
+    c = kube.KubeCluster(AnsweringKubectl(rc, out, err), "r1", CELL, IMAGES)
+    check = cluster_checks.no_published_ports(c.published_ports)
+    assert check.status == "error", check.detail
+    assert "could not be read" in check.detail
+
+
+def test_services_read_are_judged() -> None:
+    from harness import cluster_checks
+
+    def services(*kinds: str) -> str:
+        items = [{"metadata": {"name": f"s{i}"}, "spec": {"type": k}} for i, k in enumerate(kinds)]
+        return json.dumps({"items": items})
+
+    ok = kube.KubeCluster(AnsweringKubectl(0, services("ClusterIP")), "r1", CELL, IMAGES)
+    assert cluster_checks.no_published_ports(ok.published_ports).status == "passed"
+    exposed = kube.KubeCluster(
+        AnsweringKubectl(0, services("ClusterIP", "NodePort")), "r1", CELL, IMAGES
+    )
+    check = cluster_checks.no_published_ports(exposed.published_ports)
+    assert check.status == "failed" and "NodePort" in check.detail
+
+
+def test_the_kubernetes_backend_skips_with_its_own_reasons() -> None:
+    c = cluster()
+    assert "Kubernetes backend" in c.gpu_skip and "Docker host" not in c.gpu_skip
+    assert "Kubernetes backend" in c.auth_skip
