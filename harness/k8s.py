@@ -411,6 +411,10 @@ def vertex(cell: Cell, images: Mapping[str, str], gpu_e2e: str = "") -> dict[str
 # --- validation ---------------------------------------------------------------------------
 
 
+# The KubeRay releases whose CRDs the schemas below are compared with (tests/unit/
+# test_crds.py) and the workflow's kind job applies the rendered objects to: an object
+# must be valid, and lose nothing to pruning, on each of them.
+KUBERAY_VERSIONS = ("v1.5.1", "v1.7.0")
 SCHEMAS = {
     "RayCluster": "raycluster.v1.schema.json",
     "RayJob": "rayjob.v1.schema.json",

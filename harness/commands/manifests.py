@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from harness import k8s, registry
+from harness import crds, k8s, registry
 from harness.commands import context
 from harness.files import write_atomic
 from harness.matrix import ROLES
@@ -26,6 +26,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     application's ConfigMap) per pushed cell, and Vertex AI image refs for the cells that
     target Vertex AI.
     Everything is validated first: when anything is invalid, nothing is written."""
+    their_crds = crds.load(args.crd or [])  # bad files: exit 2 before anything is rendered
     ctx = context(args, run_id, check_index=False)
     m, paths = ctx.matrix, ctx.paths
     lock = registry.read_lock(args.images_lock or paths.build / "images.lock.json")
@@ -53,6 +54,12 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         job = k8s.rayjob(cell, images, namespace=args.namespace, gpu_e2e=note)
         service = k8s.rayservice(cell, images, namespace=args.namespace, gpu_e2e=note)
         problems += [p for obj in (rc, job, *service) for p in k8s.validate(obj)]
+        problems += [
+            p
+            for obj in (rc, job, *service)
+            if obj["kind"] in their_crds
+            for p in crds.validate(obj, their_crds[obj["kind"]])
+        ]
         d = out / cell_id
         header = (
             f"# {cell_id}: images pinned by digest from {lock.registry}\n"
@@ -76,4 +83,10 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         write_atomic(path, text)
     cells = len({path.parent for path in files})
     log(f"manifests: {cells} cell(s) rendered and validated in {out}")
+    if args.crd:
+        checked = ", ".join(f"{k} ({c.path})" for k, c in sorted(their_crds.items()))
+        log(f"manifests: checked against the CRDs given: {checked}")
+        unchecked = sorted(set(k8s.SCHEMAS) - set(their_crds))
+        if unchecked:
+            log(f"manifests: no CRD given for {', '.join(unchecked)}: not checked against one")
     return 0
