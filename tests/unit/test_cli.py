@@ -127,7 +127,7 @@ def test_no_permission_on_the_socket_exits_2_naming_the_fix(tmp_path: Path) -> N
             env={
                 **os.environ,
                 "DOCKER_HOST": f"unix://{sock_dir}/docker.sock",
-                "HARNESS_RUNS_DIR": str(runs),
+                "HARNESS_RUNS_DIR": str(runs / "runs"),  # made by the user, private
                 "HOME": str(runs),
             },
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,70 @@ def test_clean_images_removes_only_the_harness_names(
     tags: list[str], labels: dict[str, str], ours: list[str]
 ) -> None:
     assert clean.harness_tags(tags, labels) == ours
+
+
+def test_the_runs_dir_is_made_private(runs_dir: Path) -> None:
+    runs.hold_run("r-private")
+    assert runs_dir.stat().st_mode & 0o777 == 0o700
+    assert (runs_dir / "r-private.lock").stat().st_mode & 0o777 == 0o600
+    assert runs.alive("r-private")
+
+
+def test_a_runs_dir_others_can_write_is_refused(runs_dir: Path) -> None:
+    runs_dir.mkdir(mode=0o777)
+    runs_dir.chmod(0o777)
+    with pytest.raises(HarnessError, match=r"is open to others \(mode 777\); it must be 700"):
+        runs.hold_run("r1")
+
+
+def test_a_runs_dir_that_is_a_symlink_is_refused(runs_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    runs_dir.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(HarnessError, match="is not a directory"):
+        runs.hold_run("r1")
+
+
+def test_a_lock_file_planted_as_a_symlink_is_not_followed(runs_dir: Path, tmp_path: Path) -> None:
+    runs_dir.mkdir(mode=0o700)
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    (runs_dir / "r1.lock").symlink_to(target)
+    with pytest.raises(HarnessError, match=r"r1\.lock: it is a symlink"):
+        runs.hold_run("r1")
+    assert not runs.alive("r1")  # a symlink is no lock of a run
+    assert target.read_text() == "keep me\n"
+
+
+def test_the_default_runs_dir_is_per_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(runs.RUNS_ENV)
+    assert runs.runs_dir().name == f"raycompat-runs-{os.getuid()}"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
+def test_another_users_private_run_is_alive_to_this_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user who cannot read root's runs dir must not take root's live run for dead (and
+    so `clean` its containers); root sees every user's runs."""
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="raycompat-test-tmp-"))  # like /tmp: others enter
+    shared.chmod(0o755)
+    monkeypatch.delenv(runs.RUNS_ENV)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(shared))
+    at = f"import tempfile; tempfile.tempdir = {str(shared)!r}\nfrom harness import runs\n"
+    holder = hold_in_child(at + "runs.hold_run('root-run')")
+    try:
+        assert runs.alive("root-run")
+        assert (shared / "raycompat-runs-0").stat().st_mode & 0o777 == 0o700
+        code = at + "import os; os.setuid(65534)\nprint(runs.alive('root-run'), runs.alive('x'))"
+        seen = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert seen.stdout.split() == ["True", "True"], seen.stderr  # cannot tell: alive
+    finally:
+        holder.kill()
+        holder.wait()
+    try:
+        assert not runs.alive("root-run")  # root reads it: the holder is gone
+    finally:
+        shutil.rmtree(shared)
