@@ -12,6 +12,7 @@ import fnmatch
 import itertools
 import os
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,38 @@ ROLES: tuple[str, ...] = ("head", "worker", "notebook")
 # linux/arm64 is opt-in (`platforms:`), built and run under QEMU emulation.
 PLATFORMS: tuple[str, ...] = (NATIVE_PLATFORM, "linux/arm64")
 _MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}  # OCI architecture -> platform.machine()
+
+
+def mirror_problem(mirror: object) -> str | None:
+    """Why `mirror` is not a URL apt reads as the one URI of a sources line, or None. It
+    goes into `deb URI SUITE main` as it is: white space, a control character, a leading
+    `[` (apt's options), a `#` (a comment) would change what apt fetches or trusts, and
+    credentials would be written into the build's sources and logs."""
+    what = "must be an http(s):// or file:/ URL of a Debian archive"
+    if not isinstance(mirror, str):
+        return what
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in mirror):
+        return f"{what}, without white space or control characters"
+    try:
+        url = urllib.parse.urlsplit(mirror)
+    except ValueError as exc:
+        return f"{what}: {exc}"
+    if url.scheme not in ("http", "https", "file") or not mirror.startswith(
+        ("http://", "https://", "file:/")
+    ):
+        return what
+    if url.scheme != "file" and not url.hostname:
+        return f"{what}: no host in {mirror!r}"
+    if url.username is not None or url.password is not None:
+        return (
+            "must not carry credentials: apt would write them into the build's sources and "
+            "logs; put them in /etc/apt/auth.conf.d/ on the host instead"
+        )
+    if url.query or url.fragment or "#" in mirror or "?" in mirror:
+        return f"{what}, without a query or a fragment ('?', '#')"
+    if "[" in url.path or "]" in url.path:
+        return f"{what}: '[' and ']' are apt's option brackets"
+    return None
 
 
 def machine_of(arch: str) -> str:
@@ -760,10 +793,9 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
             "of year 9999)",
         )
     mirror = data.get("debian_mirror", DEFAULT_DEBIAN_MIRROR)
-    if not isinstance(mirror, str) or not mirror.startswith(("http://", "https://", "file:/")):
-        raise loader.fail(
-            "debian_mirror", "must be an http(s):// or file:/ URL of a Debian archive"
-        )
+    why = mirror_problem(mirror)
+    if why:
+        raise loader.fail("debian_mirror", why)
     packages = (
         tuple(loader.str_list("notebook_packages"))
         if "notebook_packages" in data

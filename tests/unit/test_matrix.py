@@ -518,3 +518,44 @@ def test_the_arm64_example_matrix_is_the_default_cell_plus_arm64() -> None:
     m = matrix.load(ROOT / "matrix-arm64.yaml")
     assert [c.platform for c in m.cells] == ["linux/amd64", "linux/arm64"]
     assert m.cells[0] == default  # same cell: same lock, same images
+
+
+@pytest.mark.parametrize(
+    ("mirror", "expect"),
+    [
+        ("http://deb.example.org/debian main contrib", "without white space"),
+        ('"http://x/debian\\nQUIT"', "without white space"),
+        ("'[trusted=yes] http://evil.example/debian'", "http(s):// or file:/ URL"),
+        ("http://user:secret@mirror.example/debian", "must not carry credentials"),
+        ("http://mirror.example/debian#x", "without a query or a fragment"),
+        ("http://mirror.example/debian?a=1", "without a query or a fragment"),
+        ("http:///debian", "no host"),
+        ("ftp://mirror.example/debian", "http(s):// or file:/ URL"),
+        ("http://mirror.example/de[b]ian", "option brackets"),
+        ("42", "http(s):// or file:/ URL"),
+    ],
+)
+def test_debian_mirror_is_one_apt_uri(
+    write_matrix: Callable[[str], Path], mirror: str, expect: str
+) -> None:
+    """debian_mirror goes into apt's sources as it is: anything apt would read as more than
+    one URI (options, a second token, a comment) or credentials is refused by name."""
+    path = write_matrix(MINIMAL + f"debian_mirror: {mirror}\n")
+    with pytest.raises(MatrixError) as info:
+        matrix.load(path)
+    assert info.value.key == "debian_mirror" and expect in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "mirror",
+    [
+        "http://deb.debian.org/debian",
+        "https://snapshot.debian.org/archive/debian/20261201T000000Z",
+        "file:/srv/mirror/debian",
+        "http://[::1]:3142/debian",
+    ],
+)
+def test_debian_mirror_urls_apt_reads(write_matrix: Callable[[str], Path], mirror: str) -> None:
+    path = write_matrix(MINIMAL + f"debian_mirror: {mirror}\n")
+    assert matrix.load(path).debian_mirror == mirror
