@@ -1,5 +1,5 @@
-"""Child processes (docker build, mmdebstrap, kubectl, kind) that an interrupt can stop
-all at once.
+"""Child processes (docker build, mmdebstrap, kubectl, kind, uv, pip, credential helpers)
+that an interrupt can stop all at once: every child process of the host side starts here.
 
 `run()` is subprocess.run with a timeout and registration, so that `stop_all()` (called
 on SIGINT/SIGTERM) can terminate every child still running and give it a moment to clean
@@ -13,6 +13,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
+
+from harness.errors import HarnessError
 
 _LIVE: set[subprocess.Popen[str]] = set()
 _LIVE_LOCK = threading.Lock()
@@ -67,6 +69,24 @@ def run(
     finally:
         with _LIVE_LOCK:
             _LIVE.discard(proc)
+
+
+def bounded(
+    cmd: Sequence[str],
+    *,
+    timeout: float,
+    what: str,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """`run`, with a timeout or an interrupt said as a HarnessError naming `what` (exit 2
+    for the user, no traceback); OSError (no such program) is left to the caller."""
+    try:
+        return run(cmd, timeout=timeout, input=input, env=env)
+    except subprocess.TimeoutExpired:
+        raise HarnessError(f"{what}: `{cmd[0]}` did not finish in {timeout:g} s") from None
+    except Stopped as exc:
+        raise HarnessError(f"{what}: {exc}") from None
 
 
 def stop_all(grace: float = 30) -> None:

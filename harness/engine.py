@@ -52,18 +52,11 @@ def new_run_id() -> str:
 def _has_buildkit(cli: str) -> bool:
     """True when `cli build` can run BuildKit: a buildx plugin, or a 20.10-22.x CLI."""
     try:
-        if (
-            subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=20).returncode
-            == 0
-        ):
+        if children.run([cli, "buildx", "version"], timeout=20)[0] == 0:
             return True
-        out = subprocess.run(
-            [cli, "version", "--format", "{{.Client.Version}}"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
+        out = children.run([cli, "version", "--format", "{{.Client.Version}}"], timeout=20)[1]
+        out = out.strip()
+    except (OSError, subprocess.TimeoutExpired, children.Stopped):
         return False
     major = out.split(".", 1)[0]
     return major.isdigit() and 18 <= int(major) < 23

@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import children
 from harness.contracts import VERTEX
 from harness.errors import HarnessError
 from harness.files import write_atomic
@@ -199,17 +198,20 @@ def _uv_compile(reqs: Sequence[str], cell: Cell, constraints: Path | None) -> st
     ]
     if constraints is not None:
         cmd += ["--constraint", str(constraints)]
-    env = {**os.environ, "UV_NATIVE_TLS": "1"}
     try:
-        proc = subprocess.run(
-            cmd, input="\n".join(reqs) + "\n", capture_output=True, text=True, env=env, timeout=600
+        rc, out, err = children.bounded(
+            cmd,
+            timeout=600,
+            input="\n".join(reqs) + "\n",
+            env={"UV_NATIVE_TLS": "1"},
+            what=f"resolving the {cell.id} lock with uv",
         )
     except FileNotFoundError:
         raise HarnessError("uv not found: `pip install uv` (nox sessions install it)") from None
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
+    if rc != 0:
+        tail = "\n".join(err.strip().splitlines()[-12:])
         raise HarnessError(f"cannot resolve {' '.join(reqs)} for Python {cell.python}:\n{tail}")
-    return proc.stdout
+    return out
 
 
 def compile_cell(root: Path, cell: Cell, matrix: Matrix) -> list[Path]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from harness import children
 from harness.engine import Engine
 from harness.errors import EngineError
 
@@ -88,17 +89,13 @@ def credentials(host: str, config: Mapping[str, Any] | None = None) -> tuple[str
     helper = (config.get("credHelpers") or {}).get(host) or config.get("credsStore")
     if helper:
         try:
-            r = subprocess.run(
-                [f"docker-credential-{helper}", "get"],
-                input=host,
-                capture_output=True,
-                text=True,
-                timeout=60,
+            rc, out, _ = children.run(
+                [f"docker-credential-{helper}", "get"], input=host, timeout=60
             )
-            if r.returncode == 0:
-                doc = json.loads(r.stdout)
+            if rc == 0:
+                doc = json.loads(out)
                 return str(doc["Username"]), str(doc["Secret"])
-        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
+        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired, children.Stopped):
             pass  # no helper binary or no entry: try `auths`, then anonymous
     auths = config.get("auths") or {}
     for key in (host, f"https://{host}", f"http://{host}"):

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 
-from harness import lock
+from harness import children, lock
 from harness.errors import HarnessError
 from harness.files import write_atomic
 from harness.matrix import Cell, machine_of
@@ -100,10 +99,10 @@ class Wheelhouse:
             "-r",
             str(lock_file),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        rc, _, err = children.bounded(cmd, timeout=1800, what=f"downloading wheels for {lock_file}")
         self._have = None
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+        if rc != 0:
+            tail = "\n".join(err.strip().splitlines()[-10:])
             raise HarnessError(f"downloading wheels for {lock_file} failed:\n{tail}")
         still = self.missing(lock_file, cell.python, cell.arch)
         if still:

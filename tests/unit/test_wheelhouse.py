@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness import children
 from harness.errors import HarnessError
 from harness.matrix import BaseSpec, Cell, Variant
 from harness.wheelhouse import Wheelhouse, link_into
@@ -76,11 +76,11 @@ def test_a_download_is_seen_by_the_next_question(
     lock.write_text(lock.read_text().replace("0" * 64, hashlib.sha256(name.encode()).hexdigest()))
     assert [p.name for p in house.missing(lock, "3.13.5")] == ["ray"]
 
-    def pip_download(cmd: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+    def pip_download(cmd: list[str], **_: Any) -> tuple[int, str, str]:
         (tmp_path / "wheelhouse" / name).write_bytes(name.encode())
-        return subprocess.CompletedProcess(cmd, 0, "", "")
+        return 0, "", ""
 
-    monkeypatch.setattr(subprocess, "run", pip_download)
+    monkeypatch.setattr(children, "run", pip_download)
     cell = Cell("2.51.2", "3.13.5", Variant.CPU, BaseSpec("debian", "trixie"))
     assert house.fetch(lock, cell) == 1
     assert house.missing(lock, "3.13.5") == []
