@@ -178,19 +178,9 @@ def _images_lock(build: Path) -> Path:
     images = []
     for n, role in enumerate(matrix.ROLES, start=4):
         digest = "sha256:" + str(n) * 64
-        images.append(
-            registry.Pushed(
-                "ray2.60.0-py3.11.2-cpu",
-                "2.60.0",
-                "3.11.2",
-                "cpu",
-                role,
-                f"r/ray-{role}:2.60.0-py3.11.2-cpu",
-                digest,
-                f"r/ray-{role}@{digest}",
-                "i",
-            )  # fmt: skip
-        )
+        tag, ref = f"r/ray-{role}:2.60.0-py3.11.2-cpu", f"r/ray-{role}@{digest}"
+        cell = ("ray2.60.0-py3.11.2-cpu", "2.60.0", "3.11.2", "cpu")
+        images.append(registry.Pushed(*cell, role, tag, digest, ref, "i"))
     registry.write_lock(build / "images.lock.json", "r", images)
     return build / "images.lock.json"
 
