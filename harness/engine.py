@@ -92,6 +92,37 @@ class Result:
     stderr: str
 
 
+SECRETS = "/tmp/.raycompat-secrets"  # secrets handed to a command: owner-only, see create()
+
+
+def owner_of(user: str) -> tuple[int, int] | None:
+    """(uid, gid) of an image's `User` ("" is root, "1000" or "1000:100"); None for a
+    user given by name, which only the image's own /etc/passwd could resolve."""
+    if not user:
+        return 0, 0
+    uid, _, gid = user.partition(":")
+    if uid.isdigit() and (not gid or gid.isdigit()):
+        return int(uid), int(gid or uid)
+    return None
+
+
+def secret_tar(files: Mapping[str, str], owner: tuple[int, int]) -> bytes:
+    """A tar of SECRETS (0700) holding `files` (0400), all owned by `owner`: readable by
+    the container's user only, never by another user of the container."""
+    buf = io.BytesIO()
+    uid, gid = owner
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(SECRETS.lstrip("/").split("/", 1)[1])
+        info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o700, uid, gid
+        tar.addfile(info)
+        for name, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(f"{SECRETS.lstrip('/').split('/', 1)[1]}/{name}")
+            info.size, info.mode, info.uid, info.gid = len(data), 0o400, uid, gid
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def tar_of(files: Mapping[str, str | bytes]) -> bytes:
     """An uncompressed tar holding `files` (name -> content), for put_archive."""
     buf = io.BytesIO()
@@ -444,10 +475,21 @@ class Engine:
         network_mode: str = "none",
         files: Mapping[str, str | bytes] | None = None,
         env: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> str:
-        """Create (not start) a container; `files` are put under STAGING first."""
+        """Create (not start) a container; `files` are put under STAGING first, `secrets`
+        under SECRETS, readable by the image's user only (removed with the container)."""
         self.guard(f"create a container of {image}")
         api = self.client.api
+        owner: tuple[int, int] | None = (0, 0)
+        if secrets:
+            user = str(((self.inspect("image", image) or {}).get("Config") or {}).get("User"))
+            owner = owner_of("" if user == "None" else user)
+            if owner is None:
+                raise EngineError(
+                    f"{image} runs as the user {user!r}, a name: a secret cannot be made "
+                    "readable by it alone; give the image a numeric USER (uid:gid)"
+                )
         try:
             cid = api.create_container(
                 image,
@@ -460,6 +502,8 @@ class Engine:
             if files:
                 staged = {f".raycompat/{n}": c for n, c in files.items()}
                 api.put_archive(cid, "/tmp", tar_of(staged))
+            if secrets and owner is not None:
+                api.put_archive(cid, "/tmp", secret_tar(secrets, owner))
         except docker.errors.ImageNotFound:
             raise EngineError(f"image {image} is not in the engine") from None
         except docker.errors.DockerException as exc:
@@ -477,9 +521,11 @@ class Engine:
         files: Mapping[str, str | bytes] | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
+        secrets: Mapping[str, str] | None = None,
     ) -> Result:
         """Run `command` in a throwaway container of `image` and remove it; the command's
-        input files go to STAGING/<name>. Exit 124 when it outlives `timeout`."""
+        input files go to STAGING/<name>, its secrets to SECRETS/<name> (owner-only).
+        Exit 124 when it outlives `timeout`."""
         cid = self.create(
             image,
             command,
@@ -488,6 +534,7 @@ class Engine:
             network_mode=network_mode,
             files=files,
             env=env,
+            secrets=secrets,
         )
         api = self.client.api
         try:

@@ -15,16 +15,17 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness import raylogs
 from harness.backends import Backend, Cluster, ClusterStartFailed
 from harness.files import write_atomic
 from harness.matrix import Cell, GridPolicy, Matrix
 from harness.probe_client import Probe
 from harness.progress import log, step
-from harness.results import Status
+from harness.results import Status, redact
 from harness.timeouts import DEFAULT, Timeouts
 from harness.verify import QUICK_REFUSAL, join_as_driver
 
@@ -321,6 +322,14 @@ def run(
             except ClusterStartFailed as exc:
                 undecided(cluster_cell, str(exc)[:500])
                 continue
+            if cluster.auth_token:  # in no pair's text and no saved log of this cluster
+                token = cluster.auth_token
+
+                def mask(first: int = len(pairs), token: str = token) -> None:
+                    pairs[first:] = [_redacted(p, token) for p in pairs[first:]]
+
+                stack.callback(raylogs.redact_tree, log_dir / cluster_cell.id, token)
+                stack.callback(mask)
             with step(f"grid: cluster {cluster_cell.id} up"):
                 ready = Probe(cluster, cluster.head).cluster(
                     "auto", nodes=2, timeout=timeouts.ready
@@ -375,6 +384,35 @@ def run(
 
 SYMBOL = {COMPATIBLE: "✅", WARN: "⚠️", INCOMPATIBLE: "❌", UNDECIDED: "⛔"}
 COLOUR = {COMPATIBLE: "#2e7d32", WARN: "#f9a825", INCOMPATIBLE: "#c62828", UNDECIDED: "#616161"}
+
+
+def _redacted(pair: Pair, secret: str) -> Pair:
+    """`pair` with `secret` masked in every text Ray or the harness gave it."""
+
+    def verdict(v: Verdict) -> Verdict:
+        return replace(
+            v,
+            message=redact(v.message, secret),
+            reasons=redact(v.reasons, secret),
+            warnings=redact(v.warnings, secret),
+        )
+
+    relaxed = pair.relaxed
+    if relaxed is not None:
+        relaxed = replace(
+            relaxed,
+            message=redact(relaxed.message, secret),
+            roundtrips=redact(relaxed.roundtrips, secret),
+        )
+    return replace(
+        pair,
+        ray_client=verdict(pair.ray_client),
+        ray_driver=verdict(pair.ray_driver),
+        harness=verdict(pair.harness),
+        ray_jobs=verdict(pair.ray_jobs),
+        harness_jobs=verdict(pair.harness_jobs),
+        relaxed=relaxed,
+    )
 
 
 def write(build: Path, pairs: Sequence[Pair], policy: GridPolicy) -> None:

@@ -90,9 +90,11 @@ class Probe:
         args = ["notebook", path, "--timeout", str(int(timeout))]
         return self.runner.probe(self.container, args, timeout=2 * timeout, env=env)
 
-    def jupyter(self, token: str, timeout: float) -> Result:
-        """JupyterLab's /api/status and /lab on this container."""
-        return self._run(["jupyter", "--token", token, "--timeout", _seconds(timeout)], timeout)
+    def jupyter(self, token_file: str, timeout: float) -> Result:
+        """JupyterLab's /api/status and /lab on this container, with the token in
+        `token_file` there (never on a command line)."""
+        args = ["jupyter", "--token-file", token_file, "--timeout", _seconds(timeout)]
+        return self._run(args, timeout)
 
     def jobs(self, address: str, timeout: float, fail: bool = False) -> Result:
         """The dashboard's /api/version and a job through the Jobs API at `address`

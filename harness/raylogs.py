@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.results import ERROR, FAILED, Check
+from harness.files import write_atomic
+from harness.results import ERROR, FAILED, REDACTED, Check
 
 # `[2026-12-01 10:14:32,734 C 307 307] (raylet) node_manager.cc:3588:  An unexpected ...`
 FATAL = re.compile(
@@ -111,3 +112,18 @@ def judge(checks: list[Check], causes: dict[str, str]) -> None:
 def summary(causes: dict[str, str]) -> str:
     """One line for a log or a check's detail: `worker: raylet gave up ...; head: ...`."""
     return "; ".join(f"{role}: {why}" for role, why in causes.items())
+
+
+def redact_tree(root: Path, secret: str) -> list[Path]:
+    """Mask `secret` in every file under `root` (saved container output and Ray's logs:
+    what the harness writes must not carry the cluster's token); the files changed."""
+    if not secret or not root.is_dir():
+        return []
+    needle, mask = secret.encode(), REDACTED.encode()
+    changed = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        data = path.read_bytes()
+        if needle in data:
+            write_atomic(path, data.replace(needle, mask))
+            changed.append(path)
+    return changed

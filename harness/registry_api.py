@@ -6,7 +6,9 @@ there (see `registry.push`).
 Credentials come only from Docker's own configuration ($DOCKER_CONFIG/config.json, default
 ~/.docker): a credential helper (`credHelpers`, `credsStore`, e.g. the one `gcloud auth
 configure-docker` installs) or a `docker login` entry (`auths`). The token handshake is
-the registry's standard one (401 + WWW-Authenticate: Bearer/Basic). Loopback registries
+the registry's standard one (401 + WWW-Authenticate: Bearer/Basic). Credentials and tokens
+go only to the registry's own host, and to a token service over https; a redirect to
+another host (blob storage's signed URLs) never carries them. Loopback registries
 (127.0.0.0/8, localhost) are spoken to over plain HTTP, as Docker does; others over HTTPS
 with the host's CA store.
 """
@@ -111,6 +113,35 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
 
 
+class _NoCredentialsAcrossHosts(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect, but never forwards `Authorization` to another host: a registry
+    sends blob reads to storage by signed URL, which must not see the registry's token."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _netloc(newurl) != _netloc(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+def _canonical(headers: Any) -> dict[str, str]:
+    """Response headers by their canonical names ("Www-Authenticate", "Location"), as Go's
+    net/http writes them: a server that spells them otherwise is read the same."""
+    return {str(k).title(): str(v) for k, v in headers.items()}
+
+
+def _netloc(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc.lower()
+
+
 def _loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return name == "localhost" or name.startswith("127.") or name == "[::1]"
@@ -125,7 +156,7 @@ class Registry:
         self.timeout = timeout
         self.creds = credentials(host)
         self._auth: dict[str, str] = {}  # scope -> Authorization header value
-        handlers: list[urllib.request.BaseHandler] = []
+        handlers: list[urllib.request.BaseHandler] = [_NoCredentialsAcrossHosts()]
         if _loopback(host):
             handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
@@ -142,7 +173,14 @@ class Registry:
                 raise RegistryError(f"{self.host} wants credentials: {self._hint()}")
             return basic
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
-        url = params.get("realm", "") + "?" + urllib.parse.urlencode(query)
+        realm = params.get("realm", "")
+        url = realm + "?" + urllib.parse.urlencode(query)
+        # As Docker's client: the credentials go to the token service over https only,
+        # or to the registry's own host where it is a loopback one (plain http there);
+        # never in clear text to whatever host a registry's challenge names.
+        mine = _netloc(realm) == self.host.lower() and _loopback(self.host)
+        if basic and not (urllib.parse.urlsplit(realm).scheme == "https" or mine):
+            basic = ""  # ask for an anonymous token; a refusal then says what to do
         req = urllib.request.Request(url, headers={"Authorization": basic} if basic else {})
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
@@ -175,20 +213,21 @@ class Registry:
         full = url if url.startswith("http") else self.base + url
         for attempt in (1, 2):
             hdrs = dict(headers or {})
-            if scope in self._auth:
-                hdrs["Authorization"] = self._auth[scope]
+            if scope in self._auth and _netloc(full) == self.host.lower():
+                hdrs["Authorization"] = self._auth[scope]  # the registry's own host only
             if hasattr(data, "seek"):
                 data.seek(0)  # type: ignore[union-attr]
             req = urllib.request.Request(full, data=data, headers=hdrs, method=method)
             try:
                 with self._opener.open(req, timeout=self.timeout) as resp:
-                    status, rh, body = resp.status, dict(resp.headers), resp.read()
+                    status, rh, body = resp.status, _canonical(resp.headers), resp.read()
             except urllib.error.HTTPError as exc:
-                status, rh, body = exc.code, dict(exc.headers), exc.read()
+                status, rh, body = exc.code, _canonical(exc.headers), exc.read()
             except (urllib.error.URLError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 raise RegistryError(f"cannot reach {self.host}: {reason}") from None
-            if status == 401 and attempt == 1 and rh.get("Www-Authenticate"):
+            own = _netloc(full) == self.host.lower()
+            if status == 401 and attempt == 1 and rh.get("Www-Authenticate") and own:
                 self._auth[scope] = self._login(rh["Www-Authenticate"])
                 continue
             if status in ok:

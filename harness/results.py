@@ -90,9 +90,39 @@ class Check:
     def __post_init__(self) -> None:
         self.status = Status(self.status)  # a plain "passed" is read as the enum
 
+    def redacted(self, secret: str | None) -> Check:
+        """This check with `secret` masked in its detail and data."""
+        if not secret:
+            return self
+        return Check(
+            self.name,
+            self.status,
+            redact(self.detail, secret),
+            self.stage,
+            redact(self.data, secret),
+            self.image_id,
+        )
+
     @classmethod
     def of(cls, name: str, ok: bool, detail: str, stage: str = "test", **data: Any) -> Check:
         return cls(name, PASSED if ok else FAILED, detail, stage, dict(data))
+
+
+REDACTED = "<redacted>"
+
+
+def redact(value: Any, secret: str | None) -> Any:
+    """`value` (text, or lists and dicts of it, as check data holds) with every occurrence
+    of `secret` replaced by REDACTED; unchanged when there is no secret."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, dict):
+        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, secret) for v in value]
+    return value
 
 
 @dataclass

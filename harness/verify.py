@@ -27,7 +27,7 @@ from typing import Any
 
 from harness import cluster_checks as checks
 from harness import raylogs
-from harness.backends import Cluster, ClusterStartFailed, ray_logs_dir
+from harness.backends import JUPYTER_TOKEN_PATH, Cluster, ClusterStartFailed, ray_logs_dir
 from harness.errors import EngineError
 from harness.matrix import Cell
 from harness.probe_client import Probe
@@ -76,7 +76,33 @@ def test_cell(
     """All runtime checks of a cell on the cluster `make_cluster` starts (from whichever
     backend), each recorded separately; never raises for a failed check. `turn` says when
     the checks may begin and when the last phase does (see harness.turns); the timings
-    leave out the time spent waiting for the turn (`waited`)."""
+    leave out the time spent waiting for the turn (`waited`). Ray's token of the cluster
+    is in nothing this returns or leaves under the cell's log directory."""
+    secrets_seen: list[str] = []
+
+    def make() -> Cluster:
+        cluster = make_cluster()
+        if cluster.auth_token:
+            secrets_seen.append(cluster.auth_token)
+        return cluster
+
+    try:
+        results, timings = _test_cell(cell, log_dir, timeouts, make, turn)
+    finally:
+        for secret in secrets_seen:  # the saved logs too, however the cell ended
+            raylogs.redact_tree(log_dir.parent, secret)
+    for secret in secrets_seen:
+        results = [c.redacted(secret) for c in results]
+    return results, timings
+
+
+def _test_cell(
+    cell: Cell,
+    log_dir: Path,
+    timeouts: Timeouts,
+    make_cluster: Callable[[], Cluster],
+    turn: Turn | None = None,
+) -> tuple[list[Check], dict[str, float]]:
     turn = turn or Alone()
     expected = _expected(cell)
     results: list[Check] = []
@@ -252,7 +278,7 @@ def _without_cluster(
 ) -> _Early:
     """JupyterLab in the notebook container and the Kubeflow notebook's start and server
     probe: neither needs Ray, so they run while the nodes come up."""
-    jupyter = Probe(cluster, cluster.notebook).jupyter(cluster.jupyter_token, timeouts.jupyter)
+    jupyter = Probe(cluster, cluster.notebook).jupyter(JUPYTER_TOKEN_PATH, timeouts.jupyter)
     return _Early(jupyter, _kubeflow_start(cell, cluster, timeouts, stack))
 
 

@@ -17,6 +17,10 @@ from harness.timeouts import Timeouts
 
 RAY_LOGS = "/tmp/ray/session_latest/logs"  # Ray's own logs inside every node
 TOKEN_PATH = "/run/raycompat/auth_token"  # where a cluster's containers find Ray's token
+# where the notebook container finds its Jupyter token (JUPYTER_TOKEN_FILE): a file, never
+# an environment value, which `docker inspect` or the Pod spec would show to anyone
+JUPYTER_TOKEN_DIR = "/run/raycompat-jupyter"
+JUPYTER_TOKEN_PATH = f"{JUPYTER_TOKEN_DIR}/token"
 
 
 def ray_logs_dir(log_dir: Path) -> Path:

@@ -24,9 +24,16 @@ from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from harness import labels
-from harness.backends import RAY_LOGS, TOKEN_PATH, Backend, Cluster, ClusterStartFailed
+from harness.backends import (
+    JUPYTER_TOKEN_PATH,
+    RAY_LOGS,
+    TOKEN_PATH,
+    Backend,
+    Cluster,
+    ClusterStartFailed,
+)
 from harness.engine import Engine
-from harness.errors import EngineError
+from harness.errors import EngineError, HarnessError
 from harness.inside import QEMU_SHIM_SOURCE
 from harness.matrix import Cell
 from harness.progress import log
@@ -60,6 +67,27 @@ TOKEN_AUTH_PROBE = (  # exit 0 when the image's Ray has token authentication, 3 
     "sys.exit(0 if os.path.exists(module) else 3)\n"
 )
 WATCH_SECONDS = 2.0
+
+
+TOKEN_FILE_ENV = "RAYCOMPAT_AUTH_TOKEN_FILE"
+
+
+def cluster_token() -> str:
+    """Ray's token for a test cluster: fresh and random, or read from the file that
+    $RAYCOMPAT_AUTH_TOKEN_FILE names (to follow one token through a run's output: the
+    end-to-end test searches everything the harness wrote for it)."""
+    path = os.environ.get(TOKEN_FILE_ENV)
+    if not path:
+        return secrets.token_urlsafe(32)
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{TOKEN_FILE_ENV}: {path} cannot be read ({exc})") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise HarnessError(
+            f"{TOKEN_FILE_ENV}: the token in {path} must be 16+ characters, no spaces"
+        )
+    return token
 
 
 class ContainerCluster(Cluster):
@@ -167,8 +195,12 @@ class ContainerCluster(Cluster):
             env = {"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"}
             self._container(name, self.images["worker"], env=env, gpus=self.gpus).start()
         if "notebook" in self.images:  # a grid brings its own clients instead
-            env = {"JUPYTER_TOKEN": self.jupyter_token}
-            self._container(self.notebook, self.images["notebook"], env=env).start()
+            env = {"JUPYTER_TOKEN_FILE": JUPYTER_TOKEN_PATH}
+            notebook = self._container(self.notebook, self.images["notebook"], env=env)
+            notebook.with_copy_into_container(
+                self.jupyter_token.encode(), JUPYTER_TOKEN_PATH, 0o444
+            )
+            notebook.start()
         ready = LogMessageWaitStrategy(HEAD_READY)
         ready.with_startup_timeout(int(self.ready_timeout)).with_poll_interval(0.2)
         ready.wait_until_ready(head)
@@ -379,7 +411,7 @@ class ContainersBackend(Backend):
     ) -> ContainerCluster:
         nodes = images if client else {r: i for r, i in images.items() if r != "notebook"}
         gpus = cell.variant == "gpu" and self.engine.nvidia_runtime()
-        token = secrets.token_urlsafe(32) if self.token_auth(images["head"]) else None
+        token = cluster_token() if self.token_auth(images["head"]) else None
         return ContainerCluster(
             self.engine,
             self.run_id,

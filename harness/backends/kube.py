@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from harness import children, k8s, labels
-from harness.backends import RAY_LOGS, Backend, Cluster
+from harness.backends import JUPYTER_TOKEN_DIR, JUPYTER_TOKEN_PATH, RAY_LOGS, Backend, Cluster
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.matrix import Cell
@@ -200,10 +200,26 @@ class KubeCluster(Cluster):
         pods = []
         if self.client:
             pod = k8s.notebook_pod(self.cell, self.images["notebook"], namespace=ns, pull=self.pull)
-            pod["spec"]["containers"][0].pop("command")  # JupyterLab, the image's own command
-            pod["spec"]["containers"][0]["env"] = [
-                {"name": "JUPYTER_TOKEN", "value": self.jupyter_token}
-            ]
+            container = pod["spec"]["containers"][0]
+            container.pop("command")  # JupyterLab, the image's own command
+            # the token as a file from a Secret, never a value in the Pod spec
+            secret = f"{k8s.name_for(self.cell)}-jupyter"
+            pods.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": secret, "namespace": ns},
+                    "type": "Opaque",
+                    "stringData": {"token": self.jupyter_token},
+                }
+            )
+            container["env"] = [{"name": "JUPYTER_TOKEN_FILE", "value": JUPYTER_TOKEN_PATH}]
+            container.setdefault("volumeMounts", []).append(
+                {"name": "jupyter-token", "mountPath": JUPYTER_TOKEN_DIR, "readOnly": True}
+            )
+            pod["spec"].setdefault("volumes", []).append(
+                {"name": "jupyter-token", "secret": {"secretName": secret}}
+            )
             pods.append(pod)
         if kuberay:
             rc = k8s.raycluster(

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness import children, grid, matrix
 from harness.backends import probe_result
-from harness.engine import STAGING, Engine
+from harness.engine import SECRETS, STAGING, Engine
 from harness.errors import HarnessError
 from harness.inside import PROBE_SOURCE
 from harness.inside.probe import FROM_SERVER, MISSING_EXTRA
@@ -58,18 +58,19 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     if args.image:
         engine = Engine()
         engine.ping()
-        files, env = {"probe.py": PROBE_SOURCE}, {}
+        secrets, env = {}, {}
         token = _token()
-        if token:  # the cluster wants Ray's token: handed over as a file, as `test` does
-            files["auth_token"] = token
-            env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": f"{STAGING}/auth_token"}
+        if token:  # the cluster wants Ray's token: a file only the image's user can read
+            secrets["auth_token"] = token
+            env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": f"{SECRETS}/auth_token"}
         r = engine.run_once(
             args.image,
             [f"{STAGING}/probe.py", *command],
             entrypoint=["python"],
             network_mode="host",
-            files=files,
+            files={"probe.py": PROBE_SOURCE},
             env=env,
+            secrets=secrets,
             timeout=timeout + PROBE_MARGIN,
         )
         if r.returncode == 124:

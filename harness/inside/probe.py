@@ -1034,7 +1034,8 @@ def notebook(args: argparse.Namespace) -> Json:
 
 def jupyter(args: argparse.Namespace) -> Json:
     base = "http://127.0.0.1:%d" % args.port
-    headers = {"Authorization": "token %s" % args.token}
+    with open(args.token_file) as f:
+        headers = {"Authorization": "token %s" % f.read().strip()}
     deadline = time.time() + args.timeout
     last = ""
     while time.time() < deadline:
@@ -1144,7 +1145,7 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60)
     p = sub.add_parser("jupyter")
     p.add_argument("--port", type=int, default=8888)
-    p.add_argument("--token", required=True)
+    p.add_argument("--token-file", required=True)
     p.add_argument("--timeout", type=float, default=60)
     return parser
 

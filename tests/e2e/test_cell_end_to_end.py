@@ -39,9 +39,20 @@ def run() -> dict[str, Any]:
     run_id = "e2e" + uuid.uuid4().hex[:8]
     built = harness("build", *ONLY, "--build-dir", str(build_dir), run_id=run_id)
     assert built.returncode == 0, built.stderr[-3000:]
-    tested = harness("test", *ONLY, "--build-dir", str(build_dir), run_id=run_id)
+    # one known Ray token for the run's token clusters, to search the run's output for it
+    token = "e2e-token-" + uuid.uuid4().hex
+    token_file = ROOT / "build" / "e2e-token"
+    token_file.write_text(token + "\n")
+    try:
+        tested = harness(
+            "test", *ONLY, "--build-dir", str(build_dir), run_id=run_id,
+            env={"RAYCOMPAT_AUTH_TOKEN_FILE": str(token_file)},
+        )  # fmt: skip
+    finally:
+        token_file.unlink()
     report = json.loads((build_dir / "report.json").read_text())
     return {
+        "token": token,
         "run_id": run_id,
         "build_dir": build_dir,
         "rc": tested.returncode,
@@ -257,3 +268,14 @@ def test_locks_were_audited(run: dict[str, Any]) -> None:
         assert audit["status"] == "warning", audit["detail"]
     else:
         assert audit["status"] == "passed", audit["detail"]
+
+
+def test_the_ray_token_is_in_nothing_the_harness_wrote(run: dict[str, Any]) -> None:
+    """Every file under the build directory (reports, junit, state, container output,
+    Ray's saved session logs) and the command's own output: the token is in none."""
+    assert checks_of(run)["auth:token"]["status"] == "passed"  # the cluster had the token
+    needle = run["token"].encode()
+    searched = [p for p in run["build_dir"].rglob("*") if p.is_file()]
+    assert len(searched) > 10
+    assert [str(p) for p in searched if needle in p.read_bytes()] == []
+    assert run["token"] not in run["stderr"]

@@ -127,3 +127,55 @@ def test_a_rootfs_loads_as_the_same_image_every_time(tmp_path: Path) -> None:
     finally:
         for ref in refs:
             engine.untag(ref, force=True)
+
+
+@pytest.fixture
+def user_image(base: str) -> Iterator[str]:
+    """The base as an image whose USER is 1000:100 (like the notebook image), removed after."""
+    engine = Engine()
+    tag = f"localhost/raycompat-test/user-{uuid.uuid4().hex[:8]}:t"
+    repo, version = tag.rsplit(":", 1)
+    cid = engine.create(base, ["true"], labels_={labels.RUN: "eng-secrets"})
+    try:
+        engine.client.api.commit(cid, repository=repo, tag=version, changes=["USER 1000:100"])
+    finally:
+        engine.remove("container", cid)
+    yield tag
+    engine.client.api.remove_image(tag, force=True)
+
+
+def test_a_secret_is_readable_by_the_images_user_only(user_image: str) -> None:
+    """probe --image's Ray token: a file 0400 in a 0700 directory, both the image user's,
+    never in the environment or the world-writable staging directory."""
+    from harness.engine import SECRETS
+
+    script = (
+        f"stat -c '%a %u:%g' {SECRETS} {SECRETS}/auth_token; cat {SECRETS}/auth_token; "
+        "echo; env | grep -c s3cr3t || true; ls /tmp/.raycompat 2>/dev/null | wc -l"
+    )
+    r = Engine().run_once(
+        user_image, ["sh", "-c", script], secrets={"auth_token": "s3cr3t-value"}, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["700 1000:100", "400 1000:100", "s3cr3t-value"]
+    assert r.stdout.split()[-2:] == ["0", "0"]  # not in env, nothing staged world-readable
+
+
+def test_a_secret_for_an_image_with_a_named_user_is_refused(base: str) -> None:
+    from harness.engine import owner_of
+    from harness.errors import EngineError
+
+    assert owner_of("") == (0, 0) and owner_of("1000:100") == (1000, 100)
+    assert owner_of("1000") == (1000, 1000) and owner_of("jovyan") is None
+    engine = Engine()
+    cid = engine.create(base, ["true"], labels_={labels.RUN: "eng-secrets"})
+    tag = f"localhost/raycompat-test/named-{uuid.uuid4().hex[:8]}"
+    try:
+        engine.client.api.commit(cid, repository=tag, tag="t", changes=["USER nobody"])
+    finally:
+        engine.remove("container", cid)
+    try:
+        with pytest.raises(EngineError, match="a numeric USER"):
+            engine.run_once(f"{tag}:t", ["true"], secrets={"t": "x"}, timeout=30)
+    finally:
+        engine.client.api.remove_image(f"{tag}:t", force=True)

@@ -31,7 +31,15 @@ def test_backend_manifests_validate(kuberay: bool) -> None:
     assert pod["kind"] == "Pod"
     container = pod["spec"]["containers"][0]
     assert "command" not in container  # JupyterLab, the image's own command
-    assert container["env"] == [{"name": "JUPYTER_TOKEN", "value": c.jupyter_token}]
+    # the Jupyter token is a file from a Secret: in no env value of the Pod spec
+    assert container["env"] == [
+        {"name": "JUPYTER_TOKEN_FILE", "value": "/run/raycompat-jupyter/token"}
+    ]
+    assert c.jupyter_token not in json.dumps(pod)
+    [secret] = [d for d in docs if d["kind"] == "Secret"]
+    assert secret["stringData"] == {"token": c.jupyter_token}
+    volume = {"name": "jupyter-token", "secret": {"secretName": secret["metadata"]["name"]}}
+    assert volume in pod["spec"]["volumes"]
     assert container["imagePullPolicy"] == "Never"  # kind: images are loaded, not pulled
 
 
