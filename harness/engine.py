@@ -510,6 +510,40 @@ class Engine:
             raise EngineError(f"creating a container of {image}: {exc}") from None
         return str(cid)
 
+    def owned_volume(
+        self, name: str, image: str, *, owner: str, mode: str, labels_: Mapping[str, str]
+    ) -> str:
+        """A new, empty named volume whose root belongs to `owner` (uid:gid) with `mode`,
+        set by a throwaway container of `image` run as root (no host privileges needed:
+        a user of the docker group can); removed by the labels' sweep."""
+        self.guard(f"create the volume {name}")
+        api = self.client.api
+        try:
+            api.create_volume(name=name, labels={labels.MANAGED: "scratch", **labels_})
+            cid = api.create_container(
+                image,
+                command=["sh", "-c", f"chown {owner} /v && chmod {mode} /v"],
+                entrypoint=[],
+                user="0:0",
+                labels={labels.MANAGED: "scratch", **labels_},
+                host_config=api.create_host_config(
+                    network_mode="none", binds={name: {"bind": "/v", "mode": "rw,nocopy"}}
+                ),
+            )["Id"]
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"preparing the volume {name}: {exc}") from None
+        try:
+            api.start(cid)
+            code = int(api.wait(cid, timeout=120)["StatusCode"])
+            if code != 0:
+                out, err = self._logs(cid)
+                raise EngineError(f"preparing the volume {name}: exit {code}: {err or out}")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"preparing the volume {name}: {exc}") from None
+        finally:
+            self.remove("container", cid)
+        return name
+
     def run_once(
         self,
         image: str,

@@ -14,7 +14,6 @@ needs a local raylet) and parity is checked again; then the token is searched in
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import tempfile
 import time
@@ -389,11 +388,8 @@ def _kubeflow_start(
     if not image:
         return Check("kubeflow:contract", SKIPPED, "no notebook image in this cluster")
     with step(f"{cluster.cell_id}: the notebook as a Kubeflow custom image: its server"):
-        home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raycompat-jovyan-")))
-        os.chown(home, 1000, 100)  # an empty PVC as Kubeflow gives it (fsGroup users)
-        home.chmod(0o2775)
         try:
-            name = cluster.add_kubeflow_notebook(image, KUBEFLOW_PREFIX, home)
+            name = cluster.add_kubeflow_notebook(image, KUBEFLOW_PREFIX)
         except NotImplementedError as exc:
             return Check("kubeflow:contract", SKIPPED, str(exc))
         except EngineError as exc:

@@ -135,10 +135,11 @@ class Cluster(ABC):
     @abstractmethod
     def remove(self, container: str) -> None: ...
 
-    def add_kubeflow_notebook(self, image: str, prefix: str, home: Path) -> str:
+    def add_kubeflow_notebook(self, image: str, prefix: str) -> str:
         """A notebook container started as Kubeflow's notebook controller starts one:
-        NB_PREFIX, the empty directory `home` mounted at /home/jovyan, the image's own
-        command. NotImplementedError where the backend cannot (the check is skipped)."""
+        NB_PREFIX, an empty volume owned by 1000:100 (an fsGroup PVC) mounted at
+        /home/jovyan, the image's own command; removed with the cluster.
+        NotImplementedError where the backend cannot (the check is skipped)."""
         raise NotImplementedError("this backend does not start Kubeflow-style notebooks yet")
 
     def probe(

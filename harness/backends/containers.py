@@ -218,10 +218,17 @@ class ContainerCluster(Cluster):
             raise EngineError(f"starting client {name}: {exc}") from None
         return name
 
-    def add_kubeflow_notebook(self, image: str, prefix: str, home: Path) -> str:
+    def add_kubeflow_notebook(self, image: str, prefix: str) -> str:
         name = f"{self.prefix}-kubeflow"
+        # An empty PVC as Kubeflow gives it (fsGroup users): a labelled volume, made
+        # 1000:100 and setgid by a throwaway root container, so no host directory needs
+        # chown (which only root could do). `nocopy`: the image's /home/jovyan is not
+        # copied into it, it stays empty.
+        home = self.engine.owned_volume(
+            f"{name}-home", image, owner="1000:100", mode="2775", labels_=self.labels
+        )
         container = self._container(name, image, env={"NB_PREFIX": prefix})
-        container.with_volume_mapping(str(home), "/home/jovyan", "rw")
+        container.with_volume_mapping(home, "/home/jovyan", "rw,nocopy")
         try:
             container.start()
         except Exception as exc:
