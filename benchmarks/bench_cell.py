@@ -11,11 +11,14 @@ pass as a flake), and the pull size of each image. Prints figures; asserts nothi
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from common import cells, cpu_speed, harness, not_passed, pull_sizes, spread, table
+import results
+from common import cells, cpu_speed, harness, mb, not_passed, pull_sizes, spread, table
 
 
 def main() -> None:
@@ -38,16 +41,21 @@ def main() -> None:
         walls: list[float] = []
         inside: list[float] = []
         flakes: list[str] = []
+        rounds: list[dict[str, object]] = []
+        timings: dict[str, float] = {}
         for i in range(opts.repeat):
             wall, rc = harness(["test", *only], build_dir)
-            tested = next(c for c in cells(build_dir) if c["id"] == cell["id"])
+            found = [c for c in cells(build_dir) if c["id"] == cell["id"]]
+            tested: dict[str, Any] = found[0] if found else {"status": "none", "timings": {}}
             walls.append(wall)
             inside.append(float(tested["timings"].get("test_seconds", 0)))
-            bad = not_passed(tested)
-            if rc != 0 or bad:
-                flakes.append(f"run {i + 1}: exit {rc}, {', '.join(bad) or tested['status']}")
-            print(f"bench: run {i + 1}/{opts.repeat}: {tested['status']} in {wall:.1f} s")
-        timings = tested["timings"]
+            bad = not_passed(tested) if found else []
+            status = tested["status"]
+            rounds.append({"exit": rc, "seconds": round(wall, 1), "status": status})
+            if rc != 0 or bad or status != "passed":
+                flakes.append(f"run {i + 1}: exit {rc}, {', '.join(bad) or status}")
+            print(f"bench: run {i + 1}/{opts.repeat}: {status} in {wall:.1f} s")
+            timings = tested["timings"] or timings
         ids = {i["role"]: i["id"] for i in cell["images"]}
     pulls = pull_sizes(ids)
     rows = [
@@ -66,7 +74,22 @@ def main() -> None:
         ],
         *[(f"  {role} pull size, gzip layers (MB)", f"{n / 1e6:.0f}") for role, n in pulls.items()],
     ]
-    table(rows, speed)
+    end = table(rows, speed)
+    sizes = {i["role"]: i["size_bytes"] for i in cell["images"]}
+    figures = {
+        "cold_build_s": round(cold, 1) if cold else None,
+        "noop_build_s": round(noop, 2),
+        "test_median_s": round(statistics.median(walls), 1),
+        "test_worst_s": round(max(walls), 1),
+        "inside_median_s": round(statistics.median(inside), 1),
+        "runs": len(walls),
+        "not_passed": len(flakes),
+        "size_head_mb": mb(sizes["head"]),
+        "size_notebook_mb": mb(sizes["notebook"]),
+        **{f"pull_{role}_mb": mb(n) for role, n in pulls.items()},
+    }
+    details = {"cell": cell["id"], "flakes": flakes, "timings": timings}
+    results.record("cell", figures, rounds, (speed, end), details)
 
 
 if __name__ == "__main__":

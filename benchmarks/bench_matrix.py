@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import cells, cpu_speed, harness, not_passed, pull_sizes, spread, table
+import results
+from common import cells, cpu_speed, harness, mb, not_passed, pull_sizes, spread, table
 
 
 def main() -> None:
@@ -33,12 +34,20 @@ def main() -> None:
         noop, _ = harness(["build"], build_dir)
         per_cell: dict[str, list[float]] = {}
         rounds: list[float] = []
+        exits: list[dict[str, object]] = []
         flakes: list[str] = []
         tested: list[dict[str, Any]] = []
         for i in range(opts.rounds):
             wall, rc = harness(["test"], build_dir)
             rounds.append(wall)
-            tested = cells(build_dir)
+            exits.append({"exit": rc, "seconds": round(wall, 1)})
+            found = cells(build_dir)  # this round's report only, never the one before
+            if rc != 0:
+                flakes.append(f"round {i + 1}: exit {rc}")
+            if not found:
+                flakes.append(f"round {i + 1}: wrote no report")
+                continue
+            tested = found
             for c in tested:
                 if c["status"] == "excluded":
                     continue
@@ -65,22 +74,49 @@ def main() -> None:
         (f"cells that did not pass (of {len(every)})", str(len(flakes))),
         *[(f"  {f}", "") for f in flakes],
     ]
-    table(rows, speed)
+    end = table(rows, speed)
     print()
     print(
         f"{'cell':<28} {'status':<7} {'test s':>7} {'head/worker MB':>15} {'notebook MB':>12} "
         f"{'pull h/w MB':>13} {'pull nb MB':>11}"
     )
+    per_image: list[dict[str, object]] = []
     for c in built:
-        sizes = {i["role"]: i["size_bytes"] / 1e6 for i in c["images"]}
+        sizes = {i["role"]: i["size_bytes"] for i in c["images"]}
         # head and worker share every layer (only their command differs): one pull size
         pulls = pull_sizes({i["role"]: i["id"] for i in c["images"] if i["role"] != "worker"})
         median = statistics.median(per_cell.get(c["id"]) or [0.0])
         print(
-            f"{c['id']:<28} {c['status']:<7} {median:>7.0f} {sizes['head']:>15.0f} "
-            f"{sizes['notebook']:>12.0f} {pulls['head'] / 1e6:>13.0f} "
+            f"{c['id']:<28} {c['status']:<7} {median:>7.0f} {sizes['head'] / 1e6:>15.0f} "
+            f"{sizes['notebook'] / 1e6:>12.0f} {pulls['head'] / 1e6:>13.0f} "
             f"{pulls['notebook'] / 1e6:>11.0f}"
         )
+        per_image.append(
+            {
+                "id": c["id"],
+                "status": c["status"],
+                "test_s": round(median, 1),
+                "size_head_mb": mb(sizes["head"]),
+                "size_notebook_mb": mb(sizes["notebook"]),
+                "pull_head_mb": mb(pulls["head"]),
+                "pull_notebook_mb": mb(pulls["notebook"]),
+            }
+        )
+    figures = {
+        "cells": len(built),
+        "cold_build_s": round(cold, 1) if cold else None,
+        "warm_build_s": round(warm_build, 1),
+        "noop_build_s": round(noop, 2),
+        "test_round_median_s": round(statistics.median(rounds), 1) if rounds else None,
+        "warm_build_and_test_s": round(warm_build + rounds[0], 1) if rounds else None,
+        "cell_median_s": round(statistics.median(every), 1) if every else None,
+        "cell_worst_s": round(max(every), 1) if every else None,
+        "grid_s": round(grid[0], 1) if grid and grid[1] == 0 else None,
+        "cell_runs": len(every),
+        "not_passed": len(flakes),
+    }
+    details = {"cells": per_image, "flakes": flakes, "grid_exit": grid[1] if grid else None}
+    results.record("matrix", figures, exits, (speed, end), details)
 
 
 if __name__ == "__main__":

@@ -21,21 +21,37 @@ sys.path.insert(0, str(ROOT))
 from harness.engine import Engine  # noqa: E402
 from harness.registry_api import Exporter  # noqa: E402
 
+LAST_RUN: list[str] = []  # the run id of the latest `harness` call
+
 
 def harness(args: Sequence[str], build_dir: Path) -> tuple[float, int]:
     """Run `python -m harness ARGS --build-dir BUILD_DIR`: wall seconds and exit code."""
     start = time.monotonic()
+    run_id = f"bench{os.getpid()}{int(time.time() * 1000) % 10**9}"
+    LAST_RUN[:] = [run_id]
     r = subprocess.run(
         [sys.executable, "-m", "harness", *args, "--build-dir", str(build_dir)],
         cwd=ROOT,
-        env={**os.environ, "HARNESS_RUN_ID": f"bench{os.getpid()}{int(start)}"},
+        env={**os.environ, "HARNESS_RUN_ID": run_id},
     )
     return time.monotonic() - start, r.returncode
 
 
-def cells(build_dir: Path, name: str = "report.json") -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = json.loads((build_dir / name).read_text())["cells"]
+def cells(build_dir: Path, name: str = "report.json", fresh: bool = True) -> list[dict[str, Any]]:
+    """The report's cells; with `fresh`, [] unless the latest `harness` call wrote it (a
+    round that wrote no report must not be counted from the one before)."""
+    path = build_dir / name
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    if fresh and LAST_RUN and doc.get("run_id") != LAST_RUN[0]:
+        return []
+    found: list[dict[str, Any]] = doc["cells"]
     return found
+
+
+def mb(n: float) -> float:
+    return round(n / 1e6, 1)
 
 
 def not_passed(cell: dict[str, Any]) -> list[str]:
@@ -90,11 +106,14 @@ def cpu_speed() -> float:
     return best
 
 
-def table(rows: Sequence[tuple[str, str]], speed_at_start: float) -> None:
-    """Print the figures, and the machine's speed at the start (`cpu_speed()`) and now."""
-    speed = f"{speed_at_start:.3f} s at the start, {cpu_speed():.3f} s at the end"
+def table(rows: Sequence[tuple[str, str]], speed_at_start: float) -> float:
+    """Print the figures, and the machine's speed at the start (`cpu_speed()`) and now;
+    the speed now."""
+    end = cpu_speed()
+    speed = f"{speed_at_start:.3f} s at the start, {end:.3f} s at the end"
     rows = [*rows, ("machine: a fixed loop on every core at once (lower is faster)", speed)]
     width = max(len(k) for k, _ in rows)
     print()
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    return end

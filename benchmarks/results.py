@@ -1,0 +1,214 @@
+"""The benchmarks' results file and the README tables made from it.
+
+Every benchmark run appends one record to `benchmarks/results.json` (commit it): which
+benchmark, the commit it measured (and whether the tree had uncommitted changes), when,
+the machine's speed at the start and the end (`common.cpu_speed`), every round's exit
+code and seconds, and its figures by key. The README's "Benchmarks" tables are generated
+from the newest record of each benchmark:
+
+    python benchmarks/results.py            # rewrite the README's generated section
+    python benchmarks/results.py --check    # exit 1 when the README differs from the file
+
+tests/unit/test_bench_results.py runs the check, so a figure typed into the README by
+hand, or a results file committed without regenerating, fails the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.json"
+README = ROOT / "README.md"
+BEGIN = (
+    "<!-- benchmarks: generated from benchmarks/results.json by "
+    "`python benchmarks/results.py`; do not edit -->"
+)
+END = "<!-- /benchmarks -->"
+
+Figure = float | int | str | None
+# What each benchmark reports, in the order of its table: (key, what it is, unit, goal)
+FIGURES: dict[str, list[tuple[str, str, str, str]]] = {
+    "cell": [
+        ("cold_build_s", "cold build: base + 3 images + structure checks", "s", ""),
+        ("noop_build_s", "no-op build, all cached", "s", "≤ 1 s"),
+        ("test_median_s", "end-to-end test, CLI wall time, median", "s", "≤ 20 s"),
+        ("test_worst_s", "end-to-end test, CLI wall time, worst", "s", "≤ 28 s"),
+        ("inside_median_s", "cluster up to last check, inside the harness, median", "s", ""),
+        ("runs", "test runs", "", ""),
+        ("not_passed", "runs that did not pass (flakes)", "", "0"),
+        ("size_head_mb", "head image size", "MB", ""),
+        ("size_notebook_mb", "notebook image size", "MB", ""),
+        ("pull_head_mb", "head pull size, gzip layers", "MB", ""),
+        ("pull_worker_mb", "worker pull size, gzip layers", "MB", ""),
+        ("pull_notebook_mb", "notebook pull size, gzip layers", "MB", "≤ 160 MB"),
+    ],
+    "matrix": [
+        ("cells", "cells", "", ""),
+        ("cold_build_s", "cold build: bases + images + checks", "s", ""),
+        ("warm_build_s", "warm build, all cached", "s", ""),
+        ("noop_build_s", "no-op build", "s", "≤ 1 s"),
+        ("test_round_median_s", "test of every cell, wall per round, median", "s", ""),
+        ("warm_build_and_test_s", "warm build + test (first round)", "s", "≤ 4 min"),
+        ("cell_median_s", "one cell end to end, over all cells and rounds, median", "s", ""),
+        ("cell_worst_s", "one cell end to end, worst", "s", ""),
+        ("grid_s", "compatibility grid", "s", "≤ 150 s"),
+        ("cell_runs", "cell runs", "", ""),
+        ("not_passed", "cell runs that did not pass (flakes)", "", "0"),
+    ],
+    "fresh": [
+        ("cells", "cells", "", ""),
+        ("build_s", "fresh clone: nox -s build, downloads included", "s", ""),
+        ("test_s", "fresh clone: nox -s test", "s", ""),
+        ("total_s", "fresh clone: build + test", "s", "≤ 9 min"),
+        ("not_passed", "cells that did not pass", "", "0"),
+    ],
+}
+TITLES = {
+    "cell": "One cell (`nox -s bench`)",
+    "matrix": "The default matrix (`nox -s bench -- matrix`)",
+    "fresh": "A new user's first run (`nox -s bench -- fresh`)",
+}
+
+
+def _git(*args: str) -> str:
+    r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def load(path: Path = RESULTS) -> list[dict[str, Any]]:
+    """Every recorded run, oldest first; [] when there is no file yet."""
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    runs: list[dict[str, Any]] = doc["runs"]
+    return runs
+
+
+def record(
+    bench: str,
+    figures: Mapping[str, Figure],
+    rounds: Sequence[Mapping[str, Any]],
+    speed: tuple[float, float],
+    details: Mapping[str, Any] | None = None,
+    path: Path = RESULTS,
+) -> dict[str, Any]:
+    """Append one run to the results file (written whole: beside it, then renamed)."""
+    unknown = set(figures) - {key for key, *_ in FIGURES[bench]}
+    if unknown:
+        raise ValueError(f"{bench}: figures not in FIGURES: {sorted(unknown)}")
+    run = {
+        "bench": bench,
+        "commit": _git("rev-parse", "--short=12", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cores": os.cpu_count(),
+            "loop_s_start": round(speed[0], 3),
+            "loop_s_end": round(speed[1], 3),
+        },
+        "rounds": [dict(r) for r in rounds],
+        "figures": dict(figures),
+        "details": dict(details or {}),
+    }
+    runs = [*load(path), run]
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps({"schema": 1, "runs": runs}, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"bench: recorded in {path} ({bench}, commit {run['commit']})")
+    return run
+
+
+def _value(value: Figure, unit: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value} {unit}".strip()  # rounded when recorded
+
+
+def render(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The README's generated section: the newest run of each benchmark as a table."""
+    lines = [BEGIN, ""]
+    for bench, title in TITLES.items():
+        mine = [r for r in runs if r["bench"] == bench]
+        lines += [f"#### {title}", ""]
+        if not mine:
+            lines += ["Not recorded yet.", ""]
+            continue
+        # the newest run of each measured cell (one cell's bench names it), else the newest
+        newest = {str(r["details"].get("cell", "")): r for r in mine}
+        for run in newest.values():
+            lines += _table(bench, run)
+    return "\n".join([*lines, END])
+
+
+def _table(bench: str, run: Mapping[str, Any]) -> list[str]:
+    lines = [f"Cell `{run['details']['cell']}`.", ""] if run["details"].get("cell") else []
+    m = run["machine"]
+    dirty = " with uncommitted changes" if run["dirty"] else ""
+    lines += [
+        f"Commit `{run['commit']}`{dirty}, finished {run['finished']}; the machine's loop "
+        f"(lower is faster): {m['loop_s_start']} s at the start, {m['loop_s_end']} s at "
+        f"the end, {m['cores']} cores. Rounds' exit codes: "
+        + (", ".join(str(r["exit"]) for r in run["rounds"]) or "none")
+        + ".",
+        "",
+        "| figure | measured | goal |",
+        "|---|---|---|",
+    ]
+    for key, what, unit, goal in FIGURES[bench]:
+        if key in run["figures"]:
+            lines.append(f"| {what} | {_value(run['figures'][key], unit)} | {goal} |")
+    lines.append("")
+    cells = run["details"].get("cells")
+    if cells:
+        lines += [
+            "| cell | status | test s | head MB | notebook MB | pull head MB | pull notebook MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in cells:
+            lines.append(
+                f"| {c['id']} | {c['status']} | {_value(c.get('test_s'), '')} | "
+                f"{_value(c.get('size_head_mb'), '')} | "
+                f"{_value(c.get('size_notebook_mb'), '')} | "
+                f"{_value(c.get('pull_head_mb'), '')} | "
+                f"{_value(c.get('pull_notebook_mb'), '')} |"
+            )
+        lines.append("")
+    return lines
+
+
+def section(readme: str) -> str:
+    """The generated section of the README's text (markers included)."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{README.name}: no generated benchmarks section ({BEGIN} ... {END})")
+    return readme[start : end + len(END)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs")
+    opts = parser.parse_args(argv)
+    text = README.read_text(encoding="utf-8")
+    want = render(load())
+    have = section(text)
+    if opts.check:
+        if have != want:
+            print(f"{README.name}: the benchmark tables differ from {RESULTS.name}; run "
+                  "`python benchmarks/results.py`", file=sys.stderr)  # fmt: skip
+            return 1
+        return 0
+    README.write_text(text.replace(have, want), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
