@@ -23,14 +23,16 @@ import shlex
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import children, labels
+from harness import children, debian_lock, labels
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
+from harness.files import write_atomic
 from harness.matrix import Cell, Matrix, debian_offer
 from harness.progress import log
 
@@ -159,25 +161,56 @@ class BaseImage:
     python: str
     rootfs_sha256: str | None
     source: str  # "debian:bookworm" / "image:python:3.11.9-slim"
+    lock_sha256: str = ""  # a Debian base: its Debian lock's digest
 
 
 def _sources(matrix: Matrix, suite: str) -> list[str]:
     mirror = matrix.debian_mirror
     lines = [f"deb {mirror} {suite} main"]
-    if mirror.endswith("/debian"):
-        lines.append(f"deb {mirror}-security {suite}-security main")
+    security = debian_lock.security_mirror(mirror)
+    if security:
+        lines.append(f"deb {security} {suite}-security main")
     return lines
 
 
 def _apt_options(matrix: Matrix) -> list[str]:
-    """A snapshot mirror outlives the Valid-Until of testing/security Release files;
-    signatures are still checked."""
-    if matrix.debian_snapshot:
+    """A frozen mirror (HARNESS_DEBIAN_SNAPSHOT=1) or a snapshot.debian.org-style one
+    outlives the Valid-Until of testing/security Release files; signatures are still
+    checked."""
+    if matrix.debian_snapshot or debian_lock.is_snapshot(matrix.debian_mirror):
         return ['--aptopt=Acquire::Check-Valid-Until "false"']
     return []
 
 
-def debian_key(matrix: Matrix, suite: str, python: str, arch: str = "amd64") -> str:
+def locks_dir(matrix: Matrix) -> Path:
+    """The committed locks beside the matrix file (locks/, as harness.paths names it)."""
+    return matrix.path.resolve().parent / "locks"
+
+
+def lock_file(matrix: Matrix, suite: str, python: str, arch: str = "amd64") -> Path:
+    return debian_lock.lock_path(locks_dir(matrix), suite, python, arch)
+
+
+def recipe_digest(matrix: Matrix, suite: str, python: str, arch: str = "amd64") -> str:
+    """sha256 of the rootfs recipe a Debian lock is made for (a lock's `input-sha256`):
+    not apt's options, which say how the mirror is read (HARNESS_DEBIAN_SNAPSHOT, a
+    property of the machine), not what is installed."""
+    doc = _recipe(matrix, suite, python, arch)
+    del doc["apt"]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def debian_key(
+    matrix: Matrix, suite: str, python: str, arch: str = "amd64", lock_sha: str = ""
+) -> str:
+    """The base image's key: its recipe and the digest of its Debian lock."""
+    doc = _recipe(matrix, suite, python, arch)
+    if lock_sha:
+        doc["debian_lock"] = lock_sha
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _recipe(matrix: Matrix, suite: str, python: str, arch: str = "amd64") -> dict[str, object]:
     doc: dict[str, object] = {
         "recipe": RECIPE,
         "suite": suite,
@@ -190,7 +223,7 @@ def debian_key(matrix: Matrix, suite: str, python: str, arch: str = "amd64") -> 
     }
     if arch != "amd64":  # amd64 keys stay what they were before other architectures
         doc["arch"] = arch
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return doc
 
 
 def measure_python(engine: Engine, ref: str, timeout: float = 120) -> str:
@@ -200,8 +233,19 @@ def measure_python(engine: Engine, ref: str, timeout: float = 120) -> str:
     return r.stdout.strip()
 
 
-def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path, arch: str = "amd64") -> str:
-    """mmdebstrap a minbase rootfs tarball; returns its sha256."""
+def build_rootfs(
+    matrix: Matrix,
+    suite: str,
+    python: str,
+    out: Path,
+    arch: str = "amd64",
+    locked: Sequence[debian_lock.Deb] = (),
+    scratch: Path | None = None,
+) -> tuple[str, list[debian_lock.Deb]]:
+    """mmdebstrap a minbase rootfs tarball (or, with `out` /dev/null, none), apt pinned to
+    the `locked` versions; its sha256 ("" for none) and what it installed, each package
+    with its .deb's sha256 from the mirror's Packages index. Its scratch files go under
+    `scratch` (default: beside `out`), a staging area `clean` empties after a crash."""
     if shutil.which("mmdebstrap") is None:
         raise HarnessError(
             "mmdebstrap not found: run `scripts/setup-engine.sh` as root or with sudo "
@@ -212,8 +256,22 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path, arch: str =
             f"{MERGED_USR_HOOKS} not found: mmdebstrap 1.x from Debian ships it; run "
             "`scripts/setup-engine.sh` as root or with sudo"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".partial.tar")  # mmdebstrap picks the format by extension
+    null = out == Path(os.devnull)
+    if not null:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    # mmdebstrap picks the format by extension; /dev/null: a temporary chroot, no output
+    tmp = out if null else out.with_suffix(".partial.tar")
+    scratch = scratch or out.parent
+    scratch.mkdir(parents=True, exist_ok=True)
+    seen = Path(tempfile.mkdtemp(prefix=".dpkg-", dir=scratch))
+    prefs = seen / debian_lock.PREFS_NAME
+    prefs.write_text(debian_lock.preferences(locked))
+    pin = [  # apt chooses the locked versions; the preferences do not stay in the rootfs
+        '--setup-hook=mkdir -p "$1/etc/apt/preferences.d"',
+        f"--setup-hook=copy-in {prefs} /etc/apt/preferences.d/",
+        f"--customize-hook=copy-out /var/lib/dpkg/status /var/lib/apt/lists {seen}",
+        f'--customize-hook=rm -f "$1/etc/apt/preferences.d/{debian_lock.PREFS_NAME}"',
+    ]
     if arch != "amd64" and shutil.which("arch-test") is None:
         raise HarnessError(
             f"arch-test not found: mmdebstrap needs it for {arch}; run "
@@ -225,6 +283,7 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path, arch: str =
         *([f"--arch={arch}"] if arch != "amd64" else []),
         f"--include={','.join(packages(suite, python))}",
         *_hooks(suite, python),
+        *pin,
         *_apt_options(matrix),
         *(f"--dpkgopt={o}" for o in DPKG_OPTS),
         suite,
@@ -260,14 +319,51 @@ def build_rootfs(matrix: Matrix, suite: str, python: str, out: Path, arch: str =
                     "frozen snapshot on purpose, set HARNESS_DEBIAN_SNAPSHOT=1"
                 )
             raise HarnessError(f"mmdebstrap {suite} failed ({hint}):\n{tail}")
+        status = (seen / "status").read_text(encoding="utf-8")
+        indexes = [
+            p.read_text(encoding="utf-8", errors="replace")
+            for p in sorted((seen / "lists").glob("*_Packages"))
+        ]
+        got = debian_lock.debs(status, indexes, arch)
+        if null:
+            return "", got
         h = hashlib.sha256()
         with tmp.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         tmp.replace(out)
-        return h.hexdigest()
+        return h.hexdigest(), got
     finally:
-        tmp.unlink(missing_ok=True)
+        if not null:
+            tmp.unlink(missing_ok=True)
+        shutil.rmtree(seen, ignore_errors=True)
+
+
+def check_lock(matrix: Matrix, cell: Cell) -> None:
+    """Refuse a missing or stale Debian lock of the cell's base (a registry base has none)."""
+    if cell.base.kind == "debian":
+        suite = cell.base.ref
+        debian_lock.check(
+            lock_file(matrix, suite, cell.python, cell.arch),
+            cell.base.label,
+            recipe_digest(matrix, suite, cell.python, cell.arch),
+        )
+
+
+def lock_base(
+    matrix: Matrix, suite: str, python: str, arch: str = "amd64", *, scratch: Path
+) -> Path:
+    """Write the Debian lock of a base: what mmdebstrap installs from the mirror today
+    (no tarball is kept; scratch files under `scratch`). The path written."""
+    _, got = build_rootfs(matrix, suite, python, Path(os.devnull), arch, scratch=scratch)
+    path = lock_file(matrix, suite, python, arch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = f"debian:{suite} (Python {python}, linux/{arch})"
+    text = debian_lock.render(
+        got, label, recipe_digest(matrix, suite, python, arch), matrix.debian_mirror
+    )
+    write_atomic(path, text)
+    return path
 
 
 def ensure(
@@ -283,17 +379,32 @@ def ensure(
     if spec.kind == "image":
         return _registry_base(engine, spec.ref, cell.python)
     suite = spec.ref
-    key = debian_key(matrix, suite, cell.python, cell.arch)
+    lock_path = lock_file(matrix, suite, cell.python, cell.arch)
+    locked = debian_lock.check(
+        lock_path, spec.label, recipe_digest(matrix, suite, cell.python, cell.arch)
+    )
+    lock_sha = debian_lock.digest(lock_path)
+    key = debian_key(matrix, suite, cell.python, cell.arch, lock_sha)
     ref = f"{matrix.prefix}/base:debian-{suite}-py{cell.python}"
     if not cell.native:
         ref += f"-{cell.arch}"
     have = engine.image_labels(ref)
     if not fresh and have and have.get(labels.BASE_KEY) == key:
         info = engine.inspect("image", ref) or {}
-        return BaseImage(ref, str(info.get("Id")), cell.python, have.get(labels.ROOTFS), spec.label)
+        return BaseImage(
+            ref, str(info.get("Id")), cell.python, have.get(labels.ROOTFS), spec.label, lock_sha
+        )
     tarball = work / f"debian-{suite}-{key}.tar"
-    digest = build_rootfs(matrix, suite, cell.python, tarball, cell.arch)
+    try:
+        digest, got = build_rootfs(matrix, suite, cell.python, tarball, cell.arch, locked)
+        problems = debian_lock.differences(locked, got)
+        if problems:  # the mirror moved: this is not the locked base
+            raise debian_lock.moved(lock_path, matrix.debian_mirror, problems)
+    except BaseException:
+        tarball.unlink(missing_ok=True)
+        raise
     base_labels = {
+        labels.BASE_LOCK: lock_sha,
         labels.MANAGED: "base",
         labels.BASE_KEY: key,
         labels.ROOTFS: digest,
@@ -306,11 +417,11 @@ def ensure(
         _load_rootfs(engine, tarball, digest, ref, cell.arch, base_labels, matrix)
     finally:
         tarball.unlink(missing_ok=True)
-    return _measured(engine, matrix, cell, ref, suite, digest)
+    return _measured(engine, matrix, cell, ref, suite, digest, lock_sha)
 
 
 def _measured(
-    engine: Engine, matrix: Matrix, cell: Cell, ref: str, suite: str, digest: str
+    engine: Engine, matrix: Matrix, cell: Cell, ref: str, suite: str, digest: str, lock_sha: str
 ) -> BaseImage:
     """The base just made, once its Python micro is the one asked for."""
     measured = measure_python(engine, ref, timeout=120 if cell.native else 600)
@@ -321,7 +432,7 @@ def _measured(
             f'`bases: {{"{cell.python}": ...}}` in {matrix.path} to a suite or image that has it'
         )
     info = engine.inspect("image", ref) or {}
-    return BaseImage(ref, str(info.get("Id")), cell.python, digest, cell.base.label)
+    return BaseImage(ref, str(info.get("Id")), cell.python, digest, cell.base.label, lock_sha)
 
 
 def _load_rootfs(

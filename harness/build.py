@@ -20,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import image_checks, labels, lock
+from harness import children, image_checks, labels, lock
 from harness.base import BaseImage
 from harness.base import ensure as ensure_base
+from harness.debian_lock import LockMoved
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.files import write_atomic
@@ -133,6 +134,7 @@ def labels_for(
         labels.LOCK: lock_sha,
         labels.BUILD_KEY: key,
         labels.ROOTFS: base.rootfs_sha256 or "",
+        **({labels.BASE_LOCK: base.lock_sha256} if base.lock_sha256 else {}),
         **({labels.CUDA: cell.cuda} if cell.cuda else {}),
     }
 
@@ -202,6 +204,8 @@ def prepare(
         try:
             with step(f"base {cell.base.label} (Python {cell.python}, {cell.platform})"):
                 return ensure_base(engine, matrix, cell, paths.build / "rootfs", fresh=fresh)
+        except LockMoved:
+            raise  # the mirror is not what the locks say: the whole build stops (exit 2)
         except HarnessError as exc:
             return f"base {cell.base.label} for Python {cell.python}: {exc}"
 
@@ -211,6 +215,9 @@ def prepare(
         building = {key: pool.submit(base_of, cell) for key, cell in first.items()}
         out: dict[str, BaseImage | str] = dict(_fetch_wheels(paths, cells))
         bases = {key: future.result() for key, future in building.items()}
+    except LockMoved:
+        children.stop_all()  # the other bases' mmdebstrap: nothing more is built
+        raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     for cell in cells:

@@ -62,7 +62,7 @@ COMMANDS: dict[str, Command] = {
     "clean": clean.run,
 }
 # Commands that write into the build directory: one run at a time per directory.
-WRITES_BUILD_DIR = ("build", "test", "verify-reproducible", "grid", "push", "manifests")
+WRITES_BUILD_DIR = ("lock", "build", "test", "verify-reproducible", "grid", "push", "manifests")
 
 
 class Interrupted(Exception):
@@ -179,8 +179,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("plan", parents=[common], help="list the selected cells, their tags and bases")
-    s = sub.add_parser("lock", parents=[common], help="resolve hash-pinned lock files (uv)")
+    s = sub.add_parser(
+        "lock",
+        parents=[common],
+        help="resolve hash-pinned Python locks (uv) and the Debian base locks (mmdebstrap)",
+    )
     s.add_argument("--check", action="store_true", help="only verify the locks are up to date")
+    s.add_argument(
+        "--debian",
+        action="store_true",
+        help="only the Debian base locks (the Python locks stay as they are)",
+    )
     s = sub.add_parser("build", parents=[common], help="build head, worker, notebook images")
     s.add_argument(
         "--no-cache",

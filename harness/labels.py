@@ -25,7 +25,8 @@ CUDA = f"{NS}.cuda.version"  # gpu cells: the CUDA runtime (major.minor)
 LOCK = f"{NS}.lock.sha256"  # digest of the cell's two lock files
 BUILD_KEY = f"{NS}.build.key"  # digest of everything that went into the image
 ROOTFS = f"{NS}.base.rootfs.sha256"  # Debian bases: the rootfs tarball (= first layer)
-BASE_KEY = f"{NS}.base.key"  # Debian bases: digest of the rootfs recipe
+BASE_KEY = f"{NS}.base.key"  # Debian bases: digest of the rootfs recipe and its lock
+BASE_LOCK = f"{NS}.base.lock.sha256"  # Debian bases: digest of the base's Debian lock
 BASE_SOURCE = f"{NS}.base.source"  # debian:<suite> or image:<ref>
 
 OCI = "org.opencontainers.image"

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from harness import audit, diskspace, lock, report
+from harness import audit, base, diskspace, lock, report
 from harness.base import BaseImage
 from harness.base import drop_replaced as drop_replaced_bases
 from harness.build import BuildFailed, build_cell, prepare
@@ -25,6 +25,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     ctx = context(args, run_id)
     for c in ctx.cells:  # refuse stale locks before touching Docker
         lock.check(ctx.paths.locks, c, ctx.matrix)
+        base.check_lock(ctx.matrix, c)
     engine = Engine(find_cli())  # the BuildKit CLI must exist before anything is built
     engine.ping()
     return build_cells(engine, ctx, args.no_cache, jobs(args, len(ctx.cells), cores_per_job=1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness import lock
+from harness import base, lock
 from harness.commands import context
 from harness.errors import HarnessError
 
@@ -16,6 +16,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     for c in ctx.cells:
         try:
             lock.check(ctx.paths.locks, c, m)
+            base.check_lock(m, c)
             lock_state = "lock ok"
         except HarnessError:
             lock_state = "lock missing or stale: run `nox -s lock`"

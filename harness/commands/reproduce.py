@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from harness import lock, reproduce
+from harness import base, lock, reproduce
 from harness.commands import context, require_built
 from harness.engine import Engine, find_cli
 from harness.files import write_atomic
@@ -22,6 +22,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     engine.ping()
     for c in ctx.cells:
         lock.check(paths.locks, c, m)
+        base.check_lock(m, c)
         require_built(engine, m, c)
     failed = 0
     results: dict[str, list[Check]] = {}

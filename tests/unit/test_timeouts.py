@@ -38,7 +38,7 @@ def test_the_host_waits_longer_than_a_probe_that_bounds_itself() -> None:
             30 + timeouts.PROBE_MARGIN,
         ),
         (["notebook", "/tmp/x.ipynb", "--timeout", "120"], 240),  # nbclient's bound is per cell
-        (["jupyter", "--token", "t0k", "--timeout", "60"], 60 + timeouts.PROBE_MARGIN),
+        (["jupyter", "--token-file", "t0k", "--timeout", "60"], 60 + timeouts.PROBE_MARGIN),
     ]
 
 
