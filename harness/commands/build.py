@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from harness import audit, base, diskspace, lock, report
+from harness import audit, base, diskspace, freshness, lock, report
 from harness.base import BaseImage
 from harness.base import drop_replaced as drop_replaced_bases
 from harness.build import BuildFailed, build_cell, prepare
@@ -57,12 +57,17 @@ def build_cells(engine: Engine, ctx: Context, no_cache: bool, at_once: int) -> i
         engine,
     )
     state = report.load_state(paths.state)
-    # pip-audit waits on PyPI, not on the CPU: every cell's audit runs while the wheels,
-    # bases and images build (a fresh audit takes ~16 s per cell; a cached one, none)
+    # pip-audit waits on PyPI and apt on the mirror, not on the CPU: every cell's audit and
+    # its base's security freshness run while the wheels, bases and images build (a fresh
+    # audit takes ~16 s per cell, apt's pockets a few seconds per base; cached, none)
     auditor = ThreadPoolExecutor(max_workers=AUDITS_AT_ONCE, thread_name_prefix="raycompat-audit")
     try:
         audits = {c.id: auditor.submit(audit_cell, ctx, c) for c in cells}
-        return _build_all(engine, ctx, no_cache, at_once, state, audits)
+        fresh = {
+            c.id: auditor.submit(freshness.check, m, c, paths.root / ".cache" / "freshness")
+            for c in cells
+        }
+        return _build_all(engine, ctx, no_cache, at_once, state, audits, fresh)
     finally:
         auditor.shutdown(wait=False, cancel_futures=True)
 
@@ -80,6 +85,7 @@ def _build_all(
     at_once: int,
     state: dict[str, CellResult],
     audits: Mapping[str, Future[Check]],
+    fresh: Mapping[str, Future[Check]],
 ) -> int:
     m, paths, cells = ctx.matrix, ctx.paths, ctx.cells
     bases = prepare(engine, m, paths, cells, fresh=no_cache)
@@ -87,7 +93,7 @@ def _build_all(
 
     def work(c: Cell) -> CellResult:
         result = build_one(engine, ctx, c, bases[c.id], no_cache, state.get(c.id))
-        result.build_checks.append(audits[c.id].result())
+        result.build_checks += [audits[c.id].result(), fresh[c.id].result()]
         return result
 
     failed = 0

@@ -63,3 +63,37 @@ def test_a_base_records_its_lock_and_installs_exactly_it() -> None:
     assert installed == locked
     prefs = engine.run_once(ref, ["ls", "/etc/apt/preferences.d"], entrypoint=[], timeout=60)
     assert debian_lock.PREFS_NAME not in prefs.stdout  # the pins did not stay in the rootfs
+
+
+def test_freshness_lists_what_apt_lists_for_the_same_packages(tmp_path: Path) -> None:
+    """An image one security update behind (libssl3 from bookworm's main pocket, which the
+    security pocket has fixed since): freshness:os names it, exactly as apt itself does
+    for a dpkg status holding the same packages."""
+    import subprocess
+
+    from harness import freshness
+
+    m = matrix.load(Path(__file__).resolve().parents[2] / "matrix.yaml")
+    locked = debian_lock.read(base.lock_file(m, "bookworm", "3.11.2"))[1]
+    behind = [
+        d if d.name != "libssl3" else debian_lock.Deb(d.name, "3.0.20-1~deb12u2", d.arch, d.sha256)
+        for d in locked
+    ]
+    ours = freshness.upgradable(m, "bookworm", "amd64", behind, tmp_path)
+    pending = [(u.name, u.locked, u.fixed) for u in ours if u.security]
+    assert ("libssl3", "3.0.20-1~deb12u2", "3.0.22-1~deb12u2") in pending
+    root = tmp_path / "bookworm-amd64"
+    apt = subprocess.run(
+        ["apt", *freshness.apt_options(m, root, "amd64"), "list", "--upgradable"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    theirs = [
+        line.split()[0].split("/")[0]
+        for line in apt.stdout.splitlines()
+        if "-security" in line.split(" ")[0]
+        and "[upgradable from:" in line
+        and line.split()[1] != line.rsplit(" ", 1)[-1].rstrip("]")
+    ]
+    assert sorted(u.name for u in ours if u.security) == sorted(theirs)

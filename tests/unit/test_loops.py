@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness import audit, diskspace, matrix, report, timeouts
+from harness import audit, diskspace, freshness, matrix, report, timeouts
 from harness.backends import Cluster
 from harness.base import BaseImage
 from harness.build import BuildFailed
@@ -93,6 +93,8 @@ def fake_build(
     monkeypatch.setattr(diskspace, "docker_root", lambda *a: None)
     unaudited = Check("audit:locks", SKIPPED, "no data", "build")
     monkeypatch.setattr(audit, "check", lambda *a, **k: unaudited)
+    unknown = Check("freshness:os", SKIPPED, "no mirror here", "build")
+    monkeypatch.setattr(freshness, "check", lambda *a, **k: unknown)
     yield engine, peak, broken
 
 
