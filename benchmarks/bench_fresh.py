@@ -40,6 +40,13 @@ def main() -> None:
     try:
         clone = tmp / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         env = {
             **os.environ,
             "HARNESS_WHEELHOUSE": str(tmp / "wheelhouse"),
@@ -81,7 +88,7 @@ def main() -> None:
         {"exit": rc_build, "seconds": round(build, 1), "step": "nox -s build"},
         {"exit": rc_test, "seconds": round(test, 1), "step": "nox -s test"},
     ]
-    results.record("fresh", figures, rounds, (speed, end), {"not_passed": bad})
+    results.record("fresh", figures, rounds, (speed, end), {"not_passed": bad}, measured=head)
 
 
 if __name__ == "__main__":

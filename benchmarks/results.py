@@ -100,15 +100,18 @@ def record(
     speed: tuple[float, float],
     details: Mapping[str, Any] | None = None,
     path: Path = RESULTS,
+    measured: str = "",
 ) -> dict[str, Any]:
     """Append one run to the results file (written whole: beside it, then renamed)."""
     unknown = set(figures) - {key for key, *_ in FIGURES[bench]}
     if unknown:
         raise ValueError(f"{bench}: figures not in FIGURES: {sorted(unknown)}")
+    # `measured`: the commit a bench measured in a clone of its own (never dirty); else
+    # this checkout's HEAD and whether its tree had changes
     run = {
         "bench": bench,
-        "commit": _git("rev-parse", "--short=12", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "commit": measured or _git("rev-parse", "--short=12", "HEAD"),
+        "dirty": False if measured else bool(_git("status", "--porcelain", "--untracked-files=no")),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "cores": os.cpu_count(),
