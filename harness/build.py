@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import children, image_checks, labels, lock
+from harness import children, image_checks, labels, lock, sdists
 from harness.base import BaseImage
 from harness.base import ensure as ensure_base
 from harness.debian_lock import LockMoved
@@ -79,8 +79,17 @@ def stage_context(paths: Paths, cell: Cell, wheelhouse: Wheelhouse, epoch: int) 
         os.utime(ctx / extra.name, (epoch, epoch))
     runtime = lock.lock_path(paths.locks, cell, "runtime")
     notebook = lock.lock_path(paths.locks, cell, "notebook")
-    shutil.copy2(runtime, ctx / "locks" / "runtime.txt")
-    shutil.copy2(notebook, ctx / "locks" / "notebook.txt")
+    for source, name in ((runtime, "runtime.txt"), (notebook, "notebook.txt")):
+        # an sdist pin also accepts the wheel built from it (pip checks the wheel's hash)
+        built = {
+            p.name: w
+            for p in sdists.pins(source)
+            if (w := wheelhouse.built(sorted(p.hashes)[0], cell.python, cell.arch))
+        }
+        (ctx / "locks" / name).write_text(
+            sdists.with_wheel_hashes(source.read_text(encoding="utf-8"), built),
+            encoding="utf-8",
+        )
     runtime_wheels = wheelhouse.wheels_for(runtime, cell.python, cell.arch)
     names = {w.name for w in runtime_wheels}
     link_into(runtime_wheels, ctx / "wheels" / "runtime")
@@ -220,8 +229,19 @@ def prepare(
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+    house = Wheelhouse(paths.wheelhouse)
     for cell in cells:
         out.setdefault(cell.id, bases[(cell.base.label, cell.python, cell.platform)])
+        made = out[cell.id]
+        locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
+        if isinstance(made, BaseImage) and any(lock.sdist_names(f) for f in locks):
+            try:  # sdists as wheels, built in the cell's base (once: cached by hash)
+                with step(f"{cell.id}: wheels from sdists"):
+                    sdists.build_for(
+                        engine, cell, made.ref, made.id, locks, house, matrix.source_date_epoch
+                    )
+            except HarnessError as exc:
+                out[cell.id] = f"{cell.id}: {exc}"
     return out
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -74,9 +75,25 @@ class Wheelhouse:
         have = self._by_hash()
         return [p for p in lock.pins_of(lock_file) if not self._matching(p, python, have, arch)]
 
+    def wheel_of(self, lock_file: Path, name: str, python: str, arch: str = "amd64") -> Path:
+        """The wheel here of one pin of the lock (e.g. pip)."""
+        have = self._by_hash()
+        for pin in lock.pins_of(lock_file):
+            if lock.normalize(pin.name) == lock.normalize(name):
+                found = self._matching(pin, python, have, arch)
+                if found:
+                    return found[0]
+        raise HarnessError(f"{lock_file}: no wheel of {name} in the wheelhouse")
+
     def fetch(self, lock_file: Path, cell: Cell) -> int:
-        """Download the lock's wheels not yet here; returns how many pins were missing."""
-        missing = self.missing(lock_file, cell.python, cell.arch)
+        """Download the lock's wheels not yet here (not its sdists: harness.sdists builds
+        them); returns how many pins were missing."""
+        sdists = lock.sdist_names(lock_file)
+        missing = [
+            p
+            for p in self.missing(lock_file, cell.python, cell.arch)
+            if lock.normalize(p.name) not in sdists
+        ]
         if not missing:
             return 0
         cmd = [
@@ -97,14 +114,27 @@ class Wheelhouse:
             "--dest",
             str(self.root),
             "-r",
-            str(lock_file),
         ]
-        rc, _, err = children.bounded(cmd, timeout=1800, what=f"downloading wheels for {lock_file}")
+        # only the missing pins, each with its hashes (--no-deps: the lock is the closure);
+        # not the lock itself, whose sdists --only-binary would refuse
+        reqs = "".join(
+            f"{p.name}=={p.version} {' '.join(f'--hash=sha256:{h}' for h in sorted(p.hashes))}\n"
+            for p in missing
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            req_file = Path(tmp) / "missing.txt"
+            req_file.write_text(reqs, encoding="utf-8")
+            what = f"downloading wheels for {lock_file}"
+            rc, _, err = children.bounded([*cmd, str(req_file)], timeout=1800, what=what)
         self._have = None
         if rc != 0:
             tail = "\n".join(err.strip().splitlines()[-10:])
             raise HarnessError(f"downloading wheels for {lock_file} failed:\n{tail}")
-        still = self.missing(lock_file, cell.python, cell.arch)
+        still = [
+            p
+            for p in self.missing(lock_file, cell.python, cell.arch)
+            if lock.normalize(p.name) not in sdists
+        ]
         if still:
             names = ", ".join(f"{p.name}=={p.version}" for p in still[:5])
             raise HarnessError(f"{lock_file}: no wheel matching the locked hashes for {names}")
@@ -119,7 +149,22 @@ class Wheelhouse:
         architectures."""
         supported = supported_tags(python, arch)
         candidates = sorted(have[h] for h in pin.hashes if h in have)
+        candidates += [w for h in sorted(pin.hashes) if (w := self.built(h, python, arch))]
         return [w for w in candidates if parse_wheel_filename(w.name)[3] & supported]
+
+    def built_dir(self, sdist_sha256: str, python: str, arch: str) -> Path:
+        """Where the wheel built from an sdist for CPython `python` on `arch` is kept
+        (harness.sdists): found by the sdist's hash, which the lock pins."""
+        return self.root / "built" / f"{sdist_sha256}-py{python}-{arch}"
+
+    def built(self, sdist_sha256: str, python: str, arch: str) -> Path | None:
+        folder = self.built_dir(sdist_sha256, python, arch)
+        try:
+            doc = json.loads((folder / "record.json").read_text(encoding="utf-8"))
+            wheel = folder / str(doc["wheel"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none, or an unfinished build: built again when needed
+        return wheel if wheel.is_file() else None
 
     def wheels_for(self, lock_file: Path, python: str, arch: str = "amd64") -> list[Path]:
         """For each pin of the lock, the wheel that installs on CPython `python` on `arch`."""

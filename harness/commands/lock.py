@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import base, debian_lock, lock
-from harness.commands import context
+from harness import base, debian_lock, lock, sdists
+from harness.commands import Context, context
+from harness.engine import Engine
 from harness.progress import log, step
+from harness.wheelhouse import Wheelhouse
 
 
 def run(args: argparse.Namespace, run_id: str) -> int:
@@ -35,4 +37,32 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     with ThreadPoolExecutor(2, thread_name_prefix="raycompat-lock") as pool:
         for future in [pool.submit(one, *b) for b in bases]:
             future.result()
+    _sdists_build(ctx)
     return 0
+
+
+def _sdists_build(ctx: Context) -> None:
+    """A dependency locked as an sdist must build into a wheel in its cell's base: built
+    now (and kept), so one that cannot is refused here, naming it, not at `build`."""
+    m, paths = ctx.matrix, ctx.paths
+    cells = [
+        c
+        for c in ctx.cells
+        if any(lock.sdist_names(lock.lock_path(paths.locks, c, k)) for k in lock.KINDS)
+    ]
+    if not cells:
+        return
+    engine = Engine()
+    engine.ping()
+    house = Wheelhouse(paths.wheelhouse)
+    for c in cells:
+        locks = [lock.lock_path(paths.locks, c, k) for k in ("runtime", "notebook")]
+        house.fetch(locks[0], c)  # pip, which builds them
+        made = base.ensure(engine, m, c, paths.build / "rootfs")
+        names = ", ".join(sorted(set().union(*(lock.sdist_names(f) for f in locks))))
+        with step(f"{c.id}: wheels from sdists ({names})"):
+            built = sdists.build_for(
+                engine, c, made.ref, made.id, locks, house, m.source_date_epoch
+            )
+        for name, wheel in sorted(built.items()):
+            log(f"{c.id}: {name} built from its sdist: {wheel.relative_to(paths.wheelhouse)}")

@@ -1,0 +1,81 @@
+"""sdist-only dependencies: how uv's refusal is read, what the image's lock accepts."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+from harness import lock, sdists
+from harness.wheelhouse import Wheelhouse
+
+UV_SAYS = """error: No solution found when resolving dependencies
+  cause: Because gpustat>=1.0.0 has no usable wheels and ray[default]==2.9.3 depends on
+         gpustat>=1.0.0, we can conclude that ray[default]==2.9.3 cannot be used.
+hint: Wheels are required for `gpustat` because building from source is disabled"""
+LOCK = """# input-sha256: abc
+# sdists: gpustat
+gpustat==1.1.1 \\
+    --hash=sha256:c18d3ed5518fc16300c42d694debc70aebb3be55cae91f1db64d63b5fa8af9d8
+    # via ray
+psutil==7.0.0 \\
+    --hash=sha256:1111111111111111111111111111111111111111111111111111111111111111
+"""
+
+
+def test_uvs_refusal_names_the_package_without_wheels() -> None:
+    m = lock._NO_WHEELS.search(" ".join(UV_SAYS.split()))
+    assert m is not None and m.group(1) == "gpustat"
+
+
+def test_a_lock_names_its_sdists(tmp_path: Path) -> None:
+    path = tmp_path / "runtime.txt"
+    path.write_text(LOCK)
+    assert lock.sdist_names(path) == {"gpustat"}
+    assert [p.name for p in sdists.pins(path)] == ["gpustat"]
+    (tmp_path / "plain.txt").write_text(LOCK.replace("# sdists: gpustat\n", ""))
+    assert lock.sdist_names(tmp_path / "plain.txt") == set()
+
+
+def test_the_images_lock_also_accepts_the_built_wheel(tmp_path: Path) -> None:
+    wheel = tmp_path / "gpustat-1.1.1-py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")
+    out = sdists.with_wheel_hashes(LOCK, {"gpustat": wheel})
+    import hashlib
+
+    digest = hashlib.sha256(b"a wheel").hexdigest()
+    assert f"gpustat==1.1.1 --hash=sha256:{digest} \\\n    --hash=sha256:c18d3" in out
+    assert lock.parse(out)[0].hashes == {
+        digest,
+        "c18d3ed5518fc16300c42d694debc70aebb3be55cae91f1db64d63b5fa8af9d8",
+    }
+    assert out.count("--hash=") == LOCK.count("--hash=") + 1  # psutil untouched
+
+
+def test_build_requirements_come_from_the_sdist_or_pep_518s_default(tmp_path: Path) -> None:
+    def sdist(pyproject: str | None) -> Path:
+        path = tmp_path / f"x-{len(list(tmp_path.iterdir()))}.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            files = {"x-1/setup.py": "", **({"x-1/pyproject.toml": pyproject} if pyproject else {})}
+            for name, text in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(text.encode())
+                tar.addfile(info, io.BytesIO(text.encode()))
+        return path
+
+    declared = '[build-system]\nrequires = ["setuptools>=61", "setuptools-scm"]\n'
+    assert sdists.build_requires(sdist(declared)) == ["setuptools>=61", "setuptools-scm"]
+    assert sdists.build_requires(sdist(None)) == sdists.DEFAULT_BACKEND
+    assert sdists.build_requires(sdist("[tool.x]\n")) == sdists.DEFAULT_BACKEND
+
+
+def test_a_built_wheel_is_found_by_its_sdists_hash_per_python_and_arch(tmp_path: Path) -> None:
+    house = Wheelhouse(tmp_path)
+    folder = house.built_dir("c" * 64, "3.9.2", "amd64")
+    folder.mkdir(parents=True)
+    (folder / "g-1-py3-none-any.whl").write_bytes(b"w")
+    assert house.built("c" * 64, "3.9.2", "amd64") is None  # no record: an unfinished build
+    (folder / "record.json").write_text('{"wheel": "g-1-py3-none-any.whl"}')
+    assert house.built("c" * 64, "3.9.2", "amd64") == folder / "g-1-py3-none-any.whl"
+    assert house.built("c" * 64, "3.11.2", "amd64") is None
+    assert house.built("c" * 64, "3.9.2", "arm64") is None
