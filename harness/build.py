@@ -234,7 +234,7 @@ def prepare(
         out.setdefault(cell.id, bases[(cell.base.label, cell.python, cell.platform)])
         made = out[cell.id]
         locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
-        if isinstance(made, BaseImage) and any(lock.sdist_names(f) for f in locks):
+        if isinstance(made, BaseImage) and any(f.is_file() and lock.sdist_names(f) for f in locks):
             try:  # sdists as wheels, built in the cell's base (once: cached by hash)
                 with step(f"{cell.id}: wheels from sdists"):
                     sdists.build_for(

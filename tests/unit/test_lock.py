@@ -99,9 +99,11 @@ def test_an_interrupt_while_the_runtime_lock_resolves_changes_neither_lock(
         before[kind] = sample(lock.input_digest(cell, m, kind))
         path.write_text(before[kind])
 
-    def resolver(reqs: list[str], cell: matrix.Cell, constraints: Path | None) -> str:
+    def resolver(
+        reqs: list[str], cell: matrix.Cell, constraints: Path | None
+    ) -> tuple[str, list[str]]:
         if constraints is None:  # the notebook lock resolves first, unconstrained
-            return sample().split("\n", 2)[2].replace("3.12.0", "3.13.0")
+            return sample().split("\n", 2)[2].replace("3.12.0", "3.13.0"), []
         raise KeyboardInterrupt
 
     monkeypatch.setattr(lock, "_uv_compile", resolver)

@@ -6,7 +6,10 @@ import io
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from harness import lock, sdists
+from harness.errors import HarnessError
 from harness.wheelhouse import Wheelhouse
 
 UV_SAYS = """error: No solution found when resolving dependencies
@@ -79,3 +82,28 @@ def test_a_built_wheel_is_found_by_its_sdists_hash_per_python_and_arch(tmp_path:
     assert house.built("c" * 64, "3.9.2", "amd64") == folder / "g-1-py3-none-any.whl"
     assert house.built("c" * 64, "3.11.2", "amd64") is None
     assert house.built("c" * 64, "3.9.2", "arm64") is None
+
+
+def test_lock_takes_a_package_without_wheels_as_its_sdist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uv's 'has no usable wheels' makes lock ask again with --no-binary for that package,
+    and the lock names it; any other refusal is said as it is."""
+    from harness import children, matrix
+
+    asked: list[list[str]] = []
+
+    def uv(cmd: list[str], **_: object) -> tuple[int, str, str]:
+        asked.append(cmd)
+        if "--no-binary" not in cmd:
+            return 1, "", UV_SAYS
+        return 0, LOCK.split("\n", 2)[2], ""
+
+    monkeypatch.setattr(children, "bounded", uv)
+    cell = matrix.Cell("2.9.3", "3.9.2", matrix.Variant.CPU, matrix.BaseSpec("debian", "bullseye"))
+    body, names = lock._uv_compile(["ray[default]==2.9.3"], cell, None)
+    assert names == ["gpustat"] and "gpustat==1.1.1" in body
+    assert asked[1][asked[1].index("--no-binary") + 1] == "gpustat"
+    monkeypatch.setattr(children, "bounded", lambda cmd, **_: (1, "", UV_SAYS))
+    with pytest.raises(HarnessError, match="has no usable wheels"):
+        lock.compile_requirements(["ray[default]==2.9.3"], cell)  # build requirements: wheels only
