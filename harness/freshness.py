@@ -50,7 +50,10 @@ class Update:
 
 
 def parse(listing: str) -> list[Update]:
-    """`apt list --upgradable` output as updates (its header and warnings skipped)."""
+    """`apt list --upgradable` output as updates (its header and warnings skipped);
+    ValueError for output that is not apt's listing (no evidence is no pass)."""
+    if "Listing..." not in listing:
+        raise ValueError(f"not apt's listing: {listing.strip()[:200]!r}")
     out = []
     for line in listing.splitlines():
         m = _LINE.match(line.strip())
@@ -127,7 +130,10 @@ def upgradable(
         )
         if rc != 0:
             raise HarnessError(f"apt list --upgradable ({suite}): {err.strip()[-300:]}")
-    return parse(out)
+    try:
+        return parse(out)
+    except ValueError as exc:
+        raise HarnessError(f"apt list --upgradable ({suite}): {exc}") from None
 
 
 def check(matrix: Matrix, cell: Cell, cache: Path) -> Check:

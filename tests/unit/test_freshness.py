@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import freshness, matrix
+from harness import children, freshness, matrix
 from harness.debian_lock import Deb
 from harness.matrix import BaseSpec, Cell, Variant
 from tests.conftest import ROOT
@@ -27,6 +27,19 @@ libgnutls30/oldstable,oldstable-security 3.7.9-2+deb12u8 amd64 [upgradable from:
 
 def test_an_image_whose_lock_is_current_has_nothing_pending() -> None:
     assert freshness.parse(CURRENT) == []  # the same version string is no update
+
+
+@pytest.mark.parametrize("listing", ["", "E: could not open lock file", "\n\n"])
+def test_output_that_is_not_apts_listing_is_no_evidence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listing: str
+) -> None:
+    with pytest.raises(ValueError, match="not apt's listing"):
+        freshness.parse(listing)
+    m = matrix.load(ROOT / "matrix.yaml", env={})
+    cell = next(c for c in m.cells if c.id == "ray2.60.0-py3.11.2-cpu")
+    monkeypatch.setattr(children, "bounded", lambda cmd, **k: (0, listing, ""))
+    check = freshness.check(m, cell, tmp_path)
+    assert check.status == "skipped" and "not apt's listing" in check.detail
 
 
 def test_pending_security_updates_are_told_from_other_updates() -> None:
