@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import children, debian_lock
+from harness import base, children, debian_lock
 from harness.errors import HarnessError
 from harness.files import write_atomic
 from harness.matrix import Cell, Matrix
@@ -144,8 +144,6 @@ def check(matrix: Matrix, cell: Cell, cache: Path) -> Check:
     if cell.base.kind != "debian":
         why = "registry base (matrix.yaml `bases:`): no Debian lock to compare"
         return Check(name, SKIPPED, why, "build")
-    from harness import base  # the base recipe names the lock; base imports the engine
-
     path = base.lock_file(matrix, cell.base.ref, cell.python, cell.arch)
     try:
         locked = debian_lock.read(path)[1]
