@@ -105,14 +105,18 @@ def apt_options(matrix: Matrix, root: Path, arch: str) -> list[str]:
     return [a for k, v in opts.items() for a in ("-o", f"{k}={v}")]
 
 
+def _guard(key: str) -> threading.Lock:
+    """One lock per key: the cells of one base ask apt once, one after the other."""
+    with _GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
 def upgradable(
     matrix: Matrix, suite: str, arch: str, locked: Sequence[debian_lock.Deb], cache: Path
 ) -> list[Update]:
     """apt's upgradable list for the locked packages; HarnessError when apt cannot tell."""
     root = cache / f"{suite}-{arch}"
-    with _GUARD:
-        guard = _LOCKS.setdefault(str(root), threading.Lock())
-    with guard:
+    with _guard(str(root)):
         for sub in ("empty", "state", "lists/partial", "cache/archives/partial"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         write_atomic(root / "sources.list", "\n".join(sources(matrix, suite)) + "\n")
@@ -136,6 +140,25 @@ def upgradable(
         raise HarnessError(f"apt list --upgradable ({suite}): {exc}") from None
 
 
+def _cached_updates(
+    matrix: Matrix, cell: Cell, locked: Sequence[debian_lock.Deb], cache: Path, digest: str
+) -> list[Update]:
+    """The lock's updates, from the day's cache or from apt. Cells that share a base (a
+    cpu and a gpu cell) share the lock: the second waits for the first and reads its
+    answer instead of asking apt again."""
+    cached = cache / f"{digest}.json"
+    with _guard(digest):
+        try:
+            if time.time() - cached.stat().st_mtime < CACHE_SECONDS:
+                return [Update(**u) for u in json.loads(cached.read_text())]
+        except (OSError, ValueError, TypeError):
+            pass  # none, cut short or of another shape: asked again
+        updates = upgradable(matrix, cell.base.ref, cell.arch, locked, cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        write_atomic(cached, json.dumps([asdict(u) for u in updates]))
+        return updates
+
+
 def check(matrix: Matrix, cell: Cell, cache: Path) -> Check:
     """`freshness:os` of the cell's base: `passed` when no locked package has a pending
     security update, `warning` listing them when some have, `skipped` with the reason for
@@ -150,19 +173,10 @@ def check(matrix: Matrix, cell: Cell, cache: Path) -> Check:
         digest = debian_lock.digest(path)
     except (OSError, HarnessError) as exc:
         return Check(name, SKIPPED, f"no readable Debian lock: {exc}", "build")
-    cached = cache / f"{digest}.json"
     try:
-        if time.time() - cached.stat().st_mtime < CACHE_SECONDS:
-            updates = [Update(**u) for u in json.loads(cached.read_text())]
-        else:
-            raise FileNotFoundError
-    except (OSError, ValueError, TypeError):
-        try:
-            updates = upgradable(matrix, cell.base.ref, cell.arch, locked, cache)
-        except HarnessError as exc:
-            return Check(name, SKIPPED, f"the mirror could not be read: {exc}", "build")
-        cache.mkdir(parents=True, exist_ok=True)
-        write_atomic(cached, json.dumps([asdict(u) for u in updates]))
+        updates = _cached_updates(matrix, cell, locked, cache, digest)
+    except HarnessError as exc:
+        return Check(name, SKIPPED, f"the mirror could not be read: {exc}", "build")
     pending = [u for u in updates if u.security]
     data = {
         "lock": str(path.name),

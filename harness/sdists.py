@@ -76,9 +76,8 @@ def build_requires(sdist: Path) -> list[str]:
 
 
 def _script(sdist: str) -> str:
-    inside = STAGING
     return (
-        f"set -e; cd {inside}; "
+        f"set -e; cd {STAGING}; "
         f"python3 pip.whl/pip install --quiet --no-index --no-cache-dir --find-links reqs "
         f"--target /tmp/build-env --require-hashes -r build-requirements.txt; "
         f"PYTHONPATH=/tmp/build-env python3 pip.whl/pip wheel --quiet --no-index --no-deps "
@@ -98,11 +97,11 @@ def build_for(
 ) -> dict[str, Path]:
     """Every sdist the cell's locks pin, as a wheel (built now, or before); by name."""
     out: dict[str, Path] = {}
-    for lock_file in locks:
-        for pin in pins(lock_file):
-            if pin.name not in out:
-                pip = house.wheel_of(locks[0], "pip", cell.python, cell.arch)
-                out[pin.name] = built_wheel(engine, cell, base_ref, base_id, pin, house, pip, epoch)
+    todo = {p.name: p for lock_file in locks for p in pins(lock_file)}
+    if todo:
+        pip = house.wheel_of(locks[0], "pip", cell.python, cell.arch)
+        for name, pin in todo.items():
+            out[name] = built_wheel(engine, cell, base_ref, base_id, pin, house, pip, epoch)
     return out
 
 

@@ -85,15 +85,19 @@ class Wheelhouse:
                     return found[0]
         raise HarnessError(f"{lock_file}: no wheel of {name} in the wheelhouse")
 
-    def fetch(self, lock_file: Path, cell: Cell) -> int:
-        """Download the lock's wheels not yet here (not its sdists: harness.sdists builds
-        them); returns how many pins were missing."""
+    def _missing_wheels(self, lock_file: Path, cell: Cell) -> list[lock.Pin]:
+        """The lock's pins with no wheel here, but its sdists (harness.sdists builds them)."""
         sdists = lock.sdist_names(lock_file)
-        missing = [
+        return [
             p
             for p in self.missing(lock_file, cell.python, cell.arch)
             if lock.normalize(p.name) not in sdists
         ]
+
+    def fetch(self, lock_file: Path, cell: Cell) -> int:
+        """Download the lock's wheels not yet here (not its sdists: harness.sdists builds
+        them); returns how many pins were missing."""
+        missing = self._missing_wheels(lock_file, cell)
         if not missing:
             return 0
         cmd = [
@@ -130,11 +134,7 @@ class Wheelhouse:
         if rc != 0:
             tail = "\n".join(err.strip().splitlines()[-10:])
             raise HarnessError(f"downloading wheels for {lock_file} failed:\n{tail}")
-        still = [
-            p
-            for p in self.missing(lock_file, cell.python, cell.arch)
-            if lock.normalize(p.name) not in sdists
-        ]
+        still = self._missing_wheels(lock_file, cell)
         if still:
             names = ", ".join(f"{p.name}=={p.version}" for p in still[:5])
             raise HarnessError(f"{lock_file}: no wheel matching the locked hashes for {names}")
