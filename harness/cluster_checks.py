@@ -250,9 +250,10 @@ def serve(result: Mapping[str, Any], expected: Mapping[str, str], route: str) ->
         problems.append(f"no proxy was asked for {route}")
     replica_nodes = set(result.get("replica_nodes") or [])
     answered = {str(a.get("node")) for a in answers}
-    # Each node's proxy routes to its own node's replica first: with a proxy asked on every
-    # node that runs one, every replica must have answered. A backend that reaches the head
-    # only (one proxy) proves the replicas that answered, and the detail says so.
+    # With a proxy asked on every node that runs a replica, every replica must have answered
+    # (newer Rays route to the proxy's own node first; older ones at random, and the probe
+    # asks again until each node answered). A backend that reaches the head only (one proxy,
+    # which prefers its own node's replica) proves the replicas that answered, and says so.
     every_node_asked = len(replies) >= len(replica_nodes)
     if not replica_nodes:
         apps = result.get("applications") or {}

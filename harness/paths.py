@@ -8,6 +8,9 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 
+# The harness's own Dockerfile and the files it copies in, beside this package.
+OWN_IMAGES = Path(__file__).resolve().parent.parent / "images"
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -32,7 +35,7 @@ class Paths:
             root=root,
             build=(build or root / "build").resolve(),
             locks=root / "locks",
-            images=root / "images",
+            images=_images(root),
             wheelhouse=Path(wheelhouse) if wheelhouse else root / ".cache" / "wheelhouse",
         )
 
@@ -52,3 +55,17 @@ class Paths:
 
     def context(self, cell_id: str) -> Path:
         return self.build / "context" / cell_id
+
+
+def _images(root: Path) -> Path:
+    """`images/` beside the matrix when the user keeps their own Dockerfile there, else the
+    harness's own: a matrix kept in another directory builds with the project's images."""
+    mine = root / "images"
+    if (mine / "Dockerfile").is_file():
+        return mine
+    if (OWN_IMAGES / "Dockerfile").is_file():
+        return OWN_IMAGES
+    raise HarnessError(
+        f"{mine}/Dockerfile: not found, and the harness's own images/ is missing "
+        f"({OWN_IMAGES}); install the harness from its checkout (pip install -e .)"
+    )

@@ -625,11 +625,13 @@ app = Facts.bind()
 # A proxy on every node, stated: in Ray 2.51.2, serve.start(http_options=...) without a
 # proxy_location takes HTTPOptions' default location, HeadOnly, so no proxy ever started
 # on the worker (measured; 2.60.0 starts one). serveConfigV2 says EveryNode too (k8s.py).
+# serve.run returns once the application is running in every Ray this harness knows (newer
+# Rays' `blocking` defaults to False; Ray 2.9.3 has no such keyword and refuses it).
 SERVE_SCRIPT = (
     SERVE_APP_SOURCE
     + """ray.init()
 serve.start(proxy_location="EveryNode", http_options={"host": "0.0.0.0", "port": __PORT__})
-serve.run(app, name="__APP__", route_prefix="/__APP__", blocking=False)
+serve.run(app, name="__APP__", route_prefix="/__APP__")
 print("RAYCOMPAT_SERVE deployed")
 """
 )
@@ -698,9 +700,10 @@ def _wait_job(client: Any, job_id: str, deadline: float) -> Json:
 
 def serve(args: argparse.Namespace) -> Json:
     """Deploy a two-replica Serve application (one replica per node) through the Jobs API,
-    ask it over HTTP from here at every --http proxy (Serve's proxy on each node routes to
-    its own node's replica first), ask the first proxy's /-/healthz and /-/routes and the
-    dashboard which nodes run replicas, then shut Serve down through its REST API."""
+    ask the dashboard which nodes run replicas, ask the application over HTTP from here at
+    every --http proxy (again, in bounded rounds, until every replica's node has answered:
+    see _spread), ask the first proxy's /-/healthz and /-/routes, then shut Serve down
+    through its REST API."""
     import tempfile
 
     out: Json = {"client": facts(), "address": args.address, "http": args.http}
@@ -719,6 +722,14 @@ def serve(args: argparse.Namespace) -> Json:
         )
         out["deploy"] = _wait_job(client, job_id, deadline)
         if out["deploy"]["status"] == "SUCCEEDED":
+            apps = _http(args.address + "/api/serve/applications/")
+            try:
+                app = json.loads(apps["body"])["applications"][SERVE_APP]
+                replicas = [r for d in app["deployments"].values() for r in d["replicas"]]
+                out["replica_nodes"] = sorted({str(r.get("node_id")) for r in replicas})
+            except (ValueError, KeyError, TypeError):
+                out["replica_nodes"] = []
+                out["applications"] = {"status": apps["status"], "body": apps["body"][:500]}
             replies: list[Json] = []
             for proxy in args.http:
                 until = time.time() + args.proxy_wait  # a proxy starts with its replica
@@ -729,22 +740,39 @@ def serve(args: argparse.Namespace) -> Json:
                     time.sleep(1)
                 replies.append(dict(reply, proxy=proxy))
             out["replies"] = replies
-            out["answers"] = []
-            for r in replies:
-                if r["status"] == 200:
-                    out["answers"].append(json.loads(r["body"]))
+            out["answers"] = [json.loads(r["body"]) for r in replies if r["status"] == 200]
+            out["answers"] += _spread(
+                [r["proxy"] + args.route for r in replies if r["status"] == 200],
+                set(out["replica_nodes"]) - {str(a.get("node")) for a in out["answers"]},
+                deadline,
+            )
             out["healthz"] = _http(args.http[0] + "/-/healthz")
             out["routes"] = _http(args.http[0] + "/-/routes")
-            apps = _http(args.address + "/api/serve/applications/")
-            try:
-                app = json.loads(apps["body"])["applications"][SERVE_APP]
-                replicas = [r for d in app["deployments"].values() for r in d["replicas"]]
-                out["replica_nodes"] = sorted({str(r.get("node_id")) for r in replicas})
-            except (ValueError, KeyError, TypeError):
-                out["replica_nodes"] = []
-                out["applications"] = {"status": apps["status"], "body": apps["body"][:500]}
     out["shutdown"] = _http(args.address + "/api/serve/applications/", "DELETE", timeout=60)
     return out
+
+
+# Rays before 2.10 route a proxy's request to any replica (local-node preference was off by
+# default: RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING=0 in 2.9.3), so one request per proxy
+# may never reach a node's replica. Asked again in rounds, each answering proxy once a
+# round: 32 rounds over two proxies miss one of two replicas with odds of 2**-63.
+SPREAD_ROUNDS = 32
+
+
+def _spread(urls: list[str], unseen: set[str], deadline: float) -> list[Json]:
+    """Ask `urls` again, round by round, until every node in `unseen` has answered (or
+    SPREAD_ROUNDS or the deadline pass); the answers, in order."""
+    answers: list[Json] = []
+    for _ in range(SPREAD_ROUNDS if urls else 0):
+        if not unseen or time.time() > deadline:
+            break
+        for url in urls:
+            reply = _http(url)
+            if reply["status"] == 200:
+                answer = json.loads(reply["body"])
+                answers.append(answer)
+                unseen.discard(str(answer.get("node")))
+    return answers
 
 
 def _jobs_path(dashboard: str) -> Json:

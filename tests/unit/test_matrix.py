@@ -559,3 +559,16 @@ def test_debian_mirror_is_one_apt_uri(
 def test_debian_mirror_urls_apt_reads(write_matrix: Callable[[str], Path], mirror: str) -> None:
     path = write_matrix(MINIMAL + f"debian_mirror: {mirror}\n")
     assert matrix.load(path).debian_mirror == mirror
+
+
+def test_a_matrix_elsewhere_builds_with_the_harness_images(tmp_path: Path) -> None:
+    """A matrix kept outside the checkout uses the project's images/ (it had a traceback);
+    an images/ with a Dockerfile beside the matrix is the user's own and wins."""
+    from harness.paths import OWN_IMAGES, Paths
+
+    (tmp_path / "matrix.yaml").write_text(MINIMAL)
+    assert Paths.for_matrix(tmp_path / "matrix.yaml").dockerfile == OWN_IMAGES / "Dockerfile"
+    (tmp_path / "images").mkdir()  # empty: not the user's own
+    assert Paths.for_matrix(tmp_path / "matrix.yaml").images == OWN_IMAGES
+    (tmp_path / "images" / "Dockerfile").write_text("FROM scratch\n")
+    assert Paths.for_matrix(tmp_path / "matrix.yaml").images == tmp_path / "images"
