@@ -148,9 +148,12 @@ class Wheelhouse:
         The wheelhouse is shared by cells: a pin can have wheels for several CPythons and
         architectures."""
         supported = supported_tags(python, arch)
-        candidates = sorted(have[h] for h in pin.hashes if h in have)
-        candidates += [w for h in sorted(pin.hashes) if (w := self.built(h, python, arch))]
-        return [w for w in candidates if parse_wheel_filename(w.name)[3] & supported]
+        downloaded = sorted(have[h] for h in pin.hashes if h in have)
+        found = [w for w in downloaded if parse_wheel_filename(w.name)[3] & supported]
+        if found:  # the usual case: no look for built wheels (a file read per hash)
+            return found
+        built = [w for h in sorted(pin.hashes) if (w := self.built(h, python, arch))]
+        return [w for w in built if parse_wheel_filename(w.name)[3] & supported]
 
     def built_dir(self, sdist_sha256: str, python: str, arch: str) -> Path:
         """Where the wheel built from an sdist for CPython `python` on `arch` is kept

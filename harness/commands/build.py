@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -18,6 +19,7 @@ from harness.progress import log
 from harness.results import ERROR, FAILED, CellResult, Check
 from harness.wheelhouse import Wheelhouse
 
+REPORT_EVERY = 1.0  # seconds: how far the report may lag the cells built
 AUDITS_AT_ONCE = 4  # pip-audits at once: each waits on PyPI, not on the CPU
 
 
@@ -97,25 +99,35 @@ def _build_all(
         return result
 
     failed = 0
-    for done, result in run_cells(cells, work, at_once, "building cells"):
-        previous = state.get(result.id)
-        if (
-            previous
-            and previous.test_checks
-            and previous.tested_image_ids == {i.role: i.id for i in result.images}
-        ):
-            # Same images as last tested: keep those results.
-            result.test_checks = previous.test_checks
-            result.tested_image_ids = previous.tested_image_ids
-        result.settle()
-        # The exit code and the line say what this build did; the report keeps the
-        # cell's last test status when its images are the ones tested.
-        broken = any(k.status in (FAILED, ERROR) for k in result.build_checks)
-        failed += broken
-        state[result.id] = result
-        kept = f" (last test: {result.status})" if result.test_checks else ""
-        log(f"[{done}/{len(cells)}] {result.id}: {'build failed' if broken else 'built'}{kept}")
-        report.write(paths.build, state, str(m.path), ctx.run_id, ctx.excluded())
+    written, unwritten = time.monotonic(), False
+    try:
+        for done, result in run_cells(cells, work, at_once, "building cells"):
+            previous = state.get(result.id)
+            if (
+                previous
+                and previous.test_checks
+                and previous.tested_image_ids == {i.role: i.id for i in result.images}
+            ):
+                # Same images as last tested: keep those results.
+                result.test_checks = previous.test_checks
+                result.tested_image_ids = previous.tested_image_ids
+            result.settle()
+            # The exit code and the line say what this build did; the report keeps the
+            # cell's last test status when its images are the ones tested.
+            broken = any(k.status in (FAILED, ERROR) for k in result.build_checks)
+            failed += broken
+            state[result.id] = result
+            kept = f" (last test: {result.status})" if result.test_checks else ""
+            log(f"[{done}/{len(cells)}] {result.id}: {'build failed' if broken else 'built'}{kept}")
+            # the report follows the run (a second at most behind), and is whole at the end;
+            # once per cell made a no-op build of 12 cells spend 2 s writing reports
+            unwritten = True
+            if time.monotonic() - written >= REPORT_EVERY:
+                report.write(paths.build, state, str(m.path), ctx.run_id, ctx.excluded())
+                written, unwritten = time.monotonic(), False
+    finally:  # interrupted too: the cells built so far are in the report
+        if unwritten:
+            report.write(paths.build, state, str(m.path), ctx.run_id, ctx.excluded())
     # a base rebuilt under a new key took the old one's tag: the old one can go
     drop_replaced_bases(engine)
     log(f"report: {paths.build / 'report.md'}")
