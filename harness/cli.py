@@ -22,6 +22,7 @@ from harness.children import stop_all
 from harness.commands import (
     build,
     clean,
+    diff,
     grid,
     lock,
     manifests,
@@ -34,6 +35,7 @@ from harness.commands import (
 )
 from harness.engine import Engine, new_run_id
 from harness.errors import HarnessError
+from harness.lock import ALL as UPGRADE_ALL
 from harness.paths import Paths
 
 PROBE_TIMEOUT = probe.TIMEOUT
@@ -60,6 +62,7 @@ COMMANDS: dict[str, Command] = {
     "manifests": manifests.run,
     "matrix": matrix.run,
     "clean": clean.run,
+    "diff": diff.run,
 }
 # Commands that write into the build directory: one run at a time per directory.
 WRITES_BUILD_DIR = ("lock", "build", "test", "verify-reproducible", "grid", "push", "manifests")
@@ -190,6 +193,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the Debian base locks (the Python locks stay as they are)",
     )
+    s.add_argument(
+        "--upgrade",
+        nargs="?",
+        const=UPGRADE_ALL,
+        default="",
+        metavar="NAME[,NAME...]",
+        help="move these Python packages (and what they newly require) to their newest; "
+        "alone, every package. Without it a lock keeps its pins wherever they still fit",
+    )
     s = sub.add_parser("build", parents=[common], help="build head, worker, notebook images")
     s.add_argument(
         "--no-cache",
@@ -267,6 +279,18 @@ def _parser() -> argparse.ArgumentParser:
         "clean", parents=[common], help="remove containers/networks left by crashed runs (by label)"
     )
     s.add_argument("--images", action="store_true", help="also remove built images and bases")
+    s = sub.add_parser(
+        "diff",
+        help="what changed between two lock trees (locks/) or two images.lock.json: "
+        "packages moved per image, and whether a Python micro or Ray version changed",
+    )
+    s.add_argument("old", metavar="OLD", help="the lock tree or images.lock.json before")
+    s.add_argument("new", metavar="NEW", help="the one after")
+    s.add_argument(
+        "--patch",
+        action="store_true",
+        help="exit 1 if any image's Python micro or Ray version changed (a patch must not)",
+    )
     return p
 
 
@@ -279,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        if args.command not in ("plan", "matrix", "clean"):
+        if args.command not in ("plan", "matrix", "clean", "diff"):
             runs.hold_run(run_id)  # alive until this process ends: `clean` leaves it alone
         if args.command in WRITES_BUILD_DIR:
             runs.own_build_dir(Paths.for_matrix(args.matrix, args.build_dir).build, args.command)

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,16 +203,27 @@ def compile_requirements(reqs: Sequence[str], cell: Cell) -> str:
     return _uv_compile(reqs, cell, None, allow_sdists=False)[0]
 
 
+ALL = ":all:"  # `lock --upgrade` with no names: every pin may move
+
+
 def _uv_compile(
-    reqs: Sequence[str], cell: Cell, constraints: Path | None, allow_sdists: bool = True
+    reqs: Sequence[str],
+    cell: Cell,
+    constraints: Path | None,
+    allow_sdists: bool = True,
+    prefer: Path | None = None,
+    upgrade: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
     """uv's hash-pinned resolution, wheels only; a dependency that publishes no wheel at
     all is taken as its sdist (built into a wheel by harness.sdists) when `allow_sdists`.
+    With `prefer` (the lock as it is), its pins stay wherever they still satisfy the
+    requirements, but those of the packages named in `upgrade` (or all, with ALL).
     The body and the names taken as sdists."""
     sdists: list[str] = []
     while True:
         try:
-            return _uv_compile_once(reqs, cell, constraints, sdists), sdists
+            body = _uv_compile_once(reqs, cell, constraints, sdists, prefer, upgrade)
+            return body, sdists
         except _NoWheels as exc:
             if not allow_sdists or exc.name in sdists or len(sdists) >= 5:
                 raise HarnessError(str(exc)) from None
@@ -225,8 +237,25 @@ class _NoWheels(HarnessError):
 
 
 def _uv_compile_once(
-    reqs: Sequence[str], cell: Cell, constraints: Path | None, sdists: Sequence[str] = ()
+    reqs: Sequence[str],
+    cell: Cell,
+    constraints: Path | None,
+    sdists: Sequence[str] = (),
+    prefer: Path | None = None,
+    upgrade: Sequence[str] = (),
 ) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "lock.txt"  # uv's output file: the pins there are its preferences
+        if prefer is not None and prefer.is_file() and ALL not in upgrade:
+            shutil.copyfile(prefer, out)
+        cmd = [*_uv_command(cell, constraints, sdists), "--output-file", str(out)]
+        for name in [] if ALL in upgrade else upgrade:
+            cmd += ["--upgrade-package", name]
+        _run_uv(cmd, reqs, cell)
+        return out.read_text(encoding="utf-8")
+
+
+def _uv_command(cell: Cell, constraints: Path | None, sdists: Sequence[str]) -> list[str]:
     cmd = [
         "uv",
         "pip",
@@ -246,8 +275,12 @@ def _uv_compile_once(
         cmd += ["--constraint", str(constraints)]
     for name in sdists:
         cmd += ["--no-binary", name]
+    return cmd
+
+
+def _run_uv(cmd: list[str], reqs: Sequence[str], cell: Cell) -> None:
     try:
-        rc, out, err = children.bounded(
+        rc, _, err = children.bounded(
             cmd,
             timeout=600,
             input="\n".join(reqs) + "\n",
@@ -263,11 +296,15 @@ def _uv_compile_once(
         if m:
             raise _NoWheels(m.group(1), message)
         raise HarnessError(message)
-    return out
 
 
-def compile_cell(root: Path, cell: Cell, matrix: Matrix) -> list[Path]:
+def compile_cell(root: Path, cell: Cell, matrix: Matrix, upgrade: Sequence[str] = ()) -> list[Path]:
     """Resolve and write both lock files of a cell; return their paths.
+
+    Pins of the lock as it is stay wherever they still satisfy the requirements, as uv
+    keeps an output file's pins; `upgrade` names the packages that move to their newest
+    (ALL: every package). So a new constraint or `--upgrade NAME` moves what it must and
+    what that newly requires, nothing else.
 
     A non-native cell (linux/arm64) resolves its notebook lock within the pins of its
     linux/amd64 cell: the same versions on both architectures (a pin with no wheel for it
@@ -285,7 +322,13 @@ def compile_cell(root: Path, cell: Cell, matrix: Matrix) -> list[Path]:
             pins = pins_of(lock_path(root, native_cell(cell), "notebook"))
             constraints.write_text("".join(f"{p.name}=={p.version}\n" for p in pins))
         for kind in KINDS:
-            body, sdists = _uv_compile(requirements(cell, matrix, kind), cell, constraints)
+            body, sdists = _uv_compile(
+                requirements(cell, matrix, kind),
+                cell,
+                constraints,
+                prefer=lock_path(root, cell, kind),
+                upgrade=upgrade,
+            )
             if constraints is not None:  # keep the file byte-stable: no temporary path in it
                 other = (
                     f"../{native_cell(cell).id}/notebook.txt"

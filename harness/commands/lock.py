@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from harness import base, debian_lock, lock, sdists
 from harness.commands import Context, context
 from harness.engine import Engine
+from harness.errors import HarnessError
+from harness.matrix import Cell
 from harness.progress import log, step
 from harness.wheelhouse import Wheelhouse
 
@@ -22,9 +24,15 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             base.check_lock(m, c)
         print(f"{len(ctx.cells)} cell lock(s) and their Debian base locks up to date")
         return 0
+    upgrade = _upgrade(args.upgrade, ctx)
+    if upgrade and args.debian:
+        raise HarnessError("--upgrade moves Python packages; --debian locks only Debian's")
     for c in [] if args.debian else ctx.cells:
-        for path in lock.compile_cell(ctx.paths.locks, c, m):
+        before = _pins(ctx, c)
+        for path in lock.compile_cell(ctx.paths.locks, c, m, upgrade):
             log(f"wrote {path.relative_to(ctx.paths.root)} ({len(lock.pins_of(path))} pins)")
+        for line in _moves(before, _pins(ctx, c)):
+            log(f"{c.id}: {line}")
     bases = sorted({(c.base.ref, c.python, c.arch) for c in ctx.cells if c.base.kind == "debian"})
 
     def one(suite: str, python: str, arch: str) -> None:
@@ -39,6 +47,46 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             future.result()
     _sdists_build(ctx)
     return 0
+
+
+def _upgrade(value: str, ctx: Context) -> list[str]:
+    """The names of `--upgrade`, each in a lock of the selected cells (else exit 2), or
+    [ALL]; [] without it."""
+    if not value:
+        return []
+    if value == lock.ALL:
+        return [lock.ALL]
+    names = [n.strip() for n in value.split(",")]
+    if not all(names):
+        raise HarnessError(f"--upgrade {value}: an empty name; give NAME[,NAME...]")
+    locked = {n for c in ctx.cells for n in _pins(ctx, c)}
+    unknown = [n for n in names if lock.normalize(n) not in locked]
+    if unknown:
+        raise HarnessError(
+            f"--upgrade: {', '.join(unknown)} is in no lock of the selected cells "
+            f"({len(ctx.cells)}); name a locked package (`grep -h == locks/*/*.txt`), or add "
+            "a new one to `runtime_packages:` in the matrix"
+        )
+    return sorted({lock.normalize(n) for n in names})
+
+
+def _pins(ctx: Context, c: Cell) -> dict[str, str]:
+    """The cell's locked versions (both kinds) by normalized name; {} without locks."""
+    out: dict[str, str] = {}
+    for kind in lock.KINDS:
+        path = lock.lock_path(ctx.paths.locks, c, kind)
+        if path.is_file():
+            out.update({lock.normalize(p.name): p.version for p in lock.pins_of(path)})
+    return out
+
+
+def _moves(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What a re-lock moved, a line per package: `name a -> b`, `+name b`, `-name a`."""
+    lines = [f"{n} {before[n]} -> {after[n]}" for n in sorted(before) if n in after
+             and before[n] != after[n]]  # fmt: skip
+    lines += [f"+{n} {after[n]}" for n in sorted(set(after) - set(before))]
+    lines += [f"-{n} {before[n]}" for n in sorted(set(before) - set(after))]
+    return lines or ["no pin moved"]
 
 
 def _sdists_build(ctx: Context) -> None:
