@@ -34,6 +34,12 @@ def lock(session: nox.Session) -> None:
 
 
 @nox.session
+def diff(session: nox.Session) -> None:
+    """What changed between two lock trees or two images.lock.json (`-- OLD NEW [--patch]`)."""
+    _harness(session, "diff")
+
+
+@nox.session
 def build(session: nox.Session) -> None:
     """Build head, worker and notebook images for the selected cells (offline)."""
     _harness(session, "build")

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -351,12 +351,44 @@ def check_lock(matrix: Matrix, cell: Cell) -> None:
 
 
 def lock_base(
-    matrix: Matrix, suite: str, python: str, arch: str = "amd64", *, scratch: Path
+    matrix: Matrix,
+    suite: str,
+    python: str,
+    arch: str = "amd64",
+    *,
+    scratch: Path,
+    move: Collection[str] | None = None,
 ) -> Path:
     """Write the Debian lock of a base: what mmdebstrap installs from the mirror today
-    (no tarball is kept; scratch files under `scratch`). The path written."""
-    _, got = build_rootfs(matrix, suite, python, Path(os.devnull), arch, scratch=scratch)
+    (no tarball is kept; scratch files under `scratch`). The path written.
+
+    With `move` (package names), the lock as it is stays pinned but for those: only they,
+    and what they newly need, move (a locked version the mirror no longer has fails, as
+    a locked build does). Every name must be in the lock."""
     path = lock_file(matrix, suite, python, arch)
+    keep: list[debian_lock.Deb] = []
+    if move is not None:
+        if not path.is_file():
+            raise HarnessError(f"{path}: no Debian lock to move packages in; run `nox -s lock`")
+        locked = debian_lock.read(path)[1]
+        unknown = sorted(set(move) - {d.name for d in locked})
+        if unknown:
+            raise HarnessError(
+                f"{path}: {', '.join(unknown)} is not in this Debian lock (names are binary "
+                "package names, e.g. libssl3)"
+            )
+        keep = [d for d in locked if d.name not in move]
+    _, got = build_rootfs(
+        matrix, suite, python, Path(os.devnull), arch, locked=keep, scratch=scratch
+    )
+    now = debian_lock.by_name(got)
+    drifted = [
+        f"{d.name} {d.version} -> {now[d.name].version if d.name in now else 'gone'}"
+        for d in keep
+        if d.name not in now or now[d.name].version != d.version
+    ]
+    if drifted:  # apt ignores a pin to a version the mirror no longer has
+        raise debian_lock.moved(path, matrix.debian_mirror, drifted)
     path.parent.mkdir(parents=True, exist_ok=True)
     label = f"debian:{suite} (Python {python}, linux/{arch})"
     text = debian_lock.render(

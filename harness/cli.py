@@ -202,6 +202,19 @@ def _parser() -> argparse.ArgumentParser:
         help="move these Python packages (and what they newly require) to their newest; "
         "alone, every package. Without it a lock keeps its pins wherever they still fit",
     )
+    s.add_argument(
+        "--upgrade-debian",
+        default="",
+        metavar="NAME[,NAME...]",
+        help="move these Debian packages in the selected cells' Debian base locks (and "
+        "what they newly need); every other locked package stays",
+    )
+    s.add_argument(
+        "--security",
+        action="store_true",
+        help="move exactly what has a known fix: Python packages pip-audit names (where its "
+        "data is reachable), and the Debian bases with pending security updates (re-locked)",
+    )
     s = sub.add_parser("build", parents=[common], help="build head, worker, notebook images")
     s.add_argument(
         "--no-cache",
@@ -254,6 +267,14 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="test report(s) to gate on (default: build/report.json; repeatable, e.g. "
         "one per CI shard)",
+    )
+    s.add_argument(
+        "--scans",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="scanner reports (Trivy or Grype JSON, one per image) the gate reads with "
+        "`vulnerabilities:` in the matrix (default: scans/ beside each report; repeatable)",
     )
     s.add_argument("--dry-run", action="store_true", help="show the gate's decisions only")
     s = sub.add_parser(

@@ -10,13 +10,17 @@ it exit 1. Head and worker install one lock, so they are shown together.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import debian_lock, lock
 from harness.errors import HarnessError
 from harness.matrix import ROLES
+
+if TYPE_CHECKING:
+    from harness.registry import Pushed
 
 _HEADER = re.compile(r"^# kind: (\w+); python: ([0-9.]+);", re.M)
 _CELL = re.compile(r"^ray[^/]*-py[0-9.]+-[a-z0-9]+(-arm64)?$")
@@ -75,9 +79,12 @@ def _debian(root: Path, cell: str, python: str) -> dict[str, str]:
 def _from_images_lock(path: Path) -> dict[tuple[str, str], Image]:
     from harness.registry import read_lock  # the one reader of images.lock.json
 
-    return {
-        (e.cell, e.role): Image(e.python, e.ray, digest=e.digest) for e in read_lock(path).images
-    }
+    return pushed_images(read_lock(path).images)
+
+
+def pushed_images(entries: Iterable[Pushed]) -> dict[tuple[str, str], Image]:
+    """What a push recorded of each image (images.lock.json): no package lists."""
+    return {(e.cell, e.role): Image(e.python, e.ray, digest=e.digest) for e in entries}
 
 
 def _moves(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:

@@ -153,7 +153,10 @@ TOP_KEYS = (
     "targets",
     "constraints",
     "platforms",
+    "vulnerabilities",
 )
+VULN_KEYS = ("fail_on", "exceptions")
+DEFAULT_EXCEPTIONS = "vulnerability-exceptions.yaml"
 # Who consumes a cell's images; each target adds its contract's checks (harness/contracts.py).
 TARGETS = ("kuberay", "kubeflow", "vertex")
 DEFAULT_TARGETS: Mapping[str, str | tuple[str, ...]] = {"kuberay": "all", "kubeflow": "all"}
@@ -344,6 +347,7 @@ class Matrix:
     grid: GridPolicy = GridPolicy()
     registry: str | None = None  # push target, e.g. europe-west4-docker.pkg.dev/proj/ray
     gpu_e2e: GpuE2E = GpuE2E.OPTIONAL
+    vulnerabilities: VulnPolicy | None = None  # None: push does not read scanner reports
     lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line, for later errors
 
     def fail(self, key: str, message: str) -> MatrixError:
@@ -596,6 +600,35 @@ def _bases(loader: _Loader, pythons: Iterable[str]) -> dict[str, BaseSpec]:
     return resolved
 
 
+@dataclass(frozen=True)
+class VulnPolicy:
+    """`vulnerabilities:`: push needs a scanner report on every image (harness.vulns);
+    findings at `fail_on` or above block the cell unless `exceptions` covers them."""
+
+    fail_on: str
+    exceptions: Path
+
+
+def _vulnerabilities(loader: _Loader, root: Path) -> VulnPolicy | None:
+    from harness.vulns import FAIL_ON
+
+    raw = loader.data.get("vulnerabilities")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise loader.fail("vulnerabilities", "must be a mapping: {fail_on: high}")
+    loader.check_keys(raw, VULN_KEYS, "vulnerabilities")
+    fail_on = raw.get("fail_on", "high")
+    if fail_on not in FAIL_ON:
+        raise loader.fail(
+            "vulnerabilities.fail_on", f"{fail_on!r} is not one of {', '.join(FAIL_ON)}"
+        )
+    exceptions = raw.get("exceptions", DEFAULT_EXCEPTIONS)
+    if not isinstance(exceptions, str) or not exceptions:
+        raise loader.fail("vulnerabilities.exceptions", "must be a file name (YAML)")
+    return VulnPolicy(fail_on, root / exceptions)
+
+
 def _grid(loader: _Loader) -> GridPolicy:
     raw = loader.data.get("grid")
     if raw is None:
@@ -809,6 +842,7 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
     runtime_packages = _runtime_packages(loader) if "runtime_packages" in data else ()
 
     grid = _grid(loader)
+    vulnerabilities = _vulnerabilities(loader, path.resolve().parent)
     registry = data.get("registry")
     if registry is not None:
         why = registry_problem(registry)
@@ -896,6 +930,7 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         grid=grid,
         registry=registry,
         gpu_e2e=GpuE2E(gpu_e2e),
+        vulnerabilities=vulnerabilities,
         lines=loader.lines.as_dict(),
     )
 

@@ -9,6 +9,7 @@ tag/digest contract operators consume.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from harness import pulls, registry_api, report
+from harness import pulls, registry_api, report, vulns
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.files import write_atomic
@@ -26,8 +27,10 @@ from harness.progress import log
 from harness.results import ERROR, FAILED, PASSED, SKIPPED, CellResult, CellStatus
 
 ENV = "RAYCOMPAT_REGISTRY"
-LOCK_SCHEMA = 3  # 2: gpu_e2e per entry; 3: platforms per entry (schema 2 is still read)
-READ_SCHEMAS = (2, 3)
+# 2: gpu_e2e per entry; 3: platforms per entry; 4: dated tag, push time and the history of
+# digests pushed before (schemas 2 and 3 are still read)
+LOCK_SCHEMA = 4
+READ_SCHEMAS = (2, 3, 4)
 PROVEN = {True: "native", False: "emulated (QEMU)"}  # how a platform's images were tested
 
 
@@ -75,6 +78,8 @@ class Pushed:
     gpu_e2e: str = ""  # gpu cells: "passed", or "not run on a GPU: <why>"
     # every platform behind `digest` (an image index when there are several)
     platforms: tuple[PlatformImage, ...] = ()
+    dated_tag: str = ""  # REGISTRY/ray-ROLE:SUFFIX-YYYYMMDD[.N]: this digest, for good
+    pushed_at: str = ""  # UTC, when the plain tag moved to this digest
 
 
 def target(m: Matrix, env: Mapping[str, str] = os.environ) -> str:
@@ -194,6 +199,36 @@ def gate(
         if len(cell_ok) == len(ROLES):  # a cell goes out whole or not at all
             approved += cell_ok
     return _whole_indexes(m, approved, refused)
+
+
+def gate_vulnerabilities(
+    m: Matrix,
+    approved: list[Approved],
+    refused: list[Refusal],
+    scan_dirs: Sequence[Path],
+    today: datetime.date,
+) -> tuple[list[Approved], list[Refusal], vulns.Verdict | None]:
+    """With `vulnerabilities:` in the matrix, the approved images' scanner reports against
+    its threshold and exceptions (harness.vulns): a cell with a blocking finding, an image
+    with no report, or named by an expired or unused exception, is refused whole."""
+    policy = m.vulnerabilities
+    if policy is None or not approved:
+        return approved, refused, None
+    exceptions = vulns.load_exceptions(policy.exceptions, today)
+    scans = vulns.load_scans(scan_dirs)
+    images = [(f"{a.cell.id}/{a.role}", a.image_id) for a in approved]
+    verdict = vulns.judge(images, scans, exceptions, policy.fail_on, today)
+    why = verdict.refused_cells()
+    for e in exceptions:
+        problem = next((p for p in verdict.exception_problems if p.startswith(e.where)), None)
+        for cell in sorted(
+            {a.cell.id for a in approved if problem and e.names(f"{a.cell.id}/{a.role}")}
+        ):
+            why[cell] = f"{why[cell]}; {problem}" if cell in why else str(problem)
+    refused += [Refusal(cell, "", f"vulnerabilities: {w}") for cell, w in sorted(why.items())]
+    kept = [a for a in approved if a.cell.id not in why]
+    kept, refused = _whole_indexes(m, kept, refused)
+    return kept, refused, verdict
 
 
 def _whole_indexes(
@@ -325,7 +360,15 @@ def _push_cell(
         else manifests[(platforms[0], role)]
         for role in ROLES
     }
-    _move_tags(api, path, suffix, names, tagged)  # 4. the tags, all or none
+    day = time.strftime("%Y%m%d", time.gmtime())
+    try:  # 4. a dated tag per digest, then the plain tags, all or none
+        dated = {r: _dated_tag(api, f"{path}/ray-{r}", suffix, day, tagged[r]) for r in ROLES}
+    except registry_api.RegistryError as exc:
+        raise registry_api.RegistryError(
+            f"the dated tags of {names} failed: {exc}; no plain tag of {names} was changed"
+        ) from None
+    _move_tags(api, path, suffix, names, tagged)
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out = []
     for role in ROLES:
         digest = tagged[role].digest
@@ -344,6 +387,7 @@ def _push_cell(
             Pushed(
                 native.id, native.ray, native.python, native.variant, role, remote, digest,
                 f"{_repo(registry, role)}@{digest}", first.image_id, gpu, images,
+                f"{_repo(registry, role)}:{dated[role]}", at,
             )
         )  # fmt: skip
     by_image = {a.image_id: [(b.digest, b.size) for b in layers[a.image_id]] for a in roles}
@@ -356,6 +400,23 @@ def _push_cell(
         f"{what} in {time.monotonic() - t0:.1f}s"
     )
     return out, by_image
+
+
+def _dated_tag(
+    api: registry_api.Registry, repo: str, suffix: str, day: str, manifest: registry_api.Manifest
+) -> str:
+    """Tag the digest `SUFFIX-YYYYMMDD` (`.2`, `.3`... when that day already has another
+    digest): a patch rebuild moves the plain tag, and every digest it ever named stays
+    pullable by a tag of its own. Put before the plain tag moves; a new tag harms nothing."""
+    for n in range(1, 100):
+        tag = f"{suffix}-{day}" + (f".{n}" if n > 1 else "")
+        there = api.manifest(repo, tag)
+        if there is not None and there.digest == manifest.digest:
+            return tag  # this very digest, pushed again today
+        if there is None:
+            api.put_manifest(repo, tag, manifest)
+            return tag
+    raise registry_api.RegistryError(f"{repo}: 99 dated tags on {day} already")
 
 
 def _index(
@@ -423,6 +484,7 @@ class ImagesLock:
     registry: str
     updated: str
     images: tuple[Pushed, ...]
+    history: tuple[Pushed, ...] = ()  # what the tags named before, newest first
 
     def refs(self) -> dict[str, dict[str, str]]:
         """Pushed refs (by digest) per cell and role."""
@@ -443,7 +505,8 @@ def _pushed_entry(doc: object, i: int) -> Pushed:
         raise ValueError(f"images[{i}] is not an object")
     doc = dict(doc)
     raw = doc.pop("platforms", [])
-    missing = [k for k in _PUSHED_FIELDS if k not in doc and k not in ("gpu_e2e", "platforms")]
+    optional = ("gpu_e2e", "platforms", "dated_tag", "pushed_at")  # older schemas lack them
+    missing = [k for k in _PUSHED_FIELDS if k not in doc and k not in optional]
     unknown = set(doc) - set(_PUSHED_FIELDS)
     if missing or unknown:
         raise ValueError(f"images[{i}]: missing {missing}, unknown {sorted(unknown)}")
@@ -477,34 +540,45 @@ def read_lock(path: Path) -> ImagesLock:
         if not isinstance(doc.get("registry"), str):
             raise ValueError("no registry")
         images = tuple(_pushed_entry(e, i) for i, e in enumerate(doc["images"]))
+        raw = doc.get("history", [])
+        if not isinstance(raw, list):
+            raise ValueError("history is not a list")
+        history = tuple(_pushed_entry(e, i) for i, e in enumerate(raw))
     except (ValueError, UnicodeDecodeError) as exc:
         raise HarnessError(f"{path}: not an images lock ({exc}); run `nox -s push`") from None
-    return ImagesLock(doc["registry"], str(doc.get("updated", "")), images)
+    return ImagesLock(doc["registry"], str(doc.get("updated", "")), images, history)
 
 
 def write_lock(path: Path, registry: str, pushed: Sequence[Pushed]) -> ImagesLock:
     """Merge these pushes into images.lock.json (earlier entries of other cells are kept,
     when they were pushed to the same registry)."""
     entries: dict[tuple[str, str], Pushed] = {}
+    history: list[Pushed] = []
     if path.is_file():
         try:
             old = read_lock(path)
             if old.registry == registry:
                 entries = {(e.cell, e.role): e for e in old.images}
+                history = list(old.history)
         except HarnessError:
             entries = {}  # an unreadable lock is replaced, never half-merged
     for p in pushed:
+        before = entries.get((p.cell, p.role))
+        if before is not None and before.digest != p.digest:
+            history.insert(0, before)  # a patch rebuild: the old digest stays on record
         entries[(p.cell, p.role)] = p
     lock = ImagesLock(
         registry,
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         tuple(entries[k] for k in sorted(entries)),
+        tuple(history),
     )
     doc = {
         "schema": LOCK_SCHEMA,
         "registry": lock.registry,
         "updated": lock.updated,
         "images": [asdict(e) for e in lock.images],
+        "history": [asdict(e) for e in lock.history],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(doc, indent=1) + "\n")

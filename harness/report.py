@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from harness import pulls
+from harness import pulls, vulns
 from harness.errors import HarnessError
 from harness.files import write_atomic
 from harness.matrix import NATIVE_PLATFORM, Cell, Excluded
@@ -147,7 +147,7 @@ def write(
         json.dumps({**doc, "cells": [c.to_json() for c in results.values()]}, indent=1),
     )
     write_atomic(build / "report.json", json.dumps(doc, indent=1))
-    write_atomic(build / "report.md", markdown(cells, doc, pulls.load(build)))
+    write_atomic(build / "report.md", _markdown(build, cells, doc))
     write_atomic(
         build / "junit.xml", ET.tostring(junit(cells), encoding="utf-8", xml_declaration=True)
     )
@@ -182,7 +182,16 @@ def rerender(build: Path) -> None:
         "generated": rep.generated,
         "summary": summary(cells),
     }
-    write_atomic(build / "report.md", markdown(cells, doc, pulls.load(build)))
+    write_atomic(build / "report.md", _markdown(build, cells, doc))
+
+
+def _markdown(build: Path, cells: list[CellResult], doc: dict[str, Any]) -> str:
+    """report.md: the cells, with what push recorded beside them (pull sizes, and the
+    vulnerability gate's findings on these very images)."""
+    ids = {i.id for c in cells for i in c.images}
+    return markdown(cells, doc, pulls.load(build)) + "".join(
+        line + "\n" for line in vulns.markdown(build, ids)
+    )
 
 
 def _pull_line(cell: CellResult, known: dict[str, list[pulls.Layer]]) -> str:

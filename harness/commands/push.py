@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
+from pathlib import Path
 
-from harness import registry, report
+from harness import diff, registry, report, vulns
 from harness.commands import context
 from harness.engine import Engine
 from harness.errors import HarnessError
+from harness.files import write_atomic
 from harness.progress import log
 
 
@@ -21,6 +24,20 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     engine = Engine()
     engine.ping()
     approved, refused = registry.gate(engine, m, cells, results, conflicts)
+    scan_dirs = [Path(d) for d in args.scans] or [r.parent / "scans" for r in reports]
+    approved, refused, verdict = registry.gate_vulnerabilities(
+        m, approved, refused, scan_dirs, datetime.date.today()
+    )
+    if verdict is not None:
+        vulns.save(paths.build, verdict)
+        for v in verdict.images:
+            log(
+                f"push: vulnerabilities {v.image}: {v.problem or v.scanner}: "
+                f"{len(v.blocking)} blocking, {len(v.excepted)} excepted, {v.below} below "
+                f"{verdict.fail_on}"
+            )
+    elif m.vulnerabilities is None:
+        log(f"push: no `vulnerabilities:` in {m.path}: scanner reports are not read")
     for r in refused:
         log(f"push: refused {r}")
     cells_ok = sorted({a.cell.id for a in approved})
@@ -34,18 +51,37 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     pushed, failures = registry.push(
         engine, target, approved, paths.build / "push", build=paths.build
     )
-    if pushed and (paths.build / "report.json").is_file():
+    if (pushed or verdict) and (paths.build / "report.json").is_file():
         try:  # with the pull sizes push measured; the push itself is done
             report.rerender(paths.build)
         except HarnessError as exc:
             log(f"push: report.md not rendered again: {exc}")
     lock_path = paths.build / "images.lock.json"
     if pushed:
+        before = _previous(lock_path, target)
         registry.write_lock(lock_path, target, pushed)
         log(f"push: {len(pushed)} image(s) recorded in {lock_path}")
+        now = {(p.cell, p.role) for p in pushed}
+        if before:  # what this push changed, against the images lock as it was
+            was = {k: v for k, v in diff.pushed_images(before.images).items() if k in now}
+            d = diff.diff(was, diff.pushed_images(pushed))
+            for line in d.lines:
+                log(f"push: {line}")
+            write_atomic(paths.build / "push-diff.txt", d.text())
+        for p in pushed:
+            log(f"push: {p.tag} -> {p.digest} (also {p.dated_tag})")
     if failures:
         raise HarnessError("; ".join(failures))
     if refused:
         print("push refused for: " + "; ".join(str(r) for r in refused), file=sys.stderr)
         return 1
     return 0
+
+
+def _previous(path: Path, target: str) -> registry.ImagesLock | None:
+    """The images lock before this push, when it is of the same registry."""
+    try:
+        old = registry.read_lock(path) if path.is_file() else None
+    except HarnessError:
+        return None
+    return old if old is not None and old.registry == target else None

@@ -97,3 +97,28 @@ def test_freshness_lists_what_apt_lists_for_the_same_packages(tmp_path: Path) ->
         and line.split()[1] != line.rsplit(" ", 1)[-1].rstrip("]")
     ]
     assert sorted(u.name for u in ours if u.security) == sorted(theirs)
+
+
+def test_upgrade_debian_moves_only_the_named_package(tmp_path: Path) -> None:
+    """`lock --upgrade-debian tar`: tar moves (here from a version the mirror never had to
+    the one it serves) and every other locked package stays; a kept package the mirror no
+    longer has stops it (exit 2, naming it) and leaves the lock as it was."""
+    path = copy_project(tmp_path / "project", f"localhost/raycompat-up-{uuid.uuid4().hex[:6]}")
+    m = matrix.load(path)
+    lock = base.lock_file(m, "bookworm", "3.11.2")
+    real = debian_lock.by_name(debian_lock.read(lock)[1])
+    old_tar = real["tar"].version + "~old"
+    text = re.sub(r"^tar \S+ ", f"tar {old_tar} ", lock.read_text(), flags=re.M)
+    gone = re.sub(r"^wget \S+ ", "wget 1.21.3-1+b1 ", text, flags=re.M)
+    lock.write_text(gone)
+    args = ["lock", "--matrix", str(path), *ONLY, "--build-dir", str(tmp_path / "build")]
+    r = harness(*args, "--upgrade-debian", "tar")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "wget 1.21.3-1+b1 -> " in r.stderr and "Traceback" not in r.stderr
+    assert lock.read_text() == gone
+    lock.write_text(text)
+    r = harness(*args, "--upgrade-debian", "tar")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"tar {old_tar} -> {real['tar'].version}" in r.stderr
+    after = debian_lock.by_name(debian_lock.read(lock)[1])
+    assert after == real  # tar moved back to the mirror's; nothing else moved

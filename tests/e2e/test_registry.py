@@ -5,9 +5,11 @@ registry's own manifest, and each of the gate's refusals."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -21,12 +23,15 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.version import Version
 
-from harness import k8s, pulls
+from harness import diff, k8s, lock, pulls
 from harness.engine import Engine
 from harness.labels import RUN as LABEL_RUN
 from harness.matrix import ROLES
+from tests.conftest import ROOT
 from tests.e2e.cli import harness
+from tests.e2e.scans import write_scans
 
 pytestmark = pytest.mark.e2e
 CELL = "ray2.60.0-py3.11.2-cpu"
@@ -96,6 +101,7 @@ def tested(tmp_path_factory: pytest.TempPathFactory) -> Path:
         r = harness(command, "--only", ONLY, "--build-dir", str(build), env=env)
         assert r.returncode == 0, r.stderr[-3000:]
     assert Engine().ids("container", {LABEL_RUN: run_id}) == []
+    write_scans(build / "report.json")  # the matrix's `vulnerabilities:` wants a report each
     return build
 
 
@@ -106,6 +112,7 @@ def report_with(tested: Path, tmp: Path, **changes: Any) -> Path:
             c.update(changes)
     path = tmp / "report.json"
     path.write_text(json.dumps(doc))
+    write_scans(tested / "report.json", into=tmp / "scans")
     return path
 
 
@@ -271,6 +278,7 @@ def test_two_ci_shards_push_both_cells(registry: str, tested: Path, tmp_path: Pa
     for command in ("build", "test"):
         r = harness(command, "--only", GPU_ONLY, "--build-dir", str(gpu_shard))
         assert r.returncode == 0, r.stderr[-3000:]
+    write_scans(gpu_shard / "report.json")
     shard_reports = [str(tested / "report.json"), str(gpu_shard / "report.json")]
     both = ("--only", "ray=2.60.0,python=3.11.2")
     target = registry + "-shards"
@@ -296,6 +304,7 @@ def test_two_ci_shards_push_both_cells(registry: str, tested: Path, tmp_path: Pa
         if c["id"] == GPU_CELL:
             c["status"] = "failed"
     (tmp_path / "failed.json").write_text(json.dumps(failed))
+    write_scans(gpu_shard / "report.json", into=tmp_path / "scans")
     args = ["push", *both, "--build-dir", str(tmp_path / "push2"), "--dry-run"]
     args += ["--report", shard_reports[0], "--report", str(tmp_path / "failed.json")]
     r = harness(*args, env={"RAYCOMPAT_REGISTRY": target})
@@ -380,8 +389,12 @@ def tag_digest(registry: str, repo: str, tag: str) -> str | None:
 
 @pytest.mark.parametrize(
     "fails",
-    [r"/ray-notebook/blobs/uploads", r"^PUT \S+/ray-notebook/manifests/[^s]"],
-    ids=["notebook-upload-fails", "notebook-tag-move-fails"],
+    [
+        r"/ray-notebook/blobs/uploads",
+        r"^PUT \S+/ray-notebook/manifests/2\.60\.0-py3\.11\.2-cpu ",
+        r"^PUT \S+/ray-notebook/manifests/\S+-\d{8} ",
+    ],
+    ids=["notebook-upload-fails", "notebook-tag-move-fails", "notebook-dated-tag-fails"],
 )
 def test_a_cell_goes_out_whole_or_not_at_all(
     registry: str, tested: Path, tmp_path: Path, fails: str
@@ -417,3 +430,133 @@ def test_a_cell_goes_out_whole_or_not_at_all(
     }
     assert after == before  # every tag of the cell as it was
     assert not (tmp_path / "images.lock.json").exists()
+
+
+# --- the vulnerability gate: scanner reports, threshold, exceptions ---------------------------
+
+
+def test_a_high_finding_blocks_until_an_exception_covers_it(
+    registry: str, tested: Path, tmp_path: Path
+) -> None:
+    """Trivy's report on the head names a high and a critical finding: the cell is refused,
+    nothing is pushed. The same findings under a valid exception go out, and report.md
+    shows them with the exception's reason; an exception past its date fails, naming it."""
+    report = report_with(tested, tmp_path)
+    scans = tmp_path / "scans"
+    ids = json.loads(report.read_text())
+    head = next(c for c in ids["cells"] if c["id"] == CELL)["tested_image_ids"]["head"]
+    write_scans(report, into=scans)
+    (scans / f"{CELL}-head.json").write_text(
+        (ROOT / "tests" / "data" / "scans" / "trivy.json").read_text().replace("IMAGE_ID", head)
+    )
+    target = registry + "-vulns"
+    args = ("push", "--only", ONLY, "--build-dir", str(tmp_path), "--report", str(report))
+    env = {"RAYCOMPAT_REGISTRY": target}
+    r = harness(*args, env=env)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"refused {CELL}: vulnerabilities: {CELL}/head: critical GHSA-xxxx-0103-yyyy" in r.stderr
+    assert "high CVE-2026-0101 in libssl3" in r.stderr
+    assert not (tmp_path / "images.lock.json").exists()
+
+    matrix = tmp_path / "matrix.yaml"  # the project's matrix, beside its own exceptions
+    matrix.write_text((ROOT / "matrix.yaml").read_text())
+    shutil.copytree(ROOT / "locks", tmp_path / "locks")
+    entry = (
+        '  - {{id: {id}, package: {pkg}, images: ["ray2.60.0-*"], reason: "{why}", '
+        "expires: {date}}}\n"
+    )
+    today = datetime.date.today()
+    soon, yesterday = today + datetime.timedelta(days=90), today - datetime.timedelta(days=1)
+    why = "vendored inside the Ray wheel: fixed only by a new Ray release"
+    ok = entry.format(id="GHSA-xxxx-0103-yyyy", pkg="ray", date=soon, why=why)
+    ssl = entry.format(id="CVE-2026-0101", pkg="libssl3", date=yesterday, why="next release")
+    exceptions = tmp_path / "vulnerability-exceptions.yaml"
+    exceptions.write_text("exceptions:\n" + ok + ssl)
+    r = harness(*args, "--matrix", str(matrix), env=env)
+    assert r.returncode == 1
+    assert "exceptions[1] (CVE-2026-0101 in libssl3) expired on" in r.stderr
+
+    ssl = ssl.replace(str(yesterday), str(soon))
+    exceptions.write_text("exceptions:\n" + ok + ssl)
+    r = harness(*args, "--matrix", str(matrix), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{CELL}/head: trivy 0.58.1: 0 blocking, 2 excepted, 1 below high" in r.stderr
+    pushed = json.loads((tmp_path / "images.lock.json").read_text())["images"]
+    assert {e["role"] for e in pushed} == set(ROLES)
+    md = (tmp_path / "report.md").read_text()
+    assert "vendored inside the Ray wheel: fixed only by a new Ray release (until" in md
+
+
+# --- patched on purpose: a patch rebuild keeps every tested digest reachable -------------------
+
+
+def test_a_patch_rebuild_keeps_the_old_digest_by_its_dated_tag(
+    registry: str, tested: Path, tmp_path: Path
+) -> None:
+    """The cell pushed, then rebuilt with one package moved (a re-lock), tested and pushed
+    again to the same tag: both digests stay pullable by their dated tags, the plain tag is
+    on the newer, images.lock.json keeps the older in its history, and `harness diff` says
+    the Python micro and Ray did not move."""
+    target = registry + "-patch"
+    env = {"RAYCOMPAT_REGISTRY": target}
+    first = tmp_path / "first"
+    r = harness("push", "--only", ONLY, "--build-dir", str(first), "--report",
+                str(report_with(tested, tmp_path)), env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    old = {e["role"]: e for e in json.loads((first / "images.lock.json").read_text())["images"]}
+    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+    assert old["head"]["dated_tag"] == f"{target}/ray-head:2.60.0-py3.11.2-cpu-{day}"
+
+    # the patch: the same cell with click moved (under its own local prefix, so the
+    # images the other tests gate on keep their tags)
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    shutil.copytree(ROOT / "locks", patch / "locks")
+    text = (
+        (ROOT / "matrix.yaml")
+        .read_text()
+        .replace("prefix: localhost/raycompat", "prefix: localhost/raycompat-patch")
+    )
+    text = text.replace(
+        "constraints:\n",
+        'constraints:\n  - {ray: "2.60.0", requirement: "click<8.2", reason: "a patch moves it"}\n',
+    )
+    (patch / "matrix.yaml").write_text(text)
+    r = harness("lock", "--matrix", str(patch / "matrix.yaml"), "--only", ONLY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    moved = diff.run(ROOT / "locks", patch / "locks", patch=True)
+    was, now = (lock.version_of(d / CELL / "runtime.txt", "click") for d in (ROOT / "locks",
+                patch / "locks"))  # fmt: skip
+    assert now and Version(now) < Version("8.2") and was != now
+    assert moved[1] == 0 and f"click {was} -> {now}" in moved[0], moved[0]
+    assert moved[0].count("Python packages:") == 1  # one cell moved, nothing else
+    build = patch / "build"
+    try:
+        for command in ("build", "test"):
+            r = harness(command, "--matrix", str(patch / "matrix.yaml"), "--only", ONLY,
+                        "--build-dir", str(build))  # fmt: skip
+            assert r.returncode == 0, r.stderr[-3000:]
+        write_scans(build / "report.json")
+        r = harness("push", "--matrix", str(patch / "matrix.yaml"), "--only", ONLY,
+                    "--build-dir", str(first), "--report", str(build / "report.json"),
+                    env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+    finally:
+        engine = Engine()
+        for role in ROLES:
+            engine.untag(f"localhost/raycompat-patch/ray-{role}:2.60.0-py3.11.2-cpu")
+    doc = json.loads((first / "images.lock.json").read_text())
+    new = {e["role"]: e for e in doc["images"]}
+    assert {(e["role"], e["digest"]) for e in doc["history"]} == {
+        (role, e["digest"]) for role, e in old.items()
+    }
+    for role in ROLES:
+        assert new[role]["digest"] != old[role]["digest"]
+        assert new[role]["dated_tag"] == old[role]["dated_tag"] + ".2"  # the same day
+        repo, plain = f"ray-{role}", "2.60.0-py3.11.2-cpu"
+        assert "sha256:" + manifest_digest(target, repo, plain) == new[role]["digest"]
+        for e in (old[role], new[role]):
+            dated = e["dated_tag"].rsplit(":", 1)[1]
+            assert "sha256:" + manifest_digest(target, repo, dated) == e["digest"]
+    assert "Python micro and Ray unchanged (3.11.2, Ray 2.60.0)" in r.stderr
+    assert "digest moved" in r.stderr

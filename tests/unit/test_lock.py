@@ -100,7 +100,7 @@ def test_an_interrupt_while_the_runtime_lock_resolves_changes_neither_lock(
         path.write_text(before[kind])
 
     def resolver(
-        reqs: list[str], cell: matrix.Cell, constraints: Path | None
+        reqs: list[str], cell: matrix.Cell, constraints: Path | None, **_: object
     ) -> tuple[str, list[str]]:
         if constraints is None:  # the notebook lock resolves first, unconstrained
             return sample().split("\n", 2)[2].replace("3.12.0", "3.13.0"), []

@@ -107,7 +107,10 @@ def test_images_lock_records_every_platform_and_reads_schema_2(tmp_path: Path) -
     registry.write_lock(path, "r", [pushed((arm,))])
     assert registry.read_lock(path).images[0].platforms == (arm,)
     doc = json.loads(path.read_text())
-    assert doc["schema"] == 3 and doc["images"][0]["platforms"][0]["proven"] == "emulated (QEMU)"
+    assert (
+        doc["schema"] == registry.LOCK_SCHEMA == 4
+        and doc["images"][0]["platforms"][0]["proven"] == "emulated (QEMU)"
+    )
     doc["schema"] = 2  # written before platforms: still read, with none
     del doc["images"][0]["platforms"]
     path.write_text(json.dumps(doc))

@@ -97,7 +97,8 @@ def test_lock_takes_a_package_without_wheels_as_its_sdist(
         asked.append(cmd)
         if "--no-binary" not in cmd:
             return 1, "", UV_SAYS
-        return 0, LOCK.split("\n", 2)[2], ""
+        Path(cmd[cmd.index("--output-file") + 1]).write_text(LOCK.split("\n", 2)[2])
+        return 0, "", ""
 
     monkeypatch.setattr(children, "bounded", uv)
     cell = matrix.Cell("2.9.3", "3.9.2", matrix.Variant.CPU, matrix.BaseSpec("debian", "bullseye"))
