@@ -34,6 +34,12 @@ def lock(session: nox.Session) -> None:
 
 
 @nox.session
+def verify(session: nox.Session) -> None:
+    """Pushed images: signature, SBOM, provenance, passed test report (`-- --key PUB`)."""
+    _harness(session, "verify")
+
+
+@nox.session
 def diff(session: nox.Session) -> None:
     """What changed between two lock trees or two images.lock.json (`-- OLD NEW [--patch]`)."""
     _harness(session, "diff")

@@ -32,6 +32,7 @@ from harness.commands import (
     push,
     reproduce,
     test,
+    verify,
 )
 from harness.engine import Engine, new_run_id
 from harness.errors import HarnessError
@@ -63,6 +64,7 @@ COMMANDS: dict[str, Command] = {
     "matrix": matrix.run,
     "clean": clean.run,
     "diff": diff.run,
+    "verify": verify.run,
 }
 # Commands that write into the build directory: one run at a time per directory.
 WRITES_BUILD_DIR = ("lock", "build", "test", "verify-reproducible", "grid", "push", "manifests")
@@ -292,6 +294,19 @@ def _parser() -> argparse.ArgumentParser:
         help="also validate against these KubeRay CRDs, e.g. your cluster's from `kubectl get "
         "crd rayclusters.ray.io rayjobs.ray.io rayservices.ray.io -o yaml` (repeatable)",
     )
+    s.add_argument(
+        "--policy-key",
+        type=Path,
+        metavar="PUB",
+        help="also render deploy/policy/clusterimagepolicy.yaml admitting the pushed "
+        "repositories only signed by this cosign public key, with a passed test report",
+    )
+    s.add_argument(
+        "--policy-identity",
+        metavar="REGEXP",
+        help="the same for keyless signatures: the signing workflow's identity, e.g. "
+        "^https://github.com/ORG/REPO/",
+    )
     s = sub.add_parser("matrix", parents=[common], help="the selected cells as JSON")
     s.add_argument(
         "--github", action="store_true", help="as a GitHub Actions job matrix (cells=...)"
@@ -300,6 +315,30 @@ def _parser() -> argparse.ArgumentParser:
         "clean", parents=[common], help="remove containers/networks left by crashed runs (by label)"
     )
     s.add_argument("--images", action="store_true", help="also remove built images and bases")
+    s = sub.add_parser(
+        "verify",
+        help="a pushed image's tag still names the gate's digest, which carries a valid "
+        "signature, SBOM, provenance and a passed test report of itself",
+    )
+    s.add_argument(
+        "--images-lock",
+        default="build/images.lock.json",
+        help="the push's record (default: %(default)s)",
+    )
+    s.add_argument("--key", help="the cosign public key (or KMS URI) the push signed with")
+    s.add_argument("--certificate-identity", help="keyless: the signer's identity (regexp)")
+    s.add_argument(
+        "--certificate-oidc-issuer",
+        default="https://token.actions.githubusercontent.com",
+        help="keyless: the identity's issuer (default: %(default)s)",
+    )
+    s.add_argument(
+        "refs",
+        nargs="*",
+        metavar="REF",
+        help="REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:... (default: every image of the "
+        "images lock, whose tags must still name the pushed digests)",
+    )
     s = sub.add_parser(
         "diff",
         help="what changed between two lock trees (locks/) or two images.lock.json: "
@@ -324,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        if args.command not in ("plan", "matrix", "clean", "diff"):
+        if args.command not in ("plan", "matrix", "clean", "diff", "verify"):
             runs.hold_run(run_id)  # alive until this process ends: `clean` leaves it alone
         if args.command in WRITES_BUILD_DIR:
             runs.own_build_dir(Paths.for_matrix(args.matrix, args.build_dir).build, args.command)

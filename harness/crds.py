@@ -64,8 +64,12 @@ class Crd:
     def schema(self) -> dict[str, Any]:
         """The schema as JSON Schema 2020-12, unknown fields refused (pruned by a server)."""
         doc = json_schema(self.openapi)
-        # ObjectMeta is the API server's own (the CRD lists `metadata: {type: object}`)
-        doc.setdefault("properties", {})["metadata"] = {"type": "object"}
+        # ObjectMeta and the type's own apiVersion and kind are the API server's (a CRD may
+        # list them, as KubeRay's do, or not, as policy-controller's does)
+        props = doc.setdefault("properties", {})
+        props["metadata"] = {"type": "object"}
+        props.setdefault("apiVersion", {"type": "string"})
+        props.setdefault("kind", {"type": "string"})
         doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         return doc
 

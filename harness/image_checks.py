@@ -14,7 +14,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from harness import contracts, labels
+from harness import contracts, labels, sbom
 from harness.backends import probe_result
 from harness.engine import STAGING, Engine
 from harness.errors import HarnessError
@@ -55,7 +55,7 @@ STRUCTURE_CHECKS = (
 
 def structure_check_names(cell: Cell, role: str) -> list[str]:
     """Names of the structure checks an image of `cell` in `role` must carry."""
-    names = [*STRUCTURE_CHECKS, *(["cuda"] if cell.cuda else [])]
+    names = [*STRUCTURE_CHECKS, "sbom", *(["cuda"] if cell.cuda else [])]
     if "vertex" in cell.targets and role in VERTEX_ROLES:
         names.append("vertex:contract")
     return [f"image:{role}:{n}" for n in names]
@@ -123,7 +123,7 @@ def fingerprint() -> str:
     """Of the code that decides structure checks (this module, the contracts, the probe run
     inside the image): checks recorded under another fingerprint are not reused."""
     h = hashlib.sha256(PROBE_SOURCE.encode())
-    for module in (__file__, contracts.__file__):
+    for module in (__file__, contracts.__file__, sbom.__file__):
         h.update(Path(module).read_bytes())
     return h.hexdigest()[:16]
 

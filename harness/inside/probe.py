@@ -127,24 +127,67 @@ def cuda() -> Json:
 
 
 def packages() -> Json:
-    """Debian packages (dpkg) and Python distributions (pip freeze form) in this image."""
+    """Debian packages (dpkg: version, architecture) and Python distributions (pip freeze
+    form, and each one's declared licence) in this image: what its SBOM lists."""
     out: Json = {}
     try:
         dpkg = subprocess.run(
-            ["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"],
+            ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\n"],
             capture_output=True,
             text=True,
             timeout=60,
         )
-        out["dpkg"] = dict(line.split("\t", 1) for line in dpkg.stdout.splitlines() if "\t" in line)
+        rows = [line.split("\t") for line in dpkg.stdout.splitlines() if line.count("\t") == 2]
+        out["dpkg"] = dict((r[0], r[1]) for r in rows)
+        out["dpkg_arch"] = dict((r[0], r[2]) for r in rows)
+        out["dpkg_licenses"] = dict(
+            (r[0], _debian_licence(r[0])) for r in rows if _debian_licence(r[0])
+        )
     except Exception as exc:
         out["dpkg"] = {"error": repr(exc)}
     from importlib import metadata
 
-    out["pip_freeze"] = sorted(
-        "%s==%s" % (d.metadata["Name"], d.version) for d in metadata.distributions()
+    dists = list(metadata.distributions())
+    out["pip_freeze"] = sorted("%s==%s" % (d.metadata["Name"], d.version) for d in dists)
+    out["python_licenses"] = dict(
+        (d.metadata["Name"], _licence(d.metadata)) for d in dists if _licence(d.metadata)
     )
     return out
+
+
+def _debian_licence(package: str) -> str:
+    """The licences a package's machine-readable copyright file (DEP-5) names, e.g.
+    "GPL-2+, LGPL-2.1+"; "" when it has none or is free-form text."""
+    name = package.split(":")[0]
+    try:
+        with open("/usr/share/doc/%s/copyright" % name, encoding="utf-8", errors="replace") as f:
+            text = f.read(200000)
+    except OSError:
+        return ""
+    if not text.startswith("Format:"):
+        return ""
+    found = set()
+    for line in text.splitlines():
+        if line.startswith("License:"):
+            short = line[len("License:") :].strip()
+            if short and len(short) <= 80:
+                found.add(short)
+    return ", ".join(sorted(found))
+
+
+def _licence(meta: Any) -> str:
+    """A distribution's declared licence: its SPDX expression (PEP 639), else the licence
+    classifiers, else a one-line License field; "" when it declares none."""
+    expression = meta.get("License-Expression")
+    if expression:
+        return str(expression).strip()
+    classifiers = [
+        c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License ::")
+    ]
+    if classifiers:  # names, not SPDX ids ("MIT License"): a named licence, never an expression
+        return ", ".join(sorted(set(classifiers)))
+    text = str(meta.get("License") or "").strip()
+    return text if text and "\n" not in text and len(text) <= 80 else ""
 
 
 VENV = "/opt/ray"

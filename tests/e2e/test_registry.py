@@ -4,8 +4,10 @@ registry's own manifest, and each of the gate's refusals."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -25,10 +27,11 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from harness import diff, k8s, lock, pulls
+from harness import diff, k8s, lock, pulls, signing
 from harness.engine import Engine
 from harness.labels import RUN as LABEL_RUN
 from harness.matrix import ROLES
+from harness.results import REQUIRED_CHECKS
 from tests.conftest import ROOT
 from tests.e2e.cli import harness
 from tests.e2e.scans import write_scans
@@ -560,3 +563,147 @@ def test_a_patch_rebuild_keeps_the_old_digest_by_its_dated_tag(
             assert "sha256:" + manifest_digest(target, repo, dated) == e["digest"]
     assert "Python micro and Ray unchanged (3.11.2, Ray 2.60.0)" in r.stderr
     assert "digest moved" in r.stderr
+
+
+# --- the verdict travels with the digest: signatures, attestations, verify --------------------
+
+
+def cosign_keys(where: Path, prefix: str = "cosign") -> tuple[Path, Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["cosign", "generate-key-pair", "--output-key-prefix", prefix],
+        cwd=where, env={**os.environ, "COSIGN_PASSWORD": ""}, check=True, capture_output=True,
+    )  # fmt: skip
+    return where / f"{prefix}.key", where / f"{prefix}.pub"
+
+
+def _tamper(registry: str, repo: str, digest: str) -> None:
+    """Rewrite the test report attestation's payload in the registry (a check's detail),
+    keeping its signature: what someone with push rights but no key can do."""
+    host, path = registry.split("/", 1)
+    base = f"http://{host}/v2/{path}/{repo}"
+    tag = digest.replace(":", "-") + ".att"
+    oci = "application/vnd.oci.image.manifest.v1+json"
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/manifests/{tag}",
+                                headers={"Accept": oci})) as resp:  # fmt: skip
+        manifest = json.loads(resp.read())
+    for layer in manifest["layers"]:
+        with urllib.request.urlopen(f"{base}/blobs/{layer['digest']}") as resp:
+            envelope = json.loads(resp.read())
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        if statement["predicateType"] != "https://raycompat.dev/test-report/v1":
+            continue
+        statement["predicate"]["checks"][0]["detail"] = "tampered"
+        envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+        blob = json.dumps(envelope).encode()
+        new = "sha256:" + hashlib.sha256(blob).hexdigest()
+        req = urllib.request.Request(f"{base}/blobs/uploads/", method="POST")
+        with urllib.request.urlopen(req) as resp:
+            location = resp.headers["Location"]
+        url = f"http://{host}{location}" if location.startswith("/") else location
+        url += ("&" if "?" in url else "?") + f"digest={new}"
+        put = urllib.request.Request(
+            url, data=blob, method="PUT", headers={"Content-Type": "application/octet-stream"}
+        )
+        urllib.request.urlopen(put).close()
+        layer["digest"], layer["size"] = new, len(blob)
+    body = json.dumps(manifest).encode()
+    req = urllib.request.Request(f"{base}/manifests/{tag}", data=body, method="PUT",
+                                 headers={"Content-Type": oci})  # fmt: skip
+    urllib.request.urlopen(req).close()
+
+
+def test_a_signed_push_verifies_and_forgeries_do_not(
+    registry: str, tested: Path, tmp_path: Path
+) -> None:
+    """push signs and attests every image by digest (SBOM, SLSA provenance, test report) and
+    verify passes on them; verify fails, naming why, with another key, on an image pushed
+    by hand under the same tag, on a test report of another digest and on a tampered
+    attestation; a push that cannot sign records nothing and moves no tag."""
+    key, pub = cosign_keys(tmp_path / "keys")
+    other_key, other_pub = cosign_keys(tmp_path / "keys", "other")
+    target = registry + "-signed"
+    out = tmp_path / "out"
+    env = {"RAYCOMPAT_REGISTRY": target, "RAYCOMPAT_COSIGN_KEY": str(key), "COSIGN_PASSWORD": ""}
+    args = (
+        "push",
+        "--only",
+        ONLY,
+        "--build-dir",
+        str(out),
+        "--report",
+        str(tested / "report.json"),
+    )
+    r = harness(*args, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lock_file = out / "images.lock.json"
+    entries = {e["role"]: e for e in json.loads(lock_file.read_text())["images"]}
+    assert all(e["signed"] == f"key {key}" for e in entries.values())
+    assert r.stderr.count("signed (key") == 3
+
+    ok = harness("verify", "--images-lock", str(lock_file), "--key", str(pub))
+    assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]
+    assert ok.stdout.count("ok   ") == 3 and "every required one passed" in ok.stdout
+    assert all(e["signature"].startswith("sha256:") and e["attestations"].startswith("sha256:")
+               for e in entries.values())  # fmt: skip
+    wrong = harness("verify", "--images-lock", str(lock_file), "--key", str(other_pub))
+    assert wrong.returncode == 1 and wrong.stdout.count("FAIL") == 3
+    assert "signature: " in wrong.stdout
+
+    # a test report of another digest, signed with the right key: not this image's verdict
+    head, worker = entries["head"], entries["worker"]
+    report = tmp_path / "forged.json"
+    passed = [{"name": n, "status": "passed", "detail": ""} for n in REQUIRED_CHECKS]
+    report.write_text(json.dumps({"cell": CELL, "role": "head", "digest": head["digest"],
+                                  "platform": "linux/amd64", "status": "passed",
+                                  "checks": passed}))  # fmt: skip
+    for ref in (worker["ref"],):
+        flags = ["--key", str(key), "--tlog-upload=false", "--allow-http-registry", "--yes"]
+        subprocess.run(["cosign", "attest", *flags, "--type", signing.TEST_REPORT,
+                        "--predicate", str(report), ref], check=True, capture_output=True,
+                       env={**os.environ, "COSIGN_PASSWORD": ""})  # fmt: skip
+    problems, _ = signing.verify(signing.Verifier(key=str(pub)), worker["ref"])
+    assert problems == []  # its own, true report is still there beside the forged one
+    _tamper(target, "ray-notebook", entries["notebook"]["digest"])
+    problems, _ = signing.verify(signing.Verifier(key=str(pub)), entries["notebook"]["ref"])
+    assert any(p.startswith(f"{signing.TEST_REPORT} attestation") for p in problems), problems
+
+    # an image pushed by hand under the head's tag: the tag no longer names the gate's digest
+    engine = Engine()
+    hand = f"{target}/ray-head:2.60.0-py3.11.2-cpu"
+    engine.tag("localhost/raycompat/ray-worker:2.60.0-py3.11.2-cpu", hand)
+    try:
+        for event in engine.client.api.push(hand, stream=True, decode=True):
+            assert "error" not in event, event
+    finally:
+        engine.untag(hand)
+    r = harness("verify", "--images-lock", str(lock_file), "--key", str(pub))
+    assert r.returncode == 1 and r.stdout.count("FAIL") == 2  # the head, and the tampered
+    assert f"FAIL {head['tag']} ({CELL}/head)" in r.stdout and "not the pushed" in r.stdout
+    assert f"ok   {worker['tag']} ({CELL}/worker)" in r.stdout
+    r = harness("verify", "--key", str(pub), head["tag"], worker["ref"])  # by tag, by digest
+    assert r.returncode == 1 and f"FAIL {head['tag']}: signature:" in r.stdout
+    assert f"ok   {worker['ref']} = {worker['ref']}" in r.stdout and "Python 3.11.2" in r.stdout
+    # that image's digest, signed by nobody, does not verify either
+    hand_digest = "sha256:" + manifest_digest(target, "ray-head", "2.60.0-py3.11.2-cpu")
+    problems, _ = signing.verify(signing.Verifier(key=str(pub)),
+                                 f"{target}/ray-head@{hand_digest}")  # fmt: skip
+    assert any(p.startswith("signature:") for p in problems)
+    # its test report, forged from the head's and signed with the right key: of another digest
+    subprocess.run(["cosign", "attest", "--key", str(key), "--tlog-upload=false",
+                    "--allow-http-registry", "--yes", "--type", signing.TEST_REPORT,
+                    "--predicate", str(report), f"{target}/ray-head@{hand_digest}"],
+                   check=True, capture_output=True,
+                   env={**os.environ, "COSIGN_PASSWORD": ""})  # fmt: skip
+    problems, _ = signing.verify(signing.Verifier(key=str(pub)),
+                                 f"{target}/ray-head@{hand_digest}")  # fmt: skip
+    assert any("of another digest" in p for p in problems), problems
+
+    # a push that cannot sign (the key's password is wrong): nothing recorded, no tag moved
+    before = tag_digest(target, "ray-worker", "2.60.0-py3.11.2-cpu")
+    bad = {**env, "RAYCOMPAT_COSIGN_KEY": str(other_key), "COSIGN_PASSWORD": "wrong"}
+    r = harness("push", "--only", ONLY, "--build-dir", str(tmp_path / "bad"), "--report",
+                str(tested / "report.json"), env=bad)  # fmt: skip
+    assert r.returncode == 2 and "cosign" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad" / "images.lock.json").exists()
+    assert tag_digest(target, "ray-worker", "2.60.0-py3.11.2-cpu") == before

@@ -1,0 +1,165 @@
+"""A CycloneDX SBOM per image, made at build time from what the image holds.
+
+The structure probe reads the image itself: its Debian packages (dpkg: name, version,
+architecture, the licences its DEP-5 copyright file names) and its Python distributions
+(name, version, declared licence). The SBOM
+lists each as a component with its package URL (`pkg:deb/debian/...`, `pkg:pypi/...`),
+the interpreter as `cpython` at the image's micro, and the image as the BOM's subject with
+the cell, role, Ray version and Python micro as properties. It is written with
+cyclonedx-python-lib (CycloneDX 1.6 JSON) and validated against the CycloneDX schema.
+
+Deterministic: the same image gives the same bytes. The timestamp is SOURCE_DATE_EPOCH,
+the serial number a UUID derived from the image id, every ref is a package URL or the
+image id, and components are sorted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import uuid
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+from harness.files import write_atomic
+from harness.matrix import Cell
+from harness.results import FAILED, PASSED, Check
+
+FORMAT = "CycloneDX 1.6"
+NAMESPACE = uuid.UUID("7d3f4b8e-5a52-4c1e-9c3a-6f0e2b1d9a11")  # this project's SBOM serials
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def document(
+    cell: Cell, role: str, image_id: str, tag: str, facts: Mapping[str, object], epoch: int
+) -> str:
+    """The image's SBOM as CycloneDX JSON text; ValueError when the facts lack a package
+    list (no SBOM is better than an empty one)."""
+    # imported here: every command imports this module, few make an SBOM (~0.3 s of imports)
+    try:  # its home since 11.x; the old path is deprecated
+        from cyclonedx.contrib.license.factories import LicenseFactory
+    except ImportError:  # pragma: no cover - older cyclonedx-python-lib
+        from cyclonedx.factory.license import LicenseFactory
+    from cyclonedx.model import Property
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.license import DisjunctiveLicense
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    dpkg = facts.get("dpkg")
+    arch = facts.get("dpkg_arch")
+    freeze = facts.get("pip_freeze")
+    licences = facts.get("python_licenses") or {}
+    if not isinstance(dpkg, dict) or "error" in dpkg or not isinstance(arch, dict):
+        raise ValueError(f"no Debian package list was read from the image ({dpkg!r:.200})")
+    if not isinstance(freeze, list) or not freeze or not isinstance(licences, dict):
+        raise ValueError("no Python distribution list was read from the image")
+    repo, _, version = tag.rpartition(":")
+    root = Component(
+        name=repo,
+        version=version,
+        type=ComponentType.CONTAINER,
+        bom_ref=image_id,
+        properties=[
+            Property(name="raycompat:cell", value=cell.id),
+            Property(name="raycompat:role", value=role),
+            Property(name="raycompat:python", value=cell.python),
+            Property(name="raycompat:ray", value=cell.ray),
+            Property(name="raycompat:image-id", value=image_id),
+        ],
+    )
+    bom = Bom(serial_number=uuid.uuid5(NAMESPACE, image_id))
+    bom.metadata.timestamp = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    bom.metadata.component = root
+    factory = LicenseFactory()
+    python = str(facts.get("python") or cell.python)
+    components = [
+        Component(
+            name="cpython",
+            version=python,
+            type=ComponentType.APPLICATION,
+            purl=PackageURL("generic", name="cpython", version=python),
+            bom_ref=f"pkg:generic/cpython@{python}",
+        )
+    ]
+    debian_licences = facts.get("dpkg_licenses") or {}
+    assert isinstance(debian_licences, dict)
+    for name, ver in sorted(dpkg.items()):
+        purl = PackageURL(
+            "deb", namespace="debian", name=name, version=ver, qualifiers={"arch": arch[name]}
+        )
+        licence = debian_licences.get(name)  # DEP-5 short names: a named licence
+        components.append(
+            Component(
+                name=name,
+                version=ver,
+                purl=purl,
+                bom_ref=purl.to_string(),
+                licenses=[DisjunctiveLicense(name=str(licence))] if licence else [],
+            )
+        )
+    for line in sorted(freeze):
+        name, _, ver = str(line).partition("==")
+        purl = PackageURL("pypi", name=_normalize(name), version=ver)
+        licence = licences.get(name)
+        components.append(
+            Component(
+                name=name,
+                version=ver,
+                purl=purl,
+                bom_ref=purl.to_string(),
+                licenses=[factory.make_from_string(str(licence))] if licence else [],
+            )
+        )
+    for c in components:
+        bom.components.add(c)
+    bom.register_dependency(root, components)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the library's note on incomplete graphs
+        text: str = JsonV1Dot6(bom).output_as_string(indent=1)
+    return text + "\n"
+
+
+def validate(text: str) -> str | None:
+    """Why `text` is not a valid CycloneDX 1.6 JSON document, or None."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+    return None if error is None else str(error)[:500]
+
+
+def check(
+    path: Path,
+    cell: Cell,
+    role: str,
+    image_id: str,
+    tag: str,
+    facts: Mapping[str, object],
+    epoch: int,
+) -> Check:
+    """`image:<role>:sbom`: write the image's SBOM to `path`, valid, or fail saying why."""
+    name = f"image:{role}:sbom"
+    try:
+        text = document(cell, role, image_id, tag, facts, epoch)
+    except ValueError as exc:
+        return Check(name, FAILED, f"no SBOM: {exc}", "build")
+    problem = validate(text)
+    if problem:
+        return Check(name, FAILED, f"{FORMAT} schema: {problem}", "build")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    dpkg, freeze = facts.get("dpkg"), facts.get("pip_freeze")
+    assert isinstance(dpkg, dict) and isinstance(freeze, list)  # document() checked them
+    detail = (
+        f"{FORMAT}, valid: cpython {cell.python}, {len(dpkg)} Debian and {len(freeze)} Python "
+        f"packages (Ray {cell.ray}); sha256 {digest[:16]}"
+    )
+    data = {"path": str(path), "sha256": digest, "format": FORMAT}
+    return Check(name, PASSED, detail, "build", data)

@@ -1,0 +1,69 @@
+"""The SBOM document from an image's measured packages: valid CycloneDX 1.6, the same bytes
+for the same image, every package with its package URL, never an empty one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness import matrix, sbom
+from harness.results import FAILED, PASSED
+
+IMAGE = "sha256:" + "ab" * 32
+TAG = "localhost/raycompat/ray-head:2.60.0-py3.11.2-cpu"
+FACTS: dict[str, object] = {
+    "python": "3.11.2",
+    "dpkg": {"libc6": "2.36-9+deb12u9", "libssl3": "3.0.15-1~deb12u1", "tzdata": "2024a-0+deb12u1"},
+    "dpkg_arch": {"libc6": "amd64", "libssl3": "amd64", "tzdata": "all"},
+    "pip_freeze": ["PyYAML==6.0.2", "aiohttp==3.14.5", "ray==2.60.0"],
+    "dpkg_licenses": {"libc6": "GPL-2+, LGPL-2.1+"},
+    "python_licenses": {"PyYAML": "MIT License", "ray": "Apache 2.0", "aiohttp": "Apache-2.0"},
+}
+
+
+def cell() -> matrix.Cell:
+    return matrix.Cell(
+        "2.60.0", "3.11.2", matrix.Variant.CPU, matrix.BaseSpec("debian", "bookworm")
+    )
+
+
+def test_valid_deterministic_and_complete() -> None:
+    text = sbom.document(cell(), "head", IMAGE, TAG, FACTS, 1735689600)
+    assert sbom.validate(text) is None
+    assert sbom.document(cell(), "head", IMAGE, TAG, dict(FACTS), 1735689600) == text
+    doc = json.loads(text)
+    assert doc["metadata"]["timestamp"] == "2025-01-01T00:00:00+00:00"
+    assert doc["metadata"]["component"]["bom-ref"] == IMAGE
+    props = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
+    assert props["raycompat:python"] == "3.11.2" and props["raycompat:ray"] == "2.60.0"
+    purls = {c["purl"] for c in doc["components"]}
+    assert purls == {
+        "pkg:generic/cpython@3.11.2",
+        "pkg:deb/debian/libc6@2.36-9%2Bdeb12u9?arch=amd64",
+        "pkg:deb/debian/libssl3@3.0.15-1~deb12u1?arch=amd64",
+        "pkg:deb/debian/tzdata@2024a-0%2Bdeb12u1?arch=all",
+        "pkg:pypi/pyyaml@6.0.2",
+        "pkg:pypi/aiohttp@3.14.5",
+        "pkg:pypi/ray@2.60.0",
+    }
+    licences = {c["name"]: c.get("licenses") for c in doc["components"]}
+    assert licences["aiohttp"] == [{"license": {"id": "Apache-2.0"}}]
+    assert licences["PyYAML"] == [{"license": {"name": "MIT License"}}]
+    assert licences["libc6"] == [{"license": {"name": "GPL-2+, LGPL-2.1+"}}]
+    # another image: another serial number
+    other = json.loads(sbom.document(cell(), "head", "sha256:" + "cd" * 32, TAG, FACTS, 1735689600))
+    assert other["serialNumber"] != doc["serialNumber"]
+
+
+def test_no_package_list_is_no_sbom(tmp_path: Path) -> None:
+    broken = {**FACTS, "dpkg": {"error": "FileNotFoundError('dpkg-query')"}}
+    c = sbom.check(tmp_path / "head.cdx.json", cell(), "head", IMAGE, TAG, broken, 0)
+    assert c.status == FAILED and "no Debian package list" in c.detail
+    assert not (tmp_path / "head.cdx.json").exists()
+    c = sbom.check(tmp_path / "sbom" / "head.cdx.json", cell(), "head", IMAGE, TAG, FACTS, 0)
+    assert c.status == PASSED and c.data["sha256"][:16] in c.detail
+    assert sbom.validate((tmp_path / "sbom" / "head.cdx.json").read_text()) is None
+
+
+def test_an_invalid_document_is_named() -> None:
+    assert "specVersion" in str(sbom.validate('{"bomFormat": "CycloneDX"}'))
