@@ -125,9 +125,10 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Print times, flakes, image and pull sizes (`-- --repeat N`; `-- matrix --rounds N`;
-    `-- fresh`: a fresh clone's first `nox -s build test`, downloads included)."""
+    `-- fresh`: a fresh clone's first `nox -s build test`, downloads included; `-- push`:
+    one cell pushed to a local registry, unsigned and signed)."""
     session.install("-e", ".")
-    if session.posargs[:1] in (["matrix"], ["fresh"]):
+    if session.posargs[:1] in (["matrix"], ["fresh"], ["push"]):
         script = f"benchmarks/bench_{session.posargs[0]}.py"
         session.run("python", script, *session.posargs[1:])
     else:

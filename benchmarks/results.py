@@ -72,11 +72,17 @@ FIGURES: dict[str, list[tuple[str, str, str, str]]] = {
         ("noop_build_s", "then a no-op build of the whole matrix", "s", "≤ 2 s"),
         ("not_passed", "cells that did not pass", "", "0"),
     ],
+    "push": [
+        ("push_s", "push of one cell to a local registry, unsigned", "s", ""),
+        ("push_signed_s", "the same, signed and attested, verified", "s", ""),
+        ("signing_added_s", "what signing and attesting add", "s", "≤ 15 s"),
+    ],
 }
 TITLES = {
     "cell": "One cell (`nox -s bench`)",
     "matrix": "The default matrix (`nox -s bench -- matrix`)",
     "fresh": "A new user's first run (`nox -s bench -- fresh`)",
+    "push": "Push of one cell, signed or not (`nox -s bench -- push`)",
 }
 
 

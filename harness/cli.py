@@ -31,6 +31,7 @@ from harness.commands import (
     probe,
     push,
     reproduce,
+    sbom,
     test,
     verify,
 )
@@ -65,6 +66,7 @@ COMMANDS: dict[str, Command] = {
     "clean": clean.run,
     "diff": diff.run,
     "verify": verify.run,
+    "sbom": sbom.run,
 }
 # Commands that write into the build directory: one run at a time per directory.
 WRITES_BUILD_DIR = ("lock", "build", "test", "verify-reproducible", "grid", "push", "manifests")
@@ -340,6 +342,17 @@ def _parser() -> argparse.ArgumentParser:
         "images lock, whose tags must still name the pushed digests)",
     )
     s = sub.add_parser(
+        "sbom", help="which pushed images hold a package, and at which version (their SBOMs)"
+    )
+    q = s.add_subparsers(dest="sbom_command", required=True, metavar="ACTION")
+    s = q.add_parser("query", help="the pushed images (now and earlier) holding a package")
+    s.add_argument("name", metavar="NAME", help="a Python or Debian package name, e.g. openssl")
+    s.add_argument(
+        "--images-lock",
+        default="build/images.lock.json",
+        help="the push's record (default: %(default)s)",
+    )
+    s = sub.add_parser(
         "diff",
         help="what changed between two lock trees (locks/) or two images.lock.json: "
         "packages moved per image, and whether a Python micro or Ray version changed",
@@ -363,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        if args.command not in ("plan", "matrix", "clean", "diff", "verify"):
+        if args.command not in ("plan", "matrix", "clean", "diff", "verify", "sbom"):
             runs.hold_run(run_id)  # alive until this process ends: `clean` leaves it alone
         if args.command in WRITES_BUILD_DIR:
             runs.own_build_dir(Paths.for_matrix(args.matrix, args.build_dir).build, args.command)

@@ -17,16 +17,23 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.files import write_atomic
 from harness.matrix import Cell
 from harness.results import FAILED, PASSED, Check
 
+if TYPE_CHECKING:
+    from harness.registry import ImagesLock, Pushed
+    from harness.report import Report
+
 FORMAT = "CycloneDX 1.6"
+PUSHED = "pushed-sboms"  # beside images.lock.json: each pushed digest's SBOM, by digest
 NAMESPACE = uuid.UUID("7d3f4b8e-5a52-4c1e-9c3a-6f0e2b1d9a11")  # this project's SBOM serials
 
 
@@ -163,3 +170,50 @@ def check(
     )
     data = {"path": str(path), "sha256": digest, "format": FORMAT}
     return Check(name, PASSED, detail, "build", data)
+
+
+def pushed_path(build: Path, digest: str) -> Path:
+    return build / PUSHED / f"{digest.replace(':', '-')}.cdx.json"
+
+
+def keep_pushed(build: Path, pushed: Sequence[Pushed], sources: Mapping[str, Report]) -> int:
+    """Copy each pushed image's SBOM (from beside the report that holds its cell) under its
+    digest, for `sbom query`; how many were kept. A multi-arch tag's digest keeps the SBOM
+    of its native image."""
+    kept = 0
+    for p in pushed:
+        rep = sources.get(p.cell)
+        if rep is None:
+            continue
+        made = rep.path.parent / "sbom" / p.cell / f"{p.role}.cdx.json"
+        if made.is_file():
+            target = pushed_path(build, p.digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, made.read_text(encoding="utf-8"))
+            kept += 1
+    return kept
+
+
+def query(build: Path, lock: ImagesLock, name: str) -> tuple[list[str], list[str]]:
+    """Which pushed images (current and earlier digests) hold a package named `name`
+    (Python or Debian; case and -/_/. ignored), from the SBOMs kept by digest: one line
+    each; and the images with no SBOM kept, which were not searched."""
+    want = _normalize(name)
+    found: list[str] = []
+    unsearched: list[str] = []
+    for e in [*lock.images, *lock.history]:
+        path = pushed_path(build, e.digest)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            unsearched.append(f"{e.tag} ({e.digest[:19]})")
+            continue
+        for c in doc.get("components") or []:
+            if _normalize(str(c.get("name", ""))) == want:
+                kind = str(c.get("purl", "")).split("/")[0].removeprefix("pkg:")
+                when = "now" if e in lock.images else f"earlier, {e.dated_tag or e.digest[:19]}"
+                found.append(
+                    f"{e.cell}/{e.role} {e.ref} ({when}): {c.get('name')} {c.get('version')} "
+                    f"[{kind}]"
+                )
+    return found, unsearched

@@ -40,39 +40,30 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# kubectl (Debian: kubernetes-client) and kind for the Kubernetes backend. kind is packaged
-# from trixie on; on older suites its trixie package is fetched from the archive, pinned.
+# kubectl (Debian: kubernetes-client) and kind for the Kubernetes backend.
 command -v kubectl >/dev/null 2>&1 || {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 }
-if ! command -v kind >/dev/null 2>&1; then
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kind >/dev/null 2>&1; then
-    KIND_DEB=pool/main/k/kind/kind_0.27.0-1+b2_amd64.deb
-    KIND_SHA256=f12a2d85f7420c6d6f334b19322cfc803e4ac84e567e2baa851577a5868bc084
-    tmp="$(mktemp -d)"
-    echo "setup-engine: installing kind 0.27 from Debian trixie's package"
-    curl -fsSL -o "$tmp/kind.deb" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}/$KIND_DEB"
-    echo "$KIND_SHA256  $tmp/kind.deb" | sha256sum -c --quiet
-    dpkg -i "$tmp/kind.deb" >/dev/null
-    rm -rf "$tmp"
-  fi
-fi
-
-# cosign signs and attests pushed images (harness/signing.py). Debian packages it from
-# trixie on; on older suites trixie's package (a static Go binary) is fetched, pinned.
-if ! command -v cosign >/dev/null 2>&1; then
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cosign >/dev/null 2>&1; then
-    COSIGN_DEB=pool/main/c/cosign/cosign_2.5.0-2+b5_amd64.deb
-    COSIGN_SHA256=3b6eadd27f3c4c00bfa7eab5c2397a6a15a763630c7a1d40d06ff60d24799eef
-    tmp="$(mktemp -d)"
-    echo "setup-engine: installing cosign 2.5 from Debian trixie's package"
-    curl -fsSL -o "$tmp/cosign.deb" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}/$COSIGN_DEB"
-    echo "$COSIGN_SHA256  $tmp/cosign.deb" | sha256sum -c --quiet
-    dpkg -i "$tmp/cosign.deb" >/dev/null
-    rm -rf "$tmp"
-  fi
-fi
+# A tool Debian packages from trixie on: the suite's own package, else trixie's .deb from
+# the archive, pinned by sha256 (both are static Go binaries that run on older suites).
+# Usage: from_trixie COMMAND PACKAGE POOL_PATH SHA256
+from_trixie() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 && return 0
+  local tmp
+  tmp="$(mktemp -d)"
+  echo "setup-engine: installing $2 from Debian trixie's package ($3)"
+  curl -fsSL -o "$tmp/$2.deb" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}/$3"
+  echo "$4  $tmp/$2.deb" | sha256sum -c --quiet
+  dpkg -i "$tmp/$2.deb" >/dev/null
+  rm -rf "$tmp"
+}
+from_trixie kind kind pool/main/k/kind/kind_0.27.0-1+b2_amd64.deb \
+  f12a2d85f7420c6d6f334b19322cfc803e4ac84e567e2baa851577a5868bc084
+# cosign signs and attests pushed images (harness/signing.py)
+from_trixie cosign cosign pool/main/c/cosign/cosign_2.5.0-2+b5_amd64.deb \
+  3b6eadd27f3c4c00bfa7eab5c2397a6a15a763630c7a1d40d06ff60d24799eef
 
 # binfmt_misc: the aarch64 handler, registered once (qemu-user-static's binfmt-support
 # entry has flags F and P: the interpreter is opened now, so containers need no qemu inside).

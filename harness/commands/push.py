@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from harness import diff, registry, report, signing, vulns
+from harness import diff, registry, report, sbom, signing, vulns
 from harness.commands import context
 from harness.engine import Engine
 from harness.errors import HarnessError
@@ -60,8 +60,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             f"{signing.KEYLESS_ENV}=1 (CI's OIDC) to sign and attest every pushed digest"
         )
     elif approved:
-        sources = _sources(reports)
-        attest = _attester(signer, results, sources, m.path, run_id, paths.build / "push")
+        attest = _attester(signer, results, _sources(reports), m.path, run_id, paths.build / "push")
     pushed, failures = registry.push(
         engine, target, approved, paths.build / "push", build=paths.build, attest=attest
     )
@@ -75,6 +74,8 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         before = _previous(lock_path, target)
         registry.write_lock(lock_path, target, pushed)
         log(f"push: {len(pushed)} image(s) recorded in {lock_path}")
+        kept = sbom.keep_pushed(paths.build, pushed, _sources(reports))
+        log(f"push: {kept} SBOM(s) kept by digest in {paths.build / sbom.PUSHED}")
         now = {(p.cell, p.role) for p in pushed}
         if before:  # what this push changed, against the images lock as it was
             was = {k: v for k, v in diff.pushed_images(before.images).items() if k in now}

@@ -646,6 +646,10 @@ def test_a_signed_push_verifies_and_forgeries_do_not(
     assert ok.stdout.count("ok   ") == 3 and "every required one passed" in ok.stdout
     assert all(e["signature"].startswith("sha256:") and e["attestations"].startswith("sha256:")
                for e in entries.values())  # fmt: skip
+    # the inventory, from the SBOMs push kept by digest: no image pulled
+    q = harness("sbom", "query", "libssl3", "--images-lock", str(lock_file))
+    assert q.returncode == 0 and q.stdout.count(" libssl3 ") == 3, q.stdout + q.stderr
+    assert harness("sbom", "query", "nosuch", "--images-lock", str(lock_file)).returncode == 1
     wrong = harness("verify", "--images-lock", str(lock_file), "--key", str(other_pub))
     assert wrong.returncode == 1 and wrong.stdout.count("FAIL") == 3
     assert "signature: " in wrong.stdout

@@ -67,3 +67,26 @@ def test_no_package_list_is_no_sbom(tmp_path: Path) -> None:
 
 def test_an_invalid_document_is_named() -> None:
     assert "specVersion" in str(sbom.validate('{"bomFormat": "CycloneDX"}'))
+
+
+def test_query_answers_from_the_sboms_kept_by_digest(tmp_path: Path) -> None:
+    from harness.registry import ImagesLock, Pushed
+
+    def entry(role: str, d: str) -> Pushed:
+        digest = "sha256:" + d * 64
+        return Pushed("ray2.60.0-py3.11.2-cpu", "2.60.0", "3.11.2", "cpu", role, TAG, digest,
+                      f"r/ray-{role}@{digest}", IMAGE, dated_tag=f"{TAG}-2026120{d}")  # fmt: skip
+
+    now, before, unkept = entry("head", "2"), entry("head", "1"), entry("worker", "3")
+    lock = ImagesLock("r", "x", (now, unkept), (before,))
+    for e, version in ((now, "6.0.2"), (before, "6.0.1")):
+        facts = {**FACTS, "pip_freeze": [f"PyYAML=={version}", "ray==2.60.0"]}
+        path = sbom.pushed_path(tmp_path, e.digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(sbom.document(cell(), "head", e.digest, TAG, facts, 0))
+    found, unsearched = sbom.query(tmp_path, lock, "pyyaml")
+    assert [f.split(": ")[-1] for f in found] == ["PyYAML 6.0.2 [pypi]", "PyYAML 6.0.1 [pypi]"]
+    assert "(now)" in found[0] and f"(earlier, {TAG}-20261201)" in found[1]
+    assert unsearched == [f"{TAG} ({unkept.digest[:19]})"]
+    assert sbom.query(tmp_path, lock, "libssl3")[0][0].endswith("libssl3 3.0.15-1~deb12u1 [deb]")
+    assert sbom.query(tmp_path, lock, "nosuch")[0] == []
