@@ -87,7 +87,8 @@ def pushed_images(entries: Iterable[Pushed]) -> dict[tuple[str, str], Image]:
     return {(e.cell, e.role): Image(e.python, e.ray, digest=e.digest) for e in entries}
 
 
-def _moves(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+def moves(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """A line per package: `name a -> b`, `+name b`, `-name a`; [] when nothing moved."""
     out = [f"{n} {old[n]} -> {new[n]}" for n in sorted(old) if n in new and old[n] != new[n]]
     out += [f"+{n} {new[n]}" for n in sorted(set(new) - set(old))]
     out += [f"-{n} {old[n]}" for n in sorted(set(old) - set(new))]
@@ -156,7 +157,7 @@ def _image_lines(
     ):
         if not x and not y:
             continue
-        moved = _moves(x, y)
+        moved = moves(x, y)
         body.append(f"{label} packages: " + ("; ".join(moved) if moved else "none moved"))
     return body
 

@@ -22,7 +22,7 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.files import write_atomic
 from harness.matrix import Cell
@@ -94,6 +94,14 @@ def document(
             bom_ref=f"pkg:generic/cpython@{python}",
         )
     ]
+
+    def package(name: str, ver: str, purl: PackageURL, licenses: list[Any]) -> None:
+        components.append(
+            Component(
+                name=name, version=ver, purl=purl, bom_ref=purl.to_string(), licenses=licenses
+            )
+        )
+
     debian_licences = facts.get("dpkg_licenses") or {}
     assert isinstance(debian_licences, dict)
     for name, ver in sorted(dpkg.items()):
@@ -101,28 +109,12 @@ def document(
             "deb", namespace="debian", name=name, version=ver, qualifiers={"arch": arch[name]}
         )
         licence = debian_licences.get(name)  # DEP-5 short names: a named licence
-        components.append(
-            Component(
-                name=name,
-                version=ver,
-                purl=purl,
-                bom_ref=purl.to_string(),
-                licenses=[DisjunctiveLicense(name=str(licence))] if licence else [],
-            )
-        )
+        package(name, ver, purl, [DisjunctiveLicense(name=str(licence))] if licence else [])
     for line in sorted(freeze):
         name, _, ver = str(line).partition("==")
         purl = PackageURL("pypi", name=_normalize(name), version=ver)
         licence = licences.get(name)
-        components.append(
-            Component(
-                name=name,
-                version=ver,
-                purl=purl,
-                bom_ref=purl.to_string(),
-                licenses=[factory.make_from_string(str(licence))] if licence else [],
-            )
-        )
+        package(name, ver, purl, [factory.make_from_string(str(licence))] if licence else [])
     for c in components:
         bom.components.add(c)
     bom.register_dependency(root, components)

@@ -66,13 +66,10 @@ class Exception_:
     where: str  # file:entry, for messages
 
     def covers(self, image: str, f: Finding) -> bool:
-        return (
-            self.id == f.id
-            and self.package == f.package
-            and any(fnmatch.fnmatchcase(image, g if "/" in g else g + "/*") for g in self.images)
-        )
+        return self.id == f.id and self.package == f.package and self.names(image)
 
     def names(self, image: str) -> bool:
+        """`image` (cell/role) is one this exception names: a cell glob, or cell/role."""
         return any(fnmatch.fnmatchcase(image, g if "/" in g else g + "/*") for g in self.images)
 
 

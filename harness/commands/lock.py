@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import audit, base, debian_lock, freshness, lock, sdists
+from harness import audit, base, debian_lock, diff, freshness, lock, sdists
 from harness.commands import Context, context
 from harness.engine import Engine
 from harness.errors import HarnessError
@@ -162,12 +162,7 @@ def _pins(ctx: Context, c: Cell) -> dict[str, str]:
 
 
 def _moves(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    """What a re-lock moved, a line per package: `name a -> b`, `+name b`, `-name a`."""
-    lines = [f"{n} {before[n]} -> {after[n]}" for n in sorted(before) if n in after
-             and before[n] != after[n]]  # fmt: skip
-    lines += [f"+{n} {after[n]}" for n in sorted(set(after) - set(before))]
-    lines += [f"-{n} {before[n]}" for n in sorted(set(before) - set(after))]
-    return lines or ["no pin moved"]
+    return diff.moves(before, after) or ["no pin moved"]
 
 
 def _sdists_build(ctx: Context) -> None:

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         for a in approved:
             log(f"push: would push {a.local_tag} ({a.image_id[:19]}) to {target}")
         return 1 if refused else 0
+    sources = _sources(reports) if approved else {}
     signer = signing.signer_from_env()
     attest = None
     if signer is None:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
             f"{signing.KEYLESS_ENV}=1 (CI's OIDC) to sign and attest every pushed digest"
         )
     elif approved:
-        attest = _attester(signer, results, _sources(reports), m.path, run_id, paths.build / "push")
+        attest = _attester(signer, results, sources, m.path, run_id, paths.build / "push")
     pushed, failures = registry.push(
         engine, target, approved, paths.build / "push", build=paths.build, attest=attest
     )
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         before = _previous(lock_path, target)
         registry.write_lock(lock_path, target, pushed)
         log(f"push: {len(pushed)} image(s) recorded in {lock_path}")
-        kept = sbom.keep_pushed(paths.build, pushed, _sources(reports))
+        kept = sbom.keep_pushed(paths.build, pushed, sources)
         log(f"push: {kept} SBOM(s) kept by digest in {paths.build / sbom.PUSHED}")
         now = {(p.cell, p.role) for p in pushed}
         if before:  # what this push changed, against the images lock as it was

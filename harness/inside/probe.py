@@ -140,18 +140,16 @@ def packages() -> Json:
         rows = [line.split("\t") for line in dpkg.stdout.splitlines() if line.count("\t") == 2]
         out["dpkg"] = dict((r[0], r[1]) for r in rows)
         out["dpkg_arch"] = dict((r[0], r[2]) for r in rows)
-        out["dpkg_licenses"] = dict(
-            (r[0], _debian_licence(r[0])) for r in rows if _debian_licence(r[0])
-        )
+        found = ((r[0], _debian_licence(r[0])) for r in rows)
+        out["dpkg_licenses"] = dict((name, text) for name, text in found if text)
     except Exception as exc:
         out["dpkg"] = {"error": repr(exc)}
     from importlib import metadata
 
     dists = list(metadata.distributions())
     out["pip_freeze"] = sorted("%s==%s" % (d.metadata["Name"], d.version) for d in dists)
-    out["python_licenses"] = dict(
-        (d.metadata["Name"], _licence(d.metadata)) for d in dists if _licence(d.metadata)
-    )
+    declared = ((d.metadata["Name"], _licence(d.metadata)) for d in dists)
+    out["python_licenses"] = dict((name, text) for name, text in declared if text)
     return out
 
 
