@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import IO
 
-from harness import labels
+from harness import labels, sbom
 from harness.base import ensure as ensure_base
 from harness.build import build_cell
 from harness.engine import Engine
@@ -101,6 +101,18 @@ def _check(name: str, diffs: list[str], what: str) -> Check:
     )
 
 
+def _sbom_check(paths: Paths, scratch: Paths, cell: Cell, role: str) -> Check:
+    """`repro:<role>:sbom`: the rebuild's SBOM (made from the rebuilt image by the same
+    probe) is byte-identical to the original's, but for the rebuild's own identity."""
+    name = f"repro:{role}:sbom"
+    try:
+        original = paths.sbom(cell.id, role).read_text(encoding="utf-8")
+        rebuild = scratch.sbom(cell.id, role).read_text(encoding="utf-8")
+    except OSError as exc:
+        return Check.of(name, False, f"no SBOM to compare: {exc}")
+    return _check(name, sbom.rebuild_differences(original, rebuild), f"{role} SBOM")
+
+
 def verify_cell(
     engine: Engine, matrix: Matrix, paths: Paths, cell: Cell, run_id: str
 ) -> list[Check]:
@@ -136,6 +148,7 @@ def verify_cell(
                     filesystem(engine, cell.tag(temp.prefix, role), run_id),
                 )
             checks.append(_check(f"repro:{role}", diffs, f"{role} filesystem"))
+            checks.append(_sbom_check(paths, scratch, cell, role))
     finally:
         engine.remove_labelled(run_labels, images=True)
         shutil.rmtree(scratch.build, ignore_errors=True)

@@ -78,6 +78,9 @@ def document(
             Property(name="raycompat:python", value=cell.python),
             Property(name="raycompat:ray", value=cell.ray),
             Property(name="raycompat:image-id", value=image_id),
+            # Trivy reads this back as the scan's Metadata.ImageID (`trivy sbom`): the
+            # vulnerability gate then matches a report of this SBOM to its image
+            Property(name="aquasecurity:trivy:ImageID", value=image_id),
         ],
     )
     bom = Bom(serial_number=uuid.uuid5(NAMESPACE, image_id))
@@ -95,33 +98,79 @@ def document(
         )
     ]
 
-    def package(name: str, ver: str, purl: PackageURL, licenses: list[Any]) -> None:
+    def package(
+        name: str, ver: str, purl: PackageURL, licenses: list[Any], props: Sequence[Any] = ()
+    ) -> None:
         components.append(
             Component(
-                name=name, version=ver, purl=purl, bom_ref=purl.to_string(), licenses=licenses
+                name=name,
+                version=ver,
+                purl=purl,
+                bom_ref=purl.to_string(),
+                licenses=licenses,
+                properties=props,
             )
         )
 
     debian_licences = facts.get("dpkg_licenses") or {}
-    assert isinstance(debian_licences, dict)
+    sources = facts.get("dpkg_source") or {}
+    os_facts = facts.get("os") or {}
+    assert isinstance(debian_licences, dict) and isinstance(sources, dict)
+    assert isinstance(os_facts, dict)
+    os_id, os_version = str(os_facts.get("id") or "debian"), str(os_facts.get("version") or "")
+    system = Component(
+        name=os_id,
+        version=os_version,
+        type=ComponentType.OPERATING_SYSTEM,
+        bom_ref=f"os:{os_id}@{os_version}",
+    )
+    debs: list[Component] = []
     for name, ver in sorted(dpkg.items()):
-        purl = PackageURL(
-            "deb", namespace="debian", name=name, version=ver, qualifiers={"arch": arch[name]}
-        )
+        src, src_ver = (sources.get(name) or [name, ver])[:2]
+        qualifiers = {"arch": arch[name], "distro": f"{os_id}-{os_version}"}
+        if src != name or src_ver != ver:  # syft's convention: upstream=NAME[@VERSION]
+            qualifiers["upstream"] = src if src_ver == ver else f"{src}@{src_ver}"
+        purl = PackageURL("deb", namespace="debian", name=name, version=ver, qualifiers=qualifiers)
         licence = debian_licences.get(name)  # DEP-5 short names: a named licence
-        package(name, ver, purl, [DisjunctiveLicense(name=str(licence))] if licence else [])
+        package(
+            name, ver, purl, [DisjunctiveLicense(name=str(licence))] if licence else [],
+            _trivy_source(str(src), str(src_ver)),
+        )  # fmt: skip
+        debs.append(components[-1])
     for line in sorted(freeze):
         name, _, ver = str(line).partition("==")
         purl = PackageURL("pypi", name=_normalize(name), version=ver)
         licence = licences.get(name)
         package(name, ver, purl, [factory.make_from_string(str(licence))] if licence else [])
-    for c in components:
+    for c in [system, *components]:
         bom.components.add(c)
-    bom.register_dependency(root, components)
+    # the image holds the system and the Python side; the system holds the Debian packages
+    # (Trivy takes the OS component's dependencies as its OS packages)
+    bom.register_dependency(root, [system, *(c for c in components if c not in debs)])
+    bom.register_dependency(system, debs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the library's note on incomplete graphs
         text: str = JsonV1Dot6(bom).output_as_string(indent=1)
     return text + "\n"
+
+
+def _trivy_source(name: str, version: str) -> list[Any]:
+    """The source package as Trivy's properties, its version split as Trivy keeps it
+    (epoch, upstream, Debian revision): Trivy matches Debian advisories by source package
+    and, without these, would take each binary package for its own source."""
+    from cyclonedx.model import Property
+
+    epoch, _, rest = version.rpartition(":") if ":" in version else ("", "", version)
+    upstream, dash, release = rest.rpartition("-")
+    if not dash:
+        upstream, release = rest, ""
+    props = [Property(name="aquasecurity:trivy:SrcName", value=name)]
+    props.append(Property(name="aquasecurity:trivy:SrcVersion", value=upstream))
+    if release:
+        props.append(Property(name="aquasecurity:trivy:SrcRelease", value=release))
+    if epoch and epoch != "0":
+        props.append(Property(name="aquasecurity:trivy:SrcEpoch", value=epoch))
+    return props
 
 
 def validate(text: str) -> str | None:
@@ -164,6 +213,26 @@ def check(
     return Check(name, PASSED, detail, "build", data)
 
 
+def rebuild_differences(original: str, rebuild: str) -> list[str]:
+    """How a rebuild's SBOM differs from the original image's, once the rebuild's own
+    identity (its image id, serial number and repository: a rebuild runs under a scratch
+    prefix and label) is renamed to the original's; [] when the bytes are then identical."""
+    import difflib
+
+    def identity(text: str) -> tuple[str, str, str]:
+        doc = json.loads(text)
+        root = doc["metadata"]["component"]
+        return str(root["bom-ref"]), str(doc["serialNumber"]), f'"{root["name"]}"'
+
+    renamed = rebuild
+    for theirs, ours in zip(identity(rebuild), identity(original), strict=True):
+        renamed = renamed.replace(theirs, ours)
+    if renamed == original:
+        return []
+    lines = difflib.unified_diff(original.splitlines(), renamed.splitlines(), lineterm="", n=0)
+    return [line for line in lines if line[:1] in "+-" and line[:3] not in ("---", "+++")]
+
+
 def pushed_path(build: Path, digest: str) -> Path:
     return build / PUSHED / f"{digest.replace(':', '-')}.cdx.json"
 
@@ -202,7 +271,8 @@ def query(build: Path, lock: ImagesLock, name: str) -> tuple[list[str], list[str
             continue
         for c in doc.get("components") or []:
             if _normalize(str(c.get("name", ""))) == want:
-                kind = str(c.get("purl", "")).split("/")[0].removeprefix("pkg:")
+                purl = str(c.get("purl", ""))
+                kind = purl.split("/")[0].removeprefix("pkg:") if purl else str(c.get("type"))
                 when = "now" if e in lock.images else f"earlier, {e.dated_tag or e.digest[:19]}"
                 found.append(
                     f"{e.cell}/{e.role} {e.ref} ({when}): {c.get('name')} {c.get('version')} "

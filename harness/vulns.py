@@ -103,7 +103,8 @@ def _image_id(value: object, path: Path) -> str:
     if not text.startswith("sha256:") or len(text) != 71:
         raise HarnessError(
             f"{path}: the report names no image id (sha256:...), so it cannot be matched "
-            "to a tested image; scan the image itself (by its id or digest), not a tarball"
+            "to a tested image; scan the SBOM `build` made (`trivy sbom build/sbom/CELL/"
+            "ROLE.cdx.json`) or the image itself by its id, not a tarball or another SBOM"
         )
     return text
 
@@ -123,8 +124,10 @@ def _trivy(doc: Mapping[str, Any], path: Path) -> Scan:
             )
     image = _image_id((doc.get("Metadata") or {}).get("ImageID"), path)
     version = doc.get("Trivy", {}).get("Version", "") if isinstance(doc.get("Trivy"), dict) else ""
+    # `trivy sbom` on the image's SBOM: the same document names the image and each package
+    read = " (the image's SBOM)" if doc.get("ArtifactType") in ("cyclonedx", "spdx") else ""
     return Scan(
-        image, f"trivy {version}".strip(), str(path), tuple(sorted(set(findings), key=_key))
+        image, f"trivy {version}{read}".strip(), str(path), tuple(sorted(set(findings), key=_key))
     )
 
 

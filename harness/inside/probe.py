@@ -132,18 +132,27 @@ def packages() -> Json:
     out: Json = {}
     try:
         dpkg = subprocess.run(
-            ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\n"],
+            [
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
         )
-        rows = [line.split("\t") for line in dpkg.stdout.splitlines() if line.count("\t") == 2]
+        rows = [line.split("\t") for line in dpkg.stdout.splitlines() if line.count("\t") == 4]
         out["dpkg"] = dict((r[0], r[1]) for r in rows)
         out["dpkg_arch"] = dict((r[0], r[2]) for r in rows)
+        # the source package: Debian's security tracker (and so every scanner) files
+        # advisories under it (libssl3's under openssl)
+        out["dpkg_source"] = dict((r[0], [r[3], r[4]]) for r in rows)
         found = ((r[0], _debian_licence(r[0])) for r in rows)
         out["dpkg_licenses"] = dict((name, text) for name, text in found if text)
     except Exception as exc:
         out["dpkg"] = {"error": repr(exc)}
+    out["os"] = _os_release()
     from importlib import metadata
 
     dists = list(metadata.distributions())
@@ -151,6 +160,28 @@ def packages() -> Json:
     declared = ((d.metadata["Name"], _licence(d.metadata)) for d in dists)
     out["python_licenses"] = dict((name, text) for name, text in declared if text)
     return out
+
+
+def _os_release() -> Json:
+    """The distribution and its point release ("debian", "12.7"): the operating-system
+    component a scanner needs before it matches Debian packages."""
+    fields = {}
+    try:
+        with open("/etc/os-release", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                fields[key] = value.strip('"')
+    except OSError:
+        pass
+    version = fields.get("VERSION_ID", "")
+    try:
+        with open("/etc/debian_version", encoding="utf-8") as f:
+            point = f.read().strip()
+        if point[:1].isdigit():
+            version = point
+    except OSError:
+        pass
+    return {"id": fields.get("ID", ""), "version": version}
 
 
 def _debian_licence(package: str) -> str:

@@ -57,6 +57,11 @@ def test_rebuild_from_scratch_is_identical(built: None) -> None:
         "repro:head": "passed",
         "repro:worker": "passed",
         "repro:notebook": "passed",
+        # the rebuilt images' SBOMs, made by the same probe: the same bytes but for the
+        # rebuild's own identity (its image id, serial number and scratch repository)
+        "repro:head:sbom": "passed",
+        "repro:worker:sbom": "passed",
+        "repro:notebook:sbom": "passed",
     }
 
 

@@ -44,8 +44,19 @@ def test_every_image_has_a_valid_complete_deterministic_sbom(tmp_path: Path) -> 
         )
         doc = json.loads(text)
         found = {
-            (c["purl"].split("/")[0], c["name"].lower(), c["version"]) for c in doc["components"]
+            (c["purl"].split("/")[0], c["name"].lower(), c["version"])
+            for c in doc["components"]
+            if "purl" in c
         }
+        # what a scanner reading the SBOM needs (`trivy sbom`): the system it is, the image
+        # id to report, each Debian package's source package
+        systems = [(c["name"], c["version"]) for c in doc["components"] if "purl" not in c]
+        assert len(systems) == 1 and systems[0][0] == "debian"
+        assert systems[0][1].startswith("12."), systems
+        root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
+        assert root["aquasecurity:trivy:ImageID"] == checks[f"image:{role}:sbom"]["image_id"]
+        ssl = next(c for c in doc["components"] if c["name"] == "libssl3")
+        assert "upstream=openssl" in ssl["purl"]
         names = {(kind, n) for kind, n, _ in found}
         assert ("pkg:generic", "cpython", "3.11.2") in found
         assert ("pkg:pypi", "ray", "2.60.0") in found

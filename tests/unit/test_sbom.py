@@ -18,6 +18,12 @@ FACTS: dict[str, object] = {
     "pip_freeze": ["PyYAML==6.0.2", "aiohttp==3.14.5", "ray==2.60.0"],
     "dpkg_licenses": {"libc6": "GPL-2+, LGPL-2.1+"},
     "python_licenses": {"PyYAML": "MIT License", "ray": "Apache 2.0", "aiohttp": "Apache-2.0"},
+    "dpkg_source": {
+        "libc6": ["glibc", "2.36-9+deb12u9"],
+        "libssl3": ["openssl", "3.0.15-1~deb12u1"],
+        "tzdata": ["tzdata", "2024a-0+deb12u1"],
+    },
+    "os": {"id": "debian", "version": "12.8"},
 }
 
 
@@ -36,12 +42,12 @@ def test_valid_deterministic_and_complete() -> None:
     assert doc["metadata"]["component"]["bom-ref"] == IMAGE
     props = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
     assert props["raycompat:python"] == "3.11.2" and props["raycompat:ray"] == "2.60.0"
-    purls = {c["purl"] for c in doc["components"]}
+    purls = {c["purl"] for c in doc["components"] if c["type"] != "operating-system"}
     assert purls == {
         "pkg:generic/cpython@3.11.2",
-        "pkg:deb/debian/libc6@2.36-9%2Bdeb12u9?arch=amd64",
-        "pkg:deb/debian/libssl3@3.0.15-1~deb12u1?arch=amd64",
-        "pkg:deb/debian/tzdata@2024a-0%2Bdeb12u1?arch=all",
+        "pkg:deb/debian/libc6@2.36-9%2Bdeb12u9?arch=amd64&distro=debian-12.8&upstream=glibc",
+        "pkg:deb/debian/libssl3@3.0.15-1~deb12u1?arch=amd64&distro=debian-12.8&upstream=openssl",
+        "pkg:deb/debian/tzdata@2024a-0%2Bdeb12u1?arch=all&distro=debian-12.8",
         "pkg:pypi/pyyaml@6.0.2",
         "pkg:pypi/aiohttp@3.14.5",
         "pkg:pypi/ray@2.60.0",
@@ -90,3 +96,42 @@ def test_query_answers_from_the_sboms_kept_by_digest(tmp_path: Path) -> None:
     assert unsearched == [f"{TAG} ({unkept.digest[:19]})"]
     assert sbom.query(tmp_path, lock, "libssl3")[0][0].endswith("libssl3 3.0.15-1~deb12u1 [deb]")
     assert sbom.query(tmp_path, lock, "nosuch")[0] == []
+
+
+def test_what_trivy_reads_from_it() -> None:
+    """What Trivy's CycloneDX decoder (pkg/sbom/io/decode.go) takes from an SBOM: the root's
+    ImageID property (the gate matches the report by it), one operating-system component
+    whose dependencies are the OS packages, and each Debian package's source name and
+    version split as Trivy keeps them (advisories are filed under the source package)."""
+    doc = json.loads(sbom.document(cell(), "head", IMAGE, TAG, FACTS, 0))
+    root = doc["metadata"]["component"]
+    assert {"name": "aquasecurity:trivy:ImageID", "value": IMAGE} in root["properties"]
+    systems = [c for c in doc["components"] if c["type"] == "operating-system"]
+    assert [(s["name"], s["version"]) for s in systems] == [("debian", "12.8")]
+    deps = {d["ref"]: set(d.get("dependsOn", [])) for d in doc["dependencies"]}
+    debs = {c["bom-ref"] for c in doc["components"] if c.get("purl", "").startswith("pkg:deb/")}
+    assert deps[systems[0]["bom-ref"]] == debs and len(debs) == 3
+    assert systems[0]["bom-ref"] in deps[IMAGE] and not deps[IMAGE] & debs
+    ssl = next(c for c in doc["components"] if c["name"] == "libssl3")
+    assert {p["name"]: p["value"] for p in ssl["properties"]} == {
+        "aquasecurity:trivy:SrcName": "openssl",
+        "aquasecurity:trivy:SrcVersion": "3.0.15",
+        "aquasecurity:trivy:SrcRelease": "1~deb12u1",
+    }
+    epoch = dict(FACTS, dpkg={"libc6": "1:2.36-9"}, dpkg_arch={"libc6": "amd64"},
+                 dpkg_source={"libc6": ["glibc", "1:2.36-9"]})  # fmt: skip
+    libc = json.loads(sbom.document(cell(), "head", IMAGE, TAG, epoch, 0))["components"]
+    props = {p["name"]: p["value"] for c in libc if c["name"] == "libc6" for p in c["properties"]}
+    assert props["aquasecurity:trivy:SrcEpoch"] == "1"
+    assert props["aquasecurity:trivy:SrcVersion"] == "2.36"
+
+
+def test_a_rebuild_is_compared_but_for_its_own_identity() -> None:
+    original = sbom.document(cell(), "head", IMAGE, TAG, FACTS, 0)
+    scratch = "localhost/raycompat-repro-abc/ray-head:2.60.0-py3.11.2-cpu"
+    rebuild = sbom.document(cell(), "head", "sha256:" + "ef" * 32, scratch, FACTS, 0)
+    assert rebuild != original and sbom.rebuild_differences(original, rebuild) == []
+    moved = dict(FACTS, pip_freeze=["PyYAML==6.0.3", "aiohttp==3.14.5", "ray==2.60.0"])
+    changed = sbom.document(cell(), "head", "sha256:" + "ef" * 32, scratch, moved, 0)
+    diffs = sbom.rebuild_differences(original, changed)
+    assert any("6.0.2" in d for d in diffs) and any("6.0.3" in d for d in diffs)

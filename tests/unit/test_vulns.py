@@ -75,6 +75,23 @@ def test_both_formats_parse_to_the_same_findings(tmp_path: Path) -> None:
     ]
 
 
+def test_a_trivy_report_of_the_images_sbom_is_matched_by_its_image_id(tmp_path: Path) -> None:
+    """`trivy sbom` copies the SBOM's aquasecurity:trivy:ImageID into Metadata.ImageID."""
+    d = scans(tmp_path, {HEAD: "trivy-sbom.json"})
+    s = vulns.parse_report(d / f"{HEAD[7:19]}.json")
+    assert s.image_id == HEAD and s.scanner == "trivy 0.58.1 (the image's SBOM)"
+    assert [f.id for f in s.findings] == [
+        f.id for f in vulns.parse_report(scans(tmp_path) / f"{HEAD[7:19]}.json").findings
+    ]
+    foreign = json.loads((DATA / "trivy-sbom.json").read_text())
+    del foreign["Metadata"]["ImageID"]  # another tool's SBOM: no image id to match
+    (d / "foreign.json").write_text(json.dumps(foreign))
+    with pytest.raises(
+        HarnessError, match=r"foreign\.json: the report names no image id.*trivy sbom"
+    ):
+        vulns.parse_report(d / "foreign.json")
+
+
 def test_a_high_finding_blocks_the_cell(tmp_path: Path) -> None:
     v = judge(tmp_path)
     why = v.refused_cells()[CELL]
