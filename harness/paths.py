@@ -8,8 +8,10 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 
-# The harness's own Dockerfile and the files it copies in, beside this package.
-OWN_IMAGES = Path(__file__).resolve().parent.parent / "images"
+# The harness's checkout: its own Dockerfile and the files it copies in (images/), the
+# matrix schema, the docs, all beside this package.
+PROJECT = Path(__file__).resolve().parent.parent
+OWN_IMAGES = PROJECT / "images"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ command -v zstd >/dev/null 2>&1 || need+=(zstd)
 [ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
 command -v update-binfmts >/dev/null 2>&1 || need+=(binfmt-support)
 command -v arch-test >/dev/null 2>&1 || need+=(arch-test)
+# the image catalog's browser test: Debian's headless Chromium
+command -v chromium-headless-shell >/dev/null 2>&1 || need+=(chromium-headless-shell)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup-engine: installing ${need[*]}"
   apt-get update -qq

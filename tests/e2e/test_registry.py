@@ -211,6 +211,57 @@ def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None
     assert not (tested / "deploy" / CELL / "vertex.json").exists()
 
 
+BROWSER = "chromium-headless-shell"  # Debian's headless Chromium (scripts/setup-engine.sh)
+
+
+def browse(page: Path, fragment: str = "") -> tuple[str, list[str]]:
+    """The page's DOM after its scripts ran, in a real headless browser, and every console
+    message it logged (an uncaught error, a resource that failed to load)."""
+    assert shutil.which(BROWSER), f"{BROWSER} is missing: scripts/setup-engine.sh installs it"
+    r = subprocess.run(
+        [BROWSER, "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         "--dump-dom", page.resolve().as_uri() + fragment],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout, [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_the_catalog_shows_every_pushed_tag_in_a_browser(
+    registry: str, tested: Path, tmp_path: Path
+) -> None:
+    r = harness(
+        "push", "--only", ONLY, "--build-dir", str(tested), env={"RAYCOMPAT_REGISTRY": registry}
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "catalog"
+    r = harness("catalog", "--images-lock", str(tested / "images.lock.json"), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    lock = json.loads((tested / "images.lock.json").read_text())
+    tags = [e["tag"] for e in lock["images"]]
+    assert len(tags) >= 3
+    dom, console = browse(out / "index.html")
+    assert console == [], console
+    shown = re.findall(r'<tr data-tag="([^"]+)">', dom)  # rows the filter left visible
+    assert sorted(shown) == sorted(tags)
+    # the pushed SBOM and the test report are read: key packages and passed checks
+    assert "ray 2.60.0" in dom and "cpython" not in dom.split("<tbody>")[1].split("</tbody>")[0]
+    for check in REQUIRED_CHECKS:
+        assert f"<li>{check}</li>" in dom
+    # its script runs: a filter in the link hides what it does not match
+    dom, console = browse(out / "index.html", "#ray-notebook")
+    assert console == [], console
+    visible = re.findall(r'<tr data-tag="([^"]+)">', dom)
+    assert visible and all("ray-notebook" in t for t in visible)
+    assert len(re.findall(r'<tr data-tag="[^"]+" hidden="">', dom)) == len(tags) - len(visible)
+    md = (out / "catalog.md").read_text()
+    assert all(f"`{t}`" in md for t in tags) and "ray.init(" in md
+    # the browser check can fail: a page whose script throws is caught
+    broken = tmp_path / "broken.html"
+    broken.write_text((out / "index.html").read_text().replace("apply();", "apply(); nosuch();"))
+    assert any("nosuch" in line for line in browse(broken)[1])
+
+
 @pytest.mark.parametrize(
     ("changes", "expect"),
     [

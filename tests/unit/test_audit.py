@@ -145,6 +145,7 @@ def test_pip_audit_that_cannot_run(tmp_path: Path) -> None:
     assert audit.check([lock], tmp_path / "c3", "off", broken).status == SKIPPED
 
 
+@pytest.mark.network  # asks PyPI
 def test_real_pip_audit_over_a_committed_lock(tmp_path: Path) -> None:
     """Never `passed` unless pip-audit audited every locked package."""
     check = audit.check([LOCK], tmp_path / "cache", "warn")

@@ -1,4 +1,4 @@
-"""The README's benchmark tables are the results file's, never typed by hand."""
+"""The benchmarks page's tables and plots are the results file's, never typed by hand."""
 
 from __future__ import annotations
 

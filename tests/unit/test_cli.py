@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +68,7 @@ def test_unreachable_engine_exits_2_naming_the_fix(tmp_path: Path) -> None:
     assert "not reachable" in r.stderr and "setup-engine.sh" in r.stderr
 
 
+@pytest.mark.network  # asks PyPI
 def test_stale_lock_is_refused_before_docker(tmp_path: Path) -> None:
     (tmp_path / "matrix.yaml").write_text(
         (ROOT / "matrix.yaml")
@@ -166,18 +166,18 @@ NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
         (("build",), {"HARNESS_WHEELHOUSE": str(ROOT / "README.md")}, "HARNESS_WHEELHOUSE="),
         (("probe", "--address", "ray://10.0.0.1:99999"), {}, "PORT 1-65535"),
         (("frobnicate",), {}, "invalid choice: 'frobnicate'"),
+        (("catalog", "--images-lock", "/nonexistent/images.lock.json"), {}, "no images lock"),
+        (("catalog", "--images-lock", str(ROOT / "README.md")), {}, "README.md: not"),
     ],
 )
 def test_bad_flags_and_environment_exit_2_in_one_line(
     args: tuple[str, ...], env: dict[str, str], fragment: str
 ) -> None:
-    start = time.monotonic()
     r = harness(*args, env={**NO_DOCKER, **env})
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     [line] = r.stderr.strip().splitlines()
     assert fragment in line
-    assert time.monotonic() - start < 5
 
 
 def test_probe_without_ray_here_says_to_use_an_image() -> None:

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from packaging.version import Version
 
 from harness import diff, lock, matrix
@@ -29,6 +30,7 @@ def pins(locks: Path, cell: matrix.Cell) -> dict[str, dict[str, str]]:
     }
 
 
+@pytest.mark.network  # asks PyPI
 def test_upgrade_moves_exactly_the_named_package(
     write_matrix: Callable[[str], Path], tmp_path: Path
 ) -> None:
