@@ -20,12 +20,14 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 GROUP = "ray.io"
 # libyaml's safe loader where PyYAML has it: a KubeRay CRD is ~1 MB (4 s in pure Python)
@@ -75,6 +77,8 @@ class Crd:
 
     @functools.cached_property
     def validator(self) -> jsonschema.Draft202012Validator:
+        import jsonschema  # ~1 s to import: only when a CRD is used
+
         return jsonschema.Draft202012Validator(self.schema)
 
 

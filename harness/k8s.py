@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-import jsonschema
-import kubernetes_validate
 import yaml
 
 from harness import pss
@@ -442,6 +440,8 @@ def _schema(kind: str = "RayCluster") -> dict[str, Any]:
 
 
 def _builtin(obj: Manifest, where: str) -> list[str]:
+    import kubernetes_validate  # with jsonschema: ~1 s to import, only when validating
+
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -505,6 +505,8 @@ def validate(obj: Manifest) -> list[str]:
     ]
     if kind not in SCHEMAS:
         return _builtin(obj, where) + admitted
+    import jsonschema  # ~1 s to import (a format checker's grammar): only when validating
+
     errors = [
         f"{where}: {'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
         for e in sorted(jsonschema.Draft202012Validator(_schema(kind)).iter_errors(obj), key=str)

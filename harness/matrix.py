@@ -772,7 +772,9 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         raise loader.fail("(top)", "must be a mapping with keys like ray:, python:, variants:")
     # the structure (types, allowed values, required and unknown keys): matrix.schema.json;
     # the rules between keys: below
-    found = matrix_schema.problem(data, loader.lines)
+    found = matrix_schema.problem(
+        data, loader.lines, text, path.resolve().parent / ".cache" / "matrix-schema"
+    )
     if found is not None:
         key, message, line = found
         raise MatrixError(str(path), key, message, line)

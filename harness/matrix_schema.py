@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-
+from harness.files import write_atomic
 from harness.paths import PROJECT
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 SCHEMA = PROJECT / "matrix.schema.json"
 
@@ -91,10 +94,21 @@ def _explain(error: ValidationError) -> tuple[list[str], str]:
 
 
 def problem(
-    data: object, line_of: Callable[[str], int | None]
+    data: object, line_of: Callable[[str], int | None], text: str = "", cache: Path | None = None
 ) -> tuple[str, str, int | None] | None:
     """The first structural problem of `data` in the file's order (key, sentence, line), or
-    None."""
+    None. With `cache`, a text that passed this schema before is not validated again: a
+    stamp named by the sha256 of the schema and the text says it passed. (Importing
+    jsonschema costs about a second here, most of it a grammar one of its format checkers
+    builds at import; a no-op build should not pay it for a file it already checked.)"""
+    stamp = None
+    if cache is not None and text:
+        key = hashlib.sha256(SCHEMA.read_bytes() + b"\0" + text.encode()).hexdigest()
+        stamp = cache / f"{key}.passed"
+        if stamp.is_file():
+            return None
+    from jsonschema import Draft202012Validator
+
     validator = Draft202012Validator(load_schema())
     found = []
     for error in validator.iter_errors(data):
@@ -111,7 +125,13 @@ def problem(
             error.validator != "type",
         )
         found.append((order, key, message, line))
-    if not found:
-        return None
-    _, key, message, line = min(found, key=lambda f: f[0])
-    return key, message, line
+    if found:
+        _, key, message, line = min(found, key=lambda f: f[0])
+        return key, message, line
+    if stamp is not None:
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(stamp, "")
+        except OSError:
+            pass  # a read-only checkout: validated every time, nothing else changes
+    return None

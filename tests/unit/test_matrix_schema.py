@@ -86,3 +86,16 @@ def test_the_editor_line_is_in_the_docs() -> None:
     line = "# yaml-language-server: $schema=matrix.schema.json"
     assert line in (ROOT / "docs" / "tutorial.md").read_text()
     assert line in (ROOT / "docs" / "reference" / "matrix-keys.md").read_text()
+
+
+def test_a_text_that_passed_is_stamped_and_a_changed_one_is_checked_again(
+    write_matrix: Callable[[str], Path],
+) -> None:
+    path = write_matrix(MINIMAL)
+    stamps = path.parent / ".cache" / "matrix-schema"
+    matrix.load(path)
+    [stamp] = list(stamps.iterdir())
+    path.write_text(MINIMAL + "variants: [cpu, tpu]\n")  # a new text: no stamp applies
+    with pytest.raises(MatrixError, match="unknown variant 'tpu'"):
+        matrix.load(path)
+    assert list(stamps.iterdir()) == [stamp]  # a failing text is never stamped
