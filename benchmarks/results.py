@@ -213,8 +213,11 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         if not mine:
             lines += ["Not recorded yet.", ""]
             continue
-        # the newest run of each measured cell (one cell's bench names it), else the newest
-        newest = {str(r["details"].get("cell", "")): r for r in mine}
+        # the newest run of each measured cell (one cell's bench names it), and of the runs
+        # that only built (`matrix --rounds 0`) beside those that tested
+        newest = {
+            str(r["details"].get("cell") or ("" if r["rounds"] else "builds only")): r for r in mine
+        }
         for run in newest.values():
             lines += _table(bench, run)
         plots = [(what, name) for b, _, what, name in shown if b == bench]
@@ -226,6 +229,8 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
 
 def _table(bench: str, run: Mapping[str, Any]) -> list[str]:
     lines = [f"Cell `{run['details']['cell']}`.", ""] if run["details"].get("cell") else []
+    if not run["rounds"]:
+        lines += ["Builds only, no test round (`--rounds 0`).", ""]
     m = run["machine"]
     dirty = " with uncommitted changes" if run["dirty"] else ""
     lines += [

@@ -52,7 +52,7 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
             help_text += f" (one of: {', '.join(map(str, a.choices))})"
         if a.required or (not a.option_strings and a.nargs not in ("?", "*")):
             help_text += " (required)"
-        if isinstance(a, argparse._AppendAction):
+        if isinstance(a, argparse._AppendAction) and "repeat" not in help_text:
             help_text += " (repeatable)"
         rows.append(f"| {name} | {_cell(help_text)} |")
     return rows
