@@ -102,8 +102,8 @@ def clean(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict over the package, tests and this file."""
-    session.install("-e", ".[lint,test]", "nox")
+    """ruff and mypy --strict over the package, tests, benchmarks and this file."""
+    session.install("-e", ".[lint,test,docs]", "nox")  # docs: matplotlib's types
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "--diff", ".")
     session.run("mypy")
