@@ -138,9 +138,13 @@ def _type(schema: Mapping[str, Any]) -> str:
     if "enum" in schema:
         return " \\| ".join(f"`{json.dumps(v).strip(chr(34))}`" for v in schema["enum"])
     if "oneOf" in schema or "anyOf" in schema:
-        return " or ".join(_type(s) for s in schema.get("oneOf") or schema["anyOf"])
+        options = schema.get("oneOf") or schema["anyOf"]
+        empty = " (may be left empty)" if {"type": "null"} in options else ""
+        return " or ".join(_type(o) for o in options if o != {"type": "null"}) + empty
     kind = schema.get("type", "any")
     kinds = [kind] if isinstance(kind, str) else list(kind)
+    empty = " (may be left empty)" if "null" in kinds else ""
+    kinds = [k for k in kinds if k != "null"]
     names = []
     for k in kinds:
         if k == "array":
@@ -151,7 +155,8 @@ def _type(schema: Mapping[str, Any]) -> str:
             names.append("mapping")
         else:
             names.append(str(k))
-    return " or one ".join(names) if "array" in kinds and len(kinds) > 1 else " or ".join(names)
+    joined = " or one ".join(names) if "array" in kinds and len(kinds) > 1 else " or ".join(names)
+    return joined + empty
 
 
 def _keys(

@@ -99,3 +99,26 @@ def test_a_text_that_passed_is_stamped_and_a_changed_one_is_checked_again(
     with pytest.raises(MatrixError, match="unknown variant 'tpu'"):
         matrix.load(path)
     assert list(stamps.iterdir()) == [stamp]  # a failing text is never stamped
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["exclude", "constraints", "bases", "grid", "targets", "platforms", "vulnerabilities",
+     "registry"],
+)  # fmt: skip
+def test_a_key_left_empty_means_none_as_before(
+    write_matrix: Callable[[str], Path], key: str
+) -> None:
+    """`exclude:` with nothing after it (YAML null) is the default, as it was before the
+    schema; a key whose empty value was an error stays one."""
+    m = matrix.load(write_matrix(MINIMAL + f"{key}:\n"))
+    assert [c.id for c in m.cells] == ["ray2.60.0-py3.11.2-cpu"]
+    assert matrix.load(write_matrix(MINIMAL + "grid:\n  only:\n  fail:\n")).grid.only == ()
+
+
+@pytest.mark.parametrize("key", ["prefix", "audit", "gpu_e2e", "cuda", "notebook_packages"])
+def test_a_key_whose_empty_value_was_an_error_stays_one(
+    write_matrix: Callable[[str], Path], key: str
+) -> None:
+    with pytest.raises(MatrixError, match=f": {key}: "):
+        matrix.load(write_matrix(MINIMAL + f"{key}:\n"))
