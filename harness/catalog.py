@@ -15,7 +15,6 @@ inline, and every value from the files is escaped.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +39,8 @@ class Row:
 
 
 def _packages(build: Path, digest: str) -> dict[str, str]:
-    try:
-        doc = json.loads(sbom.pushed_path(build, digest).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
     found = {}
-    for c in doc.get("components") or []:
+    for c in sbom.pushed_components(build, digest) or []:
         name = str(c.get("name", ""))
         if name.lower() in KEY_PACKAGES:
             found[name.lower()] = str(c.get("version", ""))

@@ -14,6 +14,17 @@ PROJECT = Path(__file__).resolve().parent.parent
 OWN_IMAGES = PROJECT / "images"
 
 
+def manifest_file(build: Path, cell_id: str, role: str) -> Path:
+    """An image's build manifest under a build directory (the one `build` wrote, or the
+    one beside a report that `push` reads)."""
+    return build / "manifests" / cell_id / f"{role}.json"
+
+
+def sbom_file(build: Path, cell_id: str, role: str) -> Path:
+    """An image's SBOM under a build directory, as `build` writes it."""
+    return build / "sbom" / cell_id / f"{role}.cdx.json"
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path  # directory of matrix.yaml
@@ -53,10 +64,10 @@ class Paths:
         return self.build / "logs" / cell_id
 
     def manifest(self, cell_id: str, role: str) -> Path:
-        return self.build / "manifests" / cell_id / f"{role}.json"
+        return manifest_file(self.build, cell_id, role)
 
     def sbom(self, cell_id: str, role: str) -> Path:
-        return self.build / "sbom" / cell_id / f"{role}.cdx.json"
+        return sbom_file(self.build, cell_id, role)
 
     def context(self, cell_id: str) -> Path:
         return self.build / "context" / cell_id

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.files import write_atomic
 from harness.matrix import Cell
+from harness.paths import sbom_file
 from harness.results import FAILED, PASSED, Check
 
 if TYPE_CHECKING:
@@ -100,17 +101,17 @@ def document(
 
     def package(
         name: str, ver: str, purl: PackageURL, licenses: list[Any], props: Sequence[Any] = ()
-    ) -> None:
-        components.append(
-            Component(
-                name=name,
-                version=ver,
-                purl=purl,
-                bom_ref=purl.to_string(),
-                licenses=licenses,
-                properties=props,
-            )
+    ) -> Component:
+        made = Component(
+            name=name,
+            version=ver,
+            purl=purl,
+            bom_ref=purl.to_string(),
+            licenses=licenses,
+            properties=props,
         )
+        components.append(made)
+        return made
 
     debian_licences = facts.get("dpkg_licenses") or {}
     sources = facts.get("dpkg_source") or {}
@@ -132,11 +133,10 @@ def document(
             qualifiers["upstream"] = src if src_ver == ver else f"{src}@{src_ver}"
         purl = PackageURL("deb", namespace="debian", name=name, version=ver, qualifiers=qualifiers)
         licence = debian_licences.get(name)  # DEP-5 short names: a named licence
-        package(
+        debs.append(package(
             name, ver, purl, [DisjunctiveLicense(name=str(licence))] if licence else [],
             _trivy_source(str(src), str(src_ver)),
-        )  # fmt: skip
-        debs.append(components[-1])
+        ))  # fmt: skip
     for line in sorted(freeze):
         name, _, ver = str(line).partition("==")
         purl = PackageURL("pypi", name=_normalize(name), version=ver)
@@ -246,13 +246,24 @@ def keep_pushed(build: Path, pushed: Sequence[Pushed], sources: Mapping[str, Rep
         rep = sources.get(p.cell)
         if rep is None:
             continue
-        made = rep.path.parent / "sbom" / p.cell / f"{p.role}.cdx.json"
+        made = sbom_file(rep.path.parent, p.cell, p.role)
         if made.is_file():
             target = pushed_path(build, p.digest)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, made.read_text(encoding="utf-8"))
             kept += 1
     return kept
+
+
+def pushed_components(build: Path, digest: str) -> list[dict[str, Any]] | None:
+    """The components of the SBOM `push` kept for `digest`; None when none was kept (or
+    what is there is not JSON)."""
+    try:
+        doc = json.loads(pushed_path(build, digest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    found = doc.get("components") if isinstance(doc, dict) else None
+    return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
 
 
 def query(build: Path, lock: ImagesLock, name: str) -> tuple[list[str], list[str]]:
@@ -263,13 +274,11 @@ def query(build: Path, lock: ImagesLock, name: str) -> tuple[list[str], list[str
     found: list[str] = []
     unsearched: list[str] = []
     for e in [*lock.images, *lock.history]:
-        path = pushed_path(build, e.digest)
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        components = pushed_components(build, e.digest)
+        if components is None:
             unsearched.append(f"{e.tag} ({e.digest[:19]})")
             continue
-        for c in doc.get("components") or []:
+        for c in components:
             if _normalize(str(c.get("name", ""))) == want:
                 purl = str(c.get("purl", ""))
                 kind = purl.split("/")[0].removeprefix("pkg:") if purl else str(c.get("type"))

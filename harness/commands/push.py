@@ -15,6 +15,7 @@ from harness.commands import context
 from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.files import write_atomic
+from harness.paths import manifest_file, sbom_file
 from harness.progress import log
 from harness.results import CellResult
 
@@ -136,12 +137,12 @@ def _attester(
             raise HarnessError(f"{cid}: no report holds its result")
         where = rep.path.parent
         made = next((c for c in result.build_checks if c.name == f"image:{role}:sbom"), None)
-        sbom = where / "sbom" / cid / f"{role}.cdx.json"
+        sbom = sbom_file(where, cid, role)
         if made is None or made.status != "passed" or not sbom.is_file():
             raise HarnessError(f"{cid}/{role}: no SBOM from its build beside {where}")
         if hashlib.sha256(sbom.read_bytes()).hexdigest() != made.data.get("sha256"):
             raise HarnessError(f"{sbom}: not the SBOM its build recorded (sha256 differs)")
-        built = where / "manifests" / cid / f"{role}.json"
+        built = manifest_file(where, cid, role)
         try:
             manifest = json.loads(built.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
