@@ -224,8 +224,12 @@ def rebuild_differences(original: str, rebuild: str) -> list[str]:
         root = doc["metadata"]["component"]
         return str(root["bom-ref"]), str(doc["serialNumber"]), f'"{root["name"]}"'
 
+    try:
+        names = list(zip(identity(rebuild), identity(original), strict=True))
+    except (ValueError, KeyError, TypeError) as exc:  # empty, truncated, not ours
+        return [f"not an SBOM this harness writes: {exc!r:.200}"]
     renamed = rebuild
-    for theirs, ours in zip(identity(rebuild), identity(original), strict=True):
+    for theirs, ours in names:
         renamed = renamed.replace(theirs, ours)
     if renamed == original:
         return []

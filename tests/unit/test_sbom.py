@@ -135,3 +135,10 @@ def test_a_rebuild_is_compared_but_for_its_own_identity() -> None:
     changed = sbom.document(cell(), "head", "sha256:" + "ef" * 32, scratch, moved, 0)
     diffs = sbom.rebuild_differences(original, changed)
     assert any("6.0.2" in d for d in diffs) and any("6.0.3" in d for d in diffs)
+
+
+def test_an_empty_or_malformed_rebuild_sbom_is_a_difference() -> None:
+    original = sbom.document(cell(), "head", IMAGE, TAG, FACTS, 0)
+    for bad in ("", "{", '{"metadata": {}}', "[]"):
+        assert sbom.rebuild_differences(original, bad) != []
+        assert sbom.rebuild_differences(bad, original) != []
