@@ -245,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _ready_timeout(s, timeouts.GRID)
     _backend(s)
+    s.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="run every pair, also a cell's notebook against its own cluster where the last "
+        "`test` of the build directory proved it on the same images",
+    )
     s = sub.add_parser(
         "probe",
         parents=[common],

@@ -59,9 +59,13 @@ def parity(
         name,
         not problems,
         detail,
-        client={k: client.get(k) for k in PARITY_KEYS},
+        # the wire libraries too: what `grid` needs to judge a pair this check proved
+        client={k: client.get(k) for k in (*PARITY_KEYS, "libs")},
         nodes=[
-            {"host": n.get("hostname"), **{k: (n.get("facts") or {}).get(k) for k in PARITY_KEYS}}
+            {
+                "host": n.get("hostname"),
+                **{k: (n.get("facts") or {}).get(k) for k in (*PARITY_KEYS, "libs")},
+            }
             for n in nodes
         ],
     )

@@ -5,6 +5,11 @@ selection, record Ray's own verdicts (Ray Client connect; the driver version che
 Ray's exact messages, next to the harness's verdict under the matrix's policy: which
 differences fail (default: Python micro, Ray version, Ray commit) and which warn
 (default: libraries that cross the wire). M cluster starts for N x M pairs.
+
+A cell's notebook against its own cluster is what `test` proves (Ray Client, driver and
+Jobs API paths, parity with every node): where the build directory's last test of that
+cell passed on the same images and backend, the pair is taken from it (`proven_by`), not
+run again, and a cluster none of whose pairs is left to run is not started.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from harness.files import write_atomic
 from harness.matrix import Cell, GridPolicy, Matrix
 from harness.probe_client import Probe
 from harness.progress import log, step
-from harness.results import Status, redact
+from harness.results import PASSED, CellResult, Status, redact
 from harness.timeouts import DEFAULT, Timeouts
 from harness.verify import QUICK_REFUSAL, join_as_driver
 
@@ -133,6 +138,9 @@ class Pair:
     harness_jobs: Verdict = field(default_factory=lambda: Verdict(UNDECIDED, answered=False))
     # Only for a Python micro-only mismatch: what forcing Ray past its check does.
     relaxed: Relaxation | None = None
+    # Where the pair's verdicts come from when not from this grid run: `test`'s checks of
+    # the cell (same images, same backend), named here
+    proven_by: str = ""
 
     @property
     def ray_objects(self) -> bool:
@@ -287,16 +295,69 @@ def jobs_verdicts(result: Mapping[str, Any], cluster: Mapping[str, Any]) -> tupl
     return Verdict("accepted", ray_msg), Verdict(COMPATIBLE)
 
 
+# What `test` must have passed for a cell's notebook-to-own-cluster pair to be taken from it:
+# the same three paths the grid asks, and parity with every node.
+PROVING_CHECKS = (
+    "client:connect",
+    "client:parity",
+    "driver:connect",
+    "driver:parity",
+    "jobs:submit",
+)
+
+
+def from_test(
+    result: CellResult | None, image_ids: Mapping[str, str], backend: str, policy: GridPolicy
+) -> tuple[Pair | None, str]:
+    """The pair (cell's notebook, cell's cluster) as `test` proved it, or None and why not:
+    the last test must have run on `backend`, on exactly `image_ids` (role -> image id), and
+    passed every check of PROVING_CHECKS with the facts the harness judges on recorded."""
+    if result is None or not result.tested_image_ids:
+        return None, "not tested in this build directory"
+    if result.tested_image_ids != dict(image_ids):
+        return None, "its last test was of other images"
+    if result.tested_on != backend:
+        return None, f"its last test ran on {result.tested_on or 'another backend'}, not {backend}"
+    by_name = {c.name: c for c in result.test_checks}
+    unproven = [n for n in PROVING_CHECKS if n not in by_name or by_name[n].status != PASSED]
+    if unproven:
+        return None, f"its last test did not pass {', '.join(unproven)}"
+    if by_name["client:connect"].data.get("warnings"):
+        return None, "Ray warned at its last test's Ray Client connect"
+    parity = by_name["client:parity"].data
+    client, nodes = parity.get("client"), parity.get("nodes")
+    if not isinstance(client, dict) or not isinstance(nodes, list) or len(nodes) < 2:
+        return None, "its last test recorded no node facts"
+    if "libs" not in client or not all(isinstance(n, dict) and "libs" in n for n in nodes):
+        return None, "its last test predates the recorded wire libraries"
+    ray = str(client.get("ray"))
+    by = f"test (same image ids, {backend} backend)"
+    pair = Pair(
+        notebook=result.id,
+        cluster=result.id,
+        ray_client=Verdict("accepted", "connected (client:connect)"),
+        ray_driver=Verdict("accepted", "joined and connected (driver:connect)", stage="ray.init"),
+        harness=judge(client, nodes, policy),
+        ray_jobs=Verdict("accepted", f"job SUCCEEDED on the cluster's interpreter (Ray {ray})"),
+        harness_jobs=Verdict(COMPATIBLE),
+        proven_by=by,
+    )
+    return pair, by
+
+
 def run(
     backend: Backend,
     matrix: Matrix,
     cells: Sequence[Cell],
     log_dir: Path,
     timeouts: Timeouts = DEFAULT,
+    proven: Mapping[tuple[str, str], Pair] | None = None,
 ) -> list[Pair]:
     """Start each cluster once (head and worker, from the backend); connect every notebook
-    image of the selection to it as a client of its own."""
+    image of the selection to it as a client of its own. The pairs in `proven` ((notebook,
+    cluster) -> pair) are taken as they are; a cluster with no other pair is not started."""
     pairs: list[Pair] = []
+    proven = proven or {}
 
     def undecided(cluster_cell: Cell, why: str) -> None:
         """No pair of a cluster that never came up can be decided."""
@@ -307,6 +368,12 @@ def run(
         log(f"grid: cluster {cluster_cell.id} never came up ({why}); its pairs undecided")
 
     for cluster_cell in cells:
+        to_run = [nb for nb in cells if (nb.id, cluster_cell.id) not in proven]
+        if not to_run:
+            for nb_cell in cells:
+                pairs.append(proven[(nb_cell.id, cluster_cell.id)])
+                log(f"grid: {nb_cell.id} -> {cluster_cell.id}: from {pairs[-1].proven_by}")
+            continue
         images = backend.images_for(cluster_cell, cluster_cell.tags(matrix.prefix))
         with contextlib.ExitStack() as stack:
             try:
@@ -342,6 +409,10 @@ def run(
                 )
                 continue
             for i, nb_cell in enumerate(cells):
+                if (nb_cell.id, cluster_cell.id) in proven:
+                    pairs.append(proven[(nb_cell.id, cluster_cell.id)])
+                    log(f"grid: {nb_cell.id} -> {cluster_cell.id}: from {pairs[-1].proven_by}")
+                    continue
                 pair = Pair(notebook=nb_cell.id, cluster=cluster_cell.id)
                 with step(f"grid: notebook {nb_cell.id} -> cluster {cluster_cell.id}"):
                     client = cluster.add_client(nb_cell.tag(matrix.prefix, "notebook"), str(i))
@@ -460,8 +531,18 @@ def markdown(pairs: Sequence[Pair], policy: GridPolicy) -> str:
                 f"{SYMBOL[p.harness_jobs.verdict]} {p.harness_jobs.verdict} / "
                 f"client {p.ray_client.verdict} / driver {p.ray_driver.verdict} / "
                 f"jobs {p.ray_jobs.verdict} / safe: {', '.join(p.safe_paths) or 'none'}"
+                + (" / from `test`" if p.proven_by else "")
             )
         lines.append(f"| {nb} | " + " | ".join(row) + " |")
+    reused = [p for p in pairs if p.proven_by]
+    if reused:
+        lines += ["", "## Taken from `test`", ""]
+        lines.append(
+            "Not run again: `test` proved these pairs on the same images (a cell's notebook"
+            " against its own cluster: Ray Client, driver and Jobs API paths, parity with"
+            " every node). `grid --no-reuse` runs them too."
+        )
+        lines += [f"- {p.notebook} -> {p.cluster}: {p.proven_by}" for p in reused]
     lines += ["", "## Why", ""]
     for p in pairs:
         quiet = p.harness.verdict == COMPATIBLE and p.harness_jobs.verdict == COMPATIBLE
@@ -520,7 +601,9 @@ def page(pairs: Sequence[Pair], policy: GridPolicy) -> str:
                 f"<br>driver: {html.escape(str(p.ray_driver.verdict))}"
                 f"<br>jobs: {html.escape(str(p.ray_jobs.verdict))} "
                 f"({html.escape(str(p.harness_jobs.verdict))})"
-                f"<br>safe: {html.escape(', '.join(p.safe_paths) or 'none')}</td>"
+                f"<br>safe: {html.escape(', '.join(p.safe_paths) or 'none')}"
+                + (f"<br><i>from {html.escape(p.proven_by)}</i>" if p.proven_by else "")
+                + "</td>"
             )
         rows.append(f"<tr><th>{html.escape(nb)}</th>{''.join(cells)}</tr>")
     return f"""<!doctype html>

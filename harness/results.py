@@ -150,6 +150,7 @@ class CellResult:
     build_checks: list[Check] = field(default_factory=list)
     test_checks: list[Check] = field(default_factory=list)
     tested_image_ids: dict[str, str] = field(default_factory=dict)
+    tested_on: str = ""  # the backend the test checks ran on ("containers", "kind")
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -215,6 +216,7 @@ class CellResult:
             build_checks=[c for c in checks if c.stage == "build"],
             test_checks=[c for c in checks if c.stage != "build"],
             tested_image_ids=dict(doc.get("tested_image_ids", {})),
+            tested_on=doc.get("tested_on", ""),
             timings=dict(doc.get("timings", {})),
         )
 
@@ -246,6 +248,7 @@ def _shape(doc: object) -> None:
             "platform": str,
             "status": str,
             "detail": str,
+            "tested_on": str,
         },
         "cell",
         ("id", "ray", "python", "variant"),

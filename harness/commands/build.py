@@ -111,6 +111,7 @@ def _build_all(
                 # Same images as last tested: keep those results.
                 result.test_checks = previous.test_checks
                 result.tested_image_ids = previous.tested_image_ids
+                result.tested_on = previous.tested_on
             result.settle()
             # The exit code and the line say what this build did; the report keeps the
             # cell's last test status when its images are the ones tested.

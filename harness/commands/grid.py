@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from harness import grid, matrix, timeouts
+from harness import grid, matrix, report, timeouts
 from harness.backends import open_backend
-from harness.commands import context, require_built
+from harness.commands import Context, context, require_built
 from harness.commands.test import pushed
 from harness.engine import Engine
+from harness.matrix import Cell
 from harness.progress import log
 
 
@@ -34,9 +35,10 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     for c in cells:  # pushed digests exist for every cell where the cluster pulls
         backend.images_for(c, c.tags(m.prefix))
     log(f"grid: {len(cells)} cluster(s) x {len(cells)} notebook image(s)")
+    proven = {} if args.no_reuse else proven_pairs(engine, ctx, cells, args.backend)
     with backend:
         backend.load([tag for c in cells for tag in c.tags(m.prefix).values()])
-        pairs = grid.run(backend, m, cells, paths.logs("grid"), waits)
+        pairs = grid.run(backend, m, cells, paths.logs("grid"), waits, proven)
     grid.write(paths.build, pairs, m.grid)
     counts = Counter(p.harness.verdict for p in pairs)
     log(f"grid: {dict(counts)}; {paths.build / 'grid.md'}, grid.html, grid.json")
@@ -49,3 +51,23 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     if undecided:
         return grid.EXIT_UNDECIDED
     return grid.EXIT_BLIND_SPOT if blind else 0
+
+
+def proven_pairs(
+    engine: Engine, ctx: Context, cells: list[Cell], backend: str
+) -> dict[tuple[str, str], grid.Pair]:
+    """Each cell's notebook-to-own-cluster pair that the build directory's last `test`
+    proved on the images the grid would run, on the same backend (grid.from_test)."""
+    state = report.load_state(ctx.paths.state)
+    out: dict[tuple[str, str], grid.Pair] = {}
+    for c in cells:
+        ids = {
+            role: str((engine.inspect("image", tag) or {}).get("Id"))
+            for role, tag in c.tags(ctx.matrix.prefix).items()
+        }
+        pair, why = grid.from_test(state.get(c.id), ids, backend, ctx.matrix.grid)
+        if pair is None:
+            log(f"grid: {c.id} -> itself: run here ({why})")
+        else:
+            out[(c.id, c.id)] = pair
+    return out

@@ -58,7 +58,9 @@ def run(args: argparse.Namespace, run_id: str) -> int:
         # Kubernetes: one cell at a time, each alone (the overlap was measured on
         # containers only)
         turns = None if kube else Turns(at_once)
-        return test_cells(engine, ctx, images_of, waits, at_once, cluster_for, turns)
+        return test_cells(
+            engine, ctx, images_of, waits, at_once, cluster_for, turns, tested_on=args.backend
+        )
 
 
 def bounds(waits: timeouts.Timeouts, c: Cell) -> timeouts.Timeouts:
@@ -74,6 +76,7 @@ def test_cells(
     at_once: int,
     cluster_for: ClusterFor,
     turns: Turns | None = None,
+    tested_on: str = "containers",
 ) -> int:
     """Test every cell on the clusters `cluster_for` makes, `at_once` checking at a time
     (with `turns`, the next cluster starts while one is in its last phase); the report
@@ -87,7 +90,15 @@ def test_cells(
         previous = state.get(c.id) or report.fresh(c)
         with turns.cell() if turns else contextlib.nullcontext(Alone()) as turn:
             return test_one(
-                engine, ctx, c, images_of[c.id], previous, bounds(waits, c), cluster_for(c), turn
+                engine,
+                ctx,
+                c,
+                images_of[c.id],
+                previous,
+                bounds(waits, c),
+                cluster_for(c),
+                turn,
+                tested_on,
             )
 
     failed = 0
@@ -114,6 +125,7 @@ def test_one(
     waits: timeouts.Timeouts,
     make_cluster: Callable[[], Cluster],
     turn: Turn,
+    tested_on: str = "containers",
 ) -> CellResult:
     """One cell's cluster checks; an infrastructure failure stops only this cell."""
     if any(k.status == FAILED for k in result.build_checks):
@@ -130,6 +142,7 @@ def test_one(
         log(f"{c.id}: testing stopped: {exc}")
         return result
     result.tested_image_ids = ids
+    result.tested_on = tested_on
     result.timings = timings
     return result
 

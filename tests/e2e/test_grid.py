@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +94,26 @@ def test_ray_version_mismatch(
     assert p["ray_client"]["verdict"] in ("rejected", "error"), p["ray_client"]
     assert p["ray_driver"]["verdict"] in ("rejected", "error"), p["ray_driver"]
     assert p["harness"]["verdict"] != "compatible"
+
+
+def test_a_pair_test_proved_is_not_run_again(tmp_path: Path) -> None:
+    """`test` of one cell, then a grid of that cell in the same build directory: the pair is
+    taken from the test (no cluster started), and `--no-reuse` runs it all the same."""
+    only = ["--only", "ray=2.60.0,python=3.13.5,variant=cpu", "--build-dir", str(tmp_path)]
+    assert harness("build", *only).returncode == 0
+    tested = harness("test", *only)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    reused = harness("grid", *only)
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    assert "starting rh-" not in reused.stderr  # no cluster
+    assert f"grid: {OLD} -> {OLD}: from test (same image ids" in reused.stderr
+    doc = json.loads((tmp_path / "grid.json").read_text())
+    (p,) = doc["pairs"]
+    assert p["proven_by"].startswith("test") and p["harness"]["verdict"] == "compatible"
+    assert [p[k]["verdict"] for k in ("ray_client", "ray_driver", "ray_jobs")] == ["accepted"] * 3
+    assert "## Taken from `test`" in (tmp_path / "grid.md").read_text()
+    again = harness("grid", *only, "--no-reuse")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "starting rh-" in again.stderr
+    (p,) = json.loads((tmp_path / "grid.json").read_text())["pairs"]
+    assert p["proven_by"] == "" and p["ray_driver"]["verdict"] == "accepted"

@@ -10,6 +10,7 @@ import pytest
 
 from harness import grid, matrix
 from harness.errors import MatrixError
+from harness.results import FAILED, PASSED, CellResult, Check
 
 POLICY = matrix.GridPolicy()
 LIBS = {"grpcio": "1.70.0", "numpy": "2.3.0", "cloudpickle": "3.1.1 (vendored)"}
@@ -203,3 +204,109 @@ def test_a_relaxation_is_safe_only_when_every_round_trip_came_back() -> None:
     p = pair("nb", "cl", "incompatible", "warned", "rejected")
     p.relaxed = broken
     assert "forced past the micro check" in grid.markdown([p], POLICY)
+
+
+# --- a cell's notebook against its own cluster, taken from `test` ---------------------------
+
+IDS = {"head": "sha256:h", "worker": "sha256:w", "notebook": "sha256:n"}
+
+
+def proven_result(**changes: Any) -> CellResult:
+    """A cell whose last test passed every check the grid takes a pair from."""
+    client = facts()
+    nodes = [{"host": h, **facts()} for h in ("head", "worker")]
+    checks = [
+        Check("client:connect", PASSED, "connected", "test", {"warnings": []}),
+        Check("client:parity", PASSED, "same", "test", {"client": client, "nodes": nodes}),
+        Check("driver:connect", PASSED, "joined", "test"),
+        Check("driver:parity", PASSED, "same", "test"),
+        Check("jobs:submit", PASSED, "job SUCCEEDED", "test"),
+    ]
+    result = CellResult("c1", "2.60.0", "3.13.5", "cpu", test_checks=checks)
+    result.tested_image_ids, result.tested_on = dict(IDS), "containers"
+    for key, value in changes.items():
+        setattr(result, key, value)
+    return result
+
+
+def test_a_pair_test_proved_is_taken_with_its_verdicts() -> None:
+    p, why = grid.from_test(proven_result(), IDS, "containers", POLICY)
+    assert p is not None, why
+    assert (p.notebook, p.cluster) == ("c1", "c1")
+    assert (p.harness.verdict, p.harness_jobs.verdict) == ("compatible", "compatible")
+    assert [p.ray_client.verdict, p.ray_driver.verdict, p.ray_jobs.verdict] == ["accepted"] * 3
+    assert p.proven_by.startswith("test") and p.safe_paths == ["Ray Client", "driver", "Jobs API"]
+
+
+def test_the_harness_verdict_is_judged_again_from_the_recorded_facts() -> None:
+    result = proven_result()
+    result.test_checks[1].data["nodes"][1]["libs"]["grpcio"] = "1.71.0"
+    p, _ = grid.from_test(result, IDS, "containers", POLICY)
+    assert p is not None and p.harness.verdict == "warn"
+    assert p.harness.reasons == ["grpcio: notebook 1.70.0 vs cluster 1.70.0, 1.71.0 (warn)"]
+
+
+def _failing(name: str) -> CellResult:
+    result = proven_result()
+    result.test_checks = [
+        c if c.name != name else Check(name, FAILED, "no", "test") for c in result.test_checks
+    ]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("result", "ids", "backend", "why"),
+    [
+        (None, IDS, "containers", "not tested"),
+        (proven_result(tested_image_ids={}), IDS, "containers", "not tested"),
+        (proven_result(), {**IDS, "notebook": "sha256:other"}, "containers", "other images"),
+        (proven_result(), IDS, "kind", "ran on containers, not kind"),
+        (proven_result(tested_on=""), IDS, "containers", "another backend"),
+        (_failing("driver:parity"), IDS, "containers", "did not pass driver:parity"),
+        (
+            proven_result(test_checks=proven_result().test_checks[:-1]),
+            IDS,
+            "containers",
+            "did not pass jobs:submit",
+        ),
+    ],
+    ids=["no-result", "never-tested", "rebuilt", "backend", "old-report", "failed", "missing"],
+)
+def test_a_pair_is_run_again_unless_test_proved_it_on_the_same_images(
+    result: CellResult | None, ids: dict[str, str], backend: str, why: str
+) -> None:
+    p, reason = grid.from_test(result, ids, backend, POLICY)
+    assert p is None and why in reason
+
+
+def test_a_warning_or_facts_without_wire_libraries_are_not_taken() -> None:
+    warned = proven_result()
+    warned.test_checks[0].data["warnings"] = ["Python version mismatch"]
+    assert grid.from_test(warned, IDS, "containers", POLICY) == (
+        None,
+        "Ray warned at its last test's Ray Client connect",
+    )
+    old = proven_result()
+    del old.test_checks[1].data["client"]["libs"]
+    p, why = grid.from_test(old, IDS, "containers", POLICY)
+    assert p is None and "wire libraries" in why
+
+
+def test_a_cluster_with_every_pair_proven_is_not_started(
+    write_matrix: Callable[[str], Path], tmp_path: Path
+) -> None:
+    m = matrix.load(write_matrix('ray: ["2.60.0"]\npython: ["3.13.5"]\n'))
+    cell = m.cells[0]
+    p, _ = grid.from_test(proven_result(id=cell.id), IDS, "containers", POLICY)
+    assert p is not None
+
+    class NoBackend:  # any use of the backend would start a cluster
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the backend was used: {name}")
+
+    pairs = grid.run(NoBackend(), m, [cell], tmp_path, proven={(cell.id, cell.id): p})  # type: ignore[arg-type]
+    assert pairs == [p]
+    grid.write(tmp_path, pairs, POLICY)
+    assert f"- {cell.id} -> {cell.id}: test (same image ids" in (tmp_path / "grid.md").read_text()
+    assert "<i>from test" in (tmp_path / "grid.html").read_text()
+    assert '"proven_by": "test' in (tmp_path / "grid.json").read_text()
