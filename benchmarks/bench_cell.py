@@ -19,6 +19,7 @@ from typing import Any
 
 import results
 from common import cells, cpu_speed, harness, mb, not_passed, pull_sizes, spread, table
+from cpu_profile import Profiler
 
 
 def main() -> None:
@@ -43,8 +44,11 @@ def main() -> None:
         flakes: list[str] = []
         rounds: list[dict[str, object]] = []
         timings: dict[str, float] = {}
+        profile: dict[str, Any] = {}
         for i in range(opts.repeat):
-            wall, rc = harness(["test", *only], build_dir)
+            with Profiler() as profiler:  # every run profiled alike; the last one kept
+                wall, rc = harness(["test", *only], build_dir, on_line=profiler.line)
+            profile = profiler.result()
             found = [c for c in cells(build_dir) if c["id"] == cell["id"]]
             tested: dict[str, Any] = found[0] if found else {"status": "none", "timings": {}}
             walls.append(wall)
@@ -88,7 +92,14 @@ def main() -> None:
         "size_notebook_mb": mb(sizes["notebook"]),
         **{f"pull_{role}_mb": mb(n) for role, n in pulls.items()},
     }
-    details = {"cell": cell["id"], "flakes": flakes, "timings": timings}
+    details = {"cell": cell["id"], "flakes": flakes, "timings": timings, "profile": profile}
+    print()
+    print(f"last run: {profile['wall_s']} s, host CPU {profile['host_cpu_s']} s "
+          f"({profile['processes_cpu_s']} s in processes seen)")  # fmt: skip
+    for s in profile["steps"]:
+        print(f"  {s['start_s']:>5} s  {s['wall_s']:>5} s  {s['host_cpu_s']:>5} CPU-s  {s['step']}")
+    for k in profile["by_kind"]:
+        print(f"  {k['cpu_s']:>5} CPU-s  {k['processes']:>3}  {k['kind']}")
     results.record("cell", figures, rounds, (speed, end), details)
 
 

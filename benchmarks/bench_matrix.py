@@ -11,6 +11,7 @@ grid, and per-image sizes and pull sizes. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -59,6 +60,8 @@ def main() -> None:
                     flakes.append(f"round {i + 1} {c['id']}: {', '.join(bad) or c['status']}")
             print(f"bench: round {i + 1}/{opts.rounds}: exit {rc} in {wall:.1f} s")
         grid = None if opts.no_grid else harness(["grid"], build_dir)
+        grid_doc = build_dir / "grid.json"
+        pairs = json.loads(grid_doc.read_text())["pairs"] if grid and grid_doc.is_file() else []
         built = [c for c in tested if c["images"]]
     every = [t for ts in per_cell.values() for t in ts]
     rows = [
@@ -73,6 +76,7 @@ def main() -> None:
         ("warm build + test (s)", f"{warm_build + rounds[0]:.1f}" if rounds else "-"),
         ("one cell end to end, over all cells and rounds", spread(every)),
         ("grid (s)", f"{grid[0]:.1f} (exit {grid[1]})" if grid else "-"),
+        ("  grid pairs taken from `test`", f"{sum(1 for p in pairs if p.get('proven_by'))}"),
         (f"cells that did not pass (of {len(every)})", str(len(flakes))),
         *[(f"  {f}", "") for f in flakes],
     ]
@@ -117,7 +121,13 @@ def main() -> None:
         "cell_runs": len(every),
         "not_passed": len(flakes),
     }
-    details = {"cells": per_image, "flakes": flakes, "grid_exit": grid[1] if grid else None}
+    details = {
+        "cells": per_image,
+        "flakes": flakes,
+        "grid_exit": grid[1] if grid else None,
+        "grid_pairs": len(pairs),
+        "grid_pairs_from_test": sum(1 for p in pairs if p.get("proven_by")),
+    }
     results.record("matrix", figures, exits, (speed, end), details)
 
 

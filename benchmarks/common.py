@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,17 +24,25 @@ from harness.registry_api import Exporter  # noqa: E402
 LAST_RUN: list[str] = []  # the run id of the latest `harness` call
 
 
-def harness(args: Sequence[str], build_dir: Path) -> tuple[float, int]:
-    """Run `python -m harness ARGS --build-dir BUILD_DIR`: wall seconds and exit code."""
+def harness(
+    args: Sequence[str], build_dir: Path, on_line: Callable[[str], None] | None = None
+) -> tuple[float, int]:
+    """Run `python -m harness ARGS --build-dir BUILD_DIR`: wall seconds and exit code. With
+    `on_line`, its progress lines (stderr, plain) go to `on_line` as they come, and on."""
     start = time.monotonic()
     run_id = f"bench{os.getpid()}{int(time.time() * 1000) % 10**9}"
     LAST_RUN[:] = [run_id]
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", *args, "--build-dir", str(build_dir)],
-        cwd=ROOT,
-        env={**os.environ, "HARNESS_RUN_ID": run_id},
-    )
-    return time.monotonic() - start, r.returncode
+    command = [sys.executable, "-m", "harness", *args, "--build-dir", str(build_dir)]
+    env = {**os.environ, "HARNESS_RUN_ID": run_id}
+    if on_line is None:
+        r = subprocess.run(command, cwd=ROOT, env=env)
+        return time.monotonic() - start, r.returncode
+    with subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as p:
+        assert p.stderr is not None
+        for line in p.stderr:
+            on_line(line)
+            sys.stderr.write(line)
+    return time.monotonic() - start, p.returncode
 
 
 def cells(build_dir: Path, name: str = "report.json", fresh: bool = True) -> list[dict[str, Any]]:

@@ -247,6 +247,13 @@ def _table(bench: str, run: Mapping[str, Any]) -> list[str]:
         if key in run["figures"]:
             lines.append(f"| {what} | {_value(run['figures'][key], unit)} | {goal} |")
     lines.append("")
+    if run["details"].get("grid_pairs"):
+        lines += [
+            f"The grid's {run['details']['grid_pairs']} pairs: "
+            f"{run['details'].get('grid_pairs_from_test', 0)} taken from the test round "
+            "(same images), the others run.",
+            "",
+        ]
     cells = run["details"].get("cells")
     if cells:
         lines += [
@@ -262,7 +269,40 @@ def _table(bench: str, run: Mapping[str, Any]) -> list[str]:
                 f"{_value(c.get('pull_notebook_mb'), '')} |"
             )
         lines.append("")
+    profile = run["details"].get("profile")
+    if profile:
+        lines += _profile(profile)
     return lines
+
+
+def _profile(p: Mapping[str, Any]) -> list[str]:
+    """The last test run's profile (benchmarks/cpu_profile.py) as two tables."""
+    capacity = (p.get("cores") or 1) * p["wall_s"]
+    busy = round(100 * p["host_cpu_s"] / capacity) if capacity else 0
+    lines = [
+        "Where the last run's time went (`benchmarks/cpu_profile.py`): "
+        f"{p['wall_s']} s wall; the host was busy {p['host_cpu_s']} CPU-s of "
+        f"{p.get('cores')} cores x {p['wall_s']} s ({busy} %); the processes seen account "
+        f"for {p['processes_cpu_s']} CPU-s. Steps that overlap share the host: their CPU "
+        "is not additive.",
+        "",
+        "| step | starts at s | wall s | host CPU-s during it |",
+        "|---|---|---|---|",
+        *[
+            f"| {s['step']} | {s['start_s']} | {s['wall_s']} | {s['host_cpu_s']} |"
+            for s in p["steps"]
+        ],
+        "",
+        "| process kind | serves | processes | CPU-s | share |",
+        "|---|---|---|---|---|",
+    ]
+    total = p["processes_cpu_s"] or 1
+    for k in p["by_kind"]:
+        share = round(100 * k["cpu_s"] / total)
+        lines.append(
+            f"| {k['kind']} | {k['serves']} | {k['processes']} | {k['cpu_s']} | {share} % |"
+        )
+    return [*lines, ""]
 
 
 def section(page: str) -> str:

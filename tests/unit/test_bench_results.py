@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,3 +58,83 @@ def test_recording_appends_and_refuses_unknown_figures(tmp_path: Path) -> None:
     assert runs[0]["rounds"] == [{"exit": 0, "seconds": 1.0}] and runs[0]["commit"]
     with pytest.raises(ValueError, match="made_up"):
         results.record("cell", {"made_up": 1}, [], (0.3, 0.4), path=path)
+
+
+def bench_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+LOG = [
+    (1.0, "[10:41:39] ray2.60.0-py3.11.2-cpu: starting rh-a1-b1: head, 1 worker(s), notebook"),
+    (7.0, "[10:41:45] ray2.60.0-py3.11.2-cpu: waiting for head + worker ..."),
+    (7.5, "[10:41:45] ray2.60.0-py3.11.2-cpu: Serve application over HTTP ..."),
+    (9.5, "[10:41:47] ray2.60.0-py3.11.2-cpu: waiting for head + worker: done in 2.5s"),
+    (9.6, "[10:41:47] ray2.60.0-py3.11.2-cpu: a node without the token: refused in 13s"),
+    (20.0, "[10:42:05] ray2.60.0-py3.11.2-cpu: Serve application over HTTP: done in 12.5s"),
+    (21.0, "[10:42:14] ray2.60.0-py3.11.2-cpu: removed 3 containers, the network"),
+]
+
+
+def test_the_profile_times_each_logged_step_and_the_start_and_teardown() -> None:
+    profile = bench_module("cpu_profile")
+    got = profile.steps(LOG, 0.5, lambda t0, t1: 2 * (t1 - t0))  # a host busy on 2 cores
+    assert [(s["step"], s["start_s"], s["wall_s"], s["host_cpu_s"]) for s in got] == [
+        (profile.STARTUP, 0.5, 6.0, 12.0),
+        ("waiting for head + worker", 6.5, 2.5, 5.0),
+        ("Serve application over HTTP", 7.0, 12.5, 25.0),
+        (profile.TEARDOWN, 19.5, 1.0, 2.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "kind"),
+    [
+        ("ray::ServeReplica:raycompat:Facts", "Serve: controller, proxies, replicas"),
+        ("ray::JobSupervisor", "Jobs API: job supervisors"),
+        ("ray::IDLE", "Ray workers (tasks, actors, idle)"),
+        (
+            "/opt/ray/bin/python /opt/ray/bin/ray start --address=ray-head:6379 --num-cpus=0",
+            "`ray start --address` (a joining node)",
+        ),
+        ("python - auth --dashboard http://ray-head:8265", "probe: auth attempts"),
+        ("/usr/sbin/dockerd -H fd://", "Docker engine (dockerd, containerd, runc)"),
+        ("something else", "other processes"),
+    ],
+)
+def test_processes_are_named_by_their_kind(cmdline: str, kind: str) -> None:
+    assert bench_module("cpu_profile").kind(cmdline)[0] == kind
+
+
+def test_the_profile_is_on_the_page() -> None:
+    results = results_module()
+    run: dict[str, Any] = {
+        "bench": "cell",
+        "commit": "abc",
+        "dirty": False,
+        "finished": "2026-12-06T00:00:00Z",
+        "machine": {"cores": 2, "loop_s_start": 0.35, "loop_s_end": 0.36},
+        "rounds": [{"exit": 0, "seconds": 30.1}],
+        "figures": {"test_median_s": 30.1},
+        "details": {
+            "cell": "c",
+            "profile": {
+                "wall_s": 10.0,
+                "host_cpu_s": 15.0,
+                "cores": 2,
+                "processes_cpu_s": 12.0,
+                "steps": [{"step": "waiting", "start_s": 1.0, "wall_s": 2.0, "host_cpu_s": 3.0}],
+                "by_kind": [{"kind": "raylet", "serves": "cluster", "processes": 3, "cpu_s": 6.0}],
+            },
+        },
+    }
+    text = results.render([run])
+    assert "the host was busy 15.0 CPU-s of 2 cores x 10.0 s (75 %)" in text
+    assert "| waiting | 1.0 | 2.0 | 3.0 |" in text
+    assert "| raylet | cluster | 3 | 6.0 | 50 % |" in text
