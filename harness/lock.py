@@ -13,6 +13,7 @@ inputs no longer match matrix.yaml, so a build never resolves on its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -126,7 +127,12 @@ def parse(text: str) -> list[Pin]:
 
 
 def pins_of(path: Path) -> list[Pin]:
-    return parse(path.read_text(encoding="utf-8"))
+    return list(_parsed(path.read_text(encoding="utf-8")))
+
+
+@functools.lru_cache(maxsize=256)  # a no-op build reads each lock 2-3 times
+def _parsed(text: str) -> tuple[Pin, ...]:
+    return tuple(parse(text))
 
 
 def version_of(path: Path, name: str) -> str | None:

@@ -149,11 +149,11 @@ class Wheelhouse:
         architectures."""
         supported = supported_tags(python, arch)
         downloaded = sorted(have[h] for h in pin.hashes if h in have)
-        found = [w for w in downloaded if parse_wheel_filename(w.name)[3] & supported]
+        found = [w for w in downloaded if _wheel_tags(w.name) & supported]
         if found:  # the usual case: no look for built wheels (a file read per hash)
             return found
         built = [w for h in sorted(pin.hashes) if (w := self.built(h, python, arch))]
-        return [w for w in built if parse_wheel_filename(w.name)[3] & supported]
+        return [w for w in built if _wheel_tags(w.name) & supported]
 
     def built_dir(self, sdist_sha256: str, python: str, arch: str) -> Path:
         """Where the wheel built from an sdist for CPython `python` on `arch` is kept
@@ -193,6 +193,11 @@ class Wheelhouse:
                     if line.startswith("commit"):
                         return line.split("=", 1)[1].strip().strip("\"'")
         raise HarnessError(f"{lock_file}: no Ray wheel with a commit found")
+
+
+@functools.lru_cache(maxsize=4096)  # the same wheels are matched for every cell and lock
+def _wheel_tags(name: str) -> frozenset[Tag]:
+    return parse_wheel_filename(name)[3]
 
 
 @functools.cache  # thousands of tags, asked once per pin of every lock
