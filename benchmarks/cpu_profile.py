@@ -2,8 +2,9 @@
 
 While `harness test` runs, a thread reads /proc every 0.2 s: the host's busy time
 (/proc/stat) and every process's CPU time and command line (containers' processes are the
-host's too). Ray retitles its workers (`ray::ServeReplica...`, `ray::IDLE`), so a process
-is named by its last title. Steps come from the harness's own progress lines (`X ...`
+host's too). A process is named by what it last was: the command it exec'd (the worker
+image's wait loop becomes `ray start`), or the title Ray gave it (`ray::ServeReplica...`,
+`ray::IDLE`). Steps come from the harness's own progress lines (`X ...`
 then `X: done in N s`), timed as they arrive. A process that lives less than one sample
 is not seen (the total says how much of the host's busy time the kinds account for).
 
@@ -34,7 +35,8 @@ KINDS: list[tuple[str, str, str]] = [
     ("Jobs API: job supervisors", r"^ray::JobSupervisor", "jobs, serve"),
     ("Ray workers (tasks, actors, idle)", r"^ray::|default_worker\.py|setup_worker\.py /", "all"),
     ("Ray Client servers (one per client)", r"ray\.util\.client\.server", "client, notebook, auth"),
-    ("`ray start --address` (a joining node)", r"ray start --address", "driver, auth"),
+    ("`ray start --address` (the notebook joining)", r"ray start --address", "driver, auth"),
+    ("`ray start --block --address` (the worker node)", r"ray start --block --address", "cluster"),
     ("`ray start --head`", r"ray start --head", "cluster"),
     ("raylet", r"/raylet( |$)", "cluster"),
     ("GCS server", r"gcs_server", "cluster"),
@@ -53,7 +55,6 @@ KINDS: list[tuple[str, str, str]] = [
     ("job drivers (rcjob.py, rcserve.py)", r"rcserve\.py|rcjob\.py", "jobs, serve"),
     ("the harness CLI", r"-m harness", "harness"),
     ("Docker engine (dockerd, containerd, runc)", r"dockerd|containerd|runc|docker-init", "engine"),
-    ("worker's wait for the head (bash)", r"RAY_HEAD_ADDRESS", "cluster"),
 ]
 STARTUP = "containers started, the head's Ray up"
 TEARDOWN = "teardown: logs saved, containers and network removed"
@@ -137,8 +138,8 @@ class Profiler:
                 self.procs[pid] = _Proc(cmd, cpu, cpu if first else 0.0)
             else:
                 seen.cpu = max(seen.cpu, cpu)
-                if cmd.startswith("ray::") or not seen.cmdline:
-                    seen.cmdline = cmd  # Ray's worker titles say what a worker became
+                if cmd:  # what it became: an exec'd command, or the title Ray gave a worker
+                    seen.cmdline = cmd
 
     def _busy_between(self, t0: float, t1: float) -> float:
         """Host CPU-seconds used between two monotonic times (from the samples)."""

@@ -101,7 +101,7 @@ def test_the_profile_times_each_logged_step_and_the_start_and_teardown() -> None
         ("ray::IDLE", "Ray workers (tasks, actors, idle)"),
         (
             "/opt/ray/bin/python /opt/ray/bin/ray start --address=ray-head:6379 --num-cpus=0",
-            "`ray start --address` (a joining node)",
+            "`ray start --address` (the notebook joining)",
         ),
         ("python - auth --dashboard http://ray-head:8265", "probe: auth attempts"),
         ("/usr/sbin/dockerd -H fd://", "Docker engine (dockerd, containerd, runc)"),
