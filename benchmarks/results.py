@@ -280,7 +280,8 @@ def _profile(p: Mapping[str, Any]) -> list[str]:
     capacity = (p.get("cores") or 1) * p["wall_s"]
     busy = round(100 * p["host_cpu_s"] / capacity) if capacity else 0
     lines = [
-        "Where the last run's time went (`benchmarks/cpu_profile.py`): "
+        "Where a run's time went (one more run after the timed ones, profiled by "
+        "`benchmarks/cpu_profile.py`): "
         f"{p['wall_s']} s wall; the host was busy {p['host_cpu_s']} CPU-s of "
         f"{p.get('cores')} cores x {p['wall_s']} s ({busy} %); the processes seen account "
         f"for {p['processes_cpu_s']} CPU-s. Steps that overlap share the host: their CPU "
