@@ -95,6 +95,13 @@ def _git(*args: str) -> str:
     return r.stdout.strip() if r.returncode == 0 else ""
 
 
+def _dirty() -> str:
+    """Uncommitted changes to tracked files, the results file aside (an earlier bench's
+    record not yet committed is not a change to what is measured)."""
+    results = RESULTS.relative_to(ROOT).as_posix()
+    return _git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{results}")
+
+
 def load(path: Path = RESULTS) -> list[dict[str, Any]]:
     """Every recorded run, oldest first; [] when there is no file yet."""
     if not path.is_file():
@@ -122,7 +129,7 @@ def record(
     run = {
         "bench": bench,
         "commit": measured or _git("rev-parse", "--short=12", "HEAD"),
-        "dirty": False if measured else bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": False if measured else bool(_dirty()),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "cores": os.cpu_count(),

@@ -316,8 +316,10 @@ def from_test(
         return None, "not tested in this build directory"
     if result.tested_image_ids != dict(image_ids):
         return None, "its last test was of other images"
+    if not result.tested_on:
+        return None, "its last test's report predates the recorded backend"
     if result.tested_on != backend:
-        return None, f"its last test ran on {result.tested_on or 'another backend'}, not {backend}"
+        return None, f"its last test ran on {result.tested_on}, not {backend}"
     by_name = {c.name: c for c in result.test_checks}
     unproven = [n for n in PROVING_CHECKS if n not in by_name or by_name[n].status != PASSED]
     if unproven:

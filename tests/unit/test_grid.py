@@ -261,7 +261,7 @@ def _failing(name: str) -> CellResult:
         (proven_result(tested_image_ids={}), IDS, "containers", "not tested"),
         (proven_result(), {**IDS, "notebook": "sha256:other"}, "containers", "other images"),
         (proven_result(), IDS, "kind", "ran on containers, not kind"),
-        (proven_result(tested_on=""), IDS, "containers", "another backend"),
+        (proven_result(tested_on=""), IDS, "containers", "predates the recorded backend"),
         (_failing("driver:parity"), IDS, "containers", "did not pass driver:parity"),
         (
             proven_result(test_checks=proven_result().test_checks[:-1]),
