@@ -62,6 +62,7 @@ def main() -> None:
         grid = None if opts.no_grid else harness(["grid"], build_dir)
         grid_doc = build_dir / "grid.json"
         pairs = json.loads(grid_doc.read_text())["pairs"] if grid and grid_doc.is_file() else []
+        from_test = sum(1 for p in pairs if p.get("proven_by"))
         built = [c for c in tested if c["images"]]
     every = [t for ts in per_cell.values() for t in ts]
     rows = [
@@ -76,7 +77,7 @@ def main() -> None:
         ("warm build + test (s)", f"{warm_build + rounds[0]:.1f}" if rounds else "-"),
         ("one cell end to end, over all cells and rounds", spread(every)),
         ("grid (s)", f"{grid[0]:.1f} (exit {grid[1]})" if grid else "-"),
-        ("  grid pairs taken from `test`", f"{sum(1 for p in pairs if p.get('proven_by'))}"),
+        ("  grid pairs taken from `test`", str(from_test)),
         (f"cells that did not pass (of {len(every)})", str(len(flakes))),
         *[(f"  {f}", "") for f in flakes],
     ]
@@ -126,7 +127,7 @@ def main() -> None:
         "flakes": flakes,
         "grid_exit": grid[1] if grid else None,
         "grid_pairs": len(pairs),
-        "grid_pairs_from_test": sum(1 for p in pairs if p.get("proven_by")),
+        "grid_pairs_from_test": from_test,
     }
     results.record("matrix", figures, exits, (speed, end), details)
 

@@ -283,7 +283,7 @@ def _table(bench: str, run: Mapping[str, Any]) -> list[str]:
 
 
 def _profile(p: Mapping[str, Any]) -> list[str]:
-    """The last test run's profile (benchmarks/cpu_profile.py) as two tables."""
+    """The profiled run (benchmarks/cpu_profile.py) as two tables: steps, process kinds."""
     capacity = (p.get("cores") or 1) * p["wall_s"]
     busy = round(100 * p["host_cpu_s"] / capacity) if capacity else 0
     lines = [

@@ -716,3 +716,9 @@ def _read_socket(sock: Any, deadline: float, cancel: threading.Event | None) -> 
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def image_ids(engine: Engine, tags: Mapping[str, str]) -> dict[str, str]:
+    """Each role's image id by its tag ("None" where no such image is here): what a test
+    records as tested and what reusing its results compares."""
+    return {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}

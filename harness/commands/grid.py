@@ -9,7 +9,7 @@ from harness import grid, matrix, report, timeouts
 from harness.backends import open_backend
 from harness.commands import Context, context, require_built
 from harness.commands.test import pushed
-from harness.engine import Engine
+from harness.engine import Engine, image_ids
 from harness.matrix import Cell
 from harness.progress import log
 
@@ -61,10 +61,7 @@ def proven_pairs(
     state = report.load_state(ctx.paths.state)
     out: dict[tuple[str, str], grid.Pair] = {}
     for c in cells:
-        ids = {
-            role: str((engine.inspect("image", tag) or {}).get("Id"))
-            for role, tag in c.tags(ctx.matrix.prefix).items()
-        }
+        ids = image_ids(engine, c.tags(ctx.matrix.prefix))
         pair, why = grid.from_test(state.get(c.id), ids, backend, ctx.matrix.grid)
         if pair is None:
             log(f"grid: {c.id} -> itself: run here ({why})")

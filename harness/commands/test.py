@@ -10,7 +10,7 @@ from collections.abc import Callable
 from harness import registry, report, timeouts
 from harness.backends import Cluster, open_backend
 from harness.commands import Context, context, jobs, require_built, run_cells
-from harness.engine import Engine
+from harness.engine import Engine, image_ids
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.progress import log
@@ -132,7 +132,7 @@ def test_one(
         result.test_checks = []
         log(f"{c.id}: not tested, its build failed")
         return result
-    ids = {role: str((engine.inspect("image", tag) or {}).get("Id")) for role, tag in tags.items()}
+    ids = image_ids(engine, tags)
     log_dir = ctx.paths.logs(c.id) / "cluster"
     result.timings = {}  # this run's, not a mix with an earlier run's phases
     try:

@@ -14,14 +14,19 @@ import pytest
 from tests.conftest import ROOT
 
 
-def results_module() -> ModuleType:
+def bench_module(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "bench_results", ROOT / "benchmarks" / "results.py"
+        f"bench_{name}", ROOT / "benchmarks" / f"{name}.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def results_module() -> ModuleType:
+    return bench_module("results")
 
 
 def test_the_readme_tables_are_generated_from_the_results_file() -> None:
@@ -58,17 +63,6 @@ def test_recording_appends_and_refuses_unknown_figures(tmp_path: Path) -> None:
     assert runs[0]["rounds"] == [{"exit": 0, "seconds": 1.0}] and runs[0]["commit"]
     with pytest.raises(ValueError, match="made_up"):
         results.record("cell", {"made_up": 1}, [], (0.3, 0.4), path=path)
-
-
-def bench_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{name}", ROOT / "benchmarks" / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 LOG = [
