@@ -50,16 +50,16 @@ def new_run_id() -> str:
 
 
 def _has_buildkit(cli: str) -> bool:
-    """True when `cli build` can run BuildKit: a buildx plugin, or a 20.10-22.x CLI."""
+    """True when `cli build` can run BuildKit: a 18.09-22.x CLI (its own builder), or a
+    buildx plugin (asked only of the others: one call each, a no-op build makes it)."""
     try:
-        if children.run([cli, "buildx", "version"], timeout=20)[0] == 0:
-            return True
         out = children.run([cli, "version", "--format", "{{.Client.Version}}"], timeout=20)[1]
-        out = out.strip()
+        major = out.strip().split(".", 1)[0]
+        if major.isdigit() and 18 <= int(major) < 23:
+            return True
+        return children.run([cli, "buildx", "version"], timeout=20)[0] == 0
     except (OSError, subprocess.TimeoutExpired, children.Stopped):
         return False
-    major = out.split(".", 1)[0]
-    return major.isdigit() and 18 <= int(major) < 23
 
 
 def find_cli() -> str:

@@ -134,17 +134,17 @@ def write(
     """Persist state and render report.json, report.md and junit.xml."""
     build.mkdir(parents=True, exist_ok=True)
     cells = [*results.values(), *[e for e in extra if e.id not in results]]
+    as_json = [c.to_json() for c in cells]  # the results' first, as state.json holds them
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "matrix": matrix,
         "run_id": run_id,
         "summary": summary(cells),
-        "cells": [c.to_json() for c in cells],
+        "cells": as_json,
     }
     write_atomic(
-        build / "state.json",
-        json.dumps({**doc, "cells": [c.to_json() for c in results.values()]}, indent=1),
+        build / "state.json", json.dumps({**doc, "cells": as_json[: len(results)]}, indent=1)
     )
     write_atomic(build / "report.json", json.dumps(doc, indent=1))
     write_atomic(build / "report.md", _markdown(build, cells, doc))

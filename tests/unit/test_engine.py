@@ -77,3 +77,38 @@ def test_the_engine_connects_only_when_used(monkeypatch: pytest.MonkeyPatch) -> 
     engine = Engine(cli="/bin/true")
     with pytest.raises(Exception, match="Docker engine not reachable"):
         engine.ping()
+
+
+def _fake_cli(tmp_path: Any, name: str, version: str, buildx: bool) -> tuple[str, Any]:
+    """An executable answering `version` and `buildx version` like a docker CLI would,
+    writing each call it gets to a log."""
+    calls = tmp_path / f"{name}.calls"
+    cli = tmp_path / name
+    cli.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        f'if [ "$1" = version ]; then echo {version}; exit 0; fi\n'
+        f'if [ "$1" = buildx ]; then exit {0 if buildx else 1}; fi\n'
+        "exit 2\n"
+    )
+    cli.chmod(0o755)
+    return str(cli), calls
+
+
+@pytest.mark.parametrize(
+    ("version", "buildx", "expected", "calls"),
+    [
+        ("20.10.24+dfsg1", False, True, 1),  # Debian's docker.io: its own BuildKit builder
+        ("28.2.2", True, True, 2),  # a current CLI with the buildx plugin
+        ("28.2.2", False, False, 2),  # a current CLI without it: cannot build
+        ("17.06.0", False, False, 2),  # before BuildKit
+    ],
+)
+def test_buildkit_is_found_with_one_call_where_the_version_says_so(
+    tmp_path: Any, version: str, buildx: bool, expected: bool, calls: int
+) -> None:
+    from harness.engine import _has_buildkit
+
+    cli, log = _fake_cli(tmp_path, "docker", version, buildx)
+    assert _has_buildkit(cli) is expected
+    assert len(log.read_text().splitlines()) == calls
