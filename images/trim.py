@@ -10,7 +10,13 @@ It removes, and prints by kind how many paths (or stripped or linked files) and 
 - `ray/jars`: Ray's Java jars (no JVM here; Ray starts Java workers only where `java` is);
 - directories named `tests`: the packages' own test suites (numpy's alone is ~16 MB);
 - `*.map` under Ray's dashboard: source maps, read only by a browser's developer tools;
-- `*.exe`: distlib's Windows launchers (in pip and distlib), never run on Linux;
+- binaries for Windows and macOS, by suffix and checked by their first bytes (a PE image, a
+  Microsoft debug-symbol file or a Mach-O image): distlib's launchers in pip (`*.exe`),
+  debugpy's Windows and macOS attach helpers and their symbols (`*.dll`, `*.pyd`, `*.pdb`,
+  `*.dylib`: 15 MB in a notebook); a Linux process loads none of them;
+- `jupyterlab/galata`: the helper extension of Galata, JupyterLab's own UI-test framework
+  (5.6 MB compressed); JupyterLab loads it only in dev mode or when a test configuration
+  adds it (its docstring: never in production);
 - virtualenv's seed wheels meant for other Python versions than this interpreter's (a
   `runtime_env` virtualenv is always made from this interpreter);
 - the DWARF sections (`.debug_*`) of third-party ELF files: only a debugger reads them, and
@@ -191,6 +197,31 @@ def is_elf(path: Path) -> bool:
         return f.read(4) == b"\x7fELF"
 
 
+# Binaries no Linux process loads, by suffix, each with the first bytes it must start with.
+PE = (b"MZ",)  # Windows executables and libraries (a .pyd is a DLL)
+FOREIGN = {
+    ".exe": PE,
+    ".dll": PE,
+    ".pyd": PE,
+    ".pdb": (b"Microsoft C/C++ MSF 7.00\r\n", b"Microsoft C/C++ program database 2.00\r\n"),
+    # Mach-O: 32/64-bit either byte order, and universal ("fat") files
+    ".dylib": tuple(
+        bytes.fromhex(m) for m in ("feedface", "feedfacf", "cefaedfe", "cffaedfe", "cafebabe")
+    ),
+}
+
+
+def is_foreign_binary(path: Path) -> bool:
+    """Whether `path` is a Windows or macOS binary: its suffix says so and its first bytes
+    agree (a file merely named like one is kept)."""
+    magics = FOREIGN.get(path.suffix.lower())
+    if not magics:
+        return False
+    with path.open("rb") as f:
+        head = f.read(max(len(m) for m in magics))
+    return head.startswith(magics)
+
+
 # Directories in which Ray vendors other projects' packages (and their binaries).
 VENDORED = frozenset({"thirdparty_files", "thirdparty"})
 
@@ -206,12 +237,15 @@ def rays_own(site: Path, here: Path) -> bool:
 
 def trim(site: Path, link_duplicates: bool = False) -> Tally:
     """One walk of `site`: `tests` directories are removed as they are met (and not walked
-    into), Windows launchers removed, third-party ELF files stripped; then, if asked,
+    into), Windows and macOS binaries removed, third-party ELF files stripped; then, if asked,
     identical files linked."""
     tally = Tally()
     jars = site / "ray" / "jars"
     if jars.is_dir():
         remove_tree(jars, "ray/jars", tally)
+    galata = site / "jupyterlab" / "galata"
+    if galata.is_dir():
+        remove_tree(galata, "JupyterLab's UI-test extension", tally)
     dashboard = site / "ray" / "dashboard"
     for source_map in sorted(dashboard.rglob("*.map")) if dashboard.is_dir() else []:
         remove_file(source_map, "source maps", tally)
@@ -227,8 +261,8 @@ def trim(site: Path, link_duplicates: bool = False) -> Tally:
             path = here / name
             if path.is_symlink():
                 continue
-            if name.endswith(".exe"):
-                remove_file(path, "Windows launchers", tally)
+            if is_foreign_binary(path):
+                remove_file(path, "Windows and macOS binaries", tally)
             elif not rays_own(site, here):
                 strip_file(path, tally)
     if link_duplicates:

@@ -97,6 +97,19 @@ def site_tree(root: Path, debug_so: Path) -> Path:
     (site / "ray/dashboard/client/build/js/main.js.map").write_text("{}")
     (site / "pip/_vendor/distlib").mkdir(parents=True)
     (site / "pip/_vendor/distlib/t64.exe").write_bytes(b"MZ" + bytes(10))
+    attach = site / "debugpy/_vendored/pydevd/pydevd_attach_to_process"
+    attach.mkdir(parents=True)
+    (attach / "attach_amd64.dll").write_bytes(b"MZ\x90\x00" + bytes(10))
+    (attach / "attach_amd64.pdb").write_bytes(b"Microsoft C/C++ MSF 7.00\r\n\x1aDS" + bytes(10))
+    (attach / "attach.dylib").write_bytes(bytes.fromhex("cffaedfe") + bytes(10))
+    (attach / "pydevd_cython.cp311-win_amd64.pyd").write_bytes(b"MZ" + bytes(10))
+    (attach / "attach_linux_amd64.so").write_bytes(b"\x7fELF" + bytes(10))
+    (attach / "named.dll").write_text("not a DLL, only named like one")
+    galata = site / "jupyterlab/galata/@jupyterlab/galata-extension/static"
+    galata.mkdir(parents=True)
+    (galata / "font.woff2").write_bytes(b"w" * 30)
+    (site / "jupyterlab/static").mkdir(parents=True)
+    (site / "jupyterlab/static/main.js").write_text("main()")
     embed = site / "virtualenv/seed/wheels/embed"
     embed.mkdir(parents=True)
     mine = "%d.%d" % sys.version_info[:2]  # noqa: UP031
@@ -129,9 +142,17 @@ def test_trim_removes_each_kind_and_keeps_the_rest(tmp_path: Path) -> None:
         "ray/dashboard/client/build/js/main.js.map",
         "pip/_vendor/distlib/t64.exe",
         "virtualenv/seed/wheels/embed/pip-old.whl",
+        "debugpy/_vendored/pydevd/pydevd_attach_to_process/attach_amd64.dll",
+        "debugpy/_vendored/pydevd/pydevd_attach_to_process/attach_amd64.pdb",
+        "debugpy/_vendored/pydevd/pydevd_attach_to_process/attach.dylib",
+        "debugpy/_vendored/pydevd/pydevd_attach_to_process/pydevd_cython.cp311-win_amd64.pyd",
+        "jupyterlab/galata",
     ]
     assert [p for p in gone if (site / p).exists()] == []
     kept = [
+        "debugpy/_vendored/pydevd/pydevd_attach_to_process/attach_linux_amd64.so",
+        "debugpy/_vendored/pydevd/pydevd_attach_to_process/named.dll",
+        "jupyterlab/static/main.js",
         "ray/dashboard/client/build/js/main.js",
         "virtualenv/seed/wheels/embed/pip-new.whl",
         "virtualenv/seed/wheels/embed/setuptools-new.whl",
@@ -146,11 +167,13 @@ def test_trim_removes_each_kind_and_keeps_the_rest(tmp_path: Path) -> None:
         "ray/jars",
         "tests",
         "source maps",
-        "Windows launchers",
+        "Windows and macOS binaries",
+        "JupyterLab's UI-test extension",
         "seed wheels for other Pythons",
         "debug sections",
     }
     assert tally.kinds["tests"][0] == 2
+    assert tally.kinds["Windows and macOS binaries"][0] == 5
     assert tally.kinds["debug sections"][0] == 2
     assert all(p.stat().st_nlink == 1 for p in site.rglob("*") if p.is_file())  # not asked to
 
