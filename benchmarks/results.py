@@ -222,11 +222,12 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
             continue
         # the newest run of each measured cell (one cell's bench names it), and of the runs
         # that only built (`matrix --rounds 0`) beside those that tested
-        newest = {
-            str(r["details"].get("cell") or ("" if r["rounds"] else "builds only")): r for r in mine
-        }
-        for run in newest.values():
-            lines += _table(bench, run)
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in mine:
+            label = str(r["details"].get("cell") or ("" if r["rounds"] else "builds only"))
+            groups.setdefault(label, []).append(r)
+        for group in groups.values():
+            lines += _table(bench, group[-1], group[:-1])
         plots = [(what, name) for b, _, what, name in shown if b == bench]
         if plots:
             lines += [f"### Over time ({len(mine)} recorded runs)", ""]
@@ -234,7 +235,11 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join([*lines, END])
 
 
-def _table(bench: str, run: Mapping[str, Any]) -> list[str]:
+def _table(
+    bench: str, run: Mapping[str, Any], earlier: Sequence[Mapping[str, Any]] = ()
+) -> list[str]:
+    """`run`'s figures; a figure it did not measure (a skipped step) is taken from the
+    newest of the `earlier` runs of its group that did, named with its commit and date."""
     lines = [f"Cell `{run['details']['cell']}`.", ""] if run["details"].get("cell") else []
     if not run["rounds"]:
         lines += ["Builds only, no test round (`--rounds 0`).", ""]
@@ -251,8 +256,16 @@ def _table(bench: str, run: Mapping[str, Any]) -> list[str]:
         "|---|---|---|",
     ]
     for key, what, unit, goal in FIGURES[bench]:
-        if key in run["figures"]:
-            lines.append(f"| {what} | {_value(run['figures'][key], unit)} | {goal} |")
+        value = run["figures"].get(key)
+        if value is not None:
+            lines.append(f"| {what} | {_value(value, unit)} | {goal} |")
+            continue
+        older = next((r for r in reversed(earlier) if r["figures"].get(key) is not None), None)
+        if older is not None:
+            then = f"not measured in this run; commit `{older['commit']}`, {older['finished']}"
+            lines.append(f"| {what} | {_value(older['figures'][key], unit)} ({then}) | {goal} |")
+        elif key in run["figures"]:
+            lines.append(f"| {what} | {_value(None, unit)} | {goal} |")
     lines.append("")
     if run["details"].get("grid_pairs"):
         lines += [

@@ -132,3 +132,32 @@ def test_the_profile_is_on_the_page() -> None:
     assert "the host was busy 15.0 CPU-s of 2 cores x 10.0 s (75 %)" in text
     assert "| waiting | 1.0 | 2.0 | 3.0 |" in text
     assert "| raylet | cluster | 3 | 6.0 | 50 % |" in text
+
+
+def test_a_figure_the_newest_run_skipped_comes_from_the_newest_run_that_measured_it() -> None:
+    results = results_module()
+
+    def run(commit: str, finished: str, figures: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "bench": "matrix",
+            "commit": commit,
+            "dirty": False,
+            "finished": finished,
+            "machine": {"cores": 2, "loop_s_start": 0.5, "loop_s_end": 0.5},
+            "rounds": [{"exit": 0, "seconds": 400.0}],
+            "figures": figures,
+            "details": {},
+        }
+
+    older = run("aaa", "2026-12-05T00:00:00Z", {"grid_s": 150.0, "noop_build_s": 1.1})
+    old = run("bbb", "2026-12-06T00:00:00Z", {"grid_s": 145.8, "noop_build_s": 1.0})
+    new = run("ccc", "2026-12-07T00:00:00Z", {"grid_s": None, "noop_build_s": 0.8})
+    text = results.render([older, old, new])
+    assert "| no-op build | 0.8 s | ≤ 1 s |" in text  # the newest run's own figure
+    assert (
+        "| compatibility grid | 145.8 s (not measured in this run; commit `bbb`, "
+        "2026-12-06T00:00:00Z) | ≤ 150 s |"
+    ) in text
+    # never measured by any run: shown as such, not dropped
+    alone = results.render([run("ddd", "2026-12-07T00:00:00Z", {"grid_s": None})])
+    assert "| compatibility grid | – | ≤ 150 s |" in alone
