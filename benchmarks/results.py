@@ -222,7 +222,7 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
             continue
         # the newest run of each measured cell (one cell's bench names it), and of the runs
         # that only built (`matrix --rounds 0`) beside those that tested
-        groups: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[str, list[Mapping[str, Any]]] = {}
         for r in mine:
             label = str(r["details"].get("cell") or ("" if r["rounds"] else "builds only"))
             groups.setdefault(label, []).append(r)
