@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import results
-from common import cells, cpu_speed, harness, mb, not_passed, pull_sizes, spread, table
+from common import (
+    cells,
+    cpu_speed,
+    harness,
+    mb,
+    not_passed,
+    pull_sizes,
+    spread,
+    table,
+    warnings,
+)
 from cpu_profile import Profiler
 
 
@@ -85,6 +95,8 @@ def main() -> None:
         ("  last run: cluster up + ready (s)", f"{timings.get('cluster_ready', 0):.1f}"),
         (f"runs that did not pass (of {total})", str(len(flakes))),
         *[(f"  {f}", "") for f in flakes],
+        ("build checks that warned", str(len(warnings(cell)))),
+        *[(f"  {w[:100]}", "") for w in warnings(cell)],
         *[
             (f"  {i['role']} image size (MB)", f"{i['size_bytes'] / 1e6:.0f}")
             for i in cell["images"]
@@ -105,7 +117,13 @@ def main() -> None:
         "size_notebook_mb": mb(sizes["notebook"]),
         **{f"pull_{role}_mb": mb(n) for role, n in pulls.items()},
     }
-    details = {"cell": cell["id"], "flakes": flakes, "timings": timings, "profile": profile}
+    details = {
+        "cell": cell["id"],
+        "flakes": flakes,
+        "warnings": warnings(cell),
+        "timings": timings,
+        "profile": profile,
+    }
     if profile:
         print()
         print(f"profiled run: {profile['wall_s']} s, host CPU {profile['host_cpu_s']} s "

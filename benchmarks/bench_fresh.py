@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import results
-from common import ROOT, cells, cpu_speed, not_passed, table
+from common import ROOT, cells, cpu_speed, not_passed, table, warnings
 
 
 def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int]:
@@ -67,7 +67,13 @@ def main() -> None:
         python = clone / ".nox" / "build" / "bin" / "python"
         noop, rc_noop = timed([str(python), "-m", "harness", "build"], clone, env)
         tested = [c for c in cells(clone / "build", fresh=False) if c["status"] != "excluded"]
-        bad = [c["id"] for c in tested if c["status"] != "passed" or not_passed(c)]
+        # a cell that did not pass, or passed only after a retry: what and why
+        bad = {
+            c["id"]: not_passed(c) or [c["status"]]
+            for c in tested
+            if c["status"] != "passed" or not_passed(c)
+        }
+        warned = {c["id"]: warnings(c) for c in tested if warnings(c)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     end = table(
@@ -78,7 +84,9 @@ def main() -> None:
             ("fresh clone: build + test (s)", f"{build + test:.1f}"),
             ("then a no-op build, python -m harness build (s)", f"{noop:.1f} (exit {rc_noop})"),
             (f"cells that did not pass (of {len(tested)})", str(len(bad))),
-            *[(f"  {cell}", "") for cell in bad],
+            *[(f"  {cell}", "; ".join(why)) for cell, why in bad.items()],
+            (f"cells whose build checks warned (of {len(tested)})", str(len(warned))),
+            *[(f"  {cell}", "; ".join(why)[:120]) for cell, why in warned.items()],
         ],
         speed,
     )
@@ -95,7 +103,8 @@ def main() -> None:
         {"exit": rc_test, "seconds": round(test, 1), "step": "nox -s test"},
         {"exit": rc_noop, "seconds": round(noop, 2), "step": "python -m harness build (no-op)"},
     ]
-    results.record("fresh", figures, rounds, (speed, end), {"not_passed": bad}, measured=head)
+    details = {"not_passed": bad, "warnings": warned}
+    results.record("fresh", figures, rounds, (speed, end), details, measured=head)
 
 
 if __name__ == "__main__":

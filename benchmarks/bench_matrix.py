@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import results
-from common import cells, cpu_speed, harness, mb, not_passed, pull_sizes, spread, table
+from common import (
+    cells,
+    cpu_speed,
+    harness,
+    mb,
+    not_passed,
+    pull_sizes,
+    spread,
+    table,
+    warnings,
+)
 
 
 def main() -> None:
@@ -65,6 +75,7 @@ def main() -> None:
         from_test = sum(1 for p in pairs if p.get("proven_by"))
         built = [c for c in tested if c["images"]]
     every = [t for ts in per_cell.values() for t in ts]
+    warned = {c["id"]: warnings(c) for c in built if warnings(c)}
     rows = [
         ("cells", str(len(built))),
         (
@@ -80,6 +91,8 @@ def main() -> None:
         ("  grid pairs taken from `test`", str(from_test)),
         (f"cells that did not pass (of {len(every)})", str(len(flakes))),
         *[(f"  {f}", "") for f in flakes],
+        ("cells whose build checks warned", str(len(warned))),
+        *[(f"  {cell}", "; ".join(why)[:120]) for cell, why in warned.items()],
     ]
     end = table(rows, speed)
     print()
@@ -125,6 +138,7 @@ def main() -> None:
     details = {
         "cells": per_image,
         "flakes": flakes,
+        "warnings": warned,
         "grid_exit": grid[1] if grid else None,
         "grid_pairs": len(pairs),
         "grid_pairs_from_test": from_test,

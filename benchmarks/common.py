@@ -63,16 +63,31 @@ def mb(n: float) -> float:
 
 
 def not_passed(cell: dict[str, Any]) -> list[str]:
-    """The flakes of a tested cell: checks that did not pass or skip (`name: status`), and
-    checks that passed only after the probe retried (`name: passed after N retries`)."""
+    """The flakes of a tested cell: its test checks that did not pass or skip (`name:
+    status`), and those that passed only after the probe retried (`name: passed after N
+    retries`). Build checks are not test runs: their warnings are `warnings`'."""
     out = []
     for c in cell.get("checks", []):
+        if c.get("stage") == "build":
+            continue
         retries = int((c.get("data") or {}).get("retries") or 0)
         if c["status"] not in ("passed", "skipped"):
             out.append(f"{c['name']}: {c['status']}")
         elif retries:
             out.append(f"{c['name']}: passed after {retries} retries")
     return out
+
+
+def warnings(cell: dict[str, Any]) -> list[str]:
+    """A cell's build checks that did not pass or skip (`name: status: detail`): what the
+    world says of its inputs (a pending Debian security update, a vulnerable package),
+    shown beside the figures, never counted as a flake; a failed one also fails the cell,
+    which the benches count."""
+    return [
+        f"{c['name']}: {c['status']}: {c.get('detail', '')[:300]}"
+        for c in cell.get("checks", [])
+        if c.get("stage") == "build" and c["status"] not in ("passed", "skipped")
+    ]
 
 
 def pull_sizes(image_ids: dict[str, str]) -> dict[str, int]:

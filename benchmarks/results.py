@@ -274,6 +274,16 @@ def _table(
             "(same images), the others run.",
             "",
         ]
+    warned = run["details"].get("warnings")
+    if warned:  # a list (one cell's bench) or by cell
+        items = warned.items() if isinstance(warned, dict) else [("", warned)]
+        lines += [
+            "Build checks that warned (not counted as flakes: what the Debian mirror or the "
+            "vulnerability data said of the inputs that day):",
+            "",
+            *[f"- {f'{cell}: ' if cell else ''}{'; '.join(why)}" for cell, why in items],
+            "",
+        ]
     cells = run["details"].get("cells")
     if cells:
         lines += [

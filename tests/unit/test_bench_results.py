@@ -161,3 +161,36 @@ def test_a_figure_the_newest_run_skipped_comes_from_the_newest_run_that_measured
     # never measured by any run: shown as such, not dropped
     alone = results.render([run("ddd", "2026-12-07T00:00:00Z", {"grid_s": None})])
     assert "| compatibility grid | – | ≤ 150 s |" in alone
+
+
+def test_a_build_warning_is_shown_but_not_a_flake_and_a_retry_is() -> None:
+    common = bench_module("common")
+    cell: dict[str, Any] = {
+        "checks": [
+            {"name": "freshness:os", "status": "warning", "stage": "build", "detail": "libssl"},
+            {"name": "cluster:ready", "status": "passed", "stage": "test", "data": {}},
+            {
+                "name": "client:connect",
+                "status": "passed",
+                "stage": "test",
+                "data": {"retries": 1},
+            },
+            {"name": "gpu:e2e", "status": "skipped", "stage": "test"},
+        ]
+    }
+    assert common.not_passed(cell) == ["client:connect: passed after 1 retries"]
+    assert common.warnings(cell) == ["freshness:os: warning: libssl"]
+    failed = {"checks": [{"name": "jobs:submit", "status": "failed", "stage": "test"}]}
+    assert common.not_passed(failed) == ["jobs:submit: failed"]
+    results = results_module()
+    run: dict[str, Any] = {
+        "bench": "fresh",
+        "commit": "abc",
+        "dirty": False,
+        "finished": "2026-12-06T00:00:00Z",
+        "machine": {"cores": 2, "loop_s_start": 0.5, "loop_s_end": 0.5},
+        "rounds": [{"exit": 0, "seconds": 700.0}],
+        "figures": {"not_passed": 0},
+        "details": {"warnings": {"ray2.60.0-py3.13.5-cpu": common.warnings(cell)}},
+    }
+    assert "- ray2.60.0-py3.13.5-cpu: freshness:os: warning: libssl" in results.render([run])
