@@ -85,6 +85,7 @@ def main() -> None:
             print(f"bench: run {i + 1}/{total}{what}: {status} in {wall:.1f} s")
         ids = {i["role"]: i["id"] for i in cell["images"]}
     pulls = pull_sizes(ids)
+    warned = warnings(cell)
     rows = [
         ("cell", cell["id"]),
         ("cold build: base + 3 images + structure checks (s)", f"{cold:.1f}" if cold else "-"),
@@ -95,8 +96,8 @@ def main() -> None:
         ("  last run: cluster up + ready (s)", f"{timings.get('cluster_ready', 0):.1f}"),
         (f"runs that did not pass (of {total})", str(len(flakes))),
         *[(f"  {f}", "") for f in flakes],
-        ("build checks that warned", str(len(warnings(cell)))),
-        *[(f"  {w[:100]}", "") for w in warnings(cell)],
+        ("build checks that warned", str(len(warned))),
+        *[(f"  {w[:100]}", "") for w in warned],
         *[
             (f"  {i['role']} image size (MB)", f"{i['size_bytes'] / 1e6:.0f}")
             for i in cell["images"]
@@ -120,7 +121,7 @@ def main() -> None:
     details = {
         "cell": cell["id"],
         "flakes": flakes,
-        "warnings": warnings(cell),
+        "warnings": warned,
         "timings": timings,
         "profile": profile,
     }

@@ -68,12 +68,13 @@ def main() -> None:
         noop, rc_noop = timed([str(python), "-m", "harness", "build"], clone, env)
         tested = [c for c in cells(clone / "build", fresh=False) if c["status"] != "excluded"]
         # a cell that did not pass, or passed only after a retry: what and why
+        flaky = {c["id"]: not_passed(c) for c in tested}
         bad = {
-            c["id"]: not_passed(c) or [c["status"]]
+            c["id"]: flaky[c["id"]] or [c["status"]]
             for c in tested
-            if c["status"] != "passed" or not_passed(c)
+            if c["status"] != "passed" or flaky[c["id"]]
         }
-        warned = {c["id"]: warnings(c) for c in tested if warnings(c)}
+        warned = {c["id"]: w for c in tested if (w := warnings(c))}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     end = table(

@@ -75,7 +75,7 @@ def main() -> None:
         from_test = sum(1 for p in pairs if p.get("proven_by"))
         built = [c for c in tested if c["images"]]
     every = [t for ts in per_cell.values() for t in ts]
-    warned = {c["id"]: warnings(c) for c in built if warnings(c)}
+    warned = {c["id"]: w for c in built if (w := warnings(c))}
     rows = [
         ("cells", str(len(built))),
         (

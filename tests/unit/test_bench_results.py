@@ -29,6 +29,21 @@ def results_module() -> ModuleType:
     return bench_module("results")
 
 
+def recorded(bench: str, figures: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """One run as `results.record` writes it; `fields` replace the defaults."""
+    return {
+        "bench": bench,
+        "commit": "abc",
+        "dirty": False,
+        "finished": "2026-12-06T00:00:00Z",
+        "machine": {"cores": 2, "loop_s_start": 0.5, "loop_s_end": 0.5},
+        "rounds": [{"exit": 0, "seconds": 30.0}],
+        "figures": figures,
+        "details": {},
+        **fields,
+    }
+
+
 def test_the_readme_tables_are_generated_from_the_results_file() -> None:
     results = results_module()
     assert results.main(["--check"]) == 0, "run `python benchmarks/results.py`"
@@ -36,16 +51,12 @@ def test_the_readme_tables_are_generated_from_the_results_file() -> None:
 
 def test_a_figure_changed_in_the_file_or_the_readme_is_caught(tmp_path: Path) -> None:
     results = results_module()
-    run: dict[str, Any] = {
-        "bench": "cell",
-        "commit": "abc",
-        "dirty": False,
-        "finished": "2026-12-06T00:00:00Z",
-        "machine": {"cores": 2, "loop_s_start": 0.35, "loop_s_end": 0.36},
-        "rounds": [{"exit": 0, "seconds": 30.1}, {"exit": 1, "seconds": 31.0}],
-        "figures": {"test_median_s": 30.1, "not_passed": 1},
-        "details": {"cell": "ray2.60.0-py3.11.2-cpu"},
-    }
+    run = recorded(
+        "cell",
+        {"test_median_s": 30.1, "not_passed": 1},
+        rounds=[{"exit": 0, "seconds": 30.1}, {"exit": 1, "seconds": 31.0}],
+        details={"cell": "ray2.60.0-py3.11.2-cpu"},
+    )
     text = results.render([run])
     assert "| end-to-end test, CLI wall time, median | 30.1 s | ≤ 20 s |" in text
     assert "Rounds' exit codes: 0, 1." in text  # a failed round is shown, not dropped
@@ -108,15 +119,10 @@ def test_processes_are_named_by_their_kind(cmdline: str, kind: str) -> None:
 
 def test_the_profile_is_on_the_page() -> None:
     results = results_module()
-    run: dict[str, Any] = {
-        "bench": "cell",
-        "commit": "abc",
-        "dirty": False,
-        "finished": "2026-12-06T00:00:00Z",
-        "machine": {"cores": 2, "loop_s_start": 0.35, "loop_s_end": 0.36},
-        "rounds": [{"exit": 0, "seconds": 30.1}],
-        "figures": {"test_median_s": 30.1},
-        "details": {
+    run = recorded(
+        "cell",
+        {"test_median_s": 30.1},
+        details={
             "cell": "c",
             "profile": {
                 "wall_s": 10.0,
@@ -127,7 +133,7 @@ def test_the_profile_is_on_the_page() -> None:
                 "by_kind": [{"kind": "raylet", "serves": "cluster", "processes": 3, "cpu_s": 6.0}],
             },
         },
-    }
+    )
     text = results.render([run])
     assert "the host was busy 15.0 CPU-s of 2 cores x 10.0 s (75 %)" in text
     assert "| waiting | 1.0 | 2.0 | 3.0 |" in text
@@ -138,16 +144,7 @@ def test_a_figure_the_newest_run_skipped_comes_from_the_newest_run_that_measured
     results = results_module()
 
     def run(commit: str, finished: str, figures: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "bench": "matrix",
-            "commit": commit,
-            "dirty": False,
-            "finished": finished,
-            "machine": {"cores": 2, "loop_s_start": 0.5, "loop_s_end": 0.5},
-            "rounds": [{"exit": 0, "seconds": 400.0}],
-            "figures": figures,
-            "details": {},
-        }
+        return recorded("matrix", figures, commit=commit, finished=finished)
 
     older = run("aaa", "2026-12-05T00:00:00Z", {"grid_s": 150.0, "noop_build_s": 1.1})
     old = run("bbb", "2026-12-06T00:00:00Z", {"grid_s": 145.8, "noop_build_s": 1.0})
@@ -183,14 +180,9 @@ def test_a_build_warning_is_shown_but_not_a_flake_and_a_retry_is() -> None:
     failed = {"checks": [{"name": "jobs:submit", "status": "failed", "stage": "test"}]}
     assert common.not_passed(failed) == ["jobs:submit: failed"]
     results = results_module()
-    run: dict[str, Any] = {
-        "bench": "fresh",
-        "commit": "abc",
-        "dirty": False,
-        "finished": "2026-12-06T00:00:00Z",
-        "machine": {"cores": 2, "loop_s_start": 0.5, "loop_s_end": 0.5},
-        "rounds": [{"exit": 0, "seconds": 700.0}],
-        "figures": {"not_passed": 0},
-        "details": {"warnings": {"ray2.60.0-py3.13.5-cpu": common.warnings(cell)}},
-    }
+    run = recorded(
+        "fresh",
+        {"not_passed": 0},
+        details={"warnings": {"ray2.60.0-py3.13.5-cpu": common.warnings(cell)}},
+    )
     assert "- ray2.60.0-py3.13.5-cpu: freshness:os: warning: libssl" in results.render([run])
