@@ -85,6 +85,7 @@ def main() -> None:
             print(f"bench: run {i + 1}/{total}{what}: {status} in {wall:.1f} s")
         ids = {i["role"]: i["id"] for i in cell["images"]}
     pulls = pull_sizes(ids)
+    zstd = pull_sizes({"notebook": ids["notebook"]}, "zstd")["notebook"]
     warned = warnings(cell)
     rows = [
         ("cell", cell["id"]),
@@ -103,6 +104,7 @@ def main() -> None:
             for i in cell["images"]
         ],
         *[(f"  {role} pull size, gzip layers (MB)", f"{n / 1e6:.0f}") for role, n in pulls.items()],
+        ("  notebook pull size, zstd layers (MB)", f"{zstd / 1e6:.0f}"),
     ]
     end = table(rows, speed)
     sizes = {i["role"]: i["size_bytes"] for i in cell["images"]}
@@ -117,6 +119,7 @@ def main() -> None:
         "size_head_mb": mb(sizes["head"]),
         "size_notebook_mb": mb(sizes["notebook"]),
         **{f"pull_{role}_mb": mb(n) for role, n in pulls.items()},
+        "pull_notebook_zstd_mb": mb(zstd),
     }
     details = {
         "cell": cell["id"],

@@ -98,18 +98,23 @@ def main() -> None:
     print()
     print(
         f"{'cell':<28} {'status':<7} {'test s':>7} {'head/worker MB':>15} {'notebook MB':>12} "
-        f"{'pull h/w MB':>13} {'pull nb MB':>11}"
+        f"{'pull h/w MB':>13} {'pull nb MB':>11} {'zstd nb MB':>11}"
     )
     per_image: list[dict[str, object]] = []
+    notebook_pulls: dict[str, list[float]] = {"gzip": [], "zstd": []}  # MB, every cell
     for c in built:
         sizes = {i["role"]: i["size_bytes"] for i in c["images"]}
         # head and worker share every layer (only their command differs): one pull size
         pulls = pull_sizes({i["role"]: i["id"] for i in c["images"] if i["role"] != "worker"})
+        notebook = next(i["id"] for i in c["images"] if i["role"] == "notebook")
+        zstd = pull_sizes({"notebook": notebook}, "zstd")["notebook"]
+        notebook_pulls["gzip"].append(mb(pulls["notebook"]))
+        notebook_pulls["zstd"].append(mb(zstd))
         median = statistics.median(per_cell.get(c["id"]) or [0.0])
         print(
             f"{c['id']:<28} {c['status']:<7} {median:>7.0f} {sizes['head'] / 1e6:>15.0f} "
             f"{sizes['notebook'] / 1e6:>12.0f} {pulls['head'] / 1e6:>13.0f} "
-            f"{pulls['notebook'] / 1e6:>11.0f}"
+            f"{pulls['notebook'] / 1e6:>11.0f} {zstd / 1e6:>11.0f}"
         )
         per_image.append(
             {
@@ -120,6 +125,7 @@ def main() -> None:
                 "size_notebook_mb": mb(sizes["notebook"]),
                 "pull_head_mb": mb(pulls["head"]),
                 "pull_notebook_mb": mb(pulls["notebook"]),
+                "pull_notebook_zstd_mb": mb(zstd),
             }
         )
     figures = {
@@ -134,6 +140,8 @@ def main() -> None:
         "grid_s": round(grid[0], 1) if grid and grid[1] == 0 else None,
         "cell_runs": len(every),
         "not_passed": len(flakes),
+        "pull_notebook_max_mb": max(notebook_pulls["gzip"], default=None),
+        "pull_notebook_zstd_max_mb": max(notebook_pulls["zstd"], default=None),
     }
     details = {
         "cells": per_image,

@@ -90,12 +90,13 @@ def warnings(cell: dict[str, Any]) -> list[str]:
     ]
 
 
-def pull_sizes(image_ids: dict[str, str]) -> dict[str, int]:
-    """Per image: the sum of its gzip-compressed layers, exactly the blobs `push` uploads
-    and a registry stores (what a node pulls). Layers shared between images are counted
-    for each image, as a node pulling only that image downloads them."""
+def pull_sizes(image_ids: dict[str, str], compression: str = "gzip") -> dict[str, int]:
+    """Per image: the sum of its compressed layers (gzip, or zstd as `layer_compression:
+    zstd` pushes them), exactly the blobs `push` uploads and a registry stores (what a node
+    pulls). Layers shared between images are counted for each image, as a node pulling
+    only that image downloads them."""
     with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp:
-        exporter = Exporter(Engine(), Path(tmp))
+        exporter = Exporter(Engine(), Path(tmp), compression)
         sizes = {}
         for name, image_id in image_ids.items():
             sizes[name] = sum(b.size for b in exporter.export(image_id).layers)

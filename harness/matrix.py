@@ -150,6 +150,7 @@ TOP_KEYS = (
     "audit",
     "grid",
     "registry",
+    "layer_compression",
     "gpu_e2e",
     "targets",
     "constraints",
@@ -165,6 +166,9 @@ GRID_KEYS = ("only", "fail", "warn")
 IDENTITY_KEYS = ("python", "ray", "commit")
 AUDIT_POLICIES: tuple[str, ...] = tuple(a.value for a in AuditPolicy)
 GPU_E2E_POLICIES: tuple[str, ...] = tuple(g.value for g in GpuE2E)
+# How `push` compresses layers: gzip every client pulls; zstd needs Docker >= 23 or
+# containerd >= 1.5 on every node that pulls (docs/explanation/gate.md)
+LAYER_COMPRESSIONS = ("gzip", "zstd")
 REQUIRED_KEYS = ("ray", "python")
 EXCLUDE_KEYS = ("ray", "python", "variant", "reason")
 CONSTRAINT_KEYS = ("ray", "python", "variant", "requirement", "reason")
@@ -347,6 +351,7 @@ class Matrix:
     debian_snapshot: bool = False  # mirror is a frozen snapshot: do not enforce Valid-Until
     grid: GridPolicy = GridPolicy()
     registry: str | None = None  # push target, e.g. europe-west4-docker.pkg.dev/proj/ray
+    layer_compression: str = "gzip"  # how push compresses layers (LAYER_COMPRESSIONS)
     gpu_e2e: GpuE2E = GpuE2E.OPTIONAL
     vulnerabilities: VulnPolicy | None = None  # None: push does not read scanner reports
     lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line, for later errors
@@ -851,6 +856,11 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         why = registry_problem(registry)
         if why:
             raise loader.fail("registry", why)
+    compression = data.get("layer_compression", "gzip")
+    if compression not in LAYER_COMPRESSIONS:
+        raise loader.fail(
+            "layer_compression", f"{compression!r} is not one of {', '.join(LAYER_COMPRESSIONS)}"
+        )
     snapshot = data.get("debian_snapshot", False)
     if not isinstance(snapshot, bool):
         raise loader.fail("debian_snapshot", "must be true or false")
@@ -932,6 +942,7 @@ def load(path: str | Path, env: Mapping[str, str] = os.environ) -> Matrix:
         debian_snapshot=snapshot,
         grid=grid,
         registry=registry,
+        layer_compression=compression,
         gpu_e2e=GpuE2E(gpu_e2e),
         vulnerabilities=vulnerabilities,
         lines=loader.lines.as_dict(),

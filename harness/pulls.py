@@ -1,4 +1,4 @@
-"""What a node pulls per image: the gzip-compressed layers `push` uploaded (the blobs a
+"""What a node pulls per image: the compressed layers `push` uploaded (the blobs a
 registry stores), recorded per image id in `build/pull-sizes.json` so that `report.md`
 can show them next to the unpacked sizes, with the layers a cell's images share.
 

@@ -277,16 +277,18 @@ def push(
     work: Path,
     build: Path | None = None,
     attest: Attester | None = None,
+    compression: str = "gzip",
 ) -> tuple[list[Pushed], list[str]]:
     """Push approved cells, each whole or not at all: every role's blobs and manifest go up
     by digest (untagged), each is pulled back by digest and must be the tested image, and
     only then are the cell's tags moved; a failed move puts back the tags already moved.
     A cell that fails leaves its tags as they were; the others still go. Returns what was
     pushed and why the failed cells failed. With `build`, each pushed image's compressed
-    layers are recorded there for the report (harness.pulls)."""
+    layers are recorded there for the report (harness.pulls). `compression`: the layers'
+    (the matrix's `layer_compression`)."""
     host, _, path = registry.partition("/")
     api = registry_api.Registry(host)
-    exporter = registry_api.Exporter(engine, work)
+    exporter = registry_api.Exporter(engine, work, compression)
     out: list[Pushed] = []
     failures: list[str] = []
     try:
@@ -309,6 +311,12 @@ def push(
     finally:
         exporter.close()
     return out, failures
+
+
+def pulls_zstd(engine_version: str) -> bool:
+    """Whether a Docker engine of this version pulls zstd layers (23.0 and later)."""
+    major = engine_version.split(".", 1)[0]
+    return major.isdigit() and int(major) >= 23
 
 
 def _record_pulls(build: Path, layers: Mapping[str, Sequence[pulls.Layer]]) -> None:
@@ -354,8 +362,18 @@ def _push_cell(
                 f"{what} failed: {exc}; no tag of {names} was changed"
             ) from None
         manifests[(a.cell.platform, a.role)] = manifest
+    client = exporter.compression == "gzip" or pulls_zstd(engine.ping())
     for a in roles:  # 2. the registry serves the tested image under that digest
-        ref = f"{_repo(registry, a.role)}@{manifests[(a.cell.platform, a.role)].digest}"
+        digest = manifests[(a.cell.platform, a.role)].digest
+        ref = f"{_repo(registry, a.role)}@{digest}"
+        if not client:  # what a pull checks, through the registry's API
+            try:
+                registry_api.verify_pushed(api, f"{path}/ray-{a.role}", digest, a.image_id)
+            except registry_api.RegistryError as exc:
+                raise registry_api.RegistryError(
+                    f"{ref} is not the tested image: {exc}; no tag of {names} was changed"
+                ) from None
+            continue
         engine.untag(ref)  # a pull satisfied locally proves nothing
         engine.pull(ref, timeout=3600)
         pulled = engine.inspect("image", ref)
@@ -418,9 +436,15 @@ def _push_cell(
         by_role = {a.role: by_image[a.image_id] for a in roles if a.cell.platform == platform}
         log(f"push: {suffix} {platform}: pull {pulls.summary(by_role)}")
     what = f"an index of {', '.join(platforms)} per role" if len(platforms) > 1 else "tags"
+    back = (
+        "pulled back by digest (same images)"
+        if client
+        else "read back by digest through the registry's API, every layer unpacked to the "
+        "tested image's (this engine cannot pull zstd layers: Docker 23 or later can)"
+    )
     log(
-        f"push: {names}: {len(roles)} image(s) uploaded, pulled back by digest (same images), "
-        f"{what} in {time.monotonic() - t0:.1f}s"
+        f"push: {names}: {len(roles)} image(s) uploaded ({exporter.compression} layers), "
+        f"{back}, {what} in {time.monotonic() - t0:.1f}s"
     )
     return out, by_image
 

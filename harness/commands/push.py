@@ -64,7 +64,13 @@ def run(args: argparse.Namespace, run_id: str) -> int:
     elif approved:
         attest = _attester(signer, results, sources, m.path, run_id, paths.build / "push")
     pushed, failures = registry.push(
-        engine, target, approved, paths.build / "push", build=paths.build, attest=attest
+        engine,
+        target,
+        approved,
+        paths.build / "push",
+        build=paths.build,
+        attest=attest,
+        compression=m.layer_compression,
     )
     if (pushed or verdict) and (paths.build / "report.json").is_file():
         try:  # with the pull sizes push measured; the push itself is done

@@ -28,6 +28,7 @@ import yaml
 from packaging.version import Version
 
 from harness import diff, k8s, lock, pulls, signing
+from harness import registry as registry_mod
 from harness.engine import Engine
 from harness.labels import RUN as LABEL_RUN
 from harness.matrix import ROLES
@@ -50,11 +51,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the registry keeps its blobs (data/docker/registry/v2/blobs/...)."""
+    return tmp_path_factory.mktemp("registry")
+
+
+@pytest.fixture(scope="module")
+def registry(registry_root: Path) -> Iterator[str]:
     assert os.access(REGISTRY_BIN, os.X_OK), (
         "docker-registry is missing: run scripts/setup-engine.sh (installs Debian's package)"
     )
-    root = tmp_path_factory.mktemp("registry")
+    root = registry_root
     port = free_port()
     config = {
         "version": 0.1,
@@ -209,6 +216,126 @@ def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None
     ]
     # the cell does not target Vertex AI (and would fail its contract): no vertex.json
     assert not (tested / "deploy" / CELL / "vertex.json").exists()
+
+
+# --- zstd layers (`layer_compression: zstd`) ---------------------------------------------------
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
+ZSTD_MAGIC = bytes.fromhex("28b52ffd")
+# Docker's own containerd (dockerd starts it; Debian's docker.io depends on containerd)
+CONTAINERD_SOCKETS = (
+    "/var/run/docker/containerd/containerd.sock",
+    "/run/containerd/containerd.sock",
+)
+
+
+def zstd_matrix(tmp: Path) -> Path:
+    """The project's matrix with `layer_compression: zstd` (and its exceptions file)."""
+    text = (ROOT / "matrix.yaml").read_text()
+    assert "layer_compression" not in text
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "vulnerability-exceptions.yaml", tmp)
+    (tmp / "matrix.yaml").write_text(text + "\nlayer_compression: zstd\n")
+    return tmp / "matrix.yaml"
+
+
+def push_zstd(tested: Path, build: Path, target: str) -> subprocess.CompletedProcess[str]:
+    matrix = zstd_matrix(build.parent / "matrix")
+    args = ["--matrix", str(matrix), "--only", ONLY, "--build-dir", str(build)]
+    args += ["--report", str(tested / "report.json")]
+    return harness("push", *args, env={"RAYCOMPAT_REGISTRY": target})
+
+
+def blob_head(registry: str, repo: str, digest: str) -> bytes:
+    host, path = registry.split("/", 1)
+    url = f"http://{host}/v2/{path}/{repo}/blobs/{digest}"
+    with urllib.request.urlopen(urllib.request.Request(url), timeout=30) as resp:
+        return bytes(resp.read(4))
+
+
+def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """containerd's own client, on Docker's containerd: a real zstd-capable puller, the
+    runtime KubeRay's nodes pull with."""
+    sock = next((s for s in CONTAINERD_SOCKETS if os.path.exists(s)), None)
+    assert shutil.which("ctr") and sock, "no containerd: scripts/setup-engine.sh installs docker.io"
+    r = subprocess.run(["ctr", "-a", sock, *args], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 or not check, r.stderr[-2000:]
+    return r
+
+
+def test_zstd_layers_are_verified_and_a_real_containerd_pulls_them(
+    registry: str, tested: Path, tmp_path: Path
+) -> None:
+    target = registry + "-zstd"
+    r = push_zstd(tested, tmp_path / "push", target)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert "image(s) uploaded (zstd layers)" in r.stderr
+    if not registry_mod.pulls_zstd(Engine().ping()):  # this machine: Docker 20.10
+        assert "read back by digest through the registry's API" in r.stderr
+    lock = json.loads((tmp_path / "push" / "images.lock.json").read_text())
+    entries = {e["role"]: e for e in lock["images"] if e["cell"] == CELL}
+    ids = next(
+        c for c in json.loads((tested / "report.json").read_text())["cells"] if c["id"] == CELL
+    )["tested_image_ids"]
+    for role, e in entries.items():
+        m = manifest(target, f"ray-{role}", e["digest"], OCI_MANIFEST)
+        assert m["mediaType"] == OCI_MANIFEST
+        assert m["config"]["digest"] == ids[role] == e["image_id"]  # the tested image
+        assert {x["mediaType"] for x in m["layers"]} == {ZSTD_LAYER}
+        assert blob_head(target, f"ray-{role}", m["layers"][-1]["digest"]) == ZSTD_MAGIC
+        assert pulls.load(tmp_path / "push")[e["image_id"]] == [
+            (x["digest"], x["size"]) for x in m["layers"]
+        ]
+    # containerd pulls the notebook by digest: it checks every blob's digest and unpacks
+    # every layer against the config's diff ids, as a Kubernetes node does
+    ns = f"raycompat-e2e-{uuid.uuid4().hex[:8]}"
+    ref = entries["notebook"]["ref"]
+    try:
+        ctr("-n", ns, "images", "pull", "--plain-http", "--platform", "linux/amd64", ref)
+        listed = ctr("-n", ns, "images", "ls", "-q").stdout.split()
+        assert ref in listed
+        ctr("-n", ns, "images", "check")
+    finally:
+        ctr("-n", ns, "images", "rm", "--sync", ref, check=False)
+        ctr("namespaces", "rm", ns, check=False)
+    assert ns not in ctr("namespaces", "ls", "-q").stdout.split()
+
+
+def test_a_registry_serving_other_bytes_for_a_zstd_layer_stops_the_push(
+    registry: str, registry_root: Path, tested: Path, tmp_path: Path
+) -> None:
+    """A blob that rotted or was swapped in the registry's storage: the digest it is
+    served under no longer matches. The push must refuse before any tag moves."""
+    target = registry + "-rot"
+    first = push_zstd(tested, tmp_path / "first", target)
+    assert first.returncode == 0, first.stderr[-3000:]
+    e = next(
+        e
+        for e in json.loads((tmp_path / "first" / "images.lock.json").read_text())["images"]
+        if e["role"] == "notebook"
+    )
+    layer = manifest(target, "ray-notebook", e["digest"], OCI_MANIFEST)["layers"][-1]["digest"]
+    hexd = layer.removeprefix("sha256:")
+    stored = registry_root / "data/docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    suffix = "2.60.0-py3.11.2-cpu"
+    tags_before = {r: manifest_digest(target, f"ray-{r}", suffix, OCI_MANIFEST) for r in ROLES}
+    assert tags_before["notebook"] == e["digest"].removeprefix("sha256:")
+    # the blobs are "there", so the push uploads none and must read every one back
+    again = push_zstd(tested, tmp_path / "again", target)
+    assert again.returncode == 2, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+    assert "no tag of ray2.60.0-py3.11.2-cpu was changed" in again.stderr
+    if not registry_mod.pulls_zstd(Engine().ping()):
+        assert f"({layer}): the registry served other bytes" in again.stderr
+    assert {r: manifest_digest(target, f"ray-{r}", suffix, OCI_MANIFEST) for r in ROLES} == (
+        tags_before
+    )
+    assert not (tmp_path / "again" / "images.lock.json").exists()
 
 
 BROWSER = "chromium-headless-shell"  # Debian's headless Chromium (scripts/setup-engine.sh)

@@ -238,6 +238,12 @@ BAD = [
         "at most the end of year 9999",
     ),
     ("bad gpu_e2e", MINIMAL + "gpu_e2e: maybe\n", "gpu_e2e", "optional, required"),
+    (
+        "bad layer_compression",
+        MINIMAL + "layer_compression: zst\n",
+        "layer_compression",
+        "not one of gzip, zstd (did you mean 'zstd'?)",
+    ),
     # constraints
     ("constraints not a list", MINIMAL + "constraints: {a: b}\n", "constraints", "must be a list"),
     (

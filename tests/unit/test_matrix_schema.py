@@ -43,6 +43,7 @@ def test_its_keys_and_values_are_the_loaders() -> None:
     assert base["debian"]["enum"] == list(matrix.DEBIAN_SUITES)
     assert [a for a in props["audit"]["enum"] if a is not False] == list(matrix.AUDIT_POLICIES)
     assert props["gpu_e2e"]["enum"] == list(matrix.GPU_E2E_POLICIES)
+    assert props["layer_compression"]["enum"] == list(matrix.LAYER_COMPRESSIONS)
     assert tuple(props["targets"]["properties"]) == matrix.TARGETS
     assert tuple(props["grid"]["properties"]) == matrix.GRID_KEYS
     assert tuple(props["vulnerabilities"]["properties"]) == matrix.VULN_KEYS

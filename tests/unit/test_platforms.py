@@ -91,6 +91,18 @@ def test_index_lists_each_platform_by_digest() -> None:
     assert registry_api.index_entries(amd) == {}  # an image is no index
 
 
+def test_an_index_of_oci_manifests_is_an_oci_index() -> None:
+    """zstd layers need OCI manifests; an index naming them is an OCI index, not a Docker
+    list (a Docker list names Docker manifests)."""
+    oci = [
+        (p, registry_api.Manifest(json.dumps({"arch": p}).encode(), registry_api.OCI_MANIFEST))
+        for p in ("linux/amd64", "linux/arm64")
+    ]
+    index = registry_api.index_of(oci)
+    assert index.media_type == json.loads(index.body)["mediaType"] == registry_api.OCI_INDEX
+    assert registry_api.index_entries(index) == {p: m.digest for p, m in oci}
+
+
 def pushed(platforms: tuple[registry.PlatformImage, ...] = ()) -> registry.Pushed:
     digest = "sha256:" + "1" * 64
     return registry.Pushed(
