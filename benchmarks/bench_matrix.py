@@ -110,9 +110,11 @@ def main() -> None:
         zstd = pull_sizes({"notebook": notebook}, "zstd")["notebook"]
         notebook_pulls["gzip"].append(mb(pulls["notebook"]))
         notebook_pulls["zstd"].append(mb(zstd))
-        median = statistics.median(per_cell.get(c["id"]) or [0.0])
+        times = per_cell.get(c["id"])
+        median = statistics.median(times) if times else None
+        test_s = f"{median:.0f}" if median is not None else "-"
         print(
-            f"{c['id']:<28} {c['status']:<7} {median:>7.0f} {sizes['head'] / 1e6:>15.0f} "
+            f"{c['id']:<28} {c['status']:<7} {test_s:>7} {sizes['head'] / 1e6:>15.0f} "
             f"{sizes['notebook'] / 1e6:>12.0f} {pulls['head'] / 1e6:>13.0f} "
             f"{pulls['notebook'] / 1e6:>11.0f} {zstd / 1e6:>11.0f}"
         )
@@ -120,7 +122,7 @@ def main() -> None:
             {
                 "id": c["id"],
                 "status": c["status"],
-                "test_s": round(median, 1),
+                "test_s": round(median, 1) if median is not None else None,
                 "size_head_mb": mb(sizes["head"]),
                 "size_notebook_mb": mb(sizes["notebook"]),
                 "pull_head_mb": mb(pulls["head"]),

@@ -294,6 +294,7 @@ def _table(
             "",
         ]
     cells = run["details"].get("cells")
+    tested = bool(run["rounds"])  # a builds-only run has no test time (recorded as 0 before)
     if cells:
         lines += [
             "| cell | status | test s | head MB | notebook MB | pull head MB | pull notebook MB "
@@ -302,7 +303,8 @@ def _table(
         ]
         for c in cells:
             lines.append(
-                f"| {c['id']} | {c['status']} | {_value(c.get('test_s'), '')} | "
+                f"| {c['id']} | {c['status']} | "
+                f"{_value(c.get('test_s') if tested else None, '')} | "
                 f"{_value(c.get('size_head_mb'), '')} | "
                 f"{_value(c.get('size_notebook_mb'), '')} | "
                 f"{_value(c.get('pull_head_mb'), '')} | "

@@ -186,3 +186,19 @@ def test_a_build_warning_is_shown_but_not_a_flake_and_a_retry_is() -> None:
         details={"warnings": {"ray2.60.0-py3.13.5-cpu": common.warnings(cell)}},
     )
     assert "- ray2.60.0-py3.13.5-cpu: freshness:os: warning: libssl" in results.render([run])
+
+
+def test_a_builds_only_matrix_run_shows_no_test_time_and_both_pull_sizes() -> None:
+    """A `--rounds 0` run tested nothing: its cells show "–" for the test, even where an
+    older record says 0.0; each notebook shows its gzip and its zstd pull."""
+    results = results_module()
+    cell = {"id": "c1", "status": "built", "test_s": 0.0, "size_head_mb": 471.3}
+    cell |= {"size_notebook_mb": 623.8, "pull_head_mb": 148.0, "pull_notebook_mb": 190.8}
+    cell |= {"pull_notebook_zstd_mb": 156.7}
+    figures = {"cells": 1, "pull_notebook_max_mb": 190.8, "pull_notebook_zstd_max_mb": 156.7}
+    text = results.render([recorded("matrix", figures, rounds=[], details={"cells": [cell]})])
+    assert "| c1 | built | – | 471.3 | 623.8 | 148.0 | 190.8 | 156.7 |" in text
+    assert "| largest notebook pull, gzip layers | 190.8 MB | ≤ 160 MB |" in text
+    assert "| largest notebook pull, zstd layers (opt-in) | 156.7 MB | ≤ 160 MB |" in text
+    tested = recorded("matrix", figures, details={"cells": [cell | {"test_s": 33.0}]})
+    assert "| c1 | built | 33.0 | 471.3 |" in results.render([tested])
