@@ -473,8 +473,8 @@ def _index(
     manifests: Mapping[tuple[str, str], registry_api.Manifest],
     role: str,
 ) -> registry_api.Manifest:
-    """Put one role's image index (a Docker manifest list) by digest and read it back: it
-    must list exactly each platform's pushed manifest."""
+    """Put one role's image index (a Docker manifest list; an OCI index of zstd images) by
+    digest and read it back: it must list exactly each platform's pushed manifest."""
     index = registry_api.index_of([(p, manifests[(p, role)]) for p in platforms])
     api.put_manifest(repo, index.digest, index)
     served = api.manifest(repo, index.digest)

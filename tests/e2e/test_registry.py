@@ -240,11 +240,13 @@ def zstd_matrix(tmp: Path) -> Path:
     return tmp / "matrix.yaml"
 
 
-def push_zstd(tested: Path, build: Path, target: str) -> subprocess.CompletedProcess[str]:
+def push_zstd(
+    tested: Path, build: Path, target: str, **env: str
+) -> subprocess.CompletedProcess[str]:
     matrix = zstd_matrix(build.parent / "matrix")
     args = ["--matrix", str(matrix), "--only", ONLY, "--build-dir", str(build)]
     args += ["--report", str(tested / "report.json")]
-    return harness("push", *args, env={"RAYCOMPAT_REGISTRY": target})
+    return harness("push", *args, env={"RAYCOMPAT_REGISTRY": target, **env})
 
 
 def blob_head(registry: str, repo: str, digest: str) -> bytes:
@@ -268,7 +270,10 @@ def test_zstd_layers_are_verified_and_a_real_containerd_pulls_them(
     registry: str, tested: Path, tmp_path: Path
 ) -> None:
     target = registry + "-zstd"
-    r = push_zstd(tested, tmp_path / "push", target)
+    key, pub = cosign_keys(tmp_path / "keys")
+    r = push_zstd(
+        tested, tmp_path / "push", target, RAYCOMPAT_COSIGN_KEY=str(key), COSIGN_PASSWORD=""
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     assert "image(s) uploaded (zstd layers)" in r.stderr
@@ -288,6 +293,11 @@ def test_zstd_layers_are_verified_and_a_real_containerd_pulls_them(
         assert pulls.load(tmp_path / "push")[e["image_id"]] == [
             (x["digest"], x["size"]) for x in m["layers"]
         ]
+    # signed and attested by digest as gzip images are, and verified as a consumer would
+    lock_file = tmp_path / "push" / "images.lock.json"
+    ok = harness("verify", "--images-lock", str(lock_file), "--key", str(pub))
+    assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]
+    assert ok.stdout.count("ok   ") == 3 and "every required one passed" in ok.stdout
     # containerd pulls the notebook by digest: it checks every blob's digest and unpacks
     # every layer against the config's diff ids, as a Kubernetes node does
     ns = f"raycompat-e2e-{uuid.uuid4().hex[:8]}"
