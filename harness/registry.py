@@ -363,12 +363,14 @@ def _push_cell(
             ) from None
         manifests[(a.cell.platform, a.role)] = manifest
     client = exporter.compression == "gzip" or pulls_zstd(engine.ping())
+    read_back: dict[str, str] = {}  # layers read back whole (blob digest -> diff id)
     for a in roles:  # 2. the registry serves the tested image under that digest
         digest = manifests[(a.cell.platform, a.role)].digest
         ref = f"{_repo(registry, a.role)}@{digest}"
         if not client:  # what a pull checks, through the registry's API
             try:
-                registry_api.verify_pushed(api, f"{path}/ray-{a.role}", digest, a.image_id)
+                repo = f"{path}/ray-{a.role}"
+                registry_api.verify_pushed(api, repo, digest, a.image_id, read_back)
             except registry_api.RegistryError as exc:
                 raise registry_api.RegistryError(
                     f"{ref} is not the tested image: {exc}; no tag of {names} was changed"

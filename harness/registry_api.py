@@ -567,12 +567,17 @@ class _Check:
         return "sha256:" + self.raw.hexdigest()
 
 
-def verify_pushed(api: Registry, repo: str, digest: str, image_id: str) -> None:
+def verify_pushed(
+    api: Registry, repo: str, digest: str, image_id: str, known: dict[str, str] | None = None
+) -> None:
     """What a pull of `repo@digest` checks, without a client: the manifest is the one under
     that digest, its config is the tested image (config digest = image id) and every layer
     is the blob its digest names and unpacks to the uncompressed layer (diff id) the config
     lists. For images no local client can pull (zstd on Docker < 23); RegistryError on the
-    first difference."""
+    first difference. `known` (blob digest -> diff id) holds the layers already read back
+    whole: as a pull skips the layers it has, such a layer is only asked for in `repo`
+    (head and worker share all of theirs), and each layer read is added to it."""
+    known = {} if known is None else known
     m = api.manifest(repo, digest)
     if m is None or m.digest != digest:
         got = m.digest if m else "nothing"
@@ -598,6 +603,10 @@ def verify_pushed(api: Registry, repo: str, digest: str, image_id: str) -> None:
         )
     for i, (layer, diff_id) in enumerate(zip(layers, diff_ids, strict=True)):
         where = f"{repo}@{digest}: layer {i + 1} ({layer.get('digest')})"
+        if known.get(layer["digest"]) == diff_id:
+            if not api.has_blob(repo, layer["digest"]):
+                raise RegistryError(f"{where}: not in {repo}")
+            continue
         try:
             check = _Check(str(layer.get("mediaType", "")) or LAYER_GZIP)
             api.fetch_blob(repo, layer["digest"], check)
@@ -608,3 +617,4 @@ def verify_pushed(api: Registry, repo: str, digest: str, image_id: str) -> None:
             raise RegistryError(f"{where}: {exc}") from None
         if unpacked != diff_id:
             raise RegistryError(f"{where}: unpacks to {unpacked}, not the tested {diff_id}")
+        known[layer["digest"]] = diff_id

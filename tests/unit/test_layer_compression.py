@@ -28,11 +28,16 @@ class Served(registry_api.Registry):
         super().__init__("127.0.0.1:1")
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, registry_api.Manifest] = {}
+        self.fetched: list[str] = []
 
     def manifest(self, repo: str, reference: str) -> registry_api.Manifest | None:
         return self.manifests.get(reference)
 
+    def has_blob(self, repo: str, digest: str) -> bool:
+        return digest in self.blobs
+
     def fetch_blob(self, repo: str, digest: str, into: registry_api.Sink) -> None:
+        self.fetched.append(digest)
         data = self.blobs[digest]
         for i in range(0, len(data), 7000):  # in pieces, as a socket delivers them
             into.write(data[i : i + 7000])
@@ -69,6 +74,22 @@ def test_the_tested_image_verifies(compression: str) -> None:
     served = Served()
     digest, image_id, _ = image(served, compression, LAYERS)
     registry_api.verify_pushed(served, REPO, digest, image_id)
+
+
+def test_a_layer_read_back_once_is_only_asked_for_again() -> None:
+    """Head and worker share every layer: the second is read back as a pull would, from
+    what the first read; a shared layer the registry does not have is still refused."""
+    served = Served()
+    digest, image_id, blobs = image(served, "zstd", LAYERS)
+    known: dict[str, str] = {}
+    registry_api.verify_pushed(served, REPO, digest, image_id, known)
+    assert served.fetched == [image_id, *blobs] and set(known) == set(blobs)
+    served.fetched.clear()
+    registry_api.verify_pushed(served, REPO, digest, image_id, known)
+    assert served.fetched == [image_id]  # the config only
+    del served.blobs[blobs[0]]
+    with pytest.raises(registry_api.RegistryError, match=r"layer 1 .*: not in "):
+        registry_api.verify_pushed(served, REPO, digest, image_id, known)
 
 
 def test_another_image_id_is_refused() -> None:
