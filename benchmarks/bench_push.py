@@ -35,15 +35,6 @@ def _free_port() -> int:
         return port
 
 
-def _untag(prefix: str) -> None:
-    """The references a push left in the engine by pulling its images back (by digest)."""
-    engine = Engine()
-    for image in engine.client.api.images():
-        for ref in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]:
-            if ref.startswith(prefix):
-                engine.untag(ref)
-
-
 def _clean_scans(report: Path) -> None:
     """The matrix gates the push on a scanner report per image: an empty one, in Trivy's
     JSON, for each tested image (no scanner database is reachable here)."""
@@ -109,7 +100,7 @@ def main() -> None:
         finally:
             registry.terminate()
             registry.wait(timeout=30)
-            _untag(f"127.0.0.1:{port}/")
+            Engine().untag_prefix(f"127.0.0.1:{port}/")  # what the pushes pulled back
     end = table(
         [
             ("push of one cell, unsigned (s)", f"{unsigned:.1f} (exit {rc_u})"),

@@ -417,6 +417,16 @@ class Engine:
             return False
         return True
 
+    def untag_prefix(self, prefix: str) -> int:
+        """Remove every tag and digest reference starting with `prefix` (e.g. what pulls
+        from one registry left); the images stay. How many were removed."""
+        removed = 0
+        for image in self.client.api.images():
+            for ref in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]:
+                if ref.startswith(prefix):
+                    removed += self.untag(ref)
+        return removed
+
     def pull(self, ref: str, timeout: float = 900) -> None:
         """Pull `ref` (credentials from the Docker config, as the CLI uses them)."""
         self.guard(f"pull {ref}")

@@ -94,11 +94,7 @@ def registry(registry_root: Path) -> Iterator[str]:
 
 def untag(prefix: str) -> None:
     """Drop the local references the push made (tags and digests); images stay."""
-    engine = Engine()
-    for image in engine.client.api.images():
-        for ref in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]:
-            if ref.startswith(prefix):
-                engine.untag(ref)
+    Engine().untag_prefix(prefix)
 
 
 @pytest.fixture(scope="module")
