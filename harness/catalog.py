@@ -108,8 +108,20 @@ def usage(lock: ImagesLock) -> list[tuple[str, list[str]]]:
     return out
 
 
+# Who pulls zstd layers (docs/explanation/gate.md, "Layer compression")
+ZSTD_NOTE = (
+    "Images with zstd layers are pulled only by containerd 1.5 or later (the nodes of every "
+    "supported Kubernetes release) and Docker 23 or later; Docker 20.10 and older refuse them."
+)
+
+
 def _platforms(e: Pushed) -> str:
-    return ", ".join(f"{p.platform} ({p.proven})" for p in e.platforms) or "linux/amd64"
+    where = ", ".join(f"{p.platform} ({p.proven})" for p in e.platforms) or "linux/amd64"
+    return where + (f"; {e.layers} layers" if e.layers else "")
+
+
+def _zstd(lock: ImagesLock) -> bool:
+    return any(e.layers == "zstd" for e in lock.images)
 
 
 def _key_packages(r: Row) -> str:
@@ -136,6 +148,8 @@ def markdown(lock: ImagesLock, table: Sequence[Row]) -> str:
             f"| {cell(e.ray)} | {cell(_key_packages(r)) or '–'} | {len(r.passed)} | "
             f"{cell(r.tested) or '–'} | {cell(e.pushed_at) or '–'} |"
         )
+    if _zstd(lock):
+        lines += ["", ZSTD_NOTE]
     notebooks, clusters, ok = grid(lock)
     lines += [
         "",
@@ -228,7 +242,7 @@ def page(lock: ImagesLock, table: Sequence[Row]) -> str:
 <span id="shown">{len(table)}</span> of {len(table)} images</p>
 <table id="images"><thead><tr><th>tag</th><th>digest</th><th>platforms</th><th>Python</th>
 <th>Ray</th><th>key packages</th><th>checks</th><th>tested</th><th>pushed</th></tr></thead>
-<tbody>{"".join(body)}</tbody></table>
+<tbody>{"".join(body)}</tbody></table>{f"<p>{esc(ZSTD_NOTE)}</p>" if _zstd(lock) else ""}
 <h2>Which notebook goes with which cluster</h2>
 <p>Rows: notebook image; columns: cluster (head and worker). Green: same Python micro and
 Ray version, the pair may talk. Red: Ray refuses a driver (Ray Client only warns).</p>

@@ -36,6 +36,8 @@ class Image:
     python_packages: Mapping[str, str] = field(default_factory=dict)
     debian_packages: Mapping[str, str] = field(default_factory=dict)
     digest: str = ""
+    image_id: str = ""  # pushes: the tested image behind the digest
+    layers: str = ""  # pushes: the layers' compression, where the lock records it
 
 
 def load(path: Path) -> tuple[str, dict[tuple[str, str], Image]]:
@@ -84,7 +86,11 @@ def _from_images_lock(path: Path) -> dict[tuple[str, str], Image]:
 
 def pushed_images(entries: Iterable[Pushed]) -> dict[tuple[str, str], Image]:
     """What a push recorded of each image (images.lock.json): no package lists."""
-    return {(e.cell, e.role): Image(e.python, e.ray, digest=e.digest) for e in entries}
+    return {
+        (e.cell, e.role): Image(e.python, e.ray, digest=e.digest, image_id=e.image_id,
+                                layers=e.layers)
+        for e in entries
+    }  # fmt: skip
 
 
 def moves(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
@@ -150,6 +156,7 @@ def _image_lines(
         same = a.digest == b.digest
         body.append(
             f"digest {'unchanged' if same else 'moved'}: {a.digest[:19]} -> {b.digest[:19]}"
+            + ("" if same else _why_moved(a, b))
         )
     for label, x, y in (
         ("Python", a.python_packages, b.python_packages),
@@ -160,6 +167,17 @@ def _image_lines(
         moved = moves(x, y)
         body.append(f"{label} packages: " + ("; ".join(moved) if moved else "none moved"))
     return body
+
+
+def _why_moved(a: Image, b: Image) -> str:
+    """Whether a moved digest is another image or the same one uploaded differently."""
+    if not (a.image_id and b.image_id):
+        return ""
+    if a.image_id != b.image_id:
+        return f" (another image: {a.image_id[:19]} -> {b.image_id[:19]})"
+    if a.layers and b.layers and a.layers != b.layers:
+        return f" (the same image, {a.image_id[:19]}; its layers {a.layers} -> {b.layers})"
+    return f" (the same image, {a.image_id[:19]})"
 
 
 def run(old: Path, new: Path, patch: bool) -> tuple[str, int]:

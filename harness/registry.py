@@ -22,15 +22,15 @@ from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.files import write_atomic
 from harness.image_checks import structure_check_names
-from harness.matrix import PLATFORMS, ROLES, Cell, Matrix, registry_problem
+from harness.matrix import LAYER_COMPRESSIONS, PLATFORMS, ROLES, Cell, Matrix, registry_problem
 from harness.progress import log
 from harness.results import ERROR, FAILED, PASSED, SKIPPED, CellResult, CellStatus
 
 ENV = "RAYCOMPAT_REGISTRY"
 # 2: gpu_e2e per entry; 3: platforms per entry; 4: dated tag, push time and the history of
-# digests pushed before (schemas 2 and 3 are still read)
-LOCK_SCHEMA = 4
-READ_SCHEMAS = (2, 3, 4)
+# digests pushed before; 5: the layers' compression (schemas 2 to 4 are still read)
+LOCK_SCHEMA = 5
+READ_SCHEMAS = (2, 3, 4, 5)
 PROVEN = {True: "native", False: "emulated (QEMU)"}  # how a platform's images were tested
 
 
@@ -83,6 +83,7 @@ class Pushed:
     signed: str = ""  # how the digest was signed and attested (harness.signing), or ""
     signature: str = ""  # digest of cosign's signature manifest (REPO:sha256-<hex>.sig)
     attestations: str = ""  # digest of cosign's attestation manifest (…​.att)
+    layers: str = ""  # the layers' compression, gzip or zstd ("": not recorded, schema < 5)
 
 
 def target(m: Matrix, env: Mapping[str, str] = os.environ) -> str:
@@ -430,7 +431,7 @@ def _push_cell(
             Pushed(
                 native.id, native.ray, native.python, native.variant, role, remote, digest,
                 f"{_repo(registry, role)}@{digest}", first.image_id, gpu, images,
-                f"{_repo(registry, role)}:{dated[role]}", at, *signed[role],
+                f"{_repo(registry, role)}:{dated[role]}", at, *signed[role], exporter.compression,
             )
         )  # fmt: skip
     by_image = {a.image_id: [(b.digest, b.size) for b in layers[a.image_id]] for a in roles}
@@ -556,6 +557,7 @@ def _pushed_entry(doc: object, i: int) -> Pushed:
     raw = doc.pop("platforms", [])
     optional = (  # older schemas lack them
         "gpu_e2e", "platforms", "dated_tag", "pushed_at", "signed", "signature", "attestations",
+        "layers",
     )  # fmt: skip
     missing = [k for k in _PUSHED_FIELDS if k not in doc and k not in optional]
     unknown = set(doc) - set(_PUSHED_FIELDS)
@@ -565,6 +567,8 @@ def _pushed_entry(doc: object, i: int) -> Pushed:
         raise ValueError(f"images[{i}]: every value must be a string")
     if not str(doc["digest"]).startswith("sha256:") or "@sha256:" not in str(doc["ref"]):
         raise ValueError(f"images[{i}]: digest and ref must name a sha256 digest")
+    if doc.get("layers", "") not in ("", *LAYER_COMPRESSIONS):
+        raise ValueError(f"images[{i}].layers: {doc['layers']!r}, not one of {LAYER_COMPRESSIONS}")
     if not isinstance(raw, list) or not all(
         isinstance(p, dict)
         and set(p) == set(_PLATFORM_FIELDS)

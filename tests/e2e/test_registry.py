@@ -175,6 +175,7 @@ def test_push_pull_back_and_digest_contract(registry: str, tested: Path) -> None
     for role, e in entries.items():
         assert e["tag"] == f"{registry}/ray-{role}:2.60.0-py3.11.2-cpu"
         assert e["ref"] == f"{registry}/ray-{role}@{e['digest']}"
+        assert e["layers"] == "gzip" and lock["schema"] == 5
         # the registry itself serves that digest, and its config is the tested image
         m = manifest(registry, f"ray-{role}", e["digest"])
         assert m["config"]["digest"] == ids[role] == e["image_id"]
@@ -282,7 +283,7 @@ def test_zstd_layers_are_verified_and_a_real_containerd_pulls_them(
     )["tested_image_ids"]
     for role, e in entries.items():
         m = manifest(target, f"ray-{role}", e["digest"], OCI_MANIFEST)
-        assert m["mediaType"] == OCI_MANIFEST
+        assert m["mediaType"] == OCI_MANIFEST and e["layers"] == "zstd"
         assert m["config"]["digest"] == ids[role] == e["image_id"]  # the tested image
         assert {x["mediaType"] for x in m["layers"]} == {ZSTD_LAYER}
         assert blob_head(target, f"ray-{role}", m["layers"][-1]["digest"]) == ZSTD_MAGIC

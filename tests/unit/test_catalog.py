@@ -4,6 +4,7 @@ escaped (a hand-edited lock cannot inject markup)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from harness import catalog, matrix, sbom
@@ -94,3 +95,19 @@ def test_the_pushed_sbom_feeds_the_key_packages_only_when_kept(tmp_path: Path) -
     md = catalog.markdown(lk, rows)
     row = next(line for line in md.splitlines() if lk.images[0].tag in line)
     assert row.count("| – |") == 2  # no key packages, not tested: said, not left blank
+
+
+def test_zstd_layers_are_named_with_who_can_pull_them(tmp_path: Path) -> None:
+    gzip = lock()
+    assert catalog.ZSTD_NOTE not in catalog.markdown(gzip, catalog.rows(gzip, tmp_path, {}))
+    images = tuple(
+        dataclasses.replace(e, layers="zstd" if e.cell.startswith("ray2.60.0-py3.13") else "gzip")
+        for e in gzip.images
+    )
+    mixed = ImagesLock(REG, gzip.updated, images)
+    rows = catalog.rows(mixed, tmp_path, {})
+    md, page = catalog.markdown(mixed, rows), catalog.page(mixed, rows)
+    assert catalog.ZSTD_NOTE in md and catalog.ZSTD_NOTE in page
+    by_tag = {e.tag: line for e in images for line in md.splitlines() if f"`{e.tag}`" in line}
+    for e in images:
+        assert f"linux/amd64; {e.layers} layers" in by_tag[e.tag]

@@ -120,7 +120,7 @@ def test_images_lock_records_every_platform_and_reads_schema_2(tmp_path: Path) -
     assert registry.read_lock(path).images[0].platforms == (arm,)
     doc = json.loads(path.read_text())
     assert (
-        doc["schema"] == registry.LOCK_SCHEMA == 4
+        doc["schema"] == registry.LOCK_SCHEMA == 5
         and doc["images"][0]["platforms"][0]["proven"] == "emulated (QEMU)"
     )
     doc["schema"] = 2  # written before platforms: still read, with none
