@@ -200,7 +200,8 @@ def prepare(
     engine: Engine, matrix: Matrix, paths: Paths, cells: list[Cell], fresh: bool = False
 ) -> dict[str, BaseImage | str]:
     """Work shared by cells, done once: every lock's wheels, and one base per Python micro.
-    A base needs no wheel: the bases build (one per core) while the wheels download.
+    A base needs no wheel: the bases build (one per core) while the wheels download. The
+    wheels a cell builds from sdists come later, in its own job (`with_sdists`).
 
     Returns, per cell id, its base image or the reason it has none (that cell then fails;
     the others go on).
@@ -229,20 +230,31 @@ def prepare(
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    house = Wheelhouse(paths.wheelhouse)
     for cell in cells:
         out.setdefault(cell.id, bases[(cell.base.label, cell.python, cell.platform)])
-        made = out[cell.id]
-        locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
-        if isinstance(made, BaseImage) and any(f.is_file() and lock.sdist_names(f) for f in locks):
-            try:  # sdists as wheels, built in the cell's base (once: cached by hash)
-                with step(f"{cell.id}: wheels from sdists"):
-                    sdists.build_for(
-                        engine, cell, made.ref, made.id, locks, house, matrix.source_date_epoch
-                    )
-            except HarnessError as exc:
-                out[cell.id] = f"{cell.id}: {exc}"
     return out
+
+
+def with_sdists(
+    engine: Engine, matrix: Matrix, paths: Paths, cell: Cell, base: BaseImage | str
+) -> BaseImage | str:
+    """`base`, once the sdists the cell's locks pin are wheels in the wheelhouse (built in
+    that base, once: cached by hash); or why the cell cannot be built. Called by the cell's
+    own build job, so the cells that pin no sdist do not wait for those that do."""
+    locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
+    if not isinstance(base, BaseImage) or not any(
+        f.is_file() and lock.sdist_names(f) for f in locks
+    ):
+        return base
+    try:
+        with step(f"{cell.id}: wheels from sdists"):
+            sdists.build_for(
+                engine, cell, base.ref, base.id, locks, Wheelhouse(paths.wheelhouse),
+                matrix.source_date_epoch,
+            )  # fmt: skip
+    except HarnessError as exc:
+        return f"{cell.id}: {exc}"
+    return base
 
 
 def _fetch_wheels(paths: Paths, cells: list[Cell]) -> dict[str, str]:

@@ -26,6 +26,7 @@ import re
 import sys
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 import tomli
@@ -59,7 +60,7 @@ def _download(pin: lock.Pin, dest: Path) -> Path:
         if rc != 0 or len(got) != 1:
             raise HarnessError(f"downloading the sdist of {pin.name}=={pin.version}: {err[-400:]}")
         target = dest / got[0].name
-        target.write_bytes(got[0].read_bytes())
+        write_atomic(target, got[0].read_bytes())  # another cell's job may be reading it
         return target
 
 
@@ -115,11 +116,37 @@ def built_wheel(
     pip_wheel: Path,
     epoch: int,
 ) -> Path:
-    """The wheel of `pin`'s sdist, built once in a throwaway container of the base."""
+    """The wheel of `pin`'s sdist, built once in a throwaway container of the base. Cells
+    build at once, and two may pin the same sdist: the second waits for the first's wheel."""
     sha = sorted(pin.hashes)[0]
-    done = house.built(sha, cell.python, cell.arch)
-    if done is not None:
-        return done
+    with _building(sha, cell.python, cell.arch):
+        done = house.built(sha, cell.python, cell.arch)
+        if done is not None:
+            return done
+        return _build_wheel(engine, cell, base_ref, base_id, pin, house, pip_wheel, epoch, sha)
+
+
+_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _building(sha: str, python: str, arch: str) -> threading.Lock:
+    """The lock held while this sdist's wheel for this interpreter is built."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault((sha, python, arch), threading.Lock())
+
+
+def _build_wheel(
+    engine: Engine,
+    cell: Cell,
+    base_ref: str,
+    base_id: str,
+    pin: lock.Pin,
+    house: Wheelhouse,
+    pip_wheel: Path,
+    epoch: int,
+    sha: str,
+) -> Path:
     folder = house.built_dir(sha, cell.python, cell.arch)
     sdist = _download(pin, house.root / "sdists")
     requires = build_requires(sdist)
@@ -155,7 +182,7 @@ def built_wheel(
         )
     _, name, data = wheels[0]
     wheel = folder / name
-    wheel.write_bytes(base64.b64decode(data))
+    write_atomic(wheel, base64.b64decode(data))
     record = {
         "sdist": sdist.name,
         "sdist_sha256": sha,

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from harness import audit, base, diskspace, freshness, lock, report
 from harness.base import BaseImage
 from harness.base import drop_replaced as drop_replaced_bases
-from harness.build import BuildFailed, build_cell, prepare
+from harness.build import BuildFailed, build_cell, prepare, with_sdists
 from harness.commands import Context, context, jobs, run_cells
 from harness.engine import Engine, find_cli
 from harness.errors import HarnessError
@@ -94,7 +94,8 @@ def _build_all(
     log(f"building {len(cells)} cell(s), {at_once} at a time")
 
     def work(c: Cell) -> CellResult:
-        result = build_one(engine, ctx, c, bases[c.id], no_cache, state.get(c.id))
+        base = with_sdists(engine, m, paths, c, bases[c.id])
+        result = build_one(engine, ctx, c, base, no_cache, state.get(c.id))
         result.build_checks += [audits[c.id].result(), fresh[c.id].result()]
         return result
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harness import lock, sdists
+from harness import lock, matrix, sdists
 from harness.errors import HarnessError
 from harness.wheelhouse import Wheelhouse
 
@@ -108,3 +112,59 @@ def test_lock_takes_a_package_without_wheels_as_its_sdist(
     monkeypatch.setattr(children, "bounded", lambda cmd, **_: (1, "", UV_SAYS))
     with pytest.raises(HarnessError, match="has no usable wheels"):
         lock.compile_requirements(["ray[default]==2.9.3"], cell)  # build requirements: wheels only
+
+
+def test_two_cells_pinning_one_sdist_build_its_wheel_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells build at once, each its own sdists: the second waits for the first's wheel."""
+    house = Wheelhouse(tmp_path)
+    lock_file = tmp_path / "runtime.txt"
+    lock_file.write_text(LOCK)
+    pin = sdists.pins(lock_file)[0]
+    sha = sorted(pin.hashes)[0]
+    builds: list[str] = []
+    inside = threading.Event()
+
+    def build_wheel(*args: Any) -> Path:
+        inside.set()
+        time.sleep(0.2)  # long enough for the other job to arrive while this one builds
+        builds.append(threading.current_thread().name)
+        folder = house.built_dir(sha, "3.9.2", "amd64")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "g-1-py3-none-any.whl").write_bytes(b"w")
+        (folder / "record.json").write_text('{"wheel": "g-1-py3-none-any.whl"}')
+        return folder / "g-1-py3-none-any.whl"
+
+    monkeypatch.setattr(sdists, "_build_wheel", build_wheel)
+    cell = matrix.Cell("2.9.3", "3.9.2", matrix.Variant.CPU, matrix.BaseSpec("debian", "bullseye"))
+
+    def job() -> Path:
+        return sdists.built_wheel(None, cell, "b", "sha256:b", pin, house, tmp_path, 0)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(job)
+        assert inside.wait(5)
+        second = pool.submit(job)
+        assert first.result() == second.result() == house.built(sha, "3.9.2", "amd64")
+    assert len(builds) == 1
+
+
+def test_a_cell_that_pins_no_sdist_does_not_wait_for_one(tmp_path: Path) -> None:
+    from harness import build
+    from harness.base import BaseImage
+    from harness.paths import Paths
+
+    m = matrix.load(_matrix(tmp_path))
+    cell = next(iter(m.cells))
+    paths = Paths.for_matrix(m.path)
+    base = BaseImage("b", "sha256:b", cell.python, None, "debian:bookworm")
+    # no lock pins an sdist (here: no lock at all): the base as it is, no engine asked
+    assert build.with_sdists(None, m, paths, cell, base) is base  # type: ignore[arg-type]
+    assert build.with_sdists(None, m, paths, cell, "no base") == "no base"  # type: ignore[arg-type]
+
+
+def _matrix(tmp: Path) -> Path:
+    path = tmp / "matrix.yaml"
+    path.write_text('version: 1\nray: ["2.60.0"]\npython: ["3.11.2"]\nvariants: [cpu]\n')
+    return path
