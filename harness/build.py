@@ -235,17 +235,21 @@ def prepare(
     return out
 
 
+def pins_sdists(paths: Paths, cell: Cell) -> bool:
+    """Whether one of the cell's locks pins a package published only as an sdist."""
+    locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
+    return any(f.is_file() and lock.sdist_names(f) for f in locks)
+
+
 def with_sdists(
     engine: Engine, matrix: Matrix, paths: Paths, cell: Cell, base: BaseImage | str
 ) -> BaseImage | str:
     """`base`, once the sdists the cell's locks pin are wheels in the wheelhouse (built in
     that base, once: cached by hash); or why the cell cannot be built. Called by the cell's
     own build job, so the cells that pin no sdist do not wait for those that do."""
-    locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
-    if not isinstance(base, BaseImage) or not any(
-        f.is_file() and lock.sdist_names(f) for f in locks
-    ):
+    if not isinstance(base, BaseImage) or not pins_sdists(paths, cell):
         return base
+    locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
     try:
         with step(f"{cell.id}: wheels from sdists"):
             sdists.build_for(

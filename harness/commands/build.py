@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from harness import audit, base, diskspace, freshness, lock, report
 from harness.base import BaseImage
 from harness.base import drop_replaced as drop_replaced_bases
-from harness.build import BuildFailed, build_cell, prepare, with_sdists
+from harness.build import BuildFailed, build_cell, pins_sdists, prepare, with_sdists
 from harness.commands import Context, context, jobs, run_cells
 from harness.engine import Engine, find_cli
 from harness.errors import HarnessError
@@ -99,10 +99,13 @@ def _build_all(
         result.build_checks += [audits[c.id].result(), fresh[c.id].result()]
         return result
 
+    # a cell that builds wheels from sdists has the longest chain: it starts first, so its
+    # sdists build beside the other cells' images instead of after them
+    order = sorted(cells, key=lambda c: not pins_sdists(paths, c))
     failed = 0
     written, unwritten = time.monotonic(), False
     try:
-        for done, result in run_cells(cells, work, at_once, "building cells"):
+        for done, result in run_cells(order, work, at_once, "building cells"):
             previous = state.get(result.id)
             if (
                 previous

@@ -160,8 +160,14 @@ def test_a_cell_that_pins_no_sdist_does_not_wait_for_one(tmp_path: Path) -> None
     paths = Paths.for_matrix(m.path)
     base = BaseImage("b", "sha256:b", cell.python, None, "debian:bookworm")
     # no lock pins an sdist (here: no lock at all): the base as it is, no engine asked
+    assert not build.pins_sdists(paths, cell)
     assert build.with_sdists(None, m, paths, cell, base) is base  # type: ignore[arg-type]
     assert build.with_sdists(None, m, paths, cell, "no base") == "no base"  # type: ignore[arg-type]
+    # a lock that pins one: that cell's build job builds it (and starts first)
+    runtime = lock.lock_path(paths.locks, cell, "runtime")
+    runtime.parent.mkdir(parents=True)
+    runtime.write_text(LOCK)
+    assert build.pins_sdists(paths, cell)
 
 
 def _matrix(tmp: Path) -> Path:
