@@ -699,10 +699,16 @@ app = Facts.bind()
 # on the worker (measured; 2.60.0 starts one). serveConfigV2 says EveryNode too (k8s.py).
 # serve.run returns once the application is running in every Ray this harness knows (newer
 # Rays' `blocking` defaults to False; Ray 2.9.3 has no such keyword and refuses it).
+# graceful_shutdown_wait_loop_s: a replica told to stop first sleeps this long, then counts
+# its requests in flight (Ray 2.9.3's prepare_for_shutdown, 2.60.0's drain loop). Ray's
+# default, 2 s, was most of the 2.9 s the probe's DELETE took (measured 2026-12-06, Ray
+# 2.60.0); nothing asks the application while it shuts down. The RayService's module keeps
+# Ray's default: there a rolling update's routers need that time.
 SERVE_SCRIPT = (
     SERVE_APP_SOURCE
     + """ray.init()
 serve.start(proxy_location="EveryNode", http_options={"host": "0.0.0.0", "port": __PORT__})
+app = Facts.options(graceful_shutdown_wait_loop_s=0.2).bind()
 serve.run(app, name="__APP__", route_prefix="/__APP__")
 print("RAYCOMPAT_SERVE deployed")
 """
@@ -778,7 +784,9 @@ def serve(args: argparse.Namespace) -> Json:
     through its REST API."""
     import tempfile
 
+    t0 = time.time()
     out: Json = {"client": facts(), "address": args.address, "http": args.http}
+    timings = out["timings"] = {}  # seconds from the probe's start, per phase's end
     deadline = time.time() + args.timeout
     with _answering(out, args.timeout):
         from ray.job_submission import JobSubmissionClient
@@ -793,6 +801,7 @@ def serve(args: argparse.Namespace) -> Json:
             entrypoint="python rcserve.py", runtime_env={"working_dir": work}
         )
         out["deploy"] = _wait_job(client, job_id, deadline)
+        timings["deployed"] = round(time.time() - t0, 2)
         if out["deploy"]["status"] == "SUCCEEDED":
             apps = _http(args.address + "/api/serve/applications/")
             try:
@@ -809,7 +818,7 @@ def serve(args: argparse.Namespace) -> Json:
                     reply = _http(proxy + args.route)
                     if reply["status"] == 200 or time.time() > min(until, deadline):
                         break
-                    time.sleep(1)
+                    time.sleep(POLL)
                 replies.append(dict(reply, proxy=proxy))
             out["replies"] = replies
             out["answers"] = [json.loads(r["body"]) for r in replies if r["status"] == 200]
@@ -820,7 +829,9 @@ def serve(args: argparse.Namespace) -> Json:
             )
             out["healthz"] = _http(args.http[0] + "/-/healthz")
             out["routes"] = _http(args.http[0] + "/-/routes")
+            timings["answered"] = round(time.time() - t0, 2)
     out["shutdown"] = _http(args.address + "/api/serve/applications/", "DELETE", timeout=60)
+    timings["shut_down"] = round(time.time() - t0, 2)
     return out
 
 
