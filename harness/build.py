@@ -235,10 +235,15 @@ def prepare(
     return out
 
 
+def _locks(paths: Paths, cell: Cell) -> list[Path]:
+    """The cell's runtime lock, then its notebook lock (`sdists.build_for` takes pip from
+    the first)."""
+    return [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
+
+
 def pins_sdists(paths: Paths, cell: Cell) -> bool:
     """Whether one of the cell's locks pins a package published only as an sdist."""
-    locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
-    return any(f.is_file() and lock.sdist_names(f) for f in locks)
+    return any(f.is_file() and lock.sdist_names(f) for f in _locks(paths, cell))
 
 
 def with_sdists(
@@ -249,11 +254,10 @@ def with_sdists(
     own build job, so the cells that pin no sdist do not wait for those that do."""
     if not isinstance(base, BaseImage) or not pins_sdists(paths, cell):
         return base
-    locks = [lock.lock_path(paths.locks, cell, kind) for kind in ("runtime", "notebook")]
     try:
         with step(f"{cell.id}: wheels from sdists"):
             sdists.build_for(
-                engine, cell, base.ref, base.id, locks, Wheelhouse(paths.wheelhouse),
+                engine, cell, base.ref, base.id, _locks(paths, cell), Wheelhouse(paths.wheelhouse),
                 matrix.source_date_epoch,
             )  # fmt: skip
     except HarnessError as exc:
