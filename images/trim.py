@@ -3,7 +3,8 @@
 `images/Dockerfile` runs it (bind-mounted from the build context, never copied into an image)
 right after each `pip install`, with the image's own Python (3.9 and newer):
 
-    python trim.py [--link-duplicates] /opt/ray/lib/python3.X/site-packages
+    python trim.py [--link-duplicates ROOT [--except-listed LIST]] SITE_PACKAGES_DIR
+    python trim.py --list ROOT LIST
 
 It removes, and prints by kind how many paths (or stripped or linked files) and bytes:
 
@@ -24,12 +25,15 @@ It removes, and prints by kind how many paths (or stripped or linked files) and 
   they are (its crash reports may read them); the third-party libraries Ray vendors under
   `thirdparty_files` directories (the runtime-env agent's aiohttp, multidict, ...) are not
   Ray's own and are stripped like the rest;
-- with `--link-duplicates`, files of identical content, mode and owner become hard links to
-  one of them (Ray vendors aiohttp, yarl and attrs beside the venv's own copies; pip vendors
-  idna and urllib3; licenses repeat): a layer stores a hard link's content once. Only for the
-  layer that installed every file it sees: linking to a file of a lower layer would copy that
-  file up into this one. The venv's bytecode is checked-hash, so no .pyc depends on a
-  source's modification time, which linked files share.
+- with `--link-duplicates ROOT`, files under ROOT of identical content, mode and owner become
+  hard links to one of them (Ray vendors aiohttp, yarl and attrs beside the venv's own
+  copies; pip vendors idna and urllib3; JupyterLab's wheel installs its static assets twice,
+  under `share/jupyter/lab/static` and `jupyterlab/static`; licenses repeat): a layer stores
+  a hard link's content once. Only files this layer wrote may be linked: linking to a file of
+  a lower layer would copy that file up into this one. So a later layer first lists the
+  files it found (`--list ROOT LIST`, before its install) and passes that list
+  (`--except-listed LIST`): no listed path is linked or linked to. The venv's bytecode is
+  checked-hash, so no .pyc depends on a source's modification time, which linked files share.
 
 Nothing it touches is rewritten unless it changes: in a later layer, an untouched file is
 not copied up. A run over a tree it already trimmed changes nothing.
@@ -235,10 +239,11 @@ def rays_own(site: Path, here: Path) -> bool:
     return parts[:1] == ("ray",) and not VENDORED.intersection(parts)
 
 
-def trim(site: Path, link_duplicates: bool = False) -> Tally:
+def trim(site: Path, link_root: Path | None = None, lower: frozenset[str] = frozenset()) -> Tally:
     """One walk of `site`: `tests` directories are removed as they are met (and not walked
-    into), Windows and macOS binaries removed, third-party ELF files stripped; then, if asked,
-    identical files linked."""
+    into), Windows and macOS binaries removed, third-party ELF files stripped; then, if
+    `link_root` is given, identical files under it linked, except the paths in `lower`
+    (relative to `link_root`: the files of lower layers)."""
     tally = Tally()
     jars = site / "ray" / "jars"
     if jars.is_dir():
@@ -265,21 +270,34 @@ def trim(site: Path, link_duplicates: bool = False) -> Tally:
                 remove_file(path, "Windows and macOS binaries", tally)
             elif not rays_own(site, here):
                 strip_file(path, tally)
-    if link_duplicates:
-        link_identical(site, tally)
+    if link_root is not None:
+        link_identical(link_root, tally, lower)
     return tally
 
 
-def link_identical(site: Path, tally: Tally) -> None:
-    """Make each set of non-empty regular files with the same content, mode and owner hard
-    links to the first of them by path (already linked files stay as they are)."""
-    by_shape: dict[tuple[int, int, int, int], list[Path]] = {}
-    for root, dirs, files in os.walk(site):
+def regular_files(root: Path) -> list[str]:
+    """The regular files under `root` (symlinked directories are not followed), as paths
+    relative to it, in walk order."""
+    found: list[str] = []
+    for here, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
-            path = Path(root) / name
+            path = Path(here) / name
+            if stat.S_ISREG(path.lstat().st_mode):
+                found.append(path.relative_to(root).as_posix())
+    return found
+
+
+def link_identical(root: Path, tally: Tally, lower: frozenset[str] = frozenset()) -> None:
+    """Make each set of non-empty regular files under `root` with the same content, mode and
+    owner hard links to the first of them by path (already linked files stay as they are);
+    the paths in `lower` are neither linked nor linked to."""
+    by_shape: dict[tuple[int, int, int, int], list[Path]] = {}
+    for rel in regular_files(root):
+        if rel not in lower:
+            path = root / rel
             st = path.lstat()
-            if stat.S_ISREG(st.st_mode) and st.st_size:
+            if st.st_size:
                 by_shape.setdefault((st.st_size, st.st_mode, st.st_uid, st.st_gid), []).append(path)
     for (size, *_), paths in by_shape.items():
         if len(paths) < 2:
@@ -312,15 +330,34 @@ def strip_file(path: Path, tally: Tally) -> None:
     tally.add("debug sections", len(data) - len(stripped), "stripped")
 
 
+USAGE = """usage: python trim.py [--link-duplicates ROOT [--except-listed LIST]] SITE_PACKAGES_DIR
+       python trim.py --list ROOT LIST"""
+
+
 def main(argv: list[str]) -> int:
     args = argv[1:]
-    link = args[:1] == ["--link-duplicates"]
-    args = args[1:] if link else args
-    if len(args) != 1 or not Path(args[0]).is_dir():
-        print("usage: python trim.py [--link-duplicates] SITE_PACKAGES_DIR", file=sys.stderr)
+    if args[:1] == ["--list"] and len(args) == 3 and Path(args[1]).is_dir():
+        root, out = Path(args[1]), Path(args[2])
+        out.write_bytes(b"".join(os.fsencode(p) + b"\0" for p in regular_files(root)))
+        return 0
+    options: dict[str, Path] = {}
+    while len(args) > 2 and args[0] in ("--link-duplicates", "--except-listed"):
+        options[args[0]] = Path(args[1])
+        args = args[2:]
+    link_root, listed = options.get("--link-duplicates"), options.get("--except-listed")
+    if (
+        len(args) != 1
+        or not Path(args[0]).is_dir()
+        or (link_root is not None and not link_root.is_dir())
+        or (listed is not None and (link_root is None or not listed.is_file()))
+    ):
+        print(USAGE, file=sys.stderr)
         return 2
+    lower = frozenset(
+        os.fsdecode(p) for p in (listed.read_bytes().split(b"\0") if listed else []) if p
+    )
     site = Path(args[0])
-    tally = trim(site, link_duplicates=link)
+    tally = trim(site, link_root=link_root, lower=lower)
     print(f"trim {site}: {tally.report() or 'nothing to remove'}")
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tarfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +64,55 @@ def test_rebuild_from_scratch_is_identical(built: None) -> None:
         "repro:worker:sbom": "passed",
         "repro:notebook:sbom": "passed",
     }
+
+
+def test_the_notebook_layer_holds_jupyterlab_once_and_no_file_of_the_runtime(
+    built: None, tmp_path: Path
+) -> None:
+    """trim.py links duplicates among the files a layer wrote: the notebook's layer stores
+    JupyterLab's twice-installed static assets once (hard links in the layer), and holds no
+    file of the runtime's venv (a link to one would have copied it up)."""
+    engine = Engine()
+    manifests = ROOT / "build" / "manifests" / CELL
+    ids = {
+        r: json.loads((manifests / f"{r}.json").read_text())["image"]["id"]
+        for r in ("head", "notebook")
+    }
+    head = engine.inspect("image", ids["head"])
+    assert head is not None
+    runtime_layers = len(head["RootFS"]["Layers"])  # head adds no layer to the runtime stage
+    archive = tmp_path / "notebook.tar"
+    with archive.open("wb") as out:
+        shutil.copyfileobj(engine.save(ids["notebook"]), out)
+    with tarfile.open(archive) as outer:
+        manifest = outer.extractfile("manifest.json")
+        assert manifest is not None
+        layers = json.loads(manifest.read())[0]["Layers"]
+        assert len(layers) > runtime_layers
+
+        def members(layer: str) -> list[tarfile.TarInfo]:
+            inner = outer.extractfile(layer)
+            assert inner is not None
+            with tarfile.open(fileobj=inner) as tar:
+                return tar.getmembers()
+
+        runtime = {
+            m.name
+            for layer in layers[:runtime_layers]
+            for m in members(layer)
+            if m.name.startswith("opt/ray/") and (m.isfile() or m.islnk())
+        }
+        own = [m for layer in layers[runtime_layers:] for m in members(layer)]
+    assert len(runtime) > 1000  # the runtime's venv was read
+    venv = [m for m in own if m.name.startswith("opt/ray/") and (m.isfile() or m.islnk())]
+    assert venv, "the notebook layer installs nothing into the venv?"
+    assert [m.name for m in venv if m.name in runtime] == []
+    assert [m.linkname for m in venv if m.islnk() and m.linkname in runtime] == []
+    # every static asset under share/ is stored once: a link, or what the links point to
+    static = [m for m in venv if m.name.startswith("opt/ray/share/jupyter/lab/static/")]
+    targets = {m.linkname for m in venv if m.islnk()}
+    assert len(static) > 100
+    assert [m.name for m in static if not (m.islnk() or m.name in targets)] == []
 
 
 def test_a_changed_input_is_reported_file_by_file(built: None, tmp_path: Path) -> None:

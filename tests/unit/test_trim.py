@@ -190,7 +190,7 @@ def test_duplicates_become_links_to_the_first_and_differences_keep_them_apart(
     (site / "c/LICENSE").chmod(0o600)  # other mode: kept apart
     (site / "a/empty").write_text("")
     (site / "b/empty").write_text("")
-    tally = trim.trim(site, link_duplicates=True)
+    tally = trim.trim(site, link_root=site)
     first = (site / "a/LICENSE").stat()
     assert (site / "b/LICENSE").stat().st_ino == first.st_ino
     assert first.st_nlink == 2
@@ -201,7 +201,33 @@ def test_duplicates_become_links_to_the_first_and_differences_keep_them_apart(
     assert (site / "b/LICENSE").read_text() == "MIT\n" * 100
     assert tally.kinds["duplicate files"] == [1, 400]
     assert not list(site.rglob("*.trim-link"))
-    assert trim.trim(site, link_duplicates=True).kinds == {}  # linked files stay linked
+    assert trim.trim(site, link_root=site).kinds == {}  # linked files stay linked
+
+
+def test_files_of_lower_layers_are_neither_linked_nor_linked_to(tmp_path: Path) -> None:
+    """A later layer lists what it found before its install (`--list`), installs, then links
+    only among the files it wrote (`--except-listed`): a link to a lower layer's file would
+    copy that file up into the layer."""
+    venv = tmp_path / "venv"
+    site = venv / "lib/site-packages"
+    (site / "runtime").mkdir(parents=True)
+    (site / "runtime/LICENSE").write_text("MIT\n" * 100)
+    listed = tmp_path / "lower"
+    assert trim.main(["trim.py", "--list", str(venv), str(listed)]) == 0
+    assert listed.read_bytes() == b"lib/site-packages/runtime/LICENSE\0"
+    static = ("share/jupyter/lab/static/app.js", "lib/site-packages/jupyterlab/static/app.js")
+    for rel in static:
+        (venv / rel).parent.mkdir(parents=True)
+        (venv / rel).write_text("console.log(1);\n" * 50)
+    (site / "notebook").mkdir()
+    (site / "notebook/LICENSE").write_text("MIT\n" * 100)  # the runtime's license again
+    args = ["--link-duplicates", str(venv), "--except-listed", str(listed), str(site)]
+    assert trim.main(["trim.py", *args]) == 0
+    assert (venv / static[0]).stat().st_ino == (venv / static[1]).stat().st_ino
+    assert (site / "runtime/LICENSE").stat().st_nlink == 1
+    assert (site / "notebook/LICENSE").stat().st_nlink == 1  # its twin is below: kept apart
+    again = trim.trim(site, link_root=venv)  # without the list, the runtime's file is linked
+    assert again.kinds["duplicate files"][0] == 1
 
 
 def test_a_second_trim_changes_nothing_and_rewrites_no_file(tmp_path: Path) -> None:
@@ -231,4 +257,12 @@ def test_main_refuses_a_missing_directory(
     assert trim.main(["trim.py", str(tmp_path / "nowhere")]) == 2
     assert "usage" in capsys.readouterr().err
     assert trim.main(["trim.py", "--link", str(tmp_path)]) == 2  # an unknown option
-    assert trim.main(["trim.py", "--link-duplicates", str(tmp_path)]) == 0
+    assert trim.main(["trim.py", "--link-duplicates", str(tmp_path)]) == 2  # no root
+    assert trim.main(["trim.py", "--link-duplicates", str(tmp_path), str(tmp_path)]) == 0
+    listed = tmp_path / "lower"
+    assert trim.main(["trim.py", "--except-listed", str(listed), str(tmp_path)]) == 2
+    link = ["--link-duplicates", str(tmp_path)]
+    assert trim.main(["trim.py", *link, "--except-listed", str(listed), str(tmp_path)]) == 2
+    assert trim.main(["trim.py", "--list", str(tmp_path / "nowhere"), str(listed)]) == 2
+    assert not listed.exists()
+    assert "usage" in capsys.readouterr().err
