@@ -275,16 +275,17 @@ def trim(site: Path, link_root: Path | None = None, lower: frozenset[str] = froz
     return tally
 
 
-def regular_files(root: Path) -> list[str]:
-    """The regular files under `root` (symlinked directories are not followed), as paths
-    relative to it, in walk order."""
-    found: list[str] = []
+def regular_files(root: Path) -> dict[str, os.stat_result]:
+    """The regular files under `root` (symlinked directories are not followed), by path
+    relative to it, in walk order, with their `lstat`."""
+    found: dict[str, os.stat_result] = {}
     for here, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
             path = Path(here) / name
-            if stat.S_ISREG(path.lstat().st_mode):
-                found.append(path.relative_to(root).as_posix())
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode):
+                found[path.relative_to(root).as_posix()] = st
     return found
 
 
@@ -293,12 +294,11 @@ def link_identical(root: Path, tally: Tally, lower: frozenset[str] = frozenset()
     owner hard links to the first of them by path (already linked files stay as they are);
     the paths in `lower` are neither linked nor linked to."""
     by_shape: dict[tuple[int, int, int, int], list[Path]] = {}
-    for rel in regular_files(root):
-        if rel not in lower:
-            path = root / rel
-            st = path.lstat()
-            if st.st_size:
-                by_shape.setdefault((st.st_size, st.st_mode, st.st_uid, st.st_gid), []).append(path)
+    for rel, st in regular_files(root).items():
+        if rel not in lower and st.st_size:
+            by_shape.setdefault((st.st_size, st.st_mode, st.st_uid, st.st_gid), []).append(
+                root / rel
+            )
     for (size, *_), paths in by_shape.items():
         if len(paths) < 2:
             continue
@@ -356,6 +356,13 @@ def main(argv: list[str]) -> int:
     lower = frozenset(
         os.fsdecode(p) for p in (listed.read_bytes().split(b"\0") if listed else []) if p
     )
+    if listed is not None and not lower:
+        # an empty list would let every lower file be linked, and so copied up
+        print(
+            f"trim.py: {listed} lists no file: write it with --list before the install",
+            file=sys.stderr,
+        )
+        return 2
     site = Path(args[0])
     tally = trim(site, link_root=link_root, lower=lower)
     print(f"trim {site}: {tally.report() or 'nothing to remove'}")

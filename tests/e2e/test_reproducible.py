@@ -1,6 +1,6 @@
 """Reproducibility and hermeticity, for real: a from-scratch rebuild is identical file by
 file, a deliberately changed input is reported as a difference, and a build step that
-tries the network fails."""
+tries the network fails; and what the built notebook's own layer holds."""
 
 from __future__ import annotations
 
@@ -82,8 +82,8 @@ def test_the_notebook_layer_holds_jupyterlab_once_and_no_file_of_the_runtime(
     assert head is not None
     runtime_layers = len(head["RootFS"]["Layers"])  # head adds no layer to the runtime stage
     archive = tmp_path / "notebook.tar"
-    with archive.open("wb") as out:
-        shutil.copyfileobj(engine.save(ids["notebook"]), out)
+    with archive.open("wb") as out, engine.save(ids["notebook"]) as image:
+        shutil.copyfileobj(image, out)
     with tarfile.open(archive) as outer:
         manifest = outer.extractfile("manifest.json")
         assert manifest is not None

@@ -266,3 +266,6 @@ def test_main_refuses_a_missing_directory(
     assert trim.main(["trim.py", "--list", str(tmp_path / "nowhere"), str(listed)]) == 2
     assert not listed.exists()
     assert "usage" in capsys.readouterr().err
+    listed.write_bytes(b"")  # an empty list: every lower file would be linked, so refused
+    assert trim.main(["trim.py", *link, "--except-listed", str(listed), str(tmp_path)]) == 2
+    assert "lists no file" in capsys.readouterr().err
