@@ -331,17 +331,35 @@ class _Captured(logging.Handler):
 SERVER_SAID = "Received when checking init: "  # Ray Client's debug line: the server's words
 
 
+# A Ray Client server's refusal of this client's token (Ray 2.60.0's server says "Invalid or
+# missing authentication token"): no retry can change it.
+TOKEN_REFUSED = re.compile(r"authenticat", re.IGNORECASE)
+
+
+class ServerRefused(Exception):
+    """Ray Client's server refused this client's token. Ray Client retries that as if the
+    server were unavailable, until its own connection timeout (5 to 30 s, more for a Ray
+    that ignores RAY_CLIENT_*_CONNECTION_TIMEOUT_S); the probe ends the retries at the first
+    refusal: the error then carries the server's words instead of Ray's later timeout."""
+
+
 class _ServerWords(logging.Handler):
     """What a Ray Client server said when it refused the connection (a token, for one):
-    Ray logs it only at debug level and retries as if the server were unavailable."""
+    Ray logs it only at debug level and retries as if the server were unavailable. A
+    refused token raises ServerRefused out of Ray's retry loop (the debug line is logged
+    in its `except grpc.RpcError`, in the caller's thread, in every Ray this harness
+    builds); other words (a server still starting) let Ray retry."""
 
     def __init__(self, into: _Captured) -> None:
         super().__init__(logging.DEBUG)
         self.into = into
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith(SERVER_SAID):
+        message = record.getMessage()
+        if message.startswith(SERVER_SAID):
             self.into.emit(record)
+            if TOKEN_REFUSED.search(message):
+                raise ServerRefused("Ray Client's server refused the connection")
 
 
 class _Onwards(logging.Handler):
@@ -429,7 +447,7 @@ def _connect(address: str, deadline: float, captured: _Captured, once: bool = Fa
             # Nor is a Ray here without its `client` extra, but no retry can change it.
             said = " ".join([last, *captured.messages]).lower()
             refused = FROM_SERVER in said and NO_SPECIFIC_SERVER not in said
-            verdict = refused or "mismatch" in said or "authenticat" in said
+            verdict = refused or "mismatch" in said or bool(TOKEN_REFUSED.search(said))
             if verdict or MISSING_EXTRA.search(last) or once or time.time() > deadline:
                 said_so = [m for m in captured.messages if m.startswith(SERVER_SAID)]
                 if said_so:
