@@ -197,7 +197,12 @@ def write_manifest(
 
 
 def prepare(
-    engine: Engine, matrix: Matrix, paths: Paths, cells: list[Cell], fresh: bool = False
+    engine: Engine,
+    matrix: Matrix,
+    paths: Paths,
+    cells: list[Cell],
+    fresh: bool = False,
+    wheelhouse: Wheelhouse | None = None,
 ) -> dict[str, BaseImage | str]:
     """Work shared by cells, done once: every lock's wheels, and one base per Python micro.
     A base needs no wheel: the bases build (one per core) while the wheels download. The
@@ -223,7 +228,8 @@ def prepare(
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="raycompat-base")
     try:
         building = {key: pool.submit(base_of, cell) for key, cell in first.items()}
-        out: dict[str, BaseImage | str] = dict(_fetch_wheels(paths, cells))
+        house = wheelhouse or Wheelhouse(paths.wheelhouse)
+        out: dict[str, BaseImage | str] = dict(_fetch_wheels(paths, cells, house))
         bases = {key: future.result() for key, future in building.items()}
     except LockMoved:
         children.stop_all()  # the other bases' mmdebstrap: nothing more is built
@@ -265,9 +271,8 @@ def with_sdists(
     return base
 
 
-def _fetch_wheels(paths: Paths, cells: list[Cell]) -> dict[str, str]:
+def _fetch_wheels(paths: Paths, cells: list[Cell], wheelhouse: Wheelhouse) -> dict[str, str]:
     """Every lock's wheels into the wheelhouse; per cell whose wheels failed, why."""
-    wheelhouse = Wheelhouse(paths.wheelhouse)
     failed: dict[str, str] = {}
     with step(f"wheels for {len(cells)} cell(s) into {paths.wheelhouse}"):
         fetched = 0

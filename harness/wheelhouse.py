@@ -32,6 +32,9 @@ class Wheelhouse:
         self._index_path = root / ".index.json"
         self._index: dict[str, dict[str, object]] = {}
         self._have: dict[str, Path] | None = None  # sha256 -> wheel, until the next download
+        # (pin, python, arch) -> its downloaded wheels, until the next download: a no-op
+        # build asks it of every pin of every lock twice (disk-space plan, then fetch)
+        self._found: dict[tuple[lock.Pin, str, str], list[Path]] = {}
         try:  # a cache of wheels' hashes: one that cannot be read is made again
             doc = json.loads(self._index_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -130,7 +133,7 @@ class Wheelhouse:
             req_file.write_text(reqs, encoding="utf-8")
             what = f"downloading wheels for {lock_file}"
             rc, _, err = children.bounded([*cmd, str(req_file)], timeout=1800, what=what)
-        self._have = None
+        self._have, self._found = None, {}
         if rc != 0:
             tail = "\n".join(err.strip().splitlines()[-10:])
             raise HarnessError(f"downloading wheels for {lock_file} failed:\n{tail}")
@@ -147,10 +150,15 @@ class Wheelhouse:
 
         The wheelhouse is shared by cells: a pin can have wheels for several CPythons and
         architectures."""
+        key = (pin, python, arch)
+        if have is self._have and key in self._found:
+            return self._found[key]
         supported = supported_tags(python, arch)
         downloaded = sorted(have[h] for h in pin.hashes if h in have)
         found = [w for w in downloaded if _wheel_tags(w.name) & supported]
         if found:  # the usual case: no look for built wheels (a file read per hash)
+            if have is self._have:
+                self._found[key] = found
             return found
         built = [w for h in sorted(pin.hashes) if (w := self.built(h, python, arch))]
         return [w for w in built if _wheel_tags(w.name) & supported]

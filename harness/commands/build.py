@@ -69,7 +69,7 @@ def build_cells(engine: Engine, ctx: Context, no_cache: bool, at_once: int) -> i
             c.id: auditor.submit(freshness.check, m, c, paths.root / ".cache" / "freshness")
             for c in cells
         }
-        return _build_all(engine, ctx, no_cache, at_once, state, audits, fresh)
+        return _build_all(engine, ctx, no_cache, at_once, state, audits, fresh, wheelhouse)
     finally:
         auditor.shutdown(wait=False, cancel_futures=True)
 
@@ -88,9 +88,10 @@ def _build_all(
     state: dict[str, CellResult],
     audits: Mapping[str, Future[Check]],
     fresh: Mapping[str, Future[Check]],
+    wheelhouse: Wheelhouse,
 ) -> int:
     m, paths, cells = ctx.matrix, ctx.paths, ctx.cells
-    bases = prepare(engine, m, paths, cells, fresh=no_cache)
+    bases = prepare(engine, m, paths, cells, fresh=no_cache, wheelhouse=wheelhouse)
     log(f"building {len(cells)} cell(s), {at_once} at a time")
 
     def work(c: Cell) -> CellResult:

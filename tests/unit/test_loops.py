@@ -191,7 +191,7 @@ def test_bases_build_while_the_wheels_download_and_each_failure_stays_with_its_c
             raise HarnessError("mmdebstrap trixie failed")
         return BaseImage("b", "sha256:b", cell.python, None, "debian:bookworm")
 
-    def fetch_wheels(paths: Paths, cells: list[Cell]) -> dict[str, str]:
+    def fetch_wheels(paths: Paths, cells: list[Cell], house: object) -> dict[str, str]:
         # with bases built only after the wheels, this would wait in vain
         assert base_started.wait(10), "no base started while the wheels downloaded"
         return {"ray2.60.0-py3.11.2-cpu": "wheels: no wheel for numpy"}
@@ -221,7 +221,7 @@ def test_each_platform_gets_its_own_base(
         return BaseImage(cell.arch, "sha256:" + cell.arch, cell.python, None, "debian:bookworm")
 
     monkeypatch.setattr(build_mod, "ensure_base", ensure_base)
-    monkeypatch.setattr(build_mod, "_fetch_wheels", lambda paths, cells: {})
+    monkeypatch.setattr(build_mod, "_fetch_wheels", lambda paths, cells, house: {})
     paths = Paths.for_matrix(m.path)
     out = build_mod.prepare(as_engine(FakeEngine()), m, paths, list(m.cells))
     assert sorted(asked) == ["linux/amd64", "linux/arm64"]
