@@ -7,6 +7,7 @@ Exit codes: 0 all passed; 1 a build or check failed; 2 bad input or environment;
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import signal
@@ -17,31 +18,12 @@ from types import FrameType
 from typing import NoReturn
 
 from harness import labels, runs, timeouts
-from harness.backends import kube
+from harness.backends import NODE_IMAGE_ENV
 from harness.children import stop_all
-from harness.commands import (
-    build,
-    catalog,
-    clean,
-    diff,
-    grid,
-    lock,
-    manifests,
-    matrix,
-    plan,
-    probe,
-    push,
-    reproduce,
-    sbom,
-    test,
-    verify,
-)
 from harness.engine import Engine, new_run_id
 from harness.errors import HarnessError
 from harness.lock import ALL as UPGRADE_ALL
 from harness.paths import Paths
-
-PROBE_TIMEOUT = probe.TIMEOUT
 
 EPILOG = """\
 cell selection: --only KEY=GLOB[,KEY=GLOB...] with keys ray, python, variant; repeat --only
@@ -54,23 +36,33 @@ grid: 1 the harness called a pair compatible that Ray refuses, 3 a pair got no v
 
 
 Command = Callable[[argparse.Namespace, str], int]
-COMMANDS: dict[str, Command] = {
-    "plan": plan.run,
-    "lock": lock.run,
-    "build": build.run,
-    "test": test.run,
-    "verify-reproducible": reproduce.run,
-    "grid": grid.run,
-    "probe": probe.run,
-    "push": push.run,
-    "manifests": manifests.run,
-    "matrix": matrix.run,
-    "clean": clean.run,
-    "diff": diff.run,
-    "verify": verify.run,
-    "sbom": sbom.run,
-    "catalog": catalog.run,
+# Each command's module under harness.commands, imported when that command runs: a run of
+# `build` does not import the grid, the Kubernetes backend or the registry client.
+COMMANDS: dict[str, str] = {
+    "plan": "plan",
+    "lock": "lock",
+    "build": "build",
+    "test": "test",
+    "verify-reproducible": "reproduce",
+    "grid": "grid",
+    "probe": "probe",
+    "push": "push",
+    "manifests": "manifests",
+    "matrix": "matrix",
+    "clean": "clean",
+    "diff": "diff",
+    "verify": "verify",
+    "sbom": "sbom",
+    "catalog": "catalog",
 }
+
+
+def command(name: str) -> Command:
+    """The `run(args, run_id)` of command `name`."""
+    run: Command = importlib.import_module(f"harness.commands.{COMMANDS[name]}").run
+    return run
+
+
 # Commands that write into the build directory: one run at a time per directory.
 WRITES_BUILD_DIR = ("lock", "build", "test", "verify-reproducible", "grid", "push", "manifests")
 
@@ -116,7 +108,7 @@ def _backend(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--kind-node-image",
-        help=f"kindest/node image in the local engine (default ${kube.NODE_IMAGE_ENV})",
+        help=f"kindest/node image in the local engine (default ${NODE_IMAGE_ENV})",
     )
 
 
@@ -265,9 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--timeout",
         type=_positive,
-        default=PROBE_TIMEOUT,
+        default=timeouts.PROBE_COMMAND,
         metavar="SECONDS",
-        help=f"how long to wait for the cluster to answer (default {PROBE_TIMEOUT:.0f})",
+        help=f"how long to wait for the cluster to answer (default {timeouts.PROBE_COMMAND:.0f})",
     )
     s = sub.add_parser(
         "push",
@@ -410,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.hold_run(run_id)  # alive until this process ends: `clean` leaves it alone
         if args.command in WRITES_BUILD_DIR:
             runs.own_build_dir(Paths.for_matrix(args.matrix, args.build_dir).build, args.command)
-        return COMMANDS[args.command](args, run_id)
+        return command(args.command)(args, run_id)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -422,8 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"\n{exc}: removing what run {run_id} created", file=sys.stderr)
         stop_all()
+        kube = sys.modules.get("harness.backends.kube")  # imported by a run that used it
         try:
-            kube.close_all()
+            if kube is not None:
+                kube.close_all()
         except HarnessError as cleanup_error:
             print(f"cleanup failed: {cleanup_error}", file=sys.stderr)
         try:

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 PROBE_MARGIN = 90.0
+PROBE_COMMAND = 30.0  # `probe --timeout`'s default: how long an address may take to answer
 
 
 @dataclass(frozen=True, kw_only=True)

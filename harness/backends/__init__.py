@@ -21,6 +21,7 @@ TOKEN_PATH = "/run/raycompat/auth_token"  # where a cluster's containers find Ra
 # an environment value, which `docker inspect` or the Pod spec would show to anyone
 JUPYTER_TOKEN_DIR = "/run/raycompat-jupyter"
 JUPYTER_TOKEN_PATH = f"{JUPYTER_TOKEN_DIR}/token"
+NODE_IMAGE_ENV = "RAYCOMPAT_KIND_NODE_IMAGE"  # the kind backend's node image (--kind-node-image)
 
 
 def ray_logs_dir(log_dir: Path) -> Path:

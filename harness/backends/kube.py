@@ -26,14 +26,20 @@ from typing import Any
 import yaml
 
 from harness import children, k8s, labels
-from harness.backends import JUPYTER_TOKEN_DIR, JUPYTER_TOKEN_PATH, RAY_LOGS, Backend, Cluster
+from harness.backends import (
+    JUPYTER_TOKEN_DIR,
+    JUPYTER_TOKEN_PATH,
+    NODE_IMAGE_ENV,
+    RAY_LOGS,
+    Backend,
+    Cluster,
+)
 from harness.engine import Engine
 from harness.errors import EngineError, HarnessError
 from harness.matrix import Cell
 from harness.progress import log
 from harness.timeouts import DEFAULT, Timeouts
 
-NODE_IMAGE_ENV = "RAYCOMPAT_KIND_NODE_IMAGE"
 INSTALL_HINT = "run scripts/setup-engine.sh (installs kubectl and kind)"
 
 

@@ -23,8 +23,6 @@ from harness.probe_client import cluster_args, jobs_args, version_check_args
 from harness.report import brief
 from harness.timeouts import PROBE_MARGIN
 
-TIMEOUT = 30.0  # default of --timeout
-
 
 def run(args: argparse.Namespace, run_id: str) -> int:
     m = matrix.load(args.matrix) if args.matrix.is_file() else None

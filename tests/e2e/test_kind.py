@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import k8s, matrix
-from harness.backends.kube import NODE_IMAGE_ENV
+from harness.backends import NODE_IMAGE_ENV
 from harness.engine import Engine
 from tests.conftest import ROOT
 from tests.e2e.cli import harness

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,27 @@ def test_help_lists_the_subcommands() -> None:
     assert r.returncode == 0
     for sub in ("plan", "lock", "build", "test", "clean"):
         assert sub in r.stdout
+
+
+def test_every_command_has_its_module_and_the_parser_knows_it() -> None:
+    """The CLI imports a command's module only when it runs: each name must resolve."""
+    from harness import cli
+
+    helped = cli._parser().format_help().split("COMMAND\n", 1)[1]
+    assert set(re.findall(r"^    ([a-z-]+)", helped, re.MULTILINE)) == set(cli.COMMANDS)
+    for name in cli.COMMANDS:
+        assert callable(cli.command(name)), name
+
+
+def test_build_does_not_import_what_only_other_commands_use() -> None:
+    code = (
+        "import sys; from harness import cli; cli.command('build'); "
+        "print(' '.join(m for m in ('harness.grid', 'harness.backends.kube', "
+        "'harness.registry_api', 'harness.signing') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
 
 
 def test_plan_shows_cells_and_tags() -> None:
