@@ -75,15 +75,13 @@ class Wheelhouse:
         return str(entry.get("sha256") or "")
 
     def missing(self, lock_file: Path, python: str, arch: str = "amd64") -> list[lock.Pin]:
-        have = self._by_hash()
-        return [p for p in lock.pins_of(lock_file) if not self._matching(p, python, have, arch)]
+        return [p for p in lock.pins_of(lock_file) if not self._matching(p, python, arch)]
 
     def wheel_of(self, lock_file: Path, name: str, python: str, arch: str = "amd64") -> Path:
         """The wheel here of one pin of the lock (e.g. pip)."""
-        have = self._by_hash()
         for pin in lock.pins_of(lock_file):
             if lock.normalize(pin.name) == lock.normalize(name):
-                found = self._matching(pin, python, have, arch)
+                found = self._matching(pin, python, arch)
                 if found:
                     return found[0]
         raise HarnessError(f"{lock_file}: no wheel of {name} in the wheelhouse")
@@ -143,22 +141,20 @@ class Wheelhouse:
             raise HarnessError(f"{lock_file}: no wheel matching the locked hashes for {names}")
         return len(missing)
 
-    def _matching(
-        self, pin: lock.Pin, python: str, have: dict[str, Path], arch: str = "amd64"
-    ) -> list[Path]:
+    def _matching(self, pin: lock.Pin, python: str, arch: str = "amd64") -> list[Path]:
         """This pin's locked wheels here that CPython `python` on `arch` can install.
 
         The wheelhouse is shared by cells: a pin can have wheels for several CPythons and
         architectures."""
         key = (pin, python, arch)
-        if have is self._have and key in self._found:
+        if key in self._found:
             return self._found[key]
+        have = self._by_hash()
         supported = supported_tags(python, arch)
         downloaded = sorted(have[h] for h in pin.hashes if h in have)
         found = [w for w in downloaded if _wheel_tags(w.name) & supported]
         if found:  # the usual case: no look for built wheels (a file read per hash)
-            if have is self._have:
-                self._found[key] = found
+            self._found[key] = found
             return found
         built = [w for h in sorted(pin.hashes) if (w := self.built(h, python, arch))]
         return [w for w in built if _wheel_tags(w.name) & supported]
@@ -179,10 +175,9 @@ class Wheelhouse:
 
     def wheels_for(self, lock_file: Path, python: str, arch: str = "amd64") -> list[Path]:
         """For each pin of the lock, the wheel that installs on CPython `python` on `arch`."""
-        have = self._by_hash()
         out: list[Path] = []
         for pin in lock.pins_of(lock_file):
-            match = self._matching(pin, python, have, arch)
+            match = self._matching(pin, python, arch)
             if not match:
                 raise HarnessError(
                     f"{lock_file}: no wheel of {pin.name}=={pin.version} for CPython {python} "
