@@ -338,9 +338,11 @@ TOKEN_REFUSED = re.compile(r"authenticat", re.IGNORECASE)
 
 class ServerRefused(Exception):
     """Ray Client's server refused this client's token. Ray Client retries that as if the
-    server were unavailable, until its own connection timeout (5 to 30 s, more for a Ray
-    that ignores RAY_CLIENT_*_CONNECTION_TIMEOUT_S); the probe ends the retries at the first
-    refusal: the error then carries the server's words instead of Ray's later timeout."""
+    server were unavailable: three attempts with a growing sleep between them (5, 10, 15 s
+    in Ray 2.9.3 and 2.51.2, fixed in their code; Ray 2.60.0 reads the bounds from
+    RAY_CLIENT_*_CONNECTION_TIMEOUT_S, which the probe sets to 1 and 2 s). The probe ends
+    the retries at the first refusal: the error carries the server's words instead of Ray's
+    later timeout."""
 
 
 class _ServerWords(logging.Handler):
