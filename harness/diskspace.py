@@ -54,11 +54,12 @@ def plan(
 ) -> list[Need]:
     """What the builds of `cells` need where: only images and bases not yet present count."""
     cells = list(cells)
-    to_build = [
-        c
-        for c in cells
-        if any(engine.inspect("image", t) is None for t in c.tags(matrix.prefix).values())
-    ]
+    listed = engine.image_tags()  # one call; a tag not listed is asked for by name
+
+    def absent(tag: str) -> bool:
+        return tag not in listed and engine.inspect("image", tag) is None
+
+    to_build = [c for c in cells if any(absent(t) for t in c.tags(matrix.prefix).values())]
     bases = {(c.base.label, c.python, c.platform) for c in to_build if c.base.kind == "debian"}
     needs = [
         Need("Debian rootfs tarballs", build_dir, BASE_HOST * min(len(bases), 1)),

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -191,6 +192,7 @@ class Engine:
 
     def __init__(self, cli: str | None = None, cleanup: bool = False) -> None:
         self._cli = cli
+        self._finding: Future[str] | None = None
         self.cleanup = cleanup  # may run while the run is stopping
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
@@ -225,10 +227,22 @@ class Engine:
 
     @property
     def cli(self) -> str:
-        """The docker CLI used for BuildKit builds (found on first use)."""
+        """The docker CLI used for BuildKit builds (found on first use, or by
+        `look_for_cli`); EngineError naming the fix when there is none."""
         if self._cli is None:
-            self._cli = find_cli()
+            self._cli = self._finding.result() if self._finding is not None else find_cli()
         return self._cli
+
+    def look_for_cli(self) -> None:
+        """Start `find_cli` in the background (its `docker version` calls take tens of ms,
+        most of a no-op build's wait); `cli` waits for its answer. $HARNESS_DOCKER, which
+        asks nothing of the CLI, is checked at once."""
+        if os.environ.get("HARNESS_DOCKER") and self._cli is None:
+            self._cli = find_cli()
+        if self._cli is None and self._finding is None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="raycompat-cli")
+            self._finding = pool.submit(find_cli)
+            pool.shutdown(wait=False)
 
     def guard(self, what: str) -> None:
         if children.stopping() and not self.cleanup:
@@ -294,6 +308,15 @@ class Engine:
             if exc.status_code in (400, 404):
                 return None  # e.g. an invalid reference: no such object
             raise EngineError(f"inspecting {kind} {ref}: {exc.explanation}") from None
+
+    def image_tags(self) -> set[str]:
+        """Every repository:tag the engine holds, in one listing (as the engine spells
+        them: a Docker Hub name may be shortened, so an absent one is no proof of absence)."""
+        try:
+            found = self.client.api.images()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"listing images: {exc}") from None
+        return {tag for image in found for tag in image.get("RepoTags") or ()}
 
     def image_labels(self, ref: str) -> dict[str, str] | None:
         info = self.inspect("image", ref)

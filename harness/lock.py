@@ -179,7 +179,7 @@ def check(root: Path, cell: Cell, matrix: Matrix) -> None:
                 f"{path}: missing lock for cell {cell.id}; run `nox -s lock` (or `python -m "
                 f"harness lock --only ray={cell.ray},python={cell.python}`) and commit it"
             )
-        m = _INPUT.search(path.read_text(encoding="utf-8"))
+        m = _INPUT.search(header(path.read_text(encoding="utf-8")))
         if not m or m.group(1) != input_digest(cell, matrix, kind, native):
             raise HarnessError(
                 f"{path}: stale lock: it was resolved for other inputs than {matrix.path} now "
@@ -193,9 +193,21 @@ _NO_WHEELS = re.compile(r"Because (\S+?)(?:[<>=!~][^ ]*)? has no usable wheels")
 _SDISTS = re.compile(r"^# sdists: (\S+)$", re.M)
 
 
+def header(text: str) -> str:
+    """A lock's leading comment lines, the header `lock` writes above the pins (searched
+    alone: a pattern that is not there would otherwise scan every hash line of the file)."""
+    end = 0
+    while text.startswith("#", end):
+        newline = text.find("\n", end)
+        if newline < 0:
+            return text
+        end = newline + 1
+    return text[:end]
+
+
 def sdist_names(lock_file: Path) -> set[str]:
     """The packages a lock pins by their sdist (normalized names)."""
-    m = _SDISTS.search(lock_file.read_text(encoding="utf-8"))
+    m = _SDISTS.search(header(lock_file.read_text(encoding="utf-8")))
     return {normalize(n) for n in m.group(1).split(",")} if m else set()
 
 

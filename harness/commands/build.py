@@ -12,7 +12,7 @@ from harness.base import BaseImage
 from harness.base import drop_replaced as drop_replaced_bases
 from harness.build import BuildFailed, build_cell, pins_sdists, prepare, with_sdists
 from harness.commands import Context, context, jobs, run_cells
-from harness.engine import Engine, find_cli
+from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.progress import log
@@ -25,10 +25,11 @@ AUDITS_AT_ONCE = 4  # pip-audits at once: each waits on PyPI, not on the CPU
 
 def run(args: argparse.Namespace, run_id: str) -> int:
     ctx = context(args, run_id)
+    engine = Engine()
+    engine.look_for_cli()  # beside the checks below; needed before anything is built
     for c in ctx.cells:  # refuse stale locks before touching Docker
         lock.check(ctx.paths.locks, c, ctx.matrix)
         base.check_lock(ctx.matrix, c)
-    engine = Engine(find_cli())  # the BuildKit CLI must exist before anything is built
     engine.ping()
     return build_cells(engine, ctx, args.no_cache, jobs(args, len(ctx.cells), cores_per_job=1))
 
@@ -91,6 +92,7 @@ def _build_all(
     wheelhouse: Wheelhouse,
 ) -> int:
     m, paths, cells = ctx.matrix, ctx.paths, ctx.cells
+    _ = engine.cli  # the BuildKit CLI must exist before anything is built
     bases = prepare(engine, m, paths, cells, fresh=no_cache, wheelhouse=wheelhouse)
     log(f"building {len(cells)} cell(s), {at_once} at a time")
 

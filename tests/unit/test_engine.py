@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from testcontainers.core.config import testcontainers_config
 
+from harness import engine as engine_module
 from harness.backends.containers import use_reaper
 from harness.engine import ChunkReader, Engine, _safe_members, demux, tar_of
+from harness.errors import EngineError
 
 
 def frame(stream: int, data: bytes) -> bytes:
@@ -112,3 +114,31 @@ def test_buildkit_is_found_with_one_call_where_the_version_says_so(
     cli, log = _fake_cli(tmp_path, "docker", version, buildx)
     assert _has_buildkit(cli) is expected
     assert len(log.read_text().splitlines()) == calls
+
+
+def test_the_cli_is_looked_for_in_the_background_and_its_error_comes_on_use(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`look_for_cli` returns at once; `cli` then gives the CLI found, or the EngineError
+    find_cli raised (a CLI that cannot build with BuildKit)."""
+    monkeypatch.delenv("HARNESS_DOCKER", raising=False)
+    good, _ = _fake_cli(tmp_path, "docker", "20.10.24+dfsg1", buildx=False)
+    monkeypatch.setattr(engine_module, "find_cli", lambda: good)
+    engine = Engine()
+    engine.look_for_cli()
+    assert engine.cli == good
+
+    def none() -> str:
+        raise EngineError("the docker CLI at x cannot build with BuildKit")
+
+    monkeypatch.setattr(engine_module, "find_cli", none)
+    engine = Engine()
+    engine.look_for_cli()
+    with pytest.raises(EngineError, match="cannot build with BuildKit"):
+        _ = engine.cli
+
+
+def test_a_forced_cli_is_checked_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_DOCKER", "/nonexistent/docker")
+    with pytest.raises(EngineError, match="HARNESS_DOCKER=/nonexistent/docker"):
+        Engine().look_for_cli()

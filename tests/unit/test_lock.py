@@ -34,6 +34,22 @@ def test_parse_joins_continuations_and_normalises_names() -> None:
     assert pins[0].hashes == {"a" * 64, "b" * 64}
 
 
+def test_the_header_is_the_leading_comment_lines_only() -> None:
+    text = sample() + "# sdists: not-a-header\n"
+    assert lock.header(text) == text[: text.index("aiohttp")]
+    assert lock.header("# only a comment") == "# only a comment"
+    assert lock.header("aiohttp==1 \\\n") == ""
+
+
+def test_sdists_are_read_from_the_header(tmp_path: Path) -> None:
+    named = tmp_path / "named.txt"
+    named.write_text(sample().replace("# input", "# sdists: GPUstat,py_spy\n# input"))
+    assert lock.sdist_names(named) == {"gpustat", "py-spy"}
+    below = tmp_path / "below.txt"  # a comment among the pins is not the lock's header
+    below.write_text(sample() + "# sdists: gpustat\n")
+    assert lock.sdist_names(below) == set()
+
+
 def test_a_pin_without_hash_is_refused() -> None:
     with pytest.raises(HarnessError, match="no --hash"):
         lock.parse("numpy==2.0.0\n")

@@ -32,6 +32,8 @@ TEXT = 'version: 1\nray: ["2.60.0"]\npython: ["3.11.2", "3.13.5"]\nvariants: [cp
 class FakeEngine:
     """Answers `inspect` for the images a build made, and has no replaced base to list."""
 
+    cli = "docker"
+
     def __init__(self) -> None:
         self.images: dict[str, str] = {}
 

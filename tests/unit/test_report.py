@@ -59,6 +59,20 @@ def test_state_round_trip(tmp_path: Path) -> None:
     assert back.status == "passed"
 
 
+def test_state_holds_the_results_and_the_report_also_the_others(tmp_path: Path) -> None:
+    """state.json keeps this run's results; report.json adds the cells passed as `extra`
+    (excluded ones); without extras the two are the same document."""
+    c = cell([("client:parity", "passed")])
+    other = CellResult(id="ray2.9.3-py3.9.2-cpu", ray="2.9.3", python="3.9.2", variant="cpu")
+    report.write(tmp_path, {c.id: c}, "m", "r")
+    assert (tmp_path / "state.json").read_text() == (tmp_path / "report.json").read_text()
+    report.write(tmp_path, {c.id: c}, "m", "r", extra=[other])
+    state = json.loads((tmp_path / "state.json").read_text())
+    whole = json.loads((tmp_path / "report.json").read_text())
+    assert [x["id"] for x in state["cells"]] == [c.id]
+    assert [x["id"] for x in whole["cells"]] == [c.id, other.id]
+
+
 def test_status_rules() -> None:
     assert cell([]).status == "built"
     assert cell([("x", "skipped"), ("y", "passed")]).status == "passed"

@@ -74,3 +74,29 @@ def test_disk_refusal_says_what_the_engine_could_give_back(tmp_path: Path) -> No
         "the engine holds 2.0 GiB of build cache no image shares (`docker builder prune`) "
         "and 2 untagged image(s), 3.0 GiB of their own (`docker image prune`)"
     )
+
+
+def test_the_disk_plan_counts_only_cells_with_an_image_missing(tmp_path: Path) -> None:
+    """Tags come from one listing; a tag it does not list (the engine may spell a Docker
+    Hub name short) is asked for by name before it counts as missing."""
+    from harness import matrix
+
+    m = matrix.load(Path(__file__).parents[2] / "matrix.yaml")
+    first, second, third = m.cells[:3]
+    tags = {c.id: list(c.tags(m.prefix).values()) for c in (first, second, third)}
+    asked: list[str] = []
+
+    def inspect(kind: str, ref: str) -> dict[str, str] | None:
+        asked.append(ref)
+        return {"Id": "sha256:x"} if ref in tags[second.id] else None
+
+    engine = cast(
+        Engine,
+        SimpleNamespace(image_tags=lambda: set(tags[first.id]), inspect=inspect),
+    )
+    needs = diskspace.plan(engine, m, [first, second, third], tmp_path, tmp_path, tmp_path, set())
+    [images] = [n for n in needs if n.where == "images (Docker data root)"]
+    base = diskspace.BASE_DOCKER if third.base.kind == "debian" else 0
+    assert images.bytes == base + diskspace.CELL_DOCKER  # the third cell's alone
+    assert not set(asked) & set(tags[first.id])  # listed: never inspected
+    assert set(tags[second.id]) <= set(asked)
