@@ -25,11 +25,11 @@ AUDITS_AT_ONCE = 4  # pip-audits at once: each waits on PyPI, not on the CPU
 
 def run(args: argparse.Namespace, run_id: str) -> int:
     ctx = context(args, run_id)
-    engine = Engine()
-    engine.look_for_cli()  # beside the checks below; needed before anything is built
     for c in ctx.cells:  # refuse stale locks before touching Docker
         lock.check(ctx.paths.locks, c, ctx.matrix)
         base.check_lock(ctx.matrix, c)
+    engine = Engine()
+    engine.look_for_cli()  # in the background; needed before anything is built
     engine.ping()
     return build_cells(engine, ctx, args.no_cache, jobs(args, len(ctx.cells), cores_per_job=1))
 
