@@ -67,7 +67,12 @@ def command(name: str) -> Command:
 WRITES_BUILD_DIR = ("lock", "build", "test", "verify-reproducible", "grid", "push", "manifests")
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread wherever it is. A BaseException, as
+    KeyboardInterrupt is: `except Exception` (ours, the Docker SDK's, which would report an
+    interrupt while it asks the engine's API version as "engine not reachable") lets it
+    through to main's cleanup instead of swallowing it or turning it into an error."""
+
     def __init__(self, code: int) -> None:
         super().__init__(f"interrupted (exit {code})")
         self.code = code
@@ -389,6 +394,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def entry() -> NoReturn:
+    """`python -m harness` and the `ray-harness` script: main's exit code. Ctrl-C before
+    main has set its own handler exits 130 without a traceback (nothing was started)."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted (exit 130)", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_id = os.environ.get("HARNESS_RUN_ID") or new_run_id()
@@ -410,21 +426,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Interrupted as exc:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print(f"\n{exc}: removing what run {run_id} created", file=sys.stderr)
-        stop_all()
-        kube = sys.modules.get("harness.backends.kube")  # imported by a run that used it
-        try:
-            if kube is not None:
-                kube.close_all()
-        except HarnessError as cleanup_error:
-            print(f"cleanup failed: {cleanup_error}", file=sys.stderr)
-        try:
-            counts = Engine(cleanup=True).remove_labelled({labels.RUN: run_id}, images=True)
-            print(f"removed {counts}", file=sys.stderr)
-        except HarnessError as cleanup_error:
-            print(f"cleanup failed: {cleanup_error}", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(exc.code)  # do not wait for worker threads still unwinding
+        _clean_up(exc, run_id)
+
+
+def _clean_up(exc: Interrupted, run_id: str) -> NoReturn:
+    """After SIGINT or SIGTERM: stop every child, remove what this run created, exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(f"\n{exc}: removing what run {run_id} created", file=sys.stderr)
+    stop_all()
+    kube = sys.modules.get("harness.backends.kube")  # imported by a run that used it
+    try:
+        if kube is not None:
+            kube.close_all()
+    except HarnessError as cleanup_error:
+        print(f"cleanup failed: {cleanup_error}", file=sys.stderr)
+    try:
+        counts = Engine(cleanup=True).remove_labelled({labels.RUN: run_id}, images=True)
+        print(f"removed {counts}", file=sys.stderr)
+    except HarnessError as cleanup_error:
+        print(f"cleanup failed: {cleanup_error}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exc.code)  # do not wait for worker threads still unwinding

@@ -233,3 +233,47 @@ def test_probe_takes_rays_token_from_the_environment_as_ray_reads_it(
     assert _token() == "from-path"
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     assert _token() == "from-env"
+
+
+def _interrupted_at(patch: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m harness ARGS` in a process where `patch` (Python source) first arranges a
+    SIGINT at a chosen point."""
+    script = "import os, runpy, signal, sys, time\n" + patch
+    script += f"sys.argv = ['harness', *{list(args)!r}]\n"
+    script += "runpy.run_module('harness', run_name='__main__')\n"
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_an_interrupt_inside_a_broad_except_still_stops_the_run(tmp_path: Path) -> None:
+    """SIGINT while code under `except Exception` runs (the disk plan asking the engine's
+    data root; the Docker SDK asking its API version) is not swallowed: exit 130, the
+    run's cleanup, no report written after it."""
+    patch = (
+        "import harness.engine\n"
+        "def info(self):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "harness.engine.Engine.info = info\n"
+        "harness.engine.Engine.ping = lambda self: 'ok'\n"
+        "harness.engine.Engine.look_for_cli = lambda self: None\n"
+    )
+    r = _interrupted_at(patch, "build", "--build-dir", str(tmp_path / "build"))
+    assert r.returncode == 130, r.stderr
+    assert "interrupted (exit 130): removing what run" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "build" / "report.json").exists()
+
+
+def test_an_interrupt_before_the_cli_handles_signals_exits_130_quietly() -> None:
+    patch = (
+        "import harness.cli\n"
+        "def main():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "harness.cli.main = main\n"
+    )
+    r = _interrupted_at(patch, "plan")
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "interrupted (exit 130)"
