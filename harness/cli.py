@@ -14,10 +14,9 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import NoReturn
 
-from harness import labels, runs, timeouts
+from harness import interrupts, labels, runs, timeouts
 from harness.backends import NODE_IMAGE_ENV
 from harness.children import stop_all
 from harness.engine import Engine, new_run_id
@@ -65,21 +64,6 @@ def command(name: str) -> Command:
 
 # Commands that write into the build directory: one run at a time per directory.
 WRITES_BUILD_DIR = ("lock", "build", "test", "verify-reproducible", "grid", "push", "manifests")
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM, raised in the main thread wherever it is. A BaseException, as
-    KeyboardInterrupt is: `except Exception` (ours, the Docker SDK's, which would report an
-    interrupt while it asks the engine's API version as "engine not reachable") lets it
-    through to main's cleanup instead of swallowing it or turning it into an error."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(f"interrupted (exit {code})")
-        self.code = code
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(128 + signum)
 
 
 def _ready_timeout(p: argparse.ArgumentParser, defaults: timeouts.Timeouts) -> None:
@@ -411,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every throwaway container (Engine.run_once) is labelled from here, so that an
     # interrupt's cleanup below finds it by this run's label.
     os.environ["HARNESS_RUN_ID"] = run_id
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, interrupts.handle)
+    signal.signal(signal.SIGINT, interrupts.handle)
     try:
         if args.command not in ("plan", "matrix", "clean", "diff", "verify", "sbom", "catalog"):
             runs.hold_run(run_id)  # alive until this process ends: `clean` leaves it alone
@@ -425,16 +409,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `python -m harness plan | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Interrupted as exc:
+    except interrupts.Interrupted as exc:
         _clean_up(exc, run_id)
 
 
-def _clean_up(exc: Interrupted, run_id: str) -> NoReturn:
+# How long the cleanup waits for calls making engine objects (each bounded by the SDK's
+# timeout; they take milliseconds) before it looks for what the run made.
+SETTLE_SECONDS = 30.0
+
+
+def _clean_up(exc: interrupts.Interrupted, run_id: str) -> NoReturn:
     """After SIGINT or SIGTERM: stop every child, remove what this run created, exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print(f"\n{exc}: removing what run {run_id} created", file=sys.stderr)
-    stop_all()
+    stop_all()  # no child and no engine object starts from here on
+    if not interrupts.settle(timeout=SETTLE_SECONDS):
+        print(
+            "an engine call still ran; `python -m harness clean` removes the rest", file=sys.stderr
+        )
     kube = sys.modules.get("harness.backends.kube")  # imported by a run that used it
     try:
         if kube is not None:

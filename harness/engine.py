@@ -34,7 +34,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from harness import children, labels
+from harness import children, interrupts, labels
 from harness.errors import EngineError
 
 SETUP_HINT = (
@@ -42,6 +42,8 @@ SETUP_HINT = (
     "starts dockerd)"
 )
 API_TIMEOUT = 120  # seconds an ordinary API call may take
+REMOVAL_WAIT = 30.0  # seconds remove_labelled waits for a removal already under way
+POLL = 0.1  # seconds between its tries
 EXEC_GRACE = 15  # after `timeout` inside the container, how long the host still waits
 STAGING = "/tmp/.raycompat"  # where files handed to a command are put inside a container
 
@@ -369,14 +371,22 @@ class Engine:
         return True
 
     def remove_labelled(self, labels_: Mapping[str, str], images: bool = False) -> dict[str, int]:
-        """Remove containers, networks and volumes (and images if asked) with these labels."""
+        """Remove containers, networks and volumes (and images if asked) with these labels;
+        how many of each were removed. A container whose removal another thread of the run
+        has begun ("already in progress") still holds its network endpoint and volumes:
+        what could not be removed is tried again until it is gone, up to REMOVAL_WAIT
+        seconds (measured: a network left behind, "has active endpoints", when a run was
+        interrupted while its cell's cluster was being torn down)."""
         counts: dict[str, int] = {}
         kinds = ["container", "network", "volume"] + (["image"] if images else [])
         for kind in kinds:
             ids = self.ids(kind, labels_)
-            for ident in ids:
-                self.remove(kind, ident)
-            counts[kind] = len(ids)
+            left = [ident for ident in ids if not self.remove(kind, ident)]
+            deadline = time.monotonic() + (REMOVAL_WAIT if kind != "image" else 0)
+            while left and time.monotonic() < deadline:
+                time.sleep(POLL)
+                left = [i for i in left if self.inspect(kind, i) and not self.remove(kind, i)]
+            counts[kind] = len(ids) - len(left)
         return counts
 
     def disk_usage(self) -> dict[str, Any]:
@@ -524,14 +534,15 @@ class Engine:
                     "readable by it alone; give the image a numeric USER (uid:gid)"
                 )
         try:
-            cid = api.create_container(
-                image,
-                command=list(command) if command is not None else None,
-                entrypoint=list(entrypoint) if entrypoint is not None else None,
-                labels={labels.MANAGED: "scratch", **labels_},
-                environment=dict(env or {}),
-                host_config=api.create_host_config(network_mode=network_mode),
-            )["Id"]
+            with interrupts.making(f"a container of {image}"):
+                cid = api.create_container(
+                    image,
+                    command=list(command) if command is not None else None,
+                    entrypoint=list(entrypoint) if entrypoint is not None else None,
+                    labels={labels.MANAGED: "scratch", **labels_},
+                    environment=dict(env or {}),
+                    host_config=api.create_host_config(network_mode=network_mode),
+                )["Id"]
             if files:
                 staged = {f".raycompat/{n}": c for n, c in files.items()}
                 api.put_archive(cid, "/tmp", tar_of(staged))
@@ -552,17 +563,18 @@ class Engine:
         self.guard(f"create the volume {name}")
         api = self.client.api
         try:
-            api.create_volume(name=name, labels={labels.MANAGED: "scratch", **labels_})
-            cid = api.create_container(
-                image,
-                command=["sh", "-c", f"chown {owner} /v && chmod {mode} /v"],
-                entrypoint=[],
-                user="0:0",
-                labels={labels.MANAGED: "scratch", **labels_},
-                host_config=api.create_host_config(
-                    network_mode="none", binds={name: {"bind": "/v", "mode": "rw,nocopy"}}
-                ),
-            )["Id"]
+            with interrupts.making(f"the volume {name}"):
+                api.create_volume(name=name, labels={labels.MANAGED: "scratch", **labels_})
+                cid = api.create_container(
+                    image,
+                    command=["sh", "-c", f"chown {owner} /v && chmod {mode} /v"],
+                    entrypoint=[],
+                    user="0:0",
+                    labels={labels.MANAGED: "scratch", **labels_},
+                    host_config=api.create_host_config(
+                        network_mode="none", binds={name: {"bind": "/v", "mode": "rw,nocopy"}}
+                    ),
+                )["Id"]
         except docker.errors.DockerException as exc:
             raise EngineError(f"preparing the volume {name}: {exc}") from None
         try:

@@ -23,7 +23,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from harness import labels
+from harness import interrupts, labels
 from harness.backends import (
     JUPYTER_TOKEN_PATH,
     RAY_LOGS,
@@ -186,21 +186,27 @@ class ContainerCluster(Cluster):
         use_reaper(self.engine)
         self._net = Network(docker_network_kw={"labels": dict(self.labels)})
         self._net.name = self.network
-        self._net.create()
+        # each object is made whole, and none once the run stops (harness.interrupts)
+        with interrupts.making(f"the network {self.network}"):
+            self._net.create()
         head = self._container(self.head, self.images["head"], alias=HEAD_ALIAS, gpus=self.gpus)
-        head.start()
+        with interrupts.making(self.head):
+            head.start()
         # Everything starts at once: a worker waits for the head's GCS port by itself (its
         # image's command), and the notebook's Jupyter has no need of Ray to start.
         for name in self.worker_names:
             env = {"RAY_HEAD_ADDRESS": f"{HEAD_ALIAS}:6379"}
-            self._container(name, self.images["worker"], env=env, gpus=self.gpus).start()
+            worker = self._container(name, self.images["worker"], env=env, gpus=self.gpus)
+            with interrupts.making(name):
+                worker.start()
         if "notebook" in self.images:  # a grid brings its own clients instead
             env = {"JUPYTER_TOKEN_FILE": JUPYTER_TOKEN_PATH}
             notebook = self._container(self.notebook, self.images["notebook"], env=env)
             notebook.with_copy_into_container(
                 self.jupyter_token.encode(), JUPYTER_TOKEN_PATH, 0o444
             )
-            notebook.start()
+            with interrupts.making(self.notebook):
+                notebook.start()
         ready = LogMessageWaitStrategy(HEAD_READY)
         ready.with_startup_timeout(int(self.ready_timeout)).with_poll_interval(0.2)
         ready.wait_until_ready(head)
@@ -213,7 +219,8 @@ class ContainerCluster(Cluster):
         name = f"{self.prefix}-client-{suffix}"
         client = self._container(name, image, entrypoint=["sleep"], command=["infinity"])
         try:
-            client.start()
+            with interrupts.making(name):
+                client.start()
         except Exception as exc:
             raise EngineError(f"starting client {name}: {exc}") from None
         return name
@@ -230,7 +237,8 @@ class ContainerCluster(Cluster):
         container = self._container(name, image, env={"NB_PREFIX": prefix})
         container.with_volume_mapping(home, "/home/jovyan", "rw,nocopy")
         try:
-            container.start()
+            with interrupts.making(name):
+                container.start()
         except Exception as exc:
             raise EngineError(f"starting {name}: {exc}") from None
         return name
