@@ -385,7 +385,7 @@ class Engine:
             deadline = time.monotonic() + (REMOVAL_WAIT if kind != "image" else 0)
             while left and time.monotonic() < deadline:
                 time.sleep(POLL)
-                left = [i for i in left if self.inspect(kind, i) and not self.remove(kind, i)]
+                left = [i for i in left if not self.remove(kind, i)]  # gone: True
             counts[kind] = len(ids) - len(left)
         return counts
 
